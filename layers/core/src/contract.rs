@@ -1,0 +1,364 @@
+//! The store contract as one test suite that every backend runs.
+//!
+//! A backend's tests call [`store_contract_tests!`](crate::store_contract_tests) with an async
+//! expression that yields a fresh, empty store:
+//!
+//! ```ignore
+//! donjon_core::store_contract_tests!(async {
+//!     std::sync::Arc::new(donjon_core::memory::MemoryStore::default())
+//! });
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream;
+
+use crate::body::{BoxError, ByteStream};
+use crate::digest::{Algorithm, Digest};
+use crate::manifest::OCI_MANIFEST;
+use crate::name::{Name, Reference};
+use crate::store::{bytes_stream, Descriptor, ManifestPut, RangeSpec, Store, StoreError};
+
+/// Expands to one `#[tokio::test]` per contract case, each on a fresh store from `$make`.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($make:expr) => {
+        $crate::store_contract_tests!(@cases $make;
+            upload_round_trip, chunked_upload_resumes, wrong_offset_is_refused,
+            digest_mismatch_stores_nothing, cancel_ends_session, body_error_keeps_prefix,
+            links_isolate_repositories, unlink_removes_only_the_link, ranges,
+            empty_blob, sha512_commit, same_blob_twice_concurrently, manifests_by_tag_and_digest,
+            tag_moves_atomically, tag_delete_keeps_manifest, manifest_delete_removes_tags,
+            referrers_index, catalog_pages_in_order, unknown_repository);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[::tokio::test]
+            async fn $case() {
+                let store: ::std::sync::Arc<dyn $crate::Store> = $make.await;
+                $crate::contract::$case(store).await;
+            }
+        )*
+    };
+}
+
+fn name(s: &str) -> Name {
+    s.parse().expect("test name")
+}
+
+async fn push(store: &dyn Store, repo: &Name, data: &[u8]) -> Digest {
+    let id = store.upload_create(repo).await.expect("create");
+    store.upload_write(repo, &id, 0, bytes_stream(Bytes::copy_from_slice(data))).await.expect("write");
+    let d = Digest::sha256_of(data);
+    store.upload_commit(repo, &id, &d).await.expect("commit");
+    d
+}
+
+async fn read_all(store: &dyn Store, repo: &Name, d: &Digest, range: RangeSpec) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    let r = store.blob_read(repo, d, range).await.expect("read");
+    let chunks: Vec<Bytes> = r.body.try_collect().await.expect("stream");
+    chunks.concat()
+}
+
+fn manifest_bytes(config: &Digest, subject: Option<&Digest>) -> Bytes {
+    let subject = subject.map_or(String::new(), |s| {
+        format!(r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{s}","size":1}}"#)
+    });
+    Bytes::from(format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[]{subject}}}"#
+    ))
+}
+
+async fn put_manifest(store: &dyn Store, repo: &Name, tag: Option<&str>, salt: &[u8]) -> Digest {
+    let config = push(store, repo, salt).await;
+    let bytes = manifest_bytes(&config, None);
+    let digest = Digest::sha256_of(&bytes);
+    store
+        .manifest_put(repo, ManifestPut {
+            digest: digest.clone(),
+            media_type: OCI_MANIFEST.into(),
+            bytes,
+            tag: tag.map(|t| t.parse().expect("tag")),
+            referrer: None,
+        })
+        .await
+        .expect("manifest put");
+    digest
+}
+
+/// Upload, commit, then read back whole.
+pub async fn upload_round_trip(store: Arc<dyn Store>) {
+    let repo = name("contract/round-trip");
+    let d = push(&*store, &repo, b"hello world").await;
+    assert_eq!(store.blob_size(&repo, &d).await.expect("size"), 11);
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"hello world");
+}
+
+/// Several writes, with a size check between them.
+pub async fn chunked_upload_resumes(store: Arc<dyn Store>) {
+    let repo = name("contract/chunked");
+    let id = store.upload_create(&repo).await.expect("create");
+    assert_eq!(store.upload_size(&repo, &id).await.expect("size"), 0);
+    let n = store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc"))).await.expect("w1");
+    assert_eq!(n, 3);
+    assert_eq!(store.upload_size(&repo, &id).await.expect("size"), 3);
+    let n = store.upload_write(&repo, &id, 3, bytes_stream(Bytes::from_static(b"def"))).await.expect("w2");
+    assert_eq!(n, 6);
+    let d = Digest::sha256_of(b"abcdef");
+    assert_eq!(store.upload_commit(&repo, &id, &d).await.expect("commit"), 6);
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"abcdef");
+    assert!(matches!(store.upload_size(&repo, &id).await, Err(StoreError::UploadUnknown)));
+}
+
+/// A chunk that does not start at the end is refused, and nothing changes.
+pub async fn wrong_offset_is_refused(store: Arc<dyn Store>) {
+    let repo = name("contract/offset");
+    let id = store.upload_create(&repo).await.expect("create");
+    store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc"))).await.expect("w1");
+    for off in [0, 2, 4] {
+        let r = store.upload_write(&repo, &id, off, bytes_stream(Bytes::from_static(b"x"))).await;
+        assert!(matches!(r, Err(StoreError::UploadOffset { size: 3 })), "offset {off}: {r:?}");
+    }
+    assert_eq!(store.upload_size(&repo, &id).await.expect("size"), 3);
+}
+
+/// A wrong digest makes nothing visible.
+pub async fn digest_mismatch_stores_nothing(store: Arc<dyn Store>) {
+    let repo = name("contract/mismatch");
+    let id = store.upload_create(&repo).await.expect("create");
+    store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc"))).await.expect("w");
+    let claimed = Digest::sha256_of(b"something else");
+    let r = store.upload_commit(&repo, &id, &claimed).await;
+    assert!(matches!(r, Err(StoreError::DigestMismatch { .. })), "{r:?}");
+    assert!(matches!(store.blob_size(&repo, &claimed).await, Err(StoreError::BlobUnknown(_))));
+    let real = Digest::sha256_of(b"abc");
+    assert!(matches!(store.blob_size(&repo, &real).await, Err(StoreError::BlobUnknown(_))));
+    assert!(matches!(store.blob_link(&repo, &real).await, Err(StoreError::BlobUnknown(_))));
+}
+
+/// Cancel ends the session.
+pub async fn cancel_ends_session(store: Arc<dyn Store>) {
+    let repo = name("contract/cancel");
+    let id = store.upload_create(&repo).await.expect("create");
+    store.upload_cancel(&repo, &id).await.expect("cancel");
+    assert!(matches!(store.upload_size(&repo, &id).await, Err(StoreError::UploadUnknown)));
+    let w = store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"x"))).await;
+    assert!(matches!(w, Err(StoreError::UploadUnknown)));
+    assert!(matches!(store.upload_cancel(&repo, &id).await, Err(StoreError::UploadUnknown)));
+    // a session of one repository is unknown in another
+    let id = store.upload_create(&repo).await.expect("create");
+    assert!(matches!(store.upload_size(&name("contract/other"), &id).await, Err(StoreError::UploadUnknown)));
+}
+
+/// A body that fails mid-way keeps what arrived; the upload continues from there.
+pub async fn body_error_keeps_prefix(store: Arc<dyn Store>) {
+    let repo = name("contract/disconnect");
+    let id = store.upload_create(&repo).await.expect("create");
+    let items: Vec<Result<Bytes, BoxError>> =
+        vec![Ok(Bytes::from_static(b"abc")), Err("client went away".into())];
+    let broken: ByteStream = Box::pin(stream::iter(items));
+    let r = store.upload_write(&repo, &id, 0, broken).await;
+    assert!(matches!(r, Err(StoreError::Body(_))), "{r:?}");
+    assert_eq!(store.upload_size(&repo, &id).await.expect("size"), 3);
+    store.upload_write(&repo, &id, 3, bytes_stream(Bytes::from_static(b"def"))).await.expect("resume");
+    let d = Digest::sha256_of(b"abcdef");
+    store.upload_commit(&repo, &id, &d).await.expect("commit");
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"abcdef");
+}
+
+/// A repository reads only the blobs it links.
+pub async fn links_isolate_repositories(store: Arc<dyn Store>) {
+    let (a, b) = (name("contract/a"), name("contract/b"));
+    let d = push(&*store, &a, b"secret layer").await;
+    assert!(matches!(store.blob_size(&b, &d).await, Err(StoreError::BlobUnknown(_))));
+    assert!(matches!(store.blob_read(&b, &d, RangeSpec::Full).await, Err(StoreError::BlobUnknown(_))));
+    store.blob_link(&b, &d).await.expect("mount");
+    assert_eq!(store.blob_size(&b, &d).await.expect("size"), 12);
+    let missing = Digest::sha256_of(b"never pushed");
+    assert!(matches!(store.blob_link(&b, &missing).await, Err(StoreError::BlobUnknown(_))));
+}
+
+/// Unlinking hides the blob from that repository only.
+pub async fn unlink_removes_only_the_link(store: Arc<dyn Store>) {
+    let (a, b) = (name("contract/ua"), name("contract/ub"));
+    let d = push(&*store, &a, b"shared").await;
+    store.blob_link(&b, &d).await.expect("mount");
+    store.blob_unlink(&a, &d).await.expect("unlink");
+    assert!(matches!(store.blob_size(&a, &d).await, Err(StoreError::BlobUnknown(_))));
+    assert_eq!(store.blob_size(&b, &d).await.expect("still in b"), 6);
+    assert!(matches!(store.blob_unlink(&a, &d).await, Err(StoreError::BlobUnknown(_))));
+}
+
+/// Range reads.
+pub async fn ranges(store: Arc<dyn Store>) {
+    let repo = name("contract/ranges");
+    let d = push(&*store, &repo, b"0123456789").await;
+    let r = |s: &str| RangeSpec::parse(s).expect("range");
+    assert_eq!(read_all(&*store, &repo, &d, r("bytes=2-4")).await, b"234");
+    assert_eq!(read_all(&*store, &repo, &d, r("bytes=7-")).await, b"789");
+    assert_eq!(read_all(&*store, &repo, &d, r("bytes=-2")).await, b"89");
+    let read = store.blob_read(&repo, &d, r("bytes=3-100")).await.expect("read");
+    assert_eq!((read.size, read.range), (10, 3..10));
+    let bad = store.blob_read(&repo, &d, r("bytes=10-")).await;
+    assert!(matches!(bad, Err(StoreError::RangeInvalid { size: 10 })), "{bad:?}");
+}
+
+/// The empty blob.
+pub async fn empty_blob(store: Arc<dyn Store>) {
+    let repo = name("contract/empty");
+    let d = push(&*store, &repo, b"").await;
+    assert_eq!(store.blob_size(&repo, &d).await.expect("size"), 0);
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"");
+}
+
+/// A sha512 digest verifies too.
+pub async fn sha512_commit(store: Arc<dyn Store>) {
+    let repo = name("contract/sha512");
+    let id = store.upload_create(&repo).await.expect("create");
+    store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"xyz"))).await.expect("w");
+    let d = Digest::of(Algorithm::Sha512, b"xyz");
+    store.upload_commit(&repo, &id, &d).await.expect("commit");
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"xyz");
+}
+
+/// Two clients pushing the same blob at once both succeed, and the blob is whole.
+pub async fn same_blob_twice_concurrently(store: Arc<dyn Store>) {
+    let repo = name("contract/race");
+    let data = Bytes::from(vec![7u8; 256 * 1024]);
+    let mut tasks = vec![];
+    for _ in 0..4 {
+        let (store, repo, data) = (store.clone(), repo.clone(), data.clone());
+        tasks.push(async move {
+            let id = store.upload_create(&repo).await.expect("create");
+            store.upload_write(&repo, &id, 0, bytes_stream(data.clone())).await.expect("w");
+            store.upload_commit(&repo, &id, &Digest::sha256_of(&data)).await.expect("commit")
+        });
+    }
+    for n in futures_util::future::join_all(tasks).await {
+        assert_eq!(n, data.len() as u64);
+    }
+    let d = Digest::sha256_of(&data);
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, data);
+}
+
+/// Manifests read back by tag and by digest, with their media type.
+pub async fn manifests_by_tag_and_digest(store: Arc<dyn Store>) {
+    let repo = name("contract/manifests");
+    let d = put_manifest(&*store, &repo, Some("v1"), b"{}").await;
+    let by_tag = store.manifest_get(&repo, &Reference::Tag("v1".parse().expect("tag"))).await.expect("by tag");
+    let by_digest = store.manifest_get(&repo, &Reference::Digest(d.clone())).await.expect("by digest");
+    assert_eq!(by_tag.digest, d);
+    assert_eq!(by_tag.bytes, by_digest.bytes);
+    assert_eq!(by_tag.media_type, OCI_MANIFEST);
+    assert!(store.manifest_exists(&repo, &d).await.expect("exists"));
+    assert!(!store.manifest_exists(&name("contract/elsewhere"), &d).await.expect("exists"));
+    let missing = store.manifest_get(&repo, &Reference::Tag("nope".parse().expect("tag"))).await;
+    assert!(matches!(missing, Err(StoreError::ManifestUnknown(_))));
+    assert_eq!(store.tags(&repo).await.expect("tags"), vec!["v1".to_string()]);
+}
+
+/// Moving a tag replaces it whole; racing moves leave one of the values.
+pub async fn tag_moves_atomically(store: Arc<dyn Store>) {
+    let repo = name("contract/tagmove");
+    let d1 = put_manifest(&*store, &repo, Some("latest"), b"1").await;
+    let d2 = put_manifest(&*store, &repo, Some("latest"), b"2").await;
+    let got = store.manifest_get(&repo, &Reference::Tag("latest".parse().expect("tag"))).await.expect("get");
+    assert_eq!(got.digest, d2);
+    let mut tasks = vec![];
+    for i in 0..8u8 {
+        let store = store.clone();
+        let repo = repo.clone();
+        tasks.push(async move { put_manifest(&*store, &repo, Some("race"), &[b'a' + i]).await });
+    }
+    let pushed = futures_util::future::join_all(tasks).await;
+    let got = store.manifest_get(&repo, &Reference::Tag("race".parse().expect("tag"))).await.expect("get");
+    assert!(pushed.contains(&got.digest));
+    assert!(store.manifest_exists(&repo, &d1).await.expect("old revision kept"));
+}
+
+/// Deleting a tag leaves the manifest reachable by digest.
+pub async fn tag_delete_keeps_manifest(store: Arc<dyn Store>) {
+    let repo = name("contract/tagdel");
+    let d = put_manifest(&*store, &repo, Some("a"), b"x").await;
+    store.manifest_put(&repo, ManifestPut {
+        digest: d.clone(),
+        media_type: OCI_MANIFEST.into(),
+        bytes: store.manifest_get(&repo, &Reference::Digest(d.clone())).await.expect("get").bytes,
+        tag: Some("b".parse().expect("tag")),
+        referrer: None,
+    }).await.expect("second tag");
+    store.tag_delete(&repo, &"a".parse().expect("tag")).await.expect("delete");
+    assert_eq!(store.tags(&repo).await.expect("tags"), vec!["b".to_string()]);
+    assert!(store.manifest_get(&repo, &Reference::Digest(d)).await.is_ok());
+    let again = store.tag_delete(&repo, &"a".parse().expect("tag")).await;
+    assert!(matches!(again, Err(StoreError::ManifestUnknown(_))));
+}
+
+/// Deleting a manifest removes the tags that pointed at it.
+pub async fn manifest_delete_removes_tags(store: Arc<dyn Store>) {
+    let repo = name("contract/mdel");
+    let d = put_manifest(&*store, &repo, Some("gone"), b"y").await;
+    let keep = put_manifest(&*store, &repo, Some("kept"), b"z").await;
+    store.manifest_delete(&repo, &d).await.expect("delete");
+    assert!(matches!(store.manifest_get(&repo, &Reference::Digest(d.clone())).await, Err(StoreError::ManifestUnknown(_))));
+    assert!(matches!(store.manifest_get(&repo, &Reference::Tag("gone".parse().expect("tag"))).await, Err(StoreError::ManifestUnknown(_))));
+    assert_eq!(store.tags(&repo).await.expect("tags"), vec!["kept".to_string()]);
+    assert!(store.manifest_exists(&repo, &keep).await.expect("exists"));
+    assert!(matches!(store.manifest_delete(&repo, &d).await, Err(StoreError::ManifestUnknown(_))));
+}
+
+/// Manifests with a subject are listed as its referrers until deleted.
+pub async fn referrers_index(store: Arc<dyn Store>) {
+    let repo = name("contract/referrers");
+    let subject = put_manifest(&*store, &repo, Some("img"), b"s").await;
+    let config = push(&*store, &repo, b"{}").await;
+    let bytes = manifest_bytes(&config, Some(&subject));
+    let digest = Digest::sha256_of(&bytes);
+    let desc = Descriptor {
+        media_type: OCI_MANIFEST.into(),
+        digest: digest.clone(),
+        size: bytes.len() as u64,
+        artifact_type: Some("application/x-sig".into()),
+        annotations: None,
+    };
+    assert!(store.referrers(&repo, &subject).await.expect("none yet").is_empty());
+    store.manifest_put(&repo, ManifestPut {
+        digest: digest.clone(),
+        media_type: OCI_MANIFEST.into(),
+        bytes,
+        tag: None,
+        referrer: Some((subject.clone(), desc.clone())),
+    }).await.expect("put");
+    assert_eq!(store.referrers(&repo, &subject).await.expect("list"), vec![desc]);
+    assert!(store.referrers(&name("contract/other"), &subject).await.expect("other repo").is_empty());
+    store.manifest_delete(&repo, &digest).await.expect("delete");
+    assert!(store.referrers(&repo, &subject).await.expect("after delete").is_empty());
+}
+
+/// The catalog pages in lexical order.
+pub async fn catalog_pages_in_order(store: Arc<dyn Store>) {
+    for r in ["cat/b", "cat/a", "cat-x", "cat/a/sub", "cat/c"] {
+        put_manifest(&*store, &name(r), Some("t"), r.as_bytes()).await;
+    }
+    let all = store.catalog(None, 100).await.expect("catalog");
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted);
+    assert_eq!(all, ["cat-x", "cat/a", "cat/a/sub", "cat/b", "cat/c"]);
+    assert_eq!(store.catalog(None, 2).await.expect("page"), ["cat-x", "cat/a"]);
+    assert_eq!(store.catalog(Some("cat/a"), 2).await.expect("page"), ["cat/a/sub", "cat/b"]);
+    assert!(store.catalog(Some("cat/c"), 2).await.expect("end").is_empty());
+}
+
+/// An unknown repository.
+pub async fn unknown_repository(store: Arc<dyn Store>) {
+    let repo = name("contract/never");
+    assert!(matches!(store.tags(&repo).await, Err(StoreError::NameUnknown(_))));
+    assert!(store.referrers(&repo, &Digest::sha256_of(b"x")).await.expect("empty").is_empty());
+    assert!(matches!(
+        store.manifest_get(&repo, &Reference::Tag("latest".parse().expect("tag"))).await,
+        Err(StoreError::ManifestUnknown(_))
+    ));
+}

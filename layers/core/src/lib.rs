@@ -1,0 +1,43 @@
+//! The vocabulary every donjon layer shares: spec types ([`Digest`], [`Name`], [`Reference`]),
+//! the parsed [`Route`] and the [`RouteLayer`] that produces it, the OCI [`Error`] response,
+//! the response [`Body`], and the [`Store`] contract with its backends' shared test suite.
+//!
+//! Layers depend on this crate only, never on each other.
+//!
+//! ```
+//! use donjon_core::{Digest, Name, Reference};
+//!
+//! let name: Name = "library/busybox".parse().unwrap();
+//! let reference: Reference = "latest".parse().unwrap();
+//! let digest = Digest::sha256_of(b"hello");
+//! assert_eq!(name.as_str(), "library/busybox");
+//! assert!(matches!(reference, Reference::Tag(_)));
+//! assert!(digest.as_str().starts_with("sha256:"));
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod name;
+pub mod response;
+pub mod route;
+pub mod store;
+
+#[cfg(feature = "test-util")]
+pub mod contract;
+#[cfg(feature = "test-util")]
+pub mod memory;
+
+pub use body::{Body, BoxError};
+pub use digest::{Algorithm, Digest, Digester};
+pub use error::{Error, ErrorCode};
+pub use name::{Name, Reference, Tag};
+pub use route::{Route, RouteLayer, RouteService};
+pub use store::{Store, StoreError};
+
+/// The header every `/v2/` response carries.
+pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+/// Its value.
+pub const API_VERSION: &str = "registry/2.0";

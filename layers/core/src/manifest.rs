@@ -1,0 +1,263 @@
+//! Manifest media types and the parts of a manifest the registry checks: what it references
+//! (blobs, child manifests, `subject`) and how it describes itself.
+//!
+//! ```
+//! use donjon_core::manifest::{self, OCI_INDEX};
+//!
+//! let m = manifest::parse(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#, None).unwrap();
+//! assert_eq!(m.media_type, OCI_INDEX);
+//! assert!(m.manifests.is_empty());
+//! ```
+
+use serde::Deserialize;
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorCode};
+use crate::store::Descriptor;
+
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker schema 2 manifest.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker schema 2 manifest list.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// The OCI empty descriptor's media type.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    #[serde(default)]
+    media_type: Option<String>,
+    digest: Digest,
+    #[serde(default)]
+    size: Option<i64>,
+    #[serde(default)]
+    urls: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    schema_version: Option<i64>,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    config: Option<RawDescriptor>,
+    #[serde(default)]
+    layers: Option<Vec<RawDescriptor>>,
+    #[serde(default)]
+    manifests: Option<Vec<RawDescriptor>>,
+    #[serde(default)]
+    subject: Option<RawDescriptor>,
+    #[serde(default)]
+    annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What the registry needs to know of a manifest.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// Its media type.
+    pub media_type: String,
+    /// Blobs it references (config and layers), excluding foreign layers fetched from `urls`.
+    pub blobs: Vec<Digest>,
+    /// Child manifests (indexes and lists).
+    pub manifests: Vec<Digest>,
+    /// The manifest it refers to.
+    pub subject: Option<Digest>,
+    /// `artifactType`, or for an image manifest without one, its config's media type.
+    pub artifact_type: Option<String>,
+    /// Annotations.
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Parsed {
+    /// The descriptor of this manifest, as the referrers API lists it.
+    pub fn descriptor(&self, digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest,
+            size,
+            artifact_type: self.artifact_type.clone(),
+            annotations: self.annotations.clone().filter(|a| !a.is_empty()),
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::ManifestInvalid, msg.into())
+}
+
+fn is_foreign(d: &RawDescriptor) -> bool {
+    let mt = d.media_type.as_deref().unwrap_or("");
+    (mt.contains("foreign") || mt.contains("nondistributable"))
+        && d.urls.as_ref().is_some_and(|u| !u.is_empty())
+}
+
+/// Parses and checks a manifest's JSON. `content_type` is the `Content-Type` it was pushed
+/// with: when the body names a `mediaType`, the two must agree; when it names none, the
+/// header decides, then the shape (`manifests` → index, otherwise image manifest).
+pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> {
+    let raw: RawManifest = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(format!("manifest is not valid JSON of a known shape: {e}")))?;
+    let content_type = content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim())
+        .filter(|c| !c.is_empty() && *c != "application/json" && *c != "application/octet-stream");
+    let media_type = match (&raw.media_type, content_type) {
+        (Some(body), Some(header)) if body != header => {
+            return Err(invalid(format!(
+                "Content-Type {header:?} does not match the manifest's mediaType {body:?}"
+            )))
+        }
+        (Some(body), _) => body.clone(),
+        (None, Some(header)) => header.to_string(),
+        (None, None) if raw.manifests.is_some() => OCI_INDEX.to_string(),
+        (None, None) => OCI_MANIFEST.to_string(),
+    };
+    if raw.media_type.is_none() && media_type.contains("docker") {
+        return Err(invalid("a Docker manifest must carry its mediaType"));
+    }
+    match raw.schema_version {
+        Some(2) => {}
+        Some(1) => return Err(invalid("schema 1 manifests are not supported")),
+        _ => return Err(invalid("schemaVersion must be 2")),
+    }
+    let is_index = media_type == OCI_INDEX || media_type == DOCKER_LIST;
+    let is_image = media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST;
+    let mut blobs = vec![];
+    let mut manifests = vec![];
+    for d in [&raw.config, &raw.subject].into_iter().flatten().chain(raw.layers.iter().flatten())
+        .chain(raw.manifests.iter().flatten())
+    {
+        if d.size.is_some_and(|s| s < 0) {
+            return Err(invalid(format!("descriptor {} has a negative size", d.digest)));
+        }
+    }
+    if is_index {
+        let children = raw.manifests.as_ref().ok_or_else(|| invalid("an index needs manifests"))?;
+        manifests.extend(children.iter().map(|d| d.digest.clone()));
+    } else if is_image {
+        let config = raw.config.as_ref().ok_or_else(|| invalid("an image manifest needs a config"))?;
+        blobs.push(config.digest.clone());
+        let layers = raw.layers.as_ref().ok_or_else(|| invalid("an image manifest needs layers"))?;
+        blobs.extend(layers.iter().filter(|d| !is_foreign(d)).map(|d| d.digest.clone()));
+    } else {
+        // Another manifest type: check what it references by shape.
+        blobs.extend(raw.config.iter().map(|d| d.digest.clone()));
+        blobs.extend(raw.layers.iter().flatten().filter(|d| !is_foreign(d)).map(|d| d.digest.clone()));
+        manifests.extend(raw.manifests.iter().flatten().map(|d| d.digest.clone()));
+    }
+    let artifact_type = raw.artifact_type.clone().or_else(|| {
+        (!is_index).then(|| raw.config.as_ref().and_then(|c| c.media_type.clone())).flatten()
+    });
+    Ok(Parsed {
+        media_type,
+        blobs,
+        manifests,
+        subject: raw.subject.map(|s| s.digest),
+        artifact_type,
+        annotations: raw.annotations,
+    })
+}
+
+/// The media type of stored manifest bytes, read from its `mediaType` or its shape. `None` for
+/// bytes that are not a manifest.
+pub fn media_type_of(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        #[serde(default)]
+        media_type: Option<String>,
+        #[serde(default)]
+        manifests: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        config: Option<serde::de::IgnoredAny>,
+    }
+    let p: Probe = serde_json::from_slice(bytes).ok()?;
+    p.media_type.or_else(|| {
+        if p.manifests.is_some() {
+            Some(OCI_INDEX.into())
+        } else if p.config.is_some() {
+            Some(OCI_MANIFEST.into())
+        } else {
+            None
+        }
+    })
+}
+
+/// The subject of stored manifest bytes, if any.
+pub fn subject_of(bytes: &[u8]) -> Option<Digest> {
+    #[derive(Deserialize)]
+    struct Probe {
+        subject: Option<RawDescriptor>,
+    }
+    serde_json::from_slice::<Probe>(bytes).ok()?.subject.map(|s| s.digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn image(extra: &str) -> String {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D2}","size":3}}]{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn image_references() {
+        let m = parse(image("").as_bytes(), Some(OCI_MANIFEST)).unwrap();
+        assert_eq!(m.blobs.len(), 2);
+        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert!(m.subject.is_none());
+    }
+
+    #[test]
+    fn subject_and_artifact_type() {
+        let extra = format!(r#","artifactType":"application/x-sig","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":1}},"annotations":{{"a":"b"}}"#);
+        let m = parse(image(&extra).as_bytes(), None).unwrap();
+        assert_eq!(m.subject.as_ref().unwrap().as_str(), D1);
+        assert_eq!(m.artifact_type.as_deref(), Some("application/x-sig"));
+        let d = m.descriptor(Digest::sha256_of(b"x"), 9);
+        assert_eq!(d.annotations.unwrap()["a"], "b");
+    }
+
+    #[test]
+    fn rejects_bad_manifests() {
+        assert!(parse(b"not json", None).is_err());
+        assert!(parse(b"{}", None).is_err());
+        assert!(parse(br#"{"schemaVersion":1}"#, None).is_err());
+        assert!(parse(image("").as_bytes(), Some(OCI_INDEX)).is_err());
+        let bad = image("").replace(D2, "sha256:nothex");
+        assert!(parse(bad.as_bytes(), None).is_err());
+        let no_cfg = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#);
+        assert!(parse(no_cfg.as_bytes(), None).is_err());
+    }
+
+    #[test]
+    fn index_children() {
+        let idx = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":5}}]}}"#
+        );
+        let m = parse(idx.as_bytes(), Some(OCI_INDEX)).unwrap();
+        assert_eq!(m.media_type, OCI_INDEX);
+        assert_eq!(m.manifests.len(), 1);
+        assert_eq!(media_type_of(idx.as_bytes()).as_deref(), Some(OCI_INDEX));
+    }
+
+    #[test]
+    fn foreign_layers_are_not_required() {
+        let m = image("").replace(
+            "application/vnd.oci.image.layer.v1.tar\"",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar\",\"urls\":[\"https://x\"]",
+        );
+        assert_eq!(parse(m.as_bytes(), None).unwrap().blobs.len(), 1);
+    }
+}

@@ -1,0 +1,266 @@
+//! An in-memory [`Store`], for tests and examples. It keeps the same rules as the real
+//! backends: links per repository, verification before visibility, atomic tag moves.
+//!
+//! ```
+//! use donjon_core::memory::MemoryStore;
+//! let store = std::sync::Arc::new(MemoryStore::default());
+//! # let _: std::sync::Arc<dyn donjon_core::Store> = store;
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::digest::{Algorithm, Digest, Digester};
+use crate::name::{Name, Reference, Tag};
+use crate::store::{
+    BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError,
+};
+
+#[derive(Default, Debug)]
+struct Repo {
+    layers: BTreeSet<Digest>,
+    manifests: HashMap<Digest, String>,
+    tags: BTreeMap<String, Digest>,
+    referrers: HashMap<Digest, BTreeMap<Digest, Descriptor>>,
+}
+
+struct Upload {
+    data: BytesMut,
+    hasher: Digester,
+}
+
+#[derive(Default)]
+struct State {
+    blobs: HashMap<Digest, Bytes>,
+    repos: BTreeMap<String, Repo>,
+    uploads: HashMap<(String, String), Arc<tokio::sync::Mutex<Upload>>>,
+}
+
+/// The in-memory store.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryStore")
+    }
+}
+
+impl MemoryStore {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn linked(&self, repo: &Name, digest: &Digest) -> Result<Bytes> {
+        let st = self.lock();
+        let linked = st.repos.get(repo.as_str()).is_some_and(|r| {
+            r.layers.contains(digest) || r.manifests.contains_key(digest)
+        });
+        match (linked, st.blobs.get(digest)) {
+            (true, Some(b)) => Ok(b.clone()),
+            _ => Err(StoreError::BlobUnknown(digest.clone())),
+        }
+    }
+
+    fn session(&self, repo: &Name, id: &str) -> Result<Arc<tokio::sync::Mutex<Upload>>> {
+        self.lock()
+            .uploads
+            .get(&(repo.to_string(), id.to_string()))
+            .cloned()
+            .ok_or(StoreError::UploadUnknown)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn blob_size(&self, repo: &Name, digest: &Digest) -> Result<u64> {
+        Ok(self.linked(repo, digest)?.len() as u64)
+    }
+
+    async fn blob_read(&self, repo: &Name, digest: &Digest, range: RangeSpec) -> Result<BlobRead> {
+        let data = self.linked(repo, digest)?;
+        let size = data.len() as u64;
+        let r = range.resolve(size).ok_or(StoreError::RangeInvalid { size })?;
+        let part = data.slice(r.start as usize..r.end as usize);
+        Ok(BlobRead { size, range: r, body: crate::store::bytes_stream(part) })
+    }
+
+    async fn blob_link(&self, repo: &Name, digest: &Digest) -> Result<()> {
+        let mut st = self.lock();
+        if !st.blobs.contains_key(digest) {
+            return Err(StoreError::BlobUnknown(digest.clone()));
+        }
+        st.repos.entry(repo.to_string()).or_default().layers.insert(digest.clone());
+        Ok(())
+    }
+
+    async fn blob_unlink(&self, repo: &Name, digest: &Digest) -> Result<()> {
+        let mut st = self.lock();
+        let removed = st.repos.get_mut(repo.as_str()).is_some_and(|r| r.layers.remove(digest));
+        if removed { Ok(()) } else { Err(StoreError::BlobUnknown(digest.clone())) }
+    }
+
+    async fn upload_create(&self, repo: &Name) -> Result<String> {
+        let id = format!("{:032x}", rand_id());
+        let up = Upload { data: BytesMut::new(), hasher: Digester::new(Algorithm::Sha256) };
+        self.lock().uploads.insert((repo.to_string(), id.clone()), Arc::new(tokio::sync::Mutex::new(up)));
+        Ok(id)
+    }
+
+    async fn upload_size(&self, repo: &Name, id: &str) -> Result<u64> {
+        let s = self.session(repo, id)?;
+        let len = s.lock().await.data.len() as u64;
+        Ok(len)
+    }
+
+    async fn upload_write(&self, repo: &Name, id: &str, offset: u64, mut data: ByteStream) -> Result<u64> {
+        let s = self.session(repo, id)?;
+        let mut up = s.lock().await;
+        if offset != up.data.len() as u64 {
+            return Err(StoreError::UploadOffset { size: up.data.len() as u64 });
+        }
+        while let Some(chunk) = data.next().await {
+            match chunk {
+                Ok(c) => {
+                    up.hasher.update(&c);
+                    up.data.extend_from_slice(&c);
+                }
+                Err(e) => return Err(StoreError::Body(e)),
+            }
+        }
+        Ok(up.data.len() as u64)
+    }
+
+    async fn upload_commit(&self, repo: &Name, id: &str, digest: &Digest) -> Result<u64> {
+        let s = self.session(repo, id)?;
+        let up = s.lock().await;
+        let actual = if digest.algorithm() == up.hasher.algorithm() {
+            up.hasher.peek()
+        } else {
+            Digest::of(digest.algorithm(), &up.data)
+        };
+        let data = up.data.clone().freeze();
+        drop(up);
+        let mut st = self.lock();
+        st.uploads.remove(&(repo.to_string(), id.to_string()));
+        if &actual != digest {
+            return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        let size = data.len() as u64;
+        st.blobs.entry(digest.clone()).or_insert(data);
+        st.repos.entry(repo.to_string()).or_default().layers.insert(digest.clone());
+        Ok(size)
+    }
+
+    async fn upload_cancel(&self, repo: &Name, id: &str) -> Result<()> {
+        self.lock()
+            .uploads
+            .remove(&(repo.to_string(), id.to_string()))
+            .map(|_| ())
+            .ok_or(StoreError::UploadUnknown)
+    }
+
+    async fn manifest_get(&self, repo: &Name, reference: &Reference) -> Result<Manifest> {
+        let st = self.lock();
+        let unknown = || StoreError::ManifestUnknown(reference.to_string());
+        let r = st.repos.get(repo.as_str()).ok_or_else(unknown)?;
+        let digest = match reference {
+            Reference::Tag(t) => r.tags.get(t.as_str()).ok_or_else(unknown)?.clone(),
+            Reference::Digest(d) => d.clone(),
+        };
+        let media_type = r.manifests.get(&digest).ok_or_else(unknown)?.clone();
+        let bytes = st.blobs.get(&digest).ok_or_else(unknown)?.clone();
+        Ok(Manifest { digest, media_type, bytes })
+    }
+
+    async fn manifest_exists(&self, repo: &Name, digest: &Digest) -> Result<bool> {
+        Ok(self.lock().repos.get(repo.as_str()).is_some_and(|r| r.manifests.contains_key(digest)))
+    }
+
+    async fn manifest_put(&self, repo: &Name, m: ManifestPut) -> Result<()> {
+        let mut st = self.lock();
+        st.blobs.entry(m.digest.clone()).or_insert(m.bytes);
+        let r = st.repos.entry(repo.to_string()).or_default();
+        r.manifests.insert(m.digest.clone(), m.media_type);
+        if let Some((subject, desc)) = m.referrer {
+            r.referrers.entry(subject).or_default().insert(m.digest.clone(), desc);
+        }
+        if let Some(tag) = m.tag {
+            r.tags.insert(tag.to_string(), m.digest);
+        }
+        Ok(())
+    }
+
+    async fn manifest_delete(&self, repo: &Name, digest: &Digest) -> Result<()> {
+        let mut st = self.lock();
+        let unknown = || StoreError::ManifestUnknown(digest.to_string());
+        let r = st.repos.get_mut(repo.as_str()).ok_or_else(unknown)?;
+        r.manifests.remove(digest).ok_or_else(unknown)?;
+        r.tags.retain(|_, d| d != digest);
+        for refs in r.referrers.values_mut() {
+            refs.remove(digest);
+        }
+        Ok(())
+    }
+
+    async fn tag_delete(&self, repo: &Name, tag: &Tag) -> Result<()> {
+        let mut st = self.lock();
+        st.repos
+            .get_mut(repo.as_str())
+            .and_then(|r| r.tags.remove(tag.as_str()))
+            .map(|_| ())
+            .ok_or_else(|| StoreError::ManifestUnknown(tag.to_string()))
+    }
+
+    async fn tags(&self, repo: &Name) -> Result<Vec<String>> {
+        let st = self.lock();
+        let r = st.repos.get(repo.as_str()).ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
+        Ok(r.tags.keys().cloned().collect())
+    }
+
+    async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        let st = self.lock();
+        Ok(st
+            .repos
+            .iter()
+            .filter(|(_, r)| !r.manifests.is_empty() || !r.tags.is_empty())
+            .map(|(k, _)| k)
+            .filter(|k| last.is_none_or(|l| k.as_str() > l))
+            .take(n)
+            .cloned()
+            .collect())
+    }
+
+    async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let st = self.lock();
+        Ok(st
+            .repos
+            .get(repo.as_str())
+            .and_then(|r| r.referrers.get(subject))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+fn rand_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let a = h.finish();
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(a);
+    ((a as u128) << 64) | h.finish() as u128
+}
+
+#[cfg(test)]
+mod tests {
+    crate::store_contract_tests!(async { std::sync::Arc::new(super::MemoryStore::default()) });
+}

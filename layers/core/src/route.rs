@@ -1,0 +1,334 @@
+//! The path is parsed once, here, into a [`Route`] that travels in the request's extensions.
+//!
+//! Repository names contain `/`, so the parser works from the right end of the path. Names,
+//! tags and digests are checked against the spec's grammar; a malformed `/v2/` path is answered
+//! with `NAME_INVALID`, `DIGEST_INVALID` or `TAG_INVALID` right here. Paths outside `/v2/` pass
+//! through without a route, to whatever the stack falls back to.
+//!
+//! ```
+//! use donjon_core::{Route, route::parse};
+//!
+//! let route = parse("/v2/library/busybox/manifests/latest").unwrap().unwrap();
+//! assert!(matches!(route, Route::Manifest { .. }));
+//! assert_eq!(route.name().unwrap().as_str(), "library/busybox");
+//! assert!(parse("/healthz").unwrap().is_none());
+//! assert!(parse("/v2/../etc/tags/list").is_err());
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::Body;
+use crate::digest::{Digest, DigestError};
+use crate::error::{Error, ErrorCode};
+use crate::name::{Name, Reference, ReferenceError};
+use crate::{API_VERSION, API_VERSION_HEADER};
+
+/// A registry endpoint, parsed from the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/v2/`
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/tags/list`
+    Tags {
+        /// Repository.
+        name: Name,
+    },
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest {
+        /// Repository.
+        name: Name,
+        /// Tag or digest.
+        reference: Reference,
+    },
+    /// `/v2/<name>/blobs/<digest>`
+    Blob {
+        /// Repository.
+        name: Name,
+        /// Digest.
+        digest: Digest,
+    },
+    /// `/v2/<name>/blobs/uploads/`
+    UploadStart {
+        /// Repository.
+        name: Name,
+    },
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload {
+        /// Repository.
+        name: Name,
+        /// Session id.
+        id: String,
+    },
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers {
+        /// Repository.
+        name: Name,
+        /// The subject.
+        digest: Digest,
+    },
+}
+
+impl Route {
+    /// The repository the route addresses, if any.
+    pub fn name(&self) -> Option<&Name> {
+        match self {
+            Self::Base | Self::Catalog => None,
+            Self::Tags { name }
+            | Self::Manifest { name, .. }
+            | Self::Blob { name, .. }
+            | Self::UploadStart { name }
+            | Self::Upload { name, .. }
+            | Self::Referrers { name, .. } => Some(name),
+        }
+    }
+}
+
+fn name_of(s: &str) -> Result<Name, Error> {
+    s.parse().map_err(|e: crate::name::NameError| {
+        Error::new(ErrorCode::NameInvalid, e.to_string())
+    })
+}
+
+fn digest_of(s: &str) -> Result<Digest, Error> {
+    s.parse().map_err(|e: DigestError| digest_error(e))
+}
+
+fn digest_error(e: DigestError) -> Error {
+    let code = match e {
+        DigestError::Unsupported(_) => ErrorCode::DigestInvalid,
+        _ => ErrorCode::DigestInvalid,
+    };
+    Error::new(code, e.to_string())
+}
+
+fn is_upload_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Parses a request path. `Ok(None)`: not a registry path. `Err`: a registry path whose name,
+/// tag or digest breaks the grammar.
+pub fn parse(path: &str) -> Result<Option<Route>, Error> {
+    let Some(rest) = path.strip_prefix("/v2") else { return Ok(None) };
+    if rest.is_empty() || rest == "/" {
+        return Ok(Some(Route::Base));
+    }
+    let Some(rest) = rest.strip_prefix('/') else { return Ok(None) };
+    if rest == "_catalog" {
+        return Ok(Some(Route::Catalog));
+    }
+    if rest.contains('%') {
+        // Names, tags, digests and ids never need escapes; an escape can only smuggle in
+        // `/` or `..`.
+        return Err(Error::new(ErrorCode::NameInvalid, "percent-encoded characters are not allowed in registry paths"));
+    }
+    let segs: Vec<&str> = rest.split('/').collect();
+    let n = segs.len();
+    let name_upto = |k: usize| -> Result<Name, Error> {
+        if k == 0 {
+            return Err(Error::new(ErrorCode::NameInvalid, "missing repository name"));
+        }
+        name_of(&segs[..k].join("/"))
+    };
+    // Longest suffixes first: `blobs/uploads/` and `blobs/uploads/<id>` before `blobs/<digest>`.
+    if n >= 3 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
+        let name = name_upto(n - 3)?;
+        let id = segs[n - 1];
+        if id.is_empty() {
+            return Ok(Some(Route::UploadStart { name }));
+        }
+        if !is_upload_id(id) {
+            return Err(Error::new(ErrorCode::BlobUploadUnknown, "invalid upload id"));
+        }
+        return Ok(Some(Route::Upload { name, id: id.to_string() }));
+    }
+    if n >= 2 && segs[n - 2] == "blobs" && segs[n - 1] == "uploads" {
+        return Ok(Some(Route::UploadStart { name: name_upto(n - 2)? }));
+    }
+    if n >= 2 {
+        let (kind, last) = (segs[n - 2], segs[n - 1]);
+        match kind {
+            "tags" if last == "list" => return Ok(Some(Route::Tags { name: name_upto(n - 2)? })),
+            "manifests" => {
+                let name = name_upto(n - 2)?;
+                let reference = last.parse().map_err(|e: ReferenceError| match e {
+                    ReferenceError::Digest(d) => digest_error(d),
+                    ReferenceError::Tag(t) => Error::new(ErrorCode::TagInvalid, t.to_string()),
+                })?;
+                return Ok(Some(Route::Manifest { name, reference }));
+            }
+            "blobs" => {
+                let name = name_upto(n - 2)?;
+                return Ok(Some(Route::Blob { name, digest: digest_of(last)? }));
+            }
+            "referrers" => {
+                let name = name_upto(n - 2)?;
+                return Ok(Some(Route::Referrers { name, digest: digest_of(last)? }));
+            }
+            _ => {}
+        }
+    }
+    Err(Error::new(ErrorCode::NameUnknown, "no registry endpoint at this path")
+        .with_status(http::StatusCode::NOT_FOUND))
+}
+
+/// Parses the path of every request into a [`Route`] in its extensions; answers malformed
+/// registry paths itself; stamps `Docker-Distribution-API-Version` on every registry response.
+///
+/// ```
+/// use donjon_core::{Route, RouteLayer, Body};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let svc = ServiceBuilder::new().layer(RouteLayer::new()).service(service_fn(
+///     |req: http::Request<Body>| async move {
+///         let found = req.extensions().get::<Route>().is_some();
+///         Ok::<_, std::convert::Infallible>(http::Response::new(Body::from(found.to_string())))
+///     },
+/// ));
+/// let resp = svc.oneshot(http::Request::get("/v2/").body(Body::empty()).unwrap()).await.unwrap();
+/// assert_eq!(resp.headers()["docker-distribution-api-version"], "registry/2.0");
+/// # });
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteLayer {
+    _priv: (),
+}
+
+impl RouteLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = RouteService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteService { inner }
+    }
+}
+
+/// The service of [`RouteLayer`].
+#[derive(Clone, Debug)]
+pub struct RouteService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for RouteService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = RouteFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        match parse(req.uri().path()) {
+            Ok(None) => RouteFuture::Inner { fut: self.inner.call(req), stamp: false },
+            Ok(Some(route)) => {
+                req.extensions_mut().insert(route);
+                RouteFuture::Inner { fut: self.inner.call(req), stamp: true }
+            }
+            Err(e) => RouteFuture::Ready { resp: Some(stamp(e.into_response())) },
+        }
+    }
+}
+
+fn stamp(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+    resp
+}
+
+pin_project! {
+    /// The future of [`RouteService`].
+    #[project = RouteFutureProj]
+    pub enum RouteFuture<F> {
+        /// Waiting on the inner service.
+        Inner { #[pin] fut: F, stamp: bool },
+        /// Answered here.
+        Ready { resp: Option<Response<Body>> },
+    }
+}
+
+impl<F, E> Future for RouteFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RouteFutureProj::Inner { fut, stamp: add } => {
+                let resp = ready!(fut.poll(cx))?;
+                Poll::Ready(Ok(if *add { stamp(resp) } else { resp }))
+            }
+            RouteFutureProj::Ready { resp } => {
+                let resp = resp.take().unwrap_or_else(|| Error::new(ErrorCode::Unknown, "polled after completion").into_response());
+                Poll::Ready(Ok(resp))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    fn ok(p: &str) -> Route {
+        parse(p).unwrap_or_else(|e| panic!("{p}: {e}")).unwrap()
+    }
+
+    fn err(p: &str) -> ErrorCode {
+        parse(p).err().unwrap_or_else(|| panic!("{p} accepted")).code()
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(ok("/v2/"), Route::Base);
+        assert_eq!(ok("/v2"), Route::Base);
+        assert_eq!(ok("/v2/_catalog"), Route::Catalog);
+        assert!(matches!(ok("/v2/a/b/c/tags/list"), Route::Tags { name } if name.as_str() == "a/b/c"));
+        assert!(matches!(ok(&format!("/v2/a/blobs/{D}")), Route::Blob { .. }));
+        assert!(matches!(ok("/v2/a/blobs/uploads/"), Route::UploadStart { .. }));
+        assert!(matches!(ok("/v2/a/blobs/uploads"), Route::UploadStart { .. }));
+        assert!(matches!(ok("/v2/a/blobs/uploads/abc-123"), Route::Upload { id, .. } if id == "abc-123"));
+        assert!(matches!(ok(&format!("/v2/a/referrers/{D}")), Route::Referrers { .. }));
+        // a repository may be called "blobs" or "manifests"
+        assert!(matches!(ok("/v2/blobs/manifests/latest"), Route::Manifest { name, .. } if name.as_str() == "blobs"));
+        assert!(matches!(ok("/v2/manifests/tags/list"), Route::Tags { name } if name.as_str() == "manifests"));
+        assert!(matches!(ok("/v2/f/docker.io/library/nginx/manifests/1.25"), Route::Manifest { .. }));
+        assert_eq!(parse("/healthz").unwrap(), None);
+        assert_eq!(parse("/v2x").unwrap(), None);
+    }
+
+    #[test]
+    fn bad_paths() {
+        assert_eq!(err("/v2/../x/tags/list"), ErrorCode::NameInvalid);
+        assert_eq!(err("/v2/a/%2e%2e/tags/list"), ErrorCode::NameInvalid);
+        assert_eq!(err("/v2/a%2fb/tags/list"), ErrorCode::NameInvalid);
+        assert_eq!(err("/v2/UPPER/tags/list"), ErrorCode::NameInvalid);
+        assert_eq!(err("/v2/a/manifests/..foo"), ErrorCode::TagInvalid);
+        assert_eq!(err("/v2/a/manifests/sha256:zz"), ErrorCode::DigestInvalid);
+        assert_eq!(err("/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e"), ErrorCode::DigestInvalid);
+        assert_eq!(err("/v2/a/blobs/uploads/..x"), ErrorCode::BlobUploadUnknown);
+        assert_eq!(err("/v2/tags/list"), ErrorCode::NameInvalid);
+        assert_eq!(err("/v2/a/unknown"), ErrorCode::NameUnknown);
+        let long = format!("/v2/{}/tags/list", "a".repeat(256));
+        assert_eq!(err(&long), ErrorCode::NameInvalid);
+    }
+}

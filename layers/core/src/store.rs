@@ -1,0 +1,294 @@
+//! The storage contract every backend (memory, filesystem, object storage) implements.
+//!
+//! The rules (DESIGN.md §3): blobs are content-addressed and shared, but a repository reads only
+//! the blobs it links; a blob becomes visible only after its digest is verified; upload sessions
+//! live in the store, not in process memory, with their hash state; tag moves are atomic.
+//!
+//! ```
+//! # #[cfg(feature = "test-util")]
+//! # tokio_test_block_on(async {
+//! use donjon_core::{memory::MemoryStore, Digest, Name, Store};
+//! use std::sync::Arc;
+//!
+//! let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+//! let repo: Name = "demo".parse().unwrap();
+//! let id = store.upload_create(&repo).await.unwrap();
+//! let body = donjon_core::store::bytes_stream(bytes::Bytes::from_static(b"hi"));
+//! store.upload_write(&repo, &id, 0, body).await.unwrap();
+//! let digest = Digest::sha256_of(b"hi");
+//! store.upload_commit(&repo, &id, &digest).await.unwrap();
+//! assert_eq!(store.blob_size(&repo, &digest).await.unwrap(), 2);
+//! # });
+//! # #[cfg(feature = "test-util")]
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::fmt;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+pub use crate::body::ByteStream;
+use crate::body::BoxError;
+use crate::digest::Digest;
+use crate::name::{Name, Reference, Tag};
+
+/// What a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The blob does not exist, or the repository does not link it.
+    #[error("blob unknown: {0}")]
+    BlobUnknown(Digest),
+    /// No manifest with that reference in the repository.
+    #[error("manifest unknown: {0}")]
+    ManifestUnknown(String),
+    /// No such repository.
+    #[error("repository unknown: {0}")]
+    NameUnknown(Name),
+    /// No such upload session (never started, finished or cancelled).
+    #[error("upload session unknown")]
+    UploadUnknown,
+    /// The committed content does not hash to the digest the client gave.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What the client claimed.
+        expected: Digest,
+        /// What the bytes hash to.
+        actual: Digest,
+    },
+    /// A read range outside the blob.
+    #[error("range not satisfiable (size {size})")]
+    RangeInvalid {
+        /// The blob's size.
+        size: u64,
+    },
+    /// A chunk that does not start where the upload ends.
+    #[error("chunk does not start at the upload's end ({size})")]
+    UploadOffset {
+        /// The upload's current size.
+        size: u64,
+    },
+    /// The client's body failed mid-stream; what arrived before is kept.
+    #[error("request body: {0}")]
+    Body(BoxError),
+    /// The backend failed.
+    #[error("storage i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored entry could not be understood.
+    #[error("corrupt entry: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A requested byte range of a blob, before the blob's size is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeSpec {
+    /// The whole blob.
+    Full,
+    /// `bytes=start-` or `bytes=start-end` (inclusive end).
+    From {
+        /// First byte.
+        start: u64,
+        /// Last byte, inclusive.
+        end: Option<u64>,
+    },
+    /// `bytes=-n`: the last n bytes.
+    Suffix(u64),
+}
+
+impl RangeSpec {
+    /// Parses a `Range` header value; `None` for anything but one `bytes=` range (which the
+    /// caller then serves as a whole, as RFC 9110 allows).
+    pub fn parse(value: &str) -> Option<Self> {
+        let spec = value.trim().strip_prefix("bytes=")?;
+        if spec.contains(',') {
+            return None;
+        }
+        let (a, b) = spec.split_once('-')?;
+        let (a, b) = (a.trim(), b.trim());
+        if a.is_empty() {
+            return Some(Self::Suffix(b.parse().ok()?));
+        }
+        let start = a.parse().ok()?;
+        let end = if b.is_empty() { None } else { Some(b.parse().ok()?) };
+        if matches!(end, Some(e) if e < start) {
+            return None;
+        }
+        Some(Self::From { start, end })
+    }
+
+    /// The byte range within a blob of `size` bytes; `None` when it cannot be satisfied.
+    pub fn resolve(self, size: u64) -> Option<Range<u64>> {
+        match self {
+            Self::Full => Some(0..size),
+            Self::From { start, end } => {
+                if start >= size {
+                    return None;
+                }
+                let end = end.map_or(size, |e| e.saturating_add(1).min(size));
+                Some(start..end)
+            }
+            Self::Suffix(0) => None,
+            Self::Suffix(n) => Some(size.saturating_sub(n)..size),
+        }
+    }
+}
+
+/// An open blob read.
+pub struct BlobRead {
+    /// The blob's whole size.
+    pub size: u64,
+    /// The bytes being sent.
+    pub range: Range<u64>,
+    /// The content of `range`.
+    pub body: ByteStream,
+}
+
+impl fmt::Debug for BlobRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobRead").field("size", &self.size).field("range", &self.range).finish()
+    }
+}
+
+/// A stored manifest.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its bytes, exactly as pushed.
+    pub bytes: Bytes,
+}
+
+/// An OCI content descriptor, as listed by the referrers API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    /// Media type of the referenced content.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// The artifact type, for artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A manifest to store: already validated by the caller.
+#[derive(Clone, Debug)]
+pub struct ManifestPut {
+    /// Its digest (of `bytes`).
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// The bytes.
+    pub bytes: Bytes,
+    /// The tag to point at it, if pushed by tag.
+    pub tag: Option<Tag>,
+    /// The manifest it refers to (`subject`), and its own descriptor for the referrers index.
+    pub referrer: Option<(Digest, Descriptor)>,
+}
+
+/// The storage contract. Implementations: [`crate::memory::MemoryStore`] (tests),
+/// `donjon_store::FsStore`, and the object-storage backend.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// The size of a blob the repository links.
+    async fn blob_size(&self, repo: &Name, digest: &Digest) -> Result<u64>;
+
+    /// Opens a blob the repository links, for the given range.
+    async fn blob_read(&self, repo: &Name, digest: &Digest, range: RangeSpec) -> Result<BlobRead>;
+
+    /// Links an existing blob into `repo` (a cross-repository mount). `BlobUnknown` when the
+    /// blob's content is not stored.
+    async fn blob_link(&self, repo: &Name, digest: &Digest) -> Result<()>;
+
+    /// Removes the repository's link to a blob. `BlobUnknown` when it was not linked.
+    async fn blob_unlink(&self, repo: &Name, digest: &Digest) -> Result<()>;
+
+    /// Starts an upload session; returns its id.
+    async fn upload_create(&self, repo: &Name) -> Result<String>;
+
+    /// The number of bytes a session holds.
+    async fn upload_size(&self, repo: &Name, id: &str) -> Result<u64>;
+
+    /// Appends `data` at `offset`, which must be the session's current size (`UploadOffset`
+    /// otherwise). Hashes while writing. When `data` fails mid-way, what arrived is kept and
+    /// the session stays resumable. Returns the new size.
+    async fn upload_write(&self, repo: &Name, id: &str, offset: u64, data: ByteStream)
+        -> Result<u64>;
+
+    /// Verifies the session's content against `digest`, makes the blob visible, links it into
+    /// `repo` and ends the session. On a mismatch nothing becomes visible and the session ends.
+    async fn upload_commit(&self, repo: &Name, id: &str, digest: &Digest) -> Result<u64>;
+
+    /// Ends a session and drops its bytes.
+    async fn upload_cancel(&self, repo: &Name, id: &str) -> Result<()>;
+
+    /// Reads a manifest by tag or digest.
+    async fn manifest_get(&self, repo: &Name, reference: &Reference) -> Result<Manifest>;
+
+    /// Whether the repository holds the manifest with this digest.
+    async fn manifest_exists(&self, repo: &Name, digest: &Digest) -> Result<bool>;
+
+    /// Stores a manifest, its revision link, its tag and its referrers entry.
+    async fn manifest_put(&self, repo: &Name, manifest: ManifestPut) -> Result<()>;
+
+    /// Deletes a manifest revision, every tag pointing at it, and its referrers entry.
+    async fn manifest_delete(&self, repo: &Name, digest: &Digest) -> Result<()>;
+
+    /// Deletes one tag, leaving the manifest.
+    async fn tag_delete(&self, repo: &Name, tag: &Tag) -> Result<()>;
+
+    /// All tags of a repository, in lexical order. `NameUnknown` when the repository is absent.
+    async fn tags(&self, repo: &Name) -> Result<Vec<String>>;
+
+    /// Up to `n` repository names after `last`, in lexical order.
+    async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>>;
+
+    /// The descriptors of the manifests whose `subject` is `subject`.
+    async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>>;
+}
+
+/// A one-chunk [`ByteStream`].
+pub fn bytes_stream(bytes: Bytes) -> ByteStream {
+    Box::pin(futures_util::stream::once(async move { Ok(bytes) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_parsing() {
+        assert_eq!(RangeSpec::parse("bytes=0-9"), Some(RangeSpec::From { start: 0, end: Some(9) }));
+        assert_eq!(RangeSpec::parse("bytes=5-"), Some(RangeSpec::From { start: 5, end: None }));
+        assert_eq!(RangeSpec::parse("bytes=-3"), Some(RangeSpec::Suffix(3)));
+        assert_eq!(RangeSpec::parse("bytes=9-1"), None);
+        assert_eq!(RangeSpec::parse("bytes=0-1,3-4"), None);
+        assert_eq!(RangeSpec::parse("items=0-1"), None);
+    }
+
+    #[test]
+    fn range_resolution() {
+        let r = |s: &str| RangeSpec::parse(s).unwrap();
+        assert_eq!(r("bytes=0-9").resolve(5), Some(0..5));
+        assert_eq!(r("bytes=2-3").resolve(5), Some(2..4));
+        assert_eq!(r("bytes=5-").resolve(5), None);
+        assert_eq!(r("bytes=-2").resolve(5), Some(3..5));
+        assert_eq!(r("bytes=-9").resolve(5), Some(0..5));
+        assert_eq!(r("bytes=-0").resolve(5), None);
+        assert_eq!(RangeSpec::Full.resolve(0), Some(0..0));
+    }
+}
