@@ -50,6 +50,8 @@ pub enum ErrorCode {
     Unsupported,
     /// `TOOMANYREQUESTS`
     TooManyRequests,
+    /// `PAGINATION_NUMBER_INVALID` (Distribution's): an `n` that is not a number.
+    PaginationNumberInvalid,
     /// `RANGE_INVALID`: a `Range` or `Content-Range` that cannot be satisfied.
     RangeInvalid,
     /// `UNAVAILABLE`: a backend is failing.
@@ -78,6 +80,7 @@ impl ErrorCode {
             Self::Unsupported => "UNSUPPORTED",
             Self::TooManyRequests => "TOOMANYREQUESTS",
             Self::RangeInvalid => "RANGE_INVALID",
+            Self::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Self::Unavailable => "UNAVAILABLE",
             Self::Unknown => "UNKNOWN",
         }
@@ -96,7 +99,8 @@ impl ErrorCode {
             | Self::ManifestInvalid
             | Self::NameInvalid
             | Self::SizeInvalid
-            | Self::TagInvalid => StatusCode::BAD_REQUEST,
+            | Self::TagInvalid
+            | Self::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Denied => StatusCode::FORBIDDEN,
             Self::Unsupported => StatusCode::METHOD_NOT_ALLOWED,

@@ -19,6 +19,7 @@
 pub mod body;
 pub mod digest;
 pub mod error;
+pub mod future;
 pub mod manifest;
 pub mod name;
 pub mod response;

@@ -242,7 +242,16 @@ where
                 req.extensions_mut().insert(route);
                 RouteFuture::Inner { fut: self.inner.call(req), stamp: true }
             }
-            Err(e) => RouteFuture::Ready { resp: Some(stamp(e.into_response())) },
+            Err(e) => {
+                // A reference that is not a valid tag names no manifest: reads answer 404
+                // (what clients and the conformance suite expect), writes TAG_INVALID.
+                let e = if e.code() == ErrorCode::TagInvalid && req.method() != http::Method::PUT {
+                    Error::new(ErrorCode::ManifestUnknown, e.message().to_string())
+                } else {
+                    e
+                };
+                RouteFuture::Ready { resp: Some(stamp(e.into_response())) }
+            }
         }
     }
 }

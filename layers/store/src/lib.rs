@@ -1,1 +1,31 @@
+//! donjon's content store: [`ContentStoreLayer`], which answers the registry's reads and deletes
+//! (blobs, manifests, tags, catalog, referrers) from a [`Store`](donjon_core::Store), and the
+//! filesystem backend [`FsStore`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use donjon_core::{memory::MemoryStore, Body, RouteLayer};
+//! use donjon_store::ContentStoreLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let store = Arc::new(MemoryStore::default());
+//! let svc = ServiceBuilder::new()
+//!     .layer(RouteLayer::new())
+//!     .layer(ContentStoreLayer::new(store))
+//!     .service(service_fn(|_req: http::Request<Body>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("app")))
+//!     }));
+//! let resp = svc.oneshot(http::Request::get("/v2/").body(Body::empty()).unwrap()).await.unwrap();
+//! assert_eq!(resp.status(), 200);
+//! # });
+//! ```
+#![forbid(unsafe_code)]
 
+mod fs;
+mod layer;
+mod service;
+
+pub use fs::FsStore;
+pub use layer::ContentStoreLayer;
+pub use service::ContentStore;

@@ -1,0 +1,61 @@
+//! The response future every registry layer returns: either the inner service's future
+//! (the request was not for this layer) or this layer's own handler.
+//!
+//! ```
+//! use donjon_core::future::ResponseFuture;
+//! use donjon_core::Body;
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let f: ResponseFuture<std::future::Ready<Result<http::Response<Body>, ()>>> =
+//!     ResponseFuture::handled(async { http::Response::new(Body::empty()) });
+//! assert_eq!(f.await.unwrap().status(), 200);
+//! # });
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use crate::body::Body;
+
+/// A boxed handler future.
+pub type Handler = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+pin_project! {
+    /// See the module docs.
+    #[project = Proj]
+    pub enum ResponseFuture<F> {
+        /// Passed on to the inner service.
+        Inner { #[pin] fut: F },
+        /// Handled by this layer.
+        Handled { fut: Handler },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    /// The inner service's future.
+    pub fn inner(fut: F) -> Self {
+        Self::Inner { fut }
+    }
+
+    /// This layer's handler.
+    pub fn handled(fut: impl Future<Output = Response<Body>> + Send + 'static) -> Self {
+        Self::Handled { fut: Box::pin(fut) }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Proj::Inner { fut } => fut.poll(cx),
+            Proj::Handled { fut } => fut.as_mut().poll(cx).map(Ok),
+        }
+    }
+}

@@ -1,0 +1,747 @@
+//! The filesystem store, in CNCF Distribution's storage layout (v2), so that a directory
+//! Distribution wrote is served as it is, and Distribution can serve what donjon writes.
+//!
+//! ```text
+//! <root>/docker/registry/v2/blobs/<alg>/<2 hex>/<hex>/data
+//! <root>/docker/registry/v2/repositories/<name>/_layers/<alg>/<hex>/link
+//! <root>/docker/registry/v2/repositories/<name>/_manifests/revisions/<alg>/<hex>/link
+//! <root>/docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/current/link
+//! <root>/docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link
+//! <root>/docker/registry/v2/repositories/<name>/_uploads/<id>/{data,startedat,donjon-hashstate}
+//! <root>/docker/registry/v2/repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>.json  (donjon)
+//! ```
+//!
+//! Every small file is written to a temporary name, `fsync`ed, renamed over its target, and the
+//! directory `fsync`ed: a crash leaves the old or the new state, never a torn one. A blob's data
+//! is renamed into place only after its digest has been verified.
+//!
+//! ```no_run
+//! # async fn f() -> std::io::Result<()> {
+//! let store = donjon_store::FsStore::open("./data").await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use donjon_core::digest::{Algorithm, Digest, Digester};
+use donjon_core::manifest;
+use donjon_core::store::{
+    BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError,
+};
+use donjon_core::{Name, Reference, Tag};
+
+/// Size of the buffers used to stream blobs to and from disk.
+const IO_BUF: usize = 256 * 1024;
+const HASHSTATE: &str = "donjon-hashstate";
+const MEDIATYPE: &str = "donjon-mediatype";
+
+/// The filesystem store.
+#[derive(Clone)]
+pub struct FsStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `<root>/docker/registry/v2`
+    base: PathBuf,
+    root: PathBuf,
+    /// One lock per live upload session, so two requests on one session take turns.
+    sessions: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for FsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStore").field("root", &self.inner.root).finish()
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(io::Error::other)?
+}
+
+fn not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+/// Writes `data` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
+fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("path without parent"))?;
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        if durable {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)?;
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+fn read_link(path: &Path) -> io::Result<Option<Digest>> {
+    match fs::read_to_string(path) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn remove_dir(path: &Path) -> io::Result<bool> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(true),
+        Err(e) if not_found(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// RFC 3339 UTC time, as Distribution writes `startedat`.
+fn rfc3339_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // civil-from-days (Howard Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl FsStore {
+    /// Opens (creating if needed) a store rooted at `root`, and checks that it is writable.
+    /// Nothing is scanned.
+    pub async fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        let base = root.join("docker/registry/v2");
+        let probe_dir = base.clone();
+        blocking(move || {
+            fs::create_dir_all(probe_dir.join("repositories"))?;
+            fs::create_dir_all(probe_dir.join("blobs"))?;
+            let probe = probe_dir.join(format!(".probe-{}", uuid::Uuid::new_v4().simple()));
+            fs::write(&probe, b"")?;
+            fs::remove_file(&probe)
+        })
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("data directory {} is not writable: {e}", root.display())))?;
+        Ok(Self { inner: Arc::new(Inner { base, root, sessions: Mutex::default() }) })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        self.inner.base.join(format!("blobs/{}/{}/{}/data", d.algorithm().as_str(), &hex[..2], hex))
+    }
+
+    fn repo(&self, repo: &Name) -> PathBuf {
+        self.inner.base.join("repositories").join(repo.as_str())
+    }
+
+    fn layer_link(&self, repo: &Name, d: &Digest) -> PathBuf {
+        self.repo(repo).join(format!("_layers/{}/{}/link", d.algorithm().as_str(), d.hex()))
+    }
+
+    fn revision_dir(&self, repo: &Name, d: &Digest) -> PathBuf {
+        self.repo(repo).join(format!("_manifests/revisions/{}/{}", d.algorithm().as_str(), d.hex()))
+    }
+
+    fn tag_dir(&self, repo: &Name, tag: &str) -> PathBuf {
+        self.repo(repo).join("_manifests/tags").join(tag)
+    }
+
+    fn upload_dir(&self, repo: &Name, id: &str) -> PathBuf {
+        self.repo(repo).join("_uploads").join(id)
+    }
+
+    fn referrers_dir(&self, repo: &Name, subject: &Digest) -> PathBuf {
+        self.repo(repo).join(format!("_referrers/{}/{}", subject.algorithm().as_str(), subject.hex()))
+    }
+
+    async fn session_lock(&self, repo: &Name, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+        if !valid_id(id) {
+            return Err(StoreError::UploadUnknown);
+        }
+        let key = format!("{repo}/{id}");
+        let lock = {
+            let mut map = self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = map.get(&key).and_then(Weak::upgrade) {
+                l
+            } else {
+                map.retain(|_, w| w.strong_count() > 0);
+                let l = Arc::new(tokio::sync::Mutex::new(()));
+                map.insert(key, Arc::downgrade(&l));
+                l
+            }
+        };
+        Ok(lock.lock_owned().await)
+    }
+
+    /// The session's current size and hash state, resuming the saved state when it matches the
+    /// data, re-hashing the data otherwise (after a crash mid-write, or a Distribution session).
+    async fn session_state(&self, dir: PathBuf, algorithm: Algorithm) -> Result<(u64, Digester)> {
+        blocking(move || {
+            let data = dir.join("data");
+            let size = match fs::metadata(&data) {
+                Ok(m) => m.len(),
+                Err(e) if not_found(&e) => {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, "upload"));
+                }
+                Err(e) => return Err(e),
+            };
+            if let Ok(saved) = fs::read(dir.join(HASHSTATE)) {
+                if saved.len() > 9 && saved[8] == algorithm as u8 {
+                    let off = u64::from_le_bytes(saved[..8].try_into().unwrap_or_default());
+                    if off == size {
+                        if let Some(h) = Digester::resume(algorithm, &saved[9..]) {
+                            return Ok((size, h));
+                        }
+                    }
+                }
+            }
+            let mut h = Digester::new(algorithm);
+            let mut f = fs::File::open(&data)?;
+            let mut buf = vec![0u8; IO_BUF];
+            let mut n_total = 0u64;
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                n_total += n as u64;
+            }
+            Ok((n_total, h))
+        })
+        .await
+        .map_err(|e| if not_found(&e) { StoreError::UploadUnknown } else { e.into() })
+    }
+
+    async fn save_hashstate(&self, dir: PathBuf, size: u64, h: &Digester) -> io::Result<()> {
+        let mut state = size.to_le_bytes().to_vec();
+        state.push(h.algorithm() as u8);
+        state.extend_from_slice(&h.state());
+        // Not fsynced: a stale or missing state is detected by its offset and re-hashed.
+        blocking(move || write_atomic(&dir.join(HASHSTATE), &state, false)).await
+    }
+
+    async fn linked(&self, repo: &Name, d: &Digest) -> Result<PathBuf> {
+        let layer = self.layer_link(repo, d);
+        let revision = self.revision_dir(repo, d).join("link");
+        let blob = self.blob_path(d);
+        let ok = blocking(move || Ok(layer.exists() || revision.exists())).await?;
+        if ok { Ok(blob) } else { Err(StoreError::BlobUnknown(d.clone())) }
+    }
+}
+
+#[async_trait]
+impl Store for FsStore {
+    async fn blob_size(&self, repo: &Name, digest: &Digest) -> Result<u64> {
+        let blob = self.linked(repo, digest).await?;
+        match tokio::fs::metadata(&blob).await {
+            Ok(m) => Ok(m.len()),
+            Err(e) if not_found(&e) => Err(StoreError::BlobUnknown(digest.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn blob_read(&self, repo: &Name, digest: &Digest, range: RangeSpec) -> Result<BlobRead> {
+        let blob = self.linked(repo, digest).await?;
+        let opened = blocking(move || {
+            let mut f = match fs::File::open(&blob) {
+                Ok(f) => f,
+                Err(e) if not_found(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let size = f.metadata()?.len();
+            let Some(r) = range.resolve(size) else { return Ok(Some((f, size, None))) };
+            f.seek(SeekFrom::Start(r.start))?;
+            Ok(Some((f, size, Some(r))))
+        })
+        .await?;
+        let Some((file, size, r)) = opened else { return Err(StoreError::BlobUnknown(digest.clone())) };
+        let r = r.ok_or(StoreError::RangeInvalid { size })?;
+        let len = r.end - r.start;
+        let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader, IO_BUF)
+            .map(|r| r.map_err(|e| Box::new(e) as donjon_core::BoxError));
+        Ok(BlobRead { size, range: r, body: Box::pin(stream) })
+    }
+
+    async fn blob_link(&self, repo: &Name, digest: &Digest) -> Result<()> {
+        let blob = self.blob_path(digest);
+        let link = self.layer_link(repo, digest);
+        let text = digest.to_string();
+        let found = blocking(move || {
+            if !blob.exists() {
+                return Ok(false);
+            }
+            write_atomic(&link, text.as_bytes(), true)?;
+            Ok(true)
+        })
+        .await?;
+        if found { Ok(()) } else { Err(StoreError::BlobUnknown(digest.clone())) }
+    }
+
+    async fn blob_unlink(&self, repo: &Name, digest: &Digest) -> Result<()> {
+        let link = self.layer_link(repo, digest);
+        let dir = link.parent().map(Path::to_path_buf).unwrap_or_default();
+        let removed = blocking(move || {
+            if !link.exists() {
+                return Ok(false);
+            }
+            remove_dir(&dir)
+        })
+        .await?;
+        if removed { Ok(()) } else { Err(StoreError::BlobUnknown(digest.clone())) }
+    }
+
+    async fn upload_create(&self, repo: &Name) -> Result<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let dir = self.upload_dir(repo, &id);
+        blocking(move || {
+            fs::create_dir_all(&dir)?;
+            fs::File::create(dir.join("data"))?;
+            write_atomic(&dir.join("startedat"), rfc3339_now().as_bytes(), false)
+        })
+        .await?;
+        Ok(id)
+    }
+
+    async fn upload_size(&self, repo: &Name, id: &str) -> Result<u64> {
+        if !valid_id(id) {
+            return Err(StoreError::UploadUnknown);
+        }
+        match tokio::fs::metadata(self.upload_dir(repo, id).join("data")).await {
+            Ok(m) => Ok(m.len()),
+            Err(e) if not_found(&e) => Err(StoreError::UploadUnknown),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn upload_write(&self, repo: &Name, id: &str, offset: u64, mut data: ByteStream) -> Result<u64> {
+        let _guard = self.session_lock(repo, id).await?;
+        let dir = self.upload_dir(repo, id);
+        let (size, mut hasher) = self.session_state(dir.clone(), Algorithm::Sha256).await?;
+        if offset != size {
+            return Err(StoreError::UploadOffset { size });
+        }
+        let file = tokio::fs::OpenOptions::new().append(true).open(dir.join("data")).await?;
+        let mut out = tokio::io::BufWriter::with_capacity(IO_BUF, file);
+        let mut written = size;
+        let mut failure = None;
+        while let Some(chunk) = data.next().await {
+            match chunk {
+                Ok(c) => {
+                    hasher.update(&c);
+                    if let Err(e) = out.write_all(&c).await {
+                        failure = Some(StoreError::Io(e));
+                        break;
+                    }
+                    written += c.len() as u64;
+                }
+                Err(e) => {
+                    failure = Some(StoreError::Body(e));
+                    break;
+                }
+            }
+        }
+        // Keep what arrived, whatever happened: the client may resume from the new size.
+        out.flush().await?;
+        drop(out);
+        if matches!(failure, Some(StoreError::Io(_))) {
+            // The file may hold part of the failed chunk: the saved state would not match; the
+            // next request re-hashes from the data.
+            return Err(failure.unwrap_or(StoreError::UploadUnknown));
+        }
+        self.save_hashstate(dir, written, &hasher).await?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    }
+
+    async fn upload_commit(&self, repo: &Name, id: &str, digest: &Digest) -> Result<u64> {
+        let _guard = self.session_lock(repo, id).await?;
+        let dir = self.upload_dir(repo, id);
+        let (size, hasher) = self.session_state(dir.clone(), digest.algorithm()).await?;
+        let actual = hasher.finish();
+        if &actual != digest {
+            blocking(move || remove_dir(&dir)).await?;
+            return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        let blob = self.blob_path(digest);
+        let link = self.layer_link(repo, digest);
+        let text = digest.to_string();
+        blocking(move || {
+            let data = dir.join("data");
+            if !blob.exists() {
+                fs::File::open(&data)?.sync_all()?;
+                let blob_dir = blob.parent().ok_or_else(|| io::Error::other("blob path"))?;
+                fs::create_dir_all(blob_dir)?;
+                // Another upload of the same content may win the race: both renames put
+                // identical verified bytes in place, atomically.
+                fs::rename(&data, &blob)?;
+                sync_dir(blob_dir)?;
+            }
+            write_atomic(&link, text.as_bytes(), true)?;
+            remove_dir(&dir)?;
+            Ok(())
+        })
+        .await?;
+        Ok(size)
+    }
+
+    async fn upload_cancel(&self, repo: &Name, id: &str) -> Result<()> {
+        let _guard = self.session_lock(repo, id).await?;
+        let dir = self.upload_dir(repo, id);
+        if blocking(move || remove_dir(&dir)).await? { Ok(()) } else { Err(StoreError::UploadUnknown) }
+    }
+
+    async fn manifest_get(&self, repo: &Name, reference: &Reference) -> Result<Manifest> {
+        let unknown = || StoreError::ManifestUnknown(reference.to_string());
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => {
+                let link = self.tag_dir(repo, t.as_str()).join("current/link");
+                blocking(move || read_link(&link)).await?.ok_or_else(unknown)?
+            }
+        };
+        let rev = self.revision_dir(repo, &digest);
+        let blob = self.blob_path(&digest);
+        let found = blocking(move || {
+            if !rev.join("link").exists() {
+                return Ok(None);
+            }
+            let bytes = match fs::read(&blob) {
+                Ok(b) => b,
+                Err(e) if not_found(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let media_type = match manifest::media_type_of(&bytes) {
+                Some(m) => m,
+                None => fs::read_to_string(rev.join(MEDIATYPE)).unwrap_or_else(|_| manifest::OCI_MANIFEST.into()),
+            };
+            Ok(Some((bytes, media_type)))
+        })
+        .await?;
+        let (bytes, media_type) = found.ok_or_else(unknown)?;
+        Ok(Manifest { digest, media_type, bytes: Bytes::from(bytes) })
+    }
+
+    async fn manifest_exists(&self, repo: &Name, digest: &Digest) -> Result<bool> {
+        Ok(tokio::fs::try_exists(self.revision_dir(repo, digest).join("link")).await?)
+    }
+
+    async fn manifest_put(&self, repo: &Name, m: ManifestPut) -> Result<()> {
+        let blob = self.blob_path(&m.digest);
+        let rev = self.revision_dir(repo, &m.digest);
+        let tag = m.tag.as_ref().map(|t| self.tag_dir(repo, t.as_str()));
+        let referrer = m.referrer.as_ref().map(|(subject, desc)| {
+            let path = self.referrers_dir(repo, subject)
+                .join(format!("{}-{}.json", m.digest.algorithm().as_str(), m.digest.hex()));
+            (path, desc.clone())
+        });
+        let text = m.digest.to_string();
+        let (alg, hex) = (m.digest.algorithm().as_str(), m.digest.hex().to_string());
+        blocking(move || {
+            if !blob.exists() {
+                write_atomic(&blob, &m.bytes, true)?;
+            }
+            if manifest::media_type_of(&m.bytes).as_deref() != Some(m.media_type.as_str()) {
+                write_atomic(&rev.join(MEDIATYPE), m.media_type.as_bytes(), true)?;
+            }
+            write_atomic(&rev.join("link"), text.as_bytes(), true)?;
+            if let Some((path, desc)) = referrer {
+                let json = serde_json::to_vec(&desc).map_err(io::Error::other)?;
+                write_atomic(&path, &json, true)?;
+            }
+            if let Some(tag) = tag {
+                write_atomic(&tag.join(format!("index/{alg}/{hex}/link")), text.as_bytes(), true)?;
+                // Last: the tag moves only once everything it points at is in place.
+                write_atomic(&tag.join("current/link"), text.as_bytes(), true)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn manifest_delete(&self, repo: &Name, digest: &Digest) -> Result<()> {
+        let rev = self.revision_dir(repo, digest);
+        let tags = self.repo(repo).join("_manifests/tags");
+        let blob = self.blob_path(digest);
+        let repo_dir = self.repo(repo);
+        let d = digest.clone();
+        let found = blocking(move || {
+            if !rev.join("link").exists() {
+                return Ok(false);
+            }
+            // Tags first: none may point at a revision that is gone.
+            if let Ok(entries) = fs::read_dir(&tags) {
+                for e in entries.flatten() {
+                    if read_link(&e.path().join("current/link")).ok().flatten().as_ref() == Some(&d) {
+                        remove_dir(&e.path())?;
+                    }
+                }
+            }
+            if let Some(subject) = fs::read(&blob).ok().and_then(|b| manifest::subject_of(&b)) {
+                let entry = repo_dir.join(format!(
+                    "_referrers/{}/{}/{}-{}.json",
+                    subject.algorithm().as_str(), subject.hex(), d.algorithm().as_str(), d.hex()
+                ));
+                match fs::remove_file(entry) {
+                    Err(e) if !not_found(&e) => return Err(e),
+                    _ => {}
+                }
+            }
+            remove_dir(&rev)
+        })
+        .await?;
+        if found { Ok(()) } else { Err(StoreError::ManifestUnknown(digest.to_string())) }
+    }
+
+    async fn tag_delete(&self, repo: &Name, tag: &Tag) -> Result<()> {
+        let dir = self.tag_dir(repo, tag.as_str());
+        if blocking(move || remove_dir(&dir)).await? {
+            Ok(())
+        } else {
+            Err(StoreError::ManifestUnknown(tag.to_string()))
+        }
+    }
+
+    async fn tags(&self, repo: &Name) -> Result<Vec<String>> {
+        let repo_dir = self.repo(repo);
+        let found = blocking(move || {
+            let entries = match fs::read_dir(repo_dir.join("_manifests/tags")) {
+                Ok(e) => e,
+                Err(e) if not_found(&e) => {
+                    return Ok(repo_dir.join("_manifests").is_dir().then(Vec::new));
+                }
+                Err(e) => return Err(e),
+            };
+            let mut tags = vec![];
+            for e in entries {
+                let e = e?;
+                let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+                if name.parse::<Tag>().is_ok() && e.path().join("current/link").exists() {
+                    tags.push(name);
+                }
+            }
+            tags.sort();
+            Ok(Some(tags))
+        })
+        .await?;
+        found.ok_or_else(|| StoreError::NameUnknown(repo.clone()))
+    }
+
+    async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        let root = self.inner.base.join("repositories");
+        let last = last.map(str::to_owned);
+        Ok(blocking(move || {
+            let mut found = vec![];
+            let mut stack = vec![(root.clone(), String::new())];
+            while let Some((dir, prefix)) = stack.pop() {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if not_found(&e) => continue,
+                    Err(e) => return Err(e),
+                };
+                for e in entries {
+                    let e = e?;
+                    let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+                    if name.starts_with('_') || name.starts_with('.') || !e.file_type()?.is_dir() {
+                        if name == "_manifests" && !prefix.is_empty() {
+                            found.push(prefix.clone());
+                        }
+                        continue;
+                    }
+                    let full = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+                    stack.push((e.path(), full));
+                }
+            }
+            found.sort();
+            found.retain(|r| last.as_deref().is_none_or(|l| r.as_str() > l));
+            found.truncate(n);
+            Ok(found)
+        })
+        .await?)
+    }
+
+    async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let dir = self.referrers_dir(repo, subject);
+        Ok(blocking(move || {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if not_found(&e) => return Ok(vec![]),
+                Err(e) => return Err(e),
+            };
+            let mut out = vec![];
+            for e in entries {
+                let path = e?.path();
+                if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                    continue;
+                }
+                match fs::read(&path) {
+                    Ok(b) => match serde_json::from_slice::<Descriptor>(&b) {
+                        Ok(d) => out.push(d),
+                        Err(err) => tracing::warn!(path = %path.display(), %err, "skipping unreadable referrer entry"),
+                    },
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            out.sort_by(|a, b| a.digest.cmp(&b.digest));
+            Ok(out)
+        })
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    donjon_core::store_contract_tests!(async {
+        let dir = tempfile::tempdir().unwrap().keep();
+        std::sync::Arc::new(super::FsStore::open(dir).await.unwrap())
+    });
+
+    fn name(s: &str) -> Name {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn layout_is_distributions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let repo = name("library/x");
+        let id = store.upload_create(&repo).await.unwrap();
+        let base = dir.path().join("docker/registry/v2");
+        assert!(base.join(format!("repositories/library/x/_uploads/{id}/startedat")).exists());
+        store.upload_write(&repo, &id, 0, donjon_core::store::bytes_stream(Bytes::from_static(b"abc"))).await.unwrap();
+        let d = Digest::sha256_of(b"abc");
+        store.upload_commit(&repo, &id, &d).await.unwrap();
+        let blob = base.join(format!("blobs/sha256/{}/{}/data", &d.hex()[..2], d.hex()));
+        assert_eq!(fs::read(blob).unwrap(), b"abc");
+        let link = base.join(format!("repositories/library/x/_layers/sha256/{}/link", d.hex()));
+        assert_eq!(fs::read_to_string(link).unwrap(), d.to_string());
+        assert!(!base.join(format!("repositories/library/x/_uploads/{id}")).exists());
+    }
+
+    #[tokio::test]
+    async fn session_survives_a_new_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = name("resume");
+        let id = {
+            let a = FsStore::open(dir.path()).await.unwrap();
+            let id = a.upload_create(&repo).await.unwrap();
+            a.upload_write(&repo, &id, 0, donjon_core::store::bytes_stream(Bytes::from_static(b"hello "))).await.unwrap();
+            id
+        };
+        let b = FsStore::open(dir.path()).await.unwrap();
+        assert_eq!(b.upload_size(&repo, &id).await.unwrap(), 6);
+        b.upload_write(&repo, &id, 6, donjon_core::store::bytes_stream(Bytes::from_static(b"world"))).await.unwrap();
+        b.upload_commit(&repo, &id, &Digest::sha256_of(b"hello world")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn stale_hash_state_is_rehashed() {
+        // A crash after the data was appended but before the state was saved.
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let repo = name("crash");
+        let id = store.upload_create(&repo).await.unwrap();
+        store.upload_write(&repo, &id, 0, donjon_core::store::bytes_stream(Bytes::from_static(b"abc"))).await.unwrap();
+        let data = store.upload_dir(&repo, &id).join("data");
+        let mut f = fs::OpenOptions::new().append(true).open(&data).unwrap();
+        f.write_all(b"def").unwrap();
+        store.upload_commit(&repo, &id, &Digest::sha256_of(b"abcdef")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn serves_a_tree_written_by_distribution() {
+        // The files exactly as Distribution lays them out, written by hand.
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("docker/registry/v2");
+        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}"#;
+        let md = Digest::sha256_of(manifest);
+        let cd = Digest::sha256_of(b"{}");
+        for (d, data) in [(&md, &manifest[..]), (&cd, &b"{}"[..])] {
+            let p = base.join(format!("blobs/sha256/{}/{}/data", &d.hex()[..2], d.hex()));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, data).unwrap();
+        }
+        let r = base.join("repositories/old/app");
+        for (p, d) in [
+            (format!("_layers/sha256/{}/link", cd.hex()), &cd),
+            (format!("_manifests/revisions/sha256/{}/link", md.hex()), &md),
+            ("_manifests/tags/v1/current/link".to_string(), &md),
+            (format!("_manifests/tags/v1/index/sha256/{}/link", md.hex()), &md),
+        ] {
+            fs::create_dir_all(r.join(&p).parent().unwrap()).unwrap();
+            fs::write(r.join(&p), d.to_string()).unwrap();
+        }
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let repo = name("old/app");
+        let m = store.manifest_get(&repo, &"v1".parse().unwrap()).await.unwrap();
+        assert_eq!(m.digest, md);
+        assert_eq!(m.media_type, manifest::DOCKER_MANIFEST);
+        assert_eq!(store.blob_size(&repo, &cd).await.unwrap(), 2);
+        assert_eq!(store.tags(&repo).await.unwrap(), ["v1"]);
+        assert_eq!(store.catalog(None, 10).await.unwrap(), ["old/app"]);
+    }
+
+    #[tokio::test]
+    async fn unwritable_root_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        let err = FsStore::open(file.join("sub")).await.unwrap_err();
+        assert!(err.to_string().contains("not writable"), "{err}");
+    }
+
+    #[test]
+    fn startedat_is_rfc3339() {
+        let s = rfc3339_now();
+        assert_eq!(s.len(), 20, "{s}");
+        assert!(s.ends_with('Z') && &s[4..5] == "-" && &s[10..11] == "T", "{s}");
+    }
+}

@@ -1,0 +1,68 @@
+use std::sync::Arc;
+
+use donjon_core::Store;
+use tower_layer::Layer;
+
+use crate::service::ContentStore;
+
+/// Answers registry reads and deletes from a [`Store`]: `GET /v2/`, blobs (with `Range`),
+/// manifests, tags, catalog and referrers. Requests without a registry route pass to the inner
+/// service; registry routes with a method no layer above handled get `UNSUPPORTED`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use donjon_core::memory::MemoryStore;
+/// use donjon_store::ContentStoreLayer;
+///
+/// let layer = ContentStoreLayer::new(Arc::new(MemoryStore::default()))
+///     .delete_enabled(false)
+///     .catalog_max_entries(500);
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+pub struct ContentStoreLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) delete_enabled: bool,
+    pub(crate) catalog_max: usize,
+}
+
+impl ContentStoreLayer {
+    /// Serves `store`, with deletes enabled and catalog pages of at most 1000 entries.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { shared: Arc::new(Shared { store, delete_enabled: true, catalog_max: 1000 }) }
+    }
+
+    fn with(self, f: impl FnOnce(&mut Shared)) -> Self {
+        let mut s = Shared {
+            store: self.shared.store.clone(),
+            delete_enabled: self.shared.delete_enabled,
+            catalog_max: self.shared.catalog_max,
+        };
+        f(&mut s);
+        Self { shared: Arc::new(s) }
+    }
+
+    /// Whether `DELETE` of blobs, manifests and tags is allowed (Distribution's
+    /// `storage.delete.enabled`). Refused deletes answer `UNSUPPORTED` (405).
+    pub fn delete_enabled(self, enabled: bool) -> Self {
+        self.with(|s| s.delete_enabled = enabled)
+    }
+
+    /// The largest catalog page, and the default `n`.
+    pub fn catalog_max_entries(self, n: usize) -> Self {
+        self.with(|s| s.catalog_max = n.max(1))
+    }
+}
+
+impl<S> Layer<S> for ContentStoreLayer {
+    type Service = ContentStore<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ContentStore { inner, shared: self.shared.clone() }
+    }
+}
