@@ -236,9 +236,10 @@ impl From<StoreError> for Error {
                     .with_header(header::CONTENT_RANGE, v)
             }
             StoreError::UploadOffset { size } => Self::new(
-                ErrorCode::RangeInvalid,
+                ErrorCode::BlobUploadInvalid,
                 format!("chunk does not start at the end of the upload ({size} bytes so far)"),
             )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
             .with_range(size),
             StoreError::Body(e) => Self::new(
                 ErrorCode::BlobUploadInvalid,

@@ -1,1 +1,34 @@
+//! donjon's upload layer: blob upload sessions (`POST`, `PATCH`, `PUT`, `GET`, `DELETE` on
+//! `/v2/<name>/blobs/uploads/`), monolithic uploads, cross-repository mounts, and manifest
+//! `PUT` with its checks (JSON shape, digest, referenced blobs and manifests, size limit,
+//! `subject` → referrers).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use donjon_core::{memory::MemoryStore, Body, RouteLayer};
+//! use donjon_upload::UploadLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let store = Arc::new(MemoryStore::default());
+//! let svc = ServiceBuilder::new()
+//!     .layer(RouteLayer::new())
+//!     .layer(UploadLayer::new(store).max_manifest_size(1 << 20))
+//!     .service(service_fn(|_req: http::Request<Body>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+//!     }));
+//! let resp = svc
+//!     .oneshot(http::Request::post("/v2/demo/blobs/uploads/").body(Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(resp.status(), 202);
+//! assert!(resp.headers()["location"].to_str().unwrap().starts_with("/v2/demo/blobs/uploads/"));
+//! # });
+//! ```
+#![forbid(unsafe_code)]
 
+mod layer;
+mod service;
+
+pub use layer::{UploadLayer, DEFAULT_MAX_MANIFEST_SIZE};
+pub use service::Upload;

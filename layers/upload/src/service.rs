@@ -1,0 +1,328 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use donjon_core::body::into_stream;
+use donjon_core::future::ResponseFuture;
+use donjon_core::response::{
+    header_value, query_param, upload_range, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_SUBJECT,
+};
+use donjon_core::store::{ManifestPut, StoreError};
+use donjon_core::{manifest, Body, BoxError, Digest, Error, ErrorCode, Name, Reference, Route};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower_service::Service;
+
+use crate::layer::Shared;
+
+/// The service of [`UploadLayer`](crate::UploadLayer).
+#[derive(Clone, Debug)]
+pub struct Upload<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S, B> Service<Request<B>> for Upload<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let mine = match (req.extensions().get::<Route>(), req.method()) {
+            (Some(Route::UploadStart { .. }), &Method::POST) => true,
+            (Some(Route::Upload { .. }), m) => {
+                [Method::GET, Method::PATCH, Method::PUT, Method::DELETE].contains(m)
+            }
+            (Some(Route::Manifest { .. }), &Method::PUT) => true,
+            _ => false,
+        };
+        if !mine {
+            return ResponseFuture::inner(self.inner.call(req));
+        }
+        let shared = self.shared.clone();
+        ResponseFuture::handled(async move {
+            dispatch(&shared, req).await.unwrap_or_else(Error::into_response)
+        })
+    }
+}
+
+type HResult<T = Response<Body>> = Result<T, Error>;
+
+async fn dispatch<B>(s: &Shared, req: Request<B>) -> HResult
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let Some(route) = req.extensions().get::<Route>().cloned() else {
+        return Err(Error::method_not_allowed());
+    };
+    match (route, req.method().clone()) {
+        (Route::UploadStart { name }, _) => start(s, &name, req).await,
+        (Route::Upload { name, id }, Method::GET) => {
+            let size = s.store.upload_size(&name, &id).await?;
+            Ok(progress(StatusCode::NO_CONTENT, &name, &id, size))
+        }
+        (Route::Upload { name, id }, Method::PATCH) => patch(s, &name, &id, req).await,
+        (Route::Upload { name, id }, Method::PUT) => finish(s, &name, &id, req).await,
+        (Route::Upload { name, id }, Method::DELETE) => {
+            s.store.upload_cancel(&name, &id).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (Route::Manifest { name, reference }, _) => put_manifest(s, &name, &reference, req).await,
+        _ => Err(Error::method_not_allowed()),
+    }
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    r
+}
+
+fn session_location(name: &Name, id: &str) -> HeaderValue {
+    header_value(&format!("/v2/{name}/blobs/uploads/{id}"))
+}
+
+/// A session's state: `Location`, `Range`, `Docker-Upload-UUID`.
+fn progress(status: StatusCode, name: &Name, id: &str, size: u64) -> Response<Body> {
+    let mut r = empty(status);
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, session_location(name, id));
+    h.insert(header::RANGE, upload_range(size));
+    h.insert(DOCKER_UPLOAD_UUID, header_value(id));
+    r
+}
+
+fn blob_created(name: &Name, digest: &Digest) -> Response<Body> {
+    let mut r = empty(StatusCode::CREATED);
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, header_value(&format!("/v2/{name}/blobs/{digest}")));
+    h.insert(DOCKER_CONTENT_DIGEST, header_value(digest.as_str()));
+    r
+}
+
+fn digest_param(uri: &http::Uri) -> HResult<Option<Digest>> {
+    match query_param(uri, "digest") {
+        None => Ok(None),
+        Some(d) => d.parse().map(Some).map_err(|e: donjon_core::digest::DigestError| {
+            Error::new(ErrorCode::DigestInvalid, e.to_string())
+        }),
+    }
+}
+
+/// `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`), inclusive.
+fn content_range(headers: &HeaderMap) -> HResult<Option<(u64, u64)>> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let bad = || Error::new(ErrorCode::BlobUploadInvalid, "invalid Content-Range: expected <start>-<end>")
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s.strip_prefix("bytes").map_or(s, |r| r.trim_start_matches([' ', '=']));
+    let s = s.split('/').next().unwrap_or("");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if b < a {
+        return Err(bad());
+    }
+    Ok(Some((a, b)))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn is_empty<B: http_body::Body>(body: &B, headers: &HeaderMap) -> bool {
+    body.is_end_stream() || body.size_hint().exact() == Some(0) || content_length(headers) == Some(0)
+}
+
+async fn start<B>(s: &Shared, name: &Name, req: Request<B>) -> HResult
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let uri = req.uri().clone();
+    if let Some(mount) = query_param(&uri, "mount") {
+        let digest: Digest = mount.parse().map_err(|e: donjon_core::digest::DigestError| {
+            Error::new(ErrorCode::DigestInvalid, e.to_string())
+        })?;
+        // Mount only from a repository that links the blob; without `from`, no search across
+        // repositories (it would leak other repositories' content): a plain session instead.
+        if let Some(from) = query_param(&uri, "from") {
+            let from: Name = from.parse().map_err(|e: donjon_core::name::NameError| {
+                Error::new(ErrorCode::NameInvalid, e.to_string())
+            })?;
+            if s.store.blob_size(&from, &digest).await.is_ok() {
+                s.store.blob_link(name, &digest).await?;
+                return Ok(blob_created(name, &digest));
+            }
+        }
+    } else if let Some(digest) = digest_param(&uri)? {
+        // Monolithic: POST ?digest= with the whole blob as the body.
+        let id = s.store.upload_create(name).await?;
+        let result = async {
+            let body = into_stream(req.into_body());
+            s.store.upload_write(name, &id, 0, body).await?;
+            s.store.upload_commit(name, &id, &digest).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = s.store.upload_cancel(name, &id).await;
+            return Err(e.into());
+        }
+        return Ok(blob_created(name, &digest));
+    }
+    let id = s.store.upload_create(name).await?;
+    Ok(progress(StatusCode::ACCEPTED, name, &id, 0))
+}
+
+/// Writes the request body into the session at the offset its `Content-Range` names (or at
+/// the end, for a streamed PATCH); checks the length the range announced.
+async fn append<B>(s: &Shared, name: &Name, id: &str, req: Request<B>) -> HResult<u64>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let range = content_range(req.headers())?;
+    let length = content_length(req.headers());
+    if let (Some((a, b)), Some(len)) = (range, length) {
+        if b - a + 1 != len {
+            return Err(Error::new(
+                ErrorCode::SizeInvalid,
+                format!("Content-Range {a}-{b} does not match Content-Length {len}"),
+            ));
+        }
+    }
+    let offset = match range {
+        Some((a, _)) => a,
+        None => s.store.upload_size(name, id).await?,
+    };
+    let stream = into_stream(req.into_body());
+    let size = s.store.upload_write(name, id, offset, stream).await.map_err(|e| match e {
+        StoreError::UploadOffset { .. } => Error::from(e).with_header(header::LOCATION, session_location(name, id)),
+        e => e.into(),
+    })?;
+    if let Some((_, b)) = range {
+        if size != b + 1 {
+            return Err(Error::new(
+                ErrorCode::SizeInvalid,
+                format!("the body ended at byte {size}, Content-Range announced {}", b + 1),
+            )
+            .with_range(size)
+            .with_header(header::LOCATION, session_location(name, id)));
+        }
+    }
+    Ok(size)
+}
+
+async fn patch<B>(s: &Shared, name: &Name, id: &str, req: Request<B>) -> HResult
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let size = append(s, name, id, req).await?;
+    Ok(progress(StatusCode::ACCEPTED, name, id, size))
+}
+
+async fn finish<B>(s: &Shared, name: &Name, id: &str, req: Request<B>) -> HResult
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let digest = digest_param(req.uri())?
+        .ok_or_else(|| Error::new(ErrorCode::DigestInvalid, "the digest query parameter is required"))?;
+    if !is_empty(req.body(), req.headers()) {
+        append(s, name, id, req).await?;
+    }
+    s.store.upload_commit(name, id, &digest).await?;
+    Ok(blob_created(name, &digest))
+}
+
+async fn put_manifest<B>(s: &Shared, name: &Name, reference: &Reference, req: Request<B>) -> HResult
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let too_big = || {
+        Error::new(ErrorCode::ManifestInvalid, format!("manifest exceeds the {} byte limit", s.max_manifest))
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    if content_length(req.headers()).is_some_and(|n| n > s.max_manifest as u64) {
+        return Err(too_big());
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = http_body_util::Limited::new(req.into_body(), s.max_manifest)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                too_big()
+            } else {
+                Error::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}"))
+            }
+        })?
+        .to_bytes();
+    let parsed = manifest::parse(&bytes, content_type.as_deref())?;
+    let (digest, tag) = match reference {
+        Reference::Digest(d) => {
+            let actual = Digest::of(d.algorithm(), &bytes);
+            if &actual != d {
+                return Err(Error::new(ErrorCode::DigestInvalid, "the manifest does not match the digest in the path")
+                    .with_detail(serde_json::json!({ "expected": d.as_str(), "actual": actual.as_str() })));
+            }
+            (actual, None)
+        }
+        Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t.clone())),
+    };
+    let blob_checks = parsed.blobs.iter().map(|d| async move {
+        match s.store.blob_size(name, d).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::BlobUnknown(_)) => Err(missing(d, "blob")),
+            Err(e) => Err(e.into()),
+        }
+    });
+    let manifest_checks = parsed.manifests.iter().map(|d| async move {
+        match s.store.manifest_exists(name, d).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(missing(d, "manifest")),
+            Err(e) => Err(Error::from(e)),
+        }
+    });
+    futures_util::future::try_join_all(blob_checks).await?;
+    futures_util::future::try_join_all(manifest_checks).await?;
+    let referrer = parsed.subject.clone().map(|subject| (subject, parsed.descriptor(digest.clone(), bytes.len() as u64)));
+    s.store
+        .manifest_put(name, ManifestPut {
+            digest: digest.clone(),
+            media_type: parsed.media_type.clone(),
+            bytes,
+            tag,
+            referrer,
+        })
+        .await?;
+    let mut r = empty(StatusCode::CREATED);
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, header_value(&format!("/v2/{name}/manifests/{digest}")));
+    h.insert(DOCKER_CONTENT_DIGEST, header_value(digest.as_str()));
+    if let Some(subject) = &parsed.subject {
+        h.insert(OCI_SUBJECT, header_value(subject.as_str()));
+    }
+    Ok(r)
+}
+
+fn missing(d: &Digest, what: &str) -> Error {
+    Error::new(ErrorCode::ManifestBlobUnknown, format!("the manifest references a {what} unknown to this repository: {d}"))
+        .with_detail(serde_json::json!({ "digest": d.as_str() }))
+}

@@ -1,0 +1,457 @@
+//! Configuration: a YAML file (`--config-file`), Distribution's `REGISTRY_<SECTION>_<KEY>`
+//! environment overrides, then flags; flags win.
+//!
+//! The file may be a CNCF Distribution `config.yml` (its `storage`, `http` and `log` sections
+//! keep their meaning) or a donjon/Trow one. Keys donjon does not know are reported as
+//! warnings; sections it knows but does not implement yet are reported too, and those that
+//! would leave the registry less protected than the user asked for (`auth`,
+//! `image_validation`) stop the start-up instead.
+//!
+//! ```
+//! use donjon::config::{Cli, Settings};
+//! use clap::Parser;
+//!
+//! let cli = Cli::parse_from(["donjon", "--bind", "127.0.0.1:5000", "-d", "/var/lib/donjon"]);
+//! let settings = Settings::load(&cli, std::iter::empty()).unwrap();
+//! assert_eq!(settings.bind.port(), 5000);
+//! assert_eq!(settings.data_dir, std::path::PathBuf::from("/var/lib/donjon"));
+//! ```
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+/// Command-line flags (Trow's names).
+#[derive(clap::Parser, Debug, Clone, Default)]
+#[command(name = "donjon", version, about = "An OCI container image registry")]
+pub struct Cli {
+    /// Address to listen on: HOST:PORT, :PORT or PORT [default: 127.0.0.1:8000]
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Directory for images and uploads [default: ./data]
+    #[arg(short = 'd', long)]
+    pub data_dir: Option<PathBuf>,
+    /// YAML configuration file (donjon's, Trow's or a Distribution config.yml)
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+    /// The registry's public host name
+    #[arg(short = 'n', long)]
+    pub hostname: Option<String>,
+    /// Serve TLS with this PEM certificate chain and key: --tls CERT,KEY
+    #[arg(long, value_delimiter = ',', num_args = 1, value_name = "CERT,KEY")]
+    pub tls: Option<Vec<PathBuf>>,
+    /// Check the configuration, print the effective settings and exit
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// TLS files.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The effective settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Data directory (the filesystem store's root).
+    pub data_dir: PathBuf,
+    /// Public host name, if set.
+    pub hostname: Option<String>,
+    /// TLS, if set.
+    pub tls: Option<Tls>,
+    /// Whether deletes are allowed.
+    pub delete_enabled: bool,
+    /// Manifest size limit in bytes.
+    pub max_manifest_size: usize,
+    /// How long shutdown waits for transfers in flight.
+    #[serde(with = "secs")]
+    pub drain_timeout: Duration,
+    /// The largest catalog page (Distribution's `catalog.maxentries`).
+    pub catalog_max_entries: usize,
+    /// Things in the configuration that were ignored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}s", d.as_secs()))
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "snake_case")]
+struct File {
+    // donjon's and Trow's own keys
+    bind: Option<String>,
+    data_dir: Option<PathBuf>,
+    hostname: Option<String>,
+    tls: Option<TlsFile>,
+    max_manifest_size: Option<usize>,
+    drain_timeout: Option<String>,
+    registry_proxies: Option<Value>,
+    image_validation: Option<Value>,
+    // Distribution's
+    version: Option<Value>,
+    log: Option<Value>,
+    storage: Option<Storage>,
+    http: Option<Http>,
+    auth: Option<Value>,
+    proxy: Option<Value>,
+    notifications: Option<Value>,
+    redis: Option<Value>,
+    health: Option<Value>,
+    validation: Option<Value>,
+    middleware: Option<Value>,
+    compatibility: Option<Value>,
+    catalog: Option<Catalog>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct TlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    certificate: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct Storage {
+    filesystem: Option<Filesystem>,
+    delete: Option<Delete>,
+    maintenance: Option<Value>,
+    cache: Option<Value>,
+    redirect: Option<Value>,
+    tag: Option<Value>,
+    s3: Option<Value>,
+    inmemory: Option<Value>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct Filesystem {
+    rootdirectory: Option<PathBuf>,
+    maxthreads: Option<Value>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct Delete {
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct Catalog {
+    maxentries: Option<usize>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct Http {
+    addr: Option<String>,
+    host: Option<String>,
+    net: Option<String>,
+    prefix: Option<String>,
+    secret: Option<Value>,
+    relativeurls: Option<Value>,
+    draintimeout: Option<String>,
+    tls: Option<HttpTls>,
+    headers: Option<Value>,
+    debug: Option<Value>,
+    http2: Option<Value>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct HttpTls {
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
+    clientcas: Option<Value>,
+    minimumtls: Option<Value>,
+    ciphersuites: Option<Value>,
+    letsencrypt: Option<Value>,
+}
+
+fn parse_bind(s: &str) -> Result<SocketAddr, ConfigError> {
+    let s = s.trim();
+    let with_host = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else if s.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{s}")
+    } else {
+        s.to_string()
+    };
+    with_host
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ConfigError(format!("invalid listen address {s:?}: expected HOST:PORT, :PORT or PORT")))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
+    let s = s.trim();
+    let bad = || ConfigError(format!("invalid duration {s:?}: expected e.g. 30s, 2m, 500ms"));
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !(0.0..1e9).contains(&v) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+/// Applies `REGISTRY_A_B_C=value` as `a.b.c: value` on the YAML tree (Distribution's override
+/// rule). Values are parsed as YAML scalars, so `true` and `5000` keep their types.
+fn apply_env(root: &mut Value, env: impl Iterator<Item = (String, String)>) {
+    for (k, v) in env {
+        let Some(path) = k.strip_prefix("REGISTRY_") else { continue };
+        let keys: Vec<String> = path.split('_').map(str::to_ascii_lowercase).collect();
+        if keys.iter().any(String::is_empty) {
+            continue;
+        }
+        let value: Value = serde_yaml::from_str(&v).unwrap_or(Value::String(v));
+        let mut node = &mut *root;
+        for (i, key) in keys.iter().enumerate() {
+            if !node.is_mapping() {
+                *node = Value::Mapping(Default::default());
+            }
+            let Some(map) = node.as_mapping_mut() else { break };
+            let key = Value::String(key.clone());
+            if i == keys.len() - 1 {
+                map.insert(key, value.clone());
+                break;
+            }
+            node = map.entry(key).or_insert(Value::Mapping(Default::default()));
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the file named by `--config-file`, applies the environment overrides (pass
+    /// `std::env::vars()`), then the flags.
+    pub fn load(cli: &Cli, env: impl Iterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut tree = match &cli.config_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
+                serde_yaml::from_str::<Value>(&text)
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+            }
+            None => Value::Mapping(Default::default()),
+        };
+        if tree.is_null() {
+            tree = Value::Mapping(Default::default());
+        }
+        apply_env(&mut tree, env);
+        let mut warnings = vec![];
+        let file: File = serde_ignored::deserialize(tree, |path| {
+            let path = path.to_string().replace(".?", "");
+            warnings.push(format!("unknown configuration key `{path}` ignored"));
+        })
+        .map_err(|e| ConfigError(e.to_string()))?;
+
+        if file.auth.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(ConfigError(
+                "`auth` is configured, but this donjon version has no authentication yet; refusing to start an open registry".into(),
+            ));
+        }
+        if file.image_validation.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(ConfigError(
+                "`image_validation` is configured, but this donjon version does not validate images yet; refusing to start".into(),
+            ));
+        }
+        let not_yet = |present: bool, key: &str, warnings: &mut Vec<String>| {
+            if present {
+                warnings.push(format!("`{key}` is not implemented by this donjon version; ignored"));
+            }
+        };
+        let storage = file.storage.unwrap_or_default();
+        let http = file.http.unwrap_or_default();
+        not_yet(file.registry_proxies.is_some(), "registry_proxies", &mut warnings);
+        not_yet(file.proxy.is_some(), "proxy", &mut warnings);
+        not_yet(file.notifications.is_some(), "notifications", &mut warnings);
+        not_yet(file.redis.is_some(), "redis", &mut warnings);
+        not_yet(file.validation.is_some(), "validation", &mut warnings);
+        not_yet(file.middleware.is_some(), "middleware", &mut warnings);
+        not_yet(storage.maintenance.is_some(), "storage.maintenance", &mut warnings);
+        not_yet(storage.cache.is_some(), "storage.cache", &mut warnings);
+        not_yet(storage.redirect.is_some(), "storage.redirect", &mut warnings);
+        not_yet(storage.tag.is_some(), "storage.tag", &mut warnings);
+        not_yet(http.prefix.is_some(), "http.prefix", &mut warnings);
+        not_yet(http.headers.is_some(), "http.headers", &mut warnings);
+        if storage.s3.is_some() {
+            return Err(ConfigError("`storage.s3` is not supported by this donjon version; use storage.filesystem".into()));
+        }
+        if storage.inmemory.is_some() {
+            return Err(ConfigError("`storage.inmemory` is not supported; use storage.filesystem".into()));
+        }
+        if let Some(tls) = &http.tls {
+            let _ = (&tls.minimumtls, &tls.ciphersuites);
+            if tls.clientcas.is_some() || tls.letsencrypt.is_some() {
+                return Err(ConfigError("http.tls.clientcas and http.tls.letsencrypt are not supported".into()));
+            }
+        }
+        let _ = (&file.version, &file.log, &file.health, &file.compatibility, &http.secret,
+            &http.relativeurls, &http.debug, &http.http2, &http.net, &storage.filesystem.as_ref().map(|f| &f.maxthreads));
+
+        let bind = cli.bind.clone().or(file.bind).or(http.addr).unwrap_or_else(|| "127.0.0.1:8000".into());
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .or(storage.filesystem.and_then(|f| f.rootdirectory))
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let tls = match &cli.tls {
+            Some(v) if v.len() == 2 => Some(Tls { cert: v[0].clone(), key: v[1].clone() }),
+            Some(v) => return Err(ConfigError(format!("--tls takes CERT,KEY; got {} value(s)", v.len()))),
+            None => {
+                let from_file = file.tls.and_then(|t| Some(Tls { cert: t.cert.or(t.certificate)?, key: t.key? }));
+                let from_http = http.tls.and_then(|t| Some(Tls { cert: t.certificate?, key: t.key? }));
+                from_file.or(from_http)
+            }
+        };
+        let drain = file.drain_timeout.or(http.draintimeout).map(|s| parse_duration(&s)).transpose()?;
+        Ok(Settings {
+            bind: parse_bind(&bind)?,
+            data_dir,
+            hostname: cli.hostname.clone().or(file.hostname).or(http.host),
+            tls,
+            delete_enabled: storage.delete.and_then(|d| d.enabled).unwrap_or(true),
+            max_manifest_size: file.max_manifest_size.unwrap_or(donjon_upload::DEFAULT_MAX_MANIFEST_SIZE),
+            drain_timeout: drain.unwrap_or(Duration::from_secs(30)),
+            catalog_max_entries: file.catalog.and_then(|c| c.maxentries).unwrap_or(1000),
+            warnings,
+        })
+    }
+
+    /// The settings as YAML, for `--dry-run`.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn load(args: &[&str], yaml: Option<&str>, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv: Vec<String> = vec!["donjon".into()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        if let Some(y) = yaml {
+            let p = dir.path().join("config.yml");
+            std::fs::write(&p, y).unwrap();
+            argv.push("--config-file".into());
+            argv.push(p.display().to_string());
+        }
+        let cli = Cli::parse_from(argv);
+        Settings::load(&cli, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults() {
+        let s = load(&[], None, &[]).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert!(s.delete_enabled);
+        assert!(s.tls.is_none());
+        assert_eq!(s.max_manifest_size, 4 << 20);
+    }
+
+    #[test]
+    fn distribution_config_yml() {
+        let yaml = r#"
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+  delete:
+    enabled: false
+http:
+  addr: :5000
+  secret: asecretforlocaldevelopment
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+"#;
+        let s = load(&[], Some(yaml), &[]).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/registry"));
+        assert_eq!(s.bind, "0.0.0.0:5000".parse().unwrap());
+        assert!(!s.delete_enabled);
+        assert!(s.warnings.iter().any(|w| w.contains("storage.cache")), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let yaml = "storage:\n  filesystem:\n    rootdirectory: /a\n";
+        let env = [("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/b"), ("REGISTRY_STORAGE_DELETE_ENABLED", "false")];
+        let s = load(&[], Some(yaml), &env).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/b"));
+        assert!(!s.delete_enabled);
+        let s = load(&["-d", "/c"], Some(yaml), &env).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/c"));
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let s = load(&[], Some("storage:\n  filesystem:\n    rootdirectry: /typo\nfoo: 1\n"), &[]).unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("storage.filesystem.rootdirectry")), "{:?}", s.warnings);
+        assert!(s.warnings.iter().any(|w| w.contains("`foo`")), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn auth_is_refused_rather_than_ignored() {
+        let e = load(&[], Some("auth:\n  htpasswd:\n    realm: r\n    path: /x\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("auth"), "{e}");
+    }
+
+    #[test]
+    fn tls_and_bind_flags() {
+        let s = load(&["--tls", "c.pem,k.pem", "--bind", "9000", "-n", "reg.example"], None, &[]).unwrap();
+        assert_eq!(s.tls, Some(Tls { cert: "c.pem".into(), key: "k.pem".into() }));
+        assert_eq!(s.bind.port(), 9000);
+        assert_eq!(s.hostname.as_deref(), Some("reg.example"));
+        assert!(load(&["--tls", "only.pem"], None, &[]).is_err());
+        assert!(load(&["--bind", "nonsense:port"], None, &[]).is_err());
+    }
+
+    #[test]
+    fn bad_yaml_names_the_file() {
+        let e = load(&[], Some("storage: [unclosed"), &[]).unwrap_err();
+        assert!(e.to_string().contains("config.yml"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+    }
+}
