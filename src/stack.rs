@@ -191,7 +191,12 @@ where
             l.status = resp.status();
         }
         let (parts, inner) = resp.into_parts();
-        let mut body = LoggedBody { inner: Some(inner), bytes: 0, line };
+        let expected = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut body = LoggedBody { inner: Some(inner), bytes: 0, expected, line };
         if body.is_end_stream() {
             // hyper will not poll an empty body: log now.
             body.finish(false);
@@ -206,6 +211,7 @@ where
 pub struct LoggedBody {
     inner: Option<Body>,
     bytes: u64,
+    expected: Option<u64>,
     line: Option<Line>,
 }
 
@@ -258,8 +264,12 @@ impl http_body::Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        // Still pending at drop: the client went away mid-transfer.
-        let aborted = !self.is_end_stream();
+        // hyper stops polling once Content-Length bytes are out; short of that, or still
+        // streaming without a length, the client went away mid-transfer.
+        let aborted = match self.expected {
+            Some(n) => self.bytes < n && !self.is_end_stream(),
+            None => !self.is_end_stream(),
+        };
         self.finish(aborted);
     }
 }
