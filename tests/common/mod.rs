@@ -1,0 +1,174 @@
+//! Shared helpers of the black-box tests: an in-process donjon on 127.0.0.1:0 over real TCP,
+//! and a raw HTTP client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest as _, Sha256};
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The first OCI error code of the body.
+    pub fn code(&self) -> String {
+        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|b| b).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(donjon::RegistryBuilder) -> donjon::RegistryBuilder) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = donjon::FsStore::open(dir.path()).await.unwrap();
+        let registry = f(donjon::Registry::builder(Arc::new(store))).build();
+        let listener = donjon::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.await;
+            };
+            donjon::server::serve(listener, None, donjon::stack::wrap(registry), stop, Duration::from_secs(5))
+                .await
+                .unwrap();
+        });
+        Self { addr, dir, shutdown: Some(tx), task: Some(task), client: client() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+        send(&self.client, method, &self.url(path), headers, body.into()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.req("GET", path, &[], Bytes::new()).await
+    }
+
+    /// Pushes a blob monolithically; returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = digest(data);
+        let r = self
+            .req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"), &[], Bytes::copy_from_slice(data))
+            .await;
+        assert_eq!(r.status, 201, "push blob: {:?}", r.body);
+        d
+    }
+
+    /// Pushes a manifest; returns its digest.
+    pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Resp {
+        self.req(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("content-type", media_type)],
+            Bytes::copy_from_slice(body),
+        )
+        .await
+    }
+
+    /// Pushes a config and one layer, and an image manifest referencing them under `tag`.
+    pub async fn push_image(&self, repo: &str, tag: &str, salt: &str) -> (String, Vec<u8>) {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","salt":"{salt}"}}"#);
+        let layer = format!("layer-{salt}");
+        let cd = self.push_blob(repo, config.as_bytes()).await;
+        let ld = self.push_blob(repo, layer.as_bytes()).await;
+        let m = image_manifest(&cd, config.len(), &ld, layer.len(), None);
+        let r = self.push_manifest(repo, tag, OCI_MANIFEST, &m).await;
+        assert_eq!(r.status, 201, "push manifest: {:?}", r.body);
+        (digest(&m), m)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Resp {
+    let mut b = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client.request(b.body(Full::new(body)).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp { status: parts.status, headers: parts.headers, body }
+}
+
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(data)))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn image_manifest(config: &str, config_size: usize, layer: &str, layer_size: usize, subject: Option<(&str, usize)>) -> Vec<u8> {
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}],
+    });
+    if let Some((d, size)) = subject {
+        m["subject"] = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d, "size": size});
+    }
+    serde_json::to_vec(&m).unwrap()
+}
