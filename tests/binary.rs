@@ -1,0 +1,238 @@
+//! The `donjon` binary as users run it: start-up errors, `--dry-run`, crash and restart on the
+//! same data directory, graceful shutdown, TLS with HTTP/2.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{client, digest, send};
+
+const BIN: &str = env!("CARGO_BIN_EXE_donjon");
+
+struct Donjon {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Donjon {
+    fn start(data: &Path) -> Self {
+        Self::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(BIN)
+            .args(["--bind", &addr.to_string(), "-d"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let d = Self { child, addr };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(self.addr).is_err() {
+            assert!(Instant::now() < deadline, "donjon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self, p: &str) -> String {
+        format!("http://{}{p}", self.addr)
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "donjon did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Donjon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn dry_run_prints_settings() {
+    let out = Command::new(BIN).args(["--dry-run", "--bind", "127.0.0.1:9999", "-d", "/srv/x"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("bind: 127.0.0.1:9999"), "{text}");
+    assert!(text.contains("data_dir: /srv/x"), "{text}");
+}
+
+#[test]
+fn bad_config_fails_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, "auth:\n  htpasswd: {realm: x, path: /x}\n").unwrap();
+    let out = Command::new(BIN).arg("--config-file").arg(&cfg).arg("--dry-run").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth"));
+}
+
+#[test]
+fn port_taken_is_a_clear_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).args(["--bind", &addr.to_string(), "-d"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already in use"), "{err}");
+}
+
+#[test]
+fn unwritable_data_dir_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let out = Command::new(BIN).args(["--bind", "127.0.0.1:0", "-d"]).arg(file.join("data")).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not writable"), "{err}");
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// kill -9 in the middle of a PATCH; restart on the same directory; the session resumes from
+/// what reached the disk, nothing partial is visible, and everything committed before is there.
+#[test]
+fn crash_mid_push_then_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let d = digest(&data);
+    let rt = rt();
+    let c = client();
+    let mut first = Donjon::start(dir.path());
+    // something committed before the crash
+    let committed = rt.block_on(send(&c, "POST", &first.url(&format!("/v2/crash/blobs/uploads/?digest={}", digest(b"before"))), &[], Bytes::from_static(b"before")));
+    assert_eq!(committed.status, 201);
+    let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(b"before"), "size": 6}, "layers": []})).unwrap();
+    let r = rt.block_on(send(&c, "PUT", &first.url("/v2/crash/manifests/v1"), &[("content-type", "application/vnd.oci.image.manifest.v1+json")], Bytes::from(manifest.clone())));
+    assert_eq!(r.status, 201);
+
+    let post = rt.block_on(send(&c, "POST", &first.url("/v2/crash/blobs/uploads/"), &[], Bytes::new()));
+    let loc = post.header("location").to_string();
+    // stream part of the body over a raw socket, then kill the server while it is receiving
+    let mut tcp = TcpStream::connect(first.addr).unwrap();
+    write!(tcp, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-{}\r\nContent-Length: {}\r\n\r\n", data.len() - 1, data.len()).unwrap();
+    tcp.write_all(&data[..5 * 1024 * 1024]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    drop(tcp);
+
+    let second = Donjon::start(dir.path());
+    let status = rt.block_on(send(&c, "GET", &second.url(&loc), &[], Bytes::new()));
+    assert_eq!(status.status, 204, "the session survived the crash");
+    let range = status.header("range").to_string();
+    let end: usize = range.split('-').nth(1).unwrap().parse().unwrap();
+    let have = if end == 0 { 0 } else { end + 1 };
+    assert!(have <= 5 * 1024 * 1024, "{range}");
+    assert_eq!(rt.block_on(send(&c, "GET", &second.url(&format!("/v2/crash/blobs/{d}")), &[], Bytes::new())).status, 404);
+    let r = rt.block_on(send(&c, "PATCH", &second.url(&loc), &[("content-range", &format!("{have}-{}", data.len() - 1))], Bytes::copy_from_slice(&data[have..])));
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let r = rt.block_on(send(&c, "PUT", &second.url(&format!("{loc}?digest={d}")), &[], Bytes::new()));
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let got = rt.block_on(send(&c, "GET", &second.url(&format!("/v2/crash/blobs/{d}")), &[], Bytes::new()));
+    assert_eq!(got.body.len(), data.len());
+    assert!(got.body == data);
+    let m = rt.block_on(send(&c, "GET", &second.url("/v2/crash/manifests/v1"), &[], Bytes::new()));
+    assert_eq!(m.body, manifest);
+}
+
+/// SIGTERM while a download is in flight: the download completes, then the process exits 0.
+#[test]
+fn sigterm_drains_transfers_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = vec![7u8; 32 * 1024 * 1024];
+    let d = digest(&data);
+    let rt = rt();
+    let c = client();
+    let mut server = Donjon::start(dir.path());
+    let r = rt.block_on(send(&c, "POST", &server.url(&format!("/v2/drain/blobs/uploads/?digest={d}")), &[], Bytes::from(data.clone())));
+    assert_eq!(r.status, 201);
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    write!(tcp, "GET /v2/drain/blobs/{d} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = tcp.read(&mut buf).unwrap();
+    server.sigterm();
+    std::thread::sleep(Duration::from_millis(200));
+    // new connections are refused once shutdown began
+    assert!(TcpStream::connect(server.addr).is_err());
+    loop {
+        let n = tcp.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n;
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    assert!(got > data.len(), "the whole body (plus headers) arrived: {got}");
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn tls_with_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is needed for this test");
+    assert!(ok.success());
+    let tls = format!("{},{}", cert.display(), key.display());
+    let server = Donjon::start_with(&dir.path().join("data"), &["--tls", &tls]);
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "--cacert"])
+        .arg(&cert)
+        .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}", &format!("https://{}/v2/", server.addr)])
+        .output()
+        .expect("curl is needed for this test");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("curl")
+        .args(["-sS", "--http1.1", "--cacert"])
+        .arg(&cert)
+        .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}", &format!("https://{}/v2/", server.addr)])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1 200");
+}
