@@ -30,7 +30,10 @@ fn main() -> ExitCode {
         print!("{}", settings.to_yaml());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("donjon: cannot start the runtime: {e}");
@@ -66,7 +69,14 @@ async fn run(settings: Settings) -> std::io::Result<()> {
         tls = tls.is_some(),
         "donjon {} serving", env!("CARGO_PKG_VERSION")
     );
-    server::serve(listener, tls, stack::wrap(registry), server::shutdown_signal(), settings.drain_timeout).await?;
+    server::serve(
+        listener,
+        tls,
+        stack::wrap(registry),
+        server::shutdown_signal(),
+        settings.drain_timeout,
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

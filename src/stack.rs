@@ -31,7 +31,11 @@ use crate::{Body, BoxError, Error, ErrorCode};
 
 /// Wraps a service in the binary's outer layers.
 pub fn wrap<S>(inner: S) -> AccessLog<Health<CatchPanic<S>>> {
-    AccessLog { inner: Health { inner: CatchPanic { inner } } }
+    AccessLog {
+        inner: Health {
+            inner: CatchPanic { inner },
+        },
+    }
 }
 
 /// Answers `/healthz` and `/readiness` (Trow's paths) with 200.
@@ -55,10 +59,15 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match req.uri().path() {
-            "/healthz" | "/readiness" if req.method() == Method::GET || req.method() == Method::HEAD => {
+            "/healthz" | "/readiness"
+                if req.method() == Method::GET || req.method() == Method::HEAD =>
+            {
                 donjon_core::future::ResponseFuture::handled(async {
                     let mut r = Response::new(Body::from(r#"{"is_healthy":true,"message":"ok"}"#));
-                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
                     r
                 })
             }
@@ -89,7 +98,9 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let fut = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
         match fut {
-            Ok(fut) => CatchPanicFuture::Running { fut: AssertUnwindSafe(fut).catch_unwind() },
+            Ok(fut) => CatchPanicFuture::Running {
+                fut: AssertUnwindSafe(fut).catch_unwind(),
+            },
             Err(_) => CatchPanicFuture::Panicked { done: false },
         }
     }
@@ -164,7 +175,10 @@ where
             status: StatusCode::OK,
             start: Instant::now(),
         };
-        AccessLogFuture { fut: self.inner.call(req), line: Some(line) }
+        AccessLogFuture {
+            fut: self.inner.call(req),
+            line: Some(line),
+        }
     }
 }
 
@@ -196,7 +210,12 @@ where
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let mut body = LoggedBody { inner: Some(inner), bytes: 0, expected, line };
+        let mut body = LoggedBody {
+            inner: Some(inner),
+            bytes: 0,
+            expected,
+            line,
+        };
         if body.is_end_stream() {
             // hyper will not poll an empty body: log now.
             body.finish(false);
@@ -237,9 +256,14 @@ impl http_body::Body for LoggedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
         let frame = ready!(Pin::new(inner).poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
@@ -258,7 +282,9 @@ impl http_body::Body for LoggedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or(SizeHint::with_exact(0), |b| b.size_hint())
+        self.inner
+            .as_ref()
+            .map_or(SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

@@ -54,7 +54,10 @@ impl Donjon {
     }
 
     fn sigterm(&self) {
-        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -78,12 +81,19 @@ impl Drop for Donjon {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
 fn dry_run_prints_settings() {
-    let out = Command::new(BIN).args(["--dry-run", "--bind", "127.0.0.1:9999", "-d", "/srv/x"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--dry-run", "--bind", "127.0.0.1:9999", "-d", "/srv/x"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("bind: 127.0.0.1:9999"), "{text}");
@@ -95,7 +105,12 @@ fn bad_config_fails_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yml");
     std::fs::write(&cfg, "auth:\n  htpasswd: {realm: x, path: /x}\n").unwrap();
-    let out = Command::new(BIN).arg("--config-file").arg(&cfg).arg("--dry-run").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config-file")
+        .arg(&cfg)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("auth"));
 }
@@ -105,7 +120,11 @@ fn port_taken_is_a_clear_error() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN).args(["--bind", &addr.to_string(), "-d"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--bind", &addr.to_string(), "-d"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already in use"), "{err}");
@@ -116,14 +135,21 @@ fn unwritable_data_dir_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"").unwrap();
-    let out = Command::new(BIN).args(["--bind", "127.0.0.1:0", "-d"]).arg(file.join("data")).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--bind", "127.0.0.1:0", "-d"])
+        .arg(file.join("data"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not writable"), "{err}");
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// kill -9 in the middle of a PATCH; restart on the same directory; the session resumes from
@@ -131,24 +157,53 @@ fn rt() -> tokio::runtime::Runtime {
 #[test]
 fn crash_mid_push_then_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let d = digest(&data);
     let rt = rt();
     let c = client();
     let mut first = Donjon::start(dir.path());
     // something committed before the crash
-    let committed = rt.block_on(send(&c, "POST", &first.url(&format!("/v2/crash/blobs/uploads/?digest={}", digest(b"before"))), &[], Bytes::from_static(b"before")));
+    let committed = rt.block_on(send(
+        &c,
+        "POST",
+        &first.url(&format!(
+            "/v2/crash/blobs/uploads/?digest={}",
+            digest(b"before")
+        )),
+        &[],
+        Bytes::from_static(b"before"),
+    ));
     assert_eq!(committed.status, 201);
     let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(b"before"), "size": 6}, "layers": []})).unwrap();
-    let r = rt.block_on(send(&c, "PUT", &first.url("/v2/crash/manifests/v1"), &[("content-type", "application/vnd.oci.image.manifest.v1+json")], Bytes::from(manifest.clone())));
+    let r = rt.block_on(send(
+        &c,
+        "PUT",
+        &first.url("/v2/crash/manifests/v1"),
+        &[("content-type", "application/vnd.oci.image.manifest.v1+json")],
+        Bytes::from(manifest.clone()),
+    ));
     assert_eq!(r.status, 201);
 
-    let post = rt.block_on(send(&c, "POST", &first.url("/v2/crash/blobs/uploads/"), &[], Bytes::new()));
+    let post = rt.block_on(send(
+        &c,
+        "POST",
+        &first.url("/v2/crash/blobs/uploads/"),
+        &[],
+        Bytes::new(),
+    ));
     let loc = post.header("location").to_string();
     // stream part of the body over a raw socket, then kill the server while it is receiving
     let mut tcp = TcpStream::connect(first.addr).unwrap();
-    write!(tcp, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-{}\r\nContent-Length: {}\r\n\r\n", data.len() - 1, data.len()).unwrap();
+    write!(
+        tcp,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-{}\r\nContent-Length: {}\r\n\r\n",
+        data.len() - 1,
+        data.len()
+    )
+    .unwrap();
     tcp.write_all(&data[..5 * 1024 * 1024]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     first.child.kill().unwrap();
@@ -162,15 +217,49 @@ fn crash_mid_push_then_restart() {
     let end: usize = range.split('-').nth(1).unwrap().parse().unwrap();
     let have = if end == 0 { 0 } else { end + 1 };
     assert!(have <= 5 * 1024 * 1024, "{range}");
-    assert_eq!(rt.block_on(send(&c, "GET", &second.url(&format!("/v2/crash/blobs/{d}")), &[], Bytes::new())).status, 404);
-    let r = rt.block_on(send(&c, "PATCH", &second.url(&loc), &[("content-range", &format!("{have}-{}", data.len() - 1))], Bytes::copy_from_slice(&data[have..])));
+    assert_eq!(
+        rt.block_on(send(
+            &c,
+            "GET",
+            &second.url(&format!("/v2/crash/blobs/{d}")),
+            &[],
+            Bytes::new()
+        ))
+        .status,
+        404
+    );
+    let r = rt.block_on(send(
+        &c,
+        "PATCH",
+        &second.url(&loc),
+        &[("content-range", &format!("{have}-{}", data.len() - 1))],
+        Bytes::copy_from_slice(&data[have..]),
+    ));
     assert_eq!(r.status, 202, "{:?}", r.body);
-    let r = rt.block_on(send(&c, "PUT", &second.url(&format!("{loc}?digest={d}")), &[], Bytes::new()));
+    let r = rt.block_on(send(
+        &c,
+        "PUT",
+        &second.url(&format!("{loc}?digest={d}")),
+        &[],
+        Bytes::new(),
+    ));
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let got = rt.block_on(send(&c, "GET", &second.url(&format!("/v2/crash/blobs/{d}")), &[], Bytes::new()));
+    let got = rt.block_on(send(
+        &c,
+        "GET",
+        &second.url(&format!("/v2/crash/blobs/{d}")),
+        &[],
+        Bytes::new(),
+    ));
     assert_eq!(got.body.len(), data.len());
     assert!(got.body == data);
-    let m = rt.block_on(send(&c, "GET", &second.url("/v2/crash/manifests/v1"), &[], Bytes::new()));
+    let m = rt.block_on(send(
+        &c,
+        "GET",
+        &second.url("/v2/crash/manifests/v1"),
+        &[],
+        Bytes::new(),
+    ));
     assert_eq!(m.body, manifest);
 }
 
@@ -183,10 +272,20 @@ fn sigterm_drains_transfers_in_flight() {
     let rt = rt();
     let c = client();
     let mut server = Donjon::start(dir.path());
-    let r = rt.block_on(send(&c, "POST", &server.url(&format!("/v2/drain/blobs/uploads/?digest={d}")), &[], Bytes::from(data.clone())));
+    let r = rt.block_on(send(
+        &c,
+        "POST",
+        &server.url(&format!("/v2/drain/blobs/uploads/?digest={d}")),
+        &[],
+        Bytes::from(data.clone()),
+    ));
     assert_eq!(r.status, 201);
     let mut tcp = TcpStream::connect(server.addr).unwrap();
-    write!(tcp, "GET /v2/drain/blobs/{d} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        tcp,
+        "GET /v2/drain/blobs/{d} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = tcp.read(&mut buf).unwrap();
     server.sigterm();
@@ -201,7 +300,10 @@ fn sigterm_drains_transfers_in_flight() {
         got += n;
         std::thread::sleep(Duration::from_micros(50));
     }
-    assert!(got > data.len(), "the whole body (plus headers) arrived: {got}");
+    assert!(
+        got > data.len(),
+        "the whole body (plus headers) arrived: {got}"
+    );
     let status = server.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
 }
@@ -211,7 +313,20 @@ fn tls_with_http2() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -224,14 +339,31 @@ fn tls_with_http2() {
     let out = Command::new("curl")
         .args(["-sS", "--http2", "--cacert"])
         .arg(&cert)
-        .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}", &format!("https://{}/v2/", server.addr)])
+        .args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            &format!("https://{}/v2/", server.addr),
+        ])
         .output()
         .expect("curl is needed for this test");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2 200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new("curl")
         .args(["-sS", "--http1.1", "--cacert"])
         .arg(&cert)
-        .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}", &format!("https://{}/v2/", server.addr)])
+        .args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            &format!("https://{}/v2/", server.addr),
+        ])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1 200");

@@ -187,7 +187,13 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "library/ubuntu", "a.b_c__d---e/f0", "f/docker.io/library/nginx", "0"] {
+        for ok in [
+            "a",
+            "library/ubuntu",
+            "a.b_c__d---e/f0",
+            "f/docker.io/library/nginx",
+            "0",
+        ] {
             assert!(ok.parse::<Name>().is_ok(), "{ok:?} refused");
         }
         let long = "a".repeat(256);
@@ -212,7 +218,10 @@ mod tests {
 
     #[test]
     fn references() {
-        assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
+        assert!(matches!(
+            "latest".parse::<Reference>(),
+            Ok(Reference::Tag(_))
+        ));
         assert!(matches!(
             "sha256:abc".parse::<Reference>(),
             Err(ReferenceError::Digest(_))

@@ -50,7 +50,9 @@ where
         }
         let shared = self.shared.clone();
         ResponseFuture::handled(async move {
-            dispatch(&shared, req).await.unwrap_or_else(Error::into_response)
+            dispatch(&shared, req)
+                .await
+                .unwrap_or_else(Error::into_response)
         })
     }
 }
@@ -85,7 +87,8 @@ where
 fn empty(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     r
 }
 
@@ -106,7 +109,10 @@ fn progress(status: StatusCode, name: &Name, id: &str, size: u64) -> Response<Bo
 fn blob_created(name: &Name, digest: &Digest) -> Response<Body> {
     let mut r = empty(StatusCode::CREATED);
     let h = r.headers_mut();
-    h.insert(header::LOCATION, header_value(&format!("/v2/{name}/blobs/{digest}")));
+    h.insert(
+        header::LOCATION,
+        header_value(&format!("/v2/{name}/blobs/{digest}")),
+    );
     h.insert(DOCKER_CONTENT_DIGEST, header_value(digest.as_str()));
     r
 }
@@ -114,22 +120,37 @@ fn blob_created(name: &Name, digest: &Digest) -> Response<Body> {
 fn digest_param(uri: &http::Uri) -> HResult<Option<Digest>> {
     match query_param(uri, "digest") {
         None => Ok(None),
-        Some(d) => d.parse().map(Some).map_err(|e: donjon_core::digest::DigestError| {
-            Error::new(ErrorCode::DigestInvalid, e.to_string())
-        }),
+        Some(d) => d
+            .parse()
+            .map(Some)
+            .map_err(|e: donjon_core::digest::DigestError| {
+                Error::new(ErrorCode::DigestInvalid, e.to_string())
+            }),
     }
 }
 
 /// `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`), inclusive.
 fn content_range(headers: &HeaderMap) -> HResult<Option<(u64, u64)>> {
-    let Some(v) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
-    let bad = || Error::new(ErrorCode::BlobUploadInvalid, "invalid Content-Range: expected <start>-<end>")
-        .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        Error::new(
+            ErrorCode::BlobUploadInvalid,
+            "invalid Content-Range: expected <start>-<end>",
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+    };
     let s = v.to_str().map_err(|_| bad())?.trim();
-    let s = s.strip_prefix("bytes").map_or(s, |r| r.trim_start_matches([' ', '=']));
+    let s = s
+        .strip_prefix("bytes")
+        .map_or(s, |r| r.trim_start_matches([' ', '=']));
     let s = s.split('/').next().unwrap_or("");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    let (a, b): (u64, u64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
     if b < a {
         return Err(bad());
     }
@@ -137,11 +158,18 @@ fn content_range(headers: &HeaderMap) -> HResult<Option<(u64, u64)>> {
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn is_empty<B: http_body::Body>(body: &B, headers: &HeaderMap) -> bool {
-    body.is_end_stream() || body.size_hint().exact() == Some(0) || content_length(headers) == Some(0)
+    body.is_end_stream()
+        || body.size_hint().exact() == Some(0)
+        || content_length(headers) == Some(0)
 }
 
 async fn start<B>(s: &Shared, name: &Name, req: Request<B>) -> HResult
@@ -151,9 +179,11 @@ where
 {
     let uri = req.uri().clone();
     if let Some(mount) = query_param(&uri, "mount") {
-        let digest: Digest = mount.parse().map_err(|e: donjon_core::digest::DigestError| {
-            Error::new(ErrorCode::DigestInvalid, e.to_string())
-        })?;
+        let digest: Digest = mount
+            .parse()
+            .map_err(|e: donjon_core::digest::DigestError| {
+                Error::new(ErrorCode::DigestInvalid, e.to_string())
+            })?;
         // Mount only from a repository that links the blob; without `from`, no search across
         // repositories (it would leak other repositories' content): a plain session instead.
         if let Some(from) = query_param(&uri, "from") {
@@ -206,15 +236,24 @@ where
         None => s.store.upload_size(name, id).await?,
     };
     let stream = into_stream(req.into_body());
-    let size = s.store.upload_write(name, id, offset, stream).await.map_err(|e| match e {
-        StoreError::UploadOffset { .. } => Error::from(e).with_header(header::LOCATION, session_location(name, id)),
-        e => e.into(),
-    })?;
+    let size = s
+        .store
+        .upload_write(name, id, offset, stream)
+        .await
+        .map_err(|e| match e {
+            StoreError::UploadOffset { .. } => {
+                Error::from(e).with_header(header::LOCATION, session_location(name, id))
+            }
+            e => e.into(),
+        })?;
     if let Some((_, b)) = range {
         if size != b + 1 {
             return Err(Error::new(
                 ErrorCode::SizeInvalid,
-                format!("the body ended at byte {size}, Content-Range announced {}", b + 1),
+                format!(
+                    "the body ended at byte {size}, Content-Range announced {}",
+                    b + 1
+                ),
             )
             .with_range(size)
             .with_header(header::LOCATION, session_location(name, id)));
@@ -237,8 +276,12 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let digest = digest_param(req.uri())?
-        .ok_or_else(|| Error::new(ErrorCode::DigestInvalid, "the digest query parameter is required"))?;
+    let digest = digest_param(req.uri())?.ok_or_else(|| {
+        Error::new(
+            ErrorCode::DigestInvalid,
+            "the digest query parameter is required",
+        )
+    })?;
     if !is_empty(req.body(), req.headers()) {
         append(s, name, id, req).await?;
     }
@@ -252,8 +295,11 @@ where
     B::Error: Into<BoxError>,
 {
     let too_big = || {
-        Error::new(ErrorCode::ManifestInvalid, format!("manifest exceeds the {} byte limit", s.max_manifest))
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        Error::new(
+            ErrorCode::ManifestInvalid,
+            format!("manifest exceeds the {} byte limit", s.max_manifest),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
     if content_length(req.headers()).is_some_and(|n| n > s.max_manifest as u64) {
         return Err(too_big());
@@ -267,10 +313,15 @@ where
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 too_big()
             } else {
-                Error::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}"))
+                Error::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("reading the manifest failed: {e}"),
+                )
             }
         })?
         .to_bytes();
@@ -279,8 +330,13 @@ where
         Reference::Digest(d) => {
             let actual = Digest::of(d.algorithm(), &bytes);
             if &actual != d {
-                return Err(Error::new(ErrorCode::DigestInvalid, "the manifest does not match the digest in the path")
-                    .with_detail(serde_json::json!({ "expected": d.as_str(), "actual": actual.as_str() })));
+                return Err(Error::new(
+                    ErrorCode::DigestInvalid,
+                    "the manifest does not match the digest in the path",
+                )
+                .with_detail(
+                    serde_json::json!({ "expected": d.as_str(), "actual": actual.as_str() }),
+                ));
             }
             (actual, None)
         }
@@ -302,19 +358,30 @@ where
     });
     futures_util::future::try_join_all(blob_checks).await?;
     futures_util::future::try_join_all(manifest_checks).await?;
-    let referrer = parsed.subject.clone().map(|subject| (subject, parsed.descriptor(digest.clone(), bytes.len() as u64)));
+    let referrer = parsed.subject.clone().map(|subject| {
+        (
+            subject,
+            parsed.descriptor(digest.clone(), bytes.len() as u64),
+        )
+    });
     s.store
-        .manifest_put(name, ManifestPut {
-            digest: digest.clone(),
-            media_type: parsed.media_type.clone(),
-            bytes,
-            tag,
-            referrer,
-        })
+        .manifest_put(
+            name,
+            ManifestPut {
+                digest: digest.clone(),
+                media_type: parsed.media_type.clone(),
+                bytes,
+                tag,
+                referrer,
+            },
+        )
         .await?;
     let mut r = empty(StatusCode::CREATED);
     let h = r.headers_mut();
-    h.insert(header::LOCATION, header_value(&format!("/v2/{name}/manifests/{digest}")));
+    h.insert(
+        header::LOCATION,
+        header_value(&format!("/v2/{name}/manifests/{digest}")),
+    );
     h.insert(DOCKER_CONTENT_DIGEST, header_value(digest.as_str()));
     if let Some(subject) = &parsed.subject {
         h.insert(OCI_SUBJECT, header_value(subject.as_str()));
@@ -323,6 +390,114 @@ where
 }
 
 fn missing(d: &Digest, what: &str) -> Error {
-    Error::new(ErrorCode::ManifestBlobUnknown, format!("the manifest references a {what} unknown to this repository: {d}"))
-        .with_detail(serde_json::json!({ "digest": d.as_str() }))
+    Error::new(
+        ErrorCode::ManifestBlobUnknown,
+        format!("the manifest references a {what} unknown to this repository: {d}"),
+    )
+    .with_detail(serde_json::json!({ "digest": d.as_str() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UploadLayer;
+    use donjon_core::memory::MemoryStore;
+    use donjon_core::RouteLayer;
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    fn stack(
+        passed: Arc<AtomicUsize>,
+    ) -> impl tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone
+    {
+        let store = Arc::new(MemoryStore::default());
+        ServiceBuilder::new()
+            .layer(RouteLayer::new())
+            .layer(UploadLayer::new(store))
+            .service(tower::service_fn(move |_req: Request<Body>| {
+                passed.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(Response::new(Body::from("inner"))) }
+            }))
+    }
+
+    fn req(method: &str, uri: &str, body: &'static [u8]) -> Request<Body> {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(Bytes::from_static(body)))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn passes_reads_on_and_handles_writes() {
+        let passed = Arc::new(AtomicUsize::new(0));
+        let svc = stack(passed.clone());
+        for (m, u) in [
+            ("GET", "/v2/a/manifests/x"),
+            ("GET", "/v2/"),
+            ("HEAD", "/v2/a/blobs/uploads/"),
+            ("GET", "/other"),
+        ] {
+            svc.clone().oneshot(req(m, u, b"")).await.unwrap();
+        }
+        assert_eq!(passed.load(Ordering::SeqCst), 4);
+        let r = svc
+            .clone()
+            .oneshot(req("POST", "/v2/a/blobs/uploads/", b""))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let r = svc
+            .oneshot(req("PUT", "/v2/a/manifests/x", b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(passed.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn upload_then_manifest_in_process() {
+        let svc = stack(Arc::new(AtomicUsize::new(0)));
+        let d = Digest::sha256_of(b"{}");
+        let r = svc
+            .clone()
+            .oneshot(req(
+                "POST",
+                &format!("/v2/a/blobs/uploads/?digest={d}"),
+                b"{}",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{d}","size":2}},"layers":[]}}"#,
+            manifest::OCI_MANIFEST
+        );
+        let m: &'static [u8] = Box::leak(m.into_bytes().into_boxed_slice());
+        let r = svc
+            .oneshot(req("PUT", "/v2/a/manifests/v1", m))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(
+            r.headers()[DOCKER_CONTENT_DIGEST].to_str().unwrap(),
+            Digest::sha256_of(m).as_str()
+        );
+    }
+
+    #[test]
+    fn content_range_forms() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::CONTENT_RANGE, HeaderValue::from_str(v).unwrap());
+            content_range(&m)
+        };
+        assert_eq!(h("0-21").unwrap(), Some((0, 21)));
+        assert_eq!(h("bytes 22-41/42").unwrap(), Some((22, 41)));
+        assert_eq!(h("bytes=5-5").unwrap(), Some((5, 5)));
+        assert!(h("9-1").is_err());
+        assert!(h("x-y").is_err());
+        assert_eq!(content_range(&HeaderMap::new()).unwrap(), None);
+    }
 }
