@@ -83,10 +83,7 @@ pub struct Settings {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}s", d.as_secs()))
     }
 }
@@ -193,24 +190,14 @@ fn parse_bind(s: &str) -> Result<SocketAddr, ConfigError> {
     } else {
         s.to_string()
     };
-    with_host
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| {
-            ConfigError(format!(
-                "invalid listen address {s:?}: expected HOST:PORT, :PORT or PORT"
-            ))
-        })
+    with_host.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| {
+        ConfigError(format!("invalid listen address {s:?}: expected HOST:PORT, :PORT or PORT"))
+    })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
     let s = s.trim();
-    let bad = || {
-        ConfigError(format!(
-            "invalid duration {s:?}: expected e.g. 30s, 2m, 500ms"
-        ))
-    };
+    let bad = || ConfigError(format!("invalid duration {s:?}: expected e.g. 30s, 2m, 500ms"));
     let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)
     } else if let Some(n) = s.strip_suffix('s') {
@@ -262,10 +249,7 @@ fn apply_env(root: &mut Value, env: impl Iterator<Item = (String, String)>) {
 impl Settings {
     /// Reads the file named by `--config-file`, applies the environment overrides (pass
     /// `std::env::vars()`), then the flags.
-    pub fn load(
-        cli: &Cli,
-        env: impl Iterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(cli: &Cli, env: impl Iterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let mut tree = match &cli.config_file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -298,47 +282,30 @@ impl Settings {
         }
         let not_yet = |present: bool, key: &str, warnings: &mut Vec<String>| {
             if present {
-                warnings.push(format!(
-                    "`{key}` is not implemented by this donjon version; ignored"
-                ));
+                warnings.push(format!("`{key}` is not implemented by this donjon version; ignored"));
             }
         };
         let storage = file.storage.unwrap_or_default();
         let http = file.http.unwrap_or_default();
-        not_yet(
-            file.registry_proxies.is_some(),
-            "registry_proxies",
-            &mut warnings,
-        );
+        not_yet(file.registry_proxies.is_some(), "registry_proxies", &mut warnings);
         not_yet(file.proxy.is_some(), "proxy", &mut warnings);
         not_yet(file.notifications.is_some(), "notifications", &mut warnings);
         not_yet(file.redis.is_some(), "redis", &mut warnings);
         not_yet(file.validation.is_some(), "validation", &mut warnings);
         not_yet(file.middleware.is_some(), "middleware", &mut warnings);
-        not_yet(
-            storage.maintenance.is_some(),
-            "storage.maintenance",
-            &mut warnings,
-        );
+        not_yet(storage.maintenance.is_some(), "storage.maintenance", &mut warnings);
         not_yet(storage.cache.is_some(), "storage.cache", &mut warnings);
-        not_yet(
-            storage.redirect.is_some(),
-            "storage.redirect",
-            &mut warnings,
-        );
+        not_yet(storage.redirect.is_some(), "storage.redirect", &mut warnings);
         not_yet(storage.tag.is_some(), "storage.tag", &mut warnings);
         not_yet(http.prefix.is_some(), "http.prefix", &mut warnings);
         not_yet(http.headers.is_some(), "http.headers", &mut warnings);
         if storage.s3.is_some() {
             return Err(ConfigError(
-                "`storage.s3` is not supported by this donjon version; use storage.filesystem"
-                    .into(),
+                "`storage.s3` is not supported by this donjon version; use storage.filesystem".into(),
             ));
         }
         if storage.inmemory.is_some() {
-            return Err(ConfigError(
-                "`storage.inmemory` is not supported; use storage.filesystem".into(),
-            ));
+            return Err(ConfigError("`storage.inmemory` is not supported; use storage.filesystem".into()));
         }
         if let Some(tls) = &http.tls {
             let _ = (&tls.minimumtls, &tls.ciphersuites);
@@ -361,12 +328,7 @@ impl Settings {
             &storage.filesystem.as_ref().map(|f| &f.maxthreads),
         );
 
-        let bind = cli
-            .bind
-            .clone()
-            .or(file.bind)
-            .or(http.addr)
-            .unwrap_or_else(|| "127.0.0.1:8000".into());
+        let bind = cli.bind.clone().or(file.bind).or(http.addr).unwrap_or_else(|| "127.0.0.1:8000".into());
         let data_dir = cli
             .data_dir
             .clone()
@@ -374,46 +336,23 @@ impl Settings {
             .or(storage.filesystem.and_then(|f| f.rootdirectory))
             .unwrap_or_else(|| PathBuf::from("./data"));
         let tls = match &cli.tls {
-            Some(v) if v.len() == 2 => Some(Tls {
-                cert: v[0].clone(),
-                key: v[1].clone(),
-            }),
-            Some(v) => {
-                return Err(ConfigError(format!(
-                    "--tls takes CERT,KEY; got {} value(s)",
-                    v.len()
-                )))
-            }
+            Some(v) if v.len() == 2 => Some(Tls { cert: v[0].clone(), key: v[1].clone() }),
+            Some(v) => return Err(ConfigError(format!("--tls takes CERT,KEY; got {} value(s)", v.len()))),
             None => {
-                let from_file = file.tls.and_then(|t| {
-                    Some(Tls {
-                        cert: t.cert.or(t.certificate)?,
-                        key: t.key?,
-                    })
-                });
-                let from_http = http.tls.and_then(|t| {
-                    Some(Tls {
-                        cert: t.certificate?,
-                        key: t.key?,
-                    })
-                });
+                let from_file =
+                    file.tls.and_then(|t| Some(Tls { cert: t.cert.or(t.certificate)?, key: t.key? }));
+                let from_http = http.tls.and_then(|t| Some(Tls { cert: t.certificate?, key: t.key? }));
                 from_file.or(from_http)
             }
         };
-        let drain = file
-            .drain_timeout
-            .or(http.draintimeout)
-            .map(|s| parse_duration(&s))
-            .transpose()?;
+        let drain = file.drain_timeout.or(http.draintimeout).map(|s| parse_duration(&s)).transpose()?;
         Ok(Settings {
             bind: parse_bind(&bind)?,
             data_dir,
             hostname: cli.hostname.clone().or(file.hostname).or(http.host),
             tls,
             delete_enabled: storage.delete.and_then(|d| d.enabled).unwrap_or(true),
-            max_manifest_size: file
-                .max_manifest_size
-                .unwrap_or(donjon_upload::DEFAULT_MAX_MANIFEST_SIZE),
+            max_manifest_size: file.max_manifest_size.unwrap_or(donjon_upload::DEFAULT_MAX_MANIFEST_SIZE),
             drain_timeout: drain.unwrap_or(Duration::from_secs(30)),
             catalog_max_entries: file.catalog.and_then(|c| c.maxentries).unwrap_or(1000),
             warnings,
@@ -431,11 +370,7 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn load(
-        args: &[&str],
-        yaml: Option<&str>,
-        env: &[(&str, &str)],
-    ) -> Result<Settings, ConfigError> {
+    fn load(args: &[&str], yaml: Option<&str>, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let mut argv: Vec<String> = vec!["donjon".into()];
         argv.extend(args.iter().map(|s| s.to_string()));
@@ -446,10 +381,7 @@ mod tests {
             argv.push(p.display().to_string());
         }
         let cli = Cli::parse_from(argv);
-        Settings::load(
-            &cli,
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
+        Settings::load(&cli, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]
@@ -489,11 +421,7 @@ health:
         assert_eq!(s.data_dir, PathBuf::from("/var/lib/registry"));
         assert_eq!(s.bind, "0.0.0.0:5000".parse().unwrap());
         assert!(!s.delete_enabled);
-        assert!(
-            s.warnings.iter().any(|w| w.contains("storage.cache")),
-            "{:?}",
-            s.warnings
-        );
+        assert!(s.warnings.iter().any(|w| w.contains("storage.cache")), "{:?}", s.warnings);
     }
 
     #[test]
@@ -512,59 +440,21 @@ health:
 
     #[test]
     fn unknown_keys_are_reported() {
-        let s = load(
-            &[],
-            Some("storage:\n  filesystem:\n    rootdirectry: /typo\nfoo: 1\n"),
-            &[],
-        )
-        .unwrap();
-        assert!(
-            s.warnings
-                .iter()
-                .any(|w| w.contains("storage.filesystem.rootdirectry")),
-            "{:?}",
-            s.warnings
-        );
-        assert!(
-            s.warnings.iter().any(|w| w.contains("`foo`")),
-            "{:?}",
-            s.warnings
-        );
+        let s = load(&[], Some("storage:\n  filesystem:\n    rootdirectry: /typo\nfoo: 1\n"), &[]).unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("storage.filesystem.rootdirectry")), "{:?}", s.warnings);
+        assert!(s.warnings.iter().any(|w| w.contains("`foo`")), "{:?}", s.warnings);
     }
 
     #[test]
     fn auth_is_refused_rather_than_ignored() {
-        let e = load(
-            &[],
-            Some("auth:\n  htpasswd:\n    realm: r\n    path: /x\n"),
-            &[],
-        )
-        .unwrap_err();
+        let e = load(&[], Some("auth:\n  htpasswd:\n    realm: r\n    path: /x\n"), &[]).unwrap_err();
         assert!(e.to_string().contains("auth"), "{e}");
     }
 
     #[test]
     fn tls_and_bind_flags() {
-        let s = load(
-            &[
-                "--tls",
-                "c.pem,k.pem",
-                "--bind",
-                "9000",
-                "-n",
-                "reg.example",
-            ],
-            None,
-            &[],
-        )
-        .unwrap();
-        assert_eq!(
-            s.tls,
-            Some(Tls {
-                cert: "c.pem".into(),
-                key: "k.pem".into()
-            })
-        );
+        let s = load(&["--tls", "c.pem,k.pem", "--bind", "9000", "-n", "reg.example"], None, &[]).unwrap();
+        assert_eq!(s.tls, Some(Tls { cert: "c.pem".into(), key: "k.pem".into() }));
         assert_eq!(s.bind.port(), 9000);
         assert_eq!(s.hostname.as_deref(), Some("reg.example"));
         assert!(load(&["--tls", "only.pem"], None, &[]).is_err());

@@ -43,8 +43,7 @@ pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Sto
 pub use donjon_store::{ContentStoreLayer, FsStore};
 pub use donjon_upload::UploadLayer;
 
-type Stack<S> =
-    donjon_core::RouteService<donjon_upload::Upload<donjon_store::ContentStore<Fallback<S>>>>;
+type Stack<S> = donjon_core::RouteService<donjon_upload::Upload<donjon_store::ContentStore<Fallback<S>>>>;
 
 /// Builds a [`Registry`] or a [`RegistryLayer`].
 #[derive(Clone, Debug)]
@@ -86,9 +85,7 @@ impl RegistryBuilder {
 
     /// The standalone registry: requests outside `/v2/` get a 404.
     pub fn build(self) -> Registry {
-        Registry {
-            inner: self.layer().layer(NotFound),
-        }
+        Registry { inner: self.layer().layer(NotFound) }
     }
 }
 
@@ -114,9 +111,7 @@ impl<S> Layer<S> for RegistryLayer {
         let fallback = Fallback { inner };
         let content = self.content.layer(fallback);
         let upload = self.upload.layer(content);
-        RegistryService {
-            inner: donjon_core::RouteLayer::new().layer(upload),
-        }
+        RegistryService { inner: donjon_core::RouteLayer::new().layer(upload) }
     }
 }
 
@@ -198,11 +193,8 @@ impl<B> Service<Request<B>> for NotFound {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let e = Error::new(
-            ErrorCode::NameUnknown,
-            format!("no registry endpoint at {}", req.uri().path()),
-        )
-        .with_status(http::StatusCode::NOT_FOUND);
+        let e = Error::new(ErrorCode::NameUnknown, format!("no registry endpoint at {}", req.uri().path()))
+            .with_status(http::StatusCode::NOT_FOUND);
         std::future::ready(Ok(e.into_response()))
     }
 }
@@ -228,9 +220,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        FallbackFuture {
-            fut: self.inner.call(req),
-        }
+        FallbackFuture { fut: self.inner.call(req) }
     }
 }
 

@@ -30,10 +30,7 @@ fn main() -> ExitCode {
         print!("{}", settings.to_yaml());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("donjon: cannot start the runtime: {e}");
@@ -50,11 +47,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> std::io::Result<()> {
-    let tls = settings
-        .tls
-        .as_ref()
-        .map(|t| server::tls_acceptor(&t.cert, &t.key))
-        .transpose()?;
+    let tls = settings.tls.as_ref().map(|t| server::tls_acceptor(&t.cert, &t.key)).transpose()?;
     let store = FsStore::open(&settings.data_dir).await?;
     let registry = Registry::builder(Arc::new(store))
         .delete_enabled(settings.delete_enabled)
@@ -69,14 +62,8 @@ async fn run(settings: Settings) -> std::io::Result<()> {
         tls = tls.is_some(),
         "donjon {} serving", env!("CARGO_PKG_VERSION")
     );
-    server::serve(
-        listener,
-        tls,
-        stack::wrap(registry),
-        server::shutdown_signal(),
-        settings.drain_timeout,
-    )
-    .await?;
+    server::serve(listener, tls, stack::wrap(registry), server::shutdown_signal(), settings.drain_timeout)
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

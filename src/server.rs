@@ -55,17 +55,11 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// http/1.1.
 pub fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<TlsAcceptor> {
     let read = |p: &Path| {
-        std::fs::read(p)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))
+        std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))
     };
     let certs = rustls_pemfile::certs(&mut &read(cert)?[..])
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", cert.display()),
-            )
-        })?;
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -73,17 +67,9 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<TlsAcceptor> {
         ));
     }
     let key_der = rustls_pemfile::private_key(&mut &read(key)?[..])
-        .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", key.display()),
-            )
-        })?
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", key.display())))?
         .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: no private key found", key.display()),
-            )
+            io::Error::new(io::ErrorKind::InvalidData, format!("{}: no private key found", key.display()))
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -91,12 +77,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<TlsAcceptor> {
         .map_err(io::Error::other)?
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("TLS certificate/key: {e}"),
-            )
-        })?;
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS certificate/key: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -133,19 +114,13 @@ pub async fn serve<S, B>(
     drain: Duration,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -166,9 +141,7 @@ where
         let hyper_svc = TowerToHyperService::new(svc.clone());
         match &tls {
             None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), hyper_svc)
-                    .into_owned();
+                let conn = builder.serve_connection(TokioIo::new(stream), hyper_svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -181,21 +154,13 @@ where
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            return tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                    };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tls), hyper_svc)
-                        .into_owned();
+                    let tls =
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                        };
+                    let conn = builder.serve_connection(TokioIo::new(tls), hyper_svc).into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -205,10 +170,7 @@ where
     }
     drop(listener);
     tracing::info!("shutting down: draining connections for up to {drain:?}");
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {drain:?}; closing them");
     }
     Ok(())

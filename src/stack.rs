@@ -31,11 +31,7 @@ use crate::{Body, BoxError, Error, ErrorCode};
 
 /// Wraps a service in the binary's outer layers.
 pub fn wrap<S>(inner: S) -> AccessLog<Health<CatchPanic<S>>> {
-    AccessLog {
-        inner: Health {
-            inner: CatchPanic { inner },
-        },
-    }
+    AccessLog { inner: Health { inner: CatchPanic { inner } } }
 }
 
 /// Answers `/healthz` and `/readiness` (Trow's paths) with 200.
@@ -59,15 +55,11 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match req.uri().path() {
-            "/healthz" | "/readiness"
-                if req.method() == Method::GET || req.method() == Method::HEAD =>
-            {
+            "/healthz" | "/readiness" if req.method() == Method::GET || req.method() == Method::HEAD => {
                 donjon_core::future::ResponseFuture::handled(async {
                     let mut r = Response::new(Body::from(r#"{"is_healthy":true,"message":"ok"}"#));
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                     r
                 })
             }
@@ -98,9 +90,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let fut = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
         match fut {
-            Ok(fut) => CatchPanicFuture::Running {
-                fut: AssertUnwindSafe(fut).catch_unwind(),
-            },
+            Ok(fut) => CatchPanicFuture::Running { fut: AssertUnwindSafe(fut).catch_unwind() },
             Err(_) => CatchPanicFuture::Panicked { done: false },
         }
     }
@@ -175,10 +165,7 @@ where
             status: StatusCode::OK,
             start: Instant::now(),
         };
-        AccessLogFuture {
-            fut: self.inner.call(req),
-            line: Some(line),
-        }
+        AccessLogFuture { fut: self.inner.call(req), line: Some(line) }
     }
 }
 
@@ -210,12 +197,7 @@ where
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let mut body = LoggedBody {
-            inner: Some(inner),
-            bytes: 0,
-            expected,
-            line,
-        };
+        let mut body = LoggedBody { inner: Some(inner), bytes: 0, expected, line };
         if body.is_end_stream() {
             // hyper will not poll an empty body: log now.
             body.finish(false);
@@ -282,9 +264,7 @@ impl http_body::Body for LoggedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or(SizeHint::with_exact(0), |b| b.size_hint())
+        self.inner.as_ref().map_or(SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

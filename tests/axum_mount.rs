@@ -22,16 +22,9 @@ async fn call(
     if let Some(ct) = ct {
         b = b.header("content-type", ct);
     }
-    let r = client
-        .request(b.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
+    let r = client.request(b.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
     let (p, body) = r.into_parts();
-    (
-        p.status.as_u16(),
-        p.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
+    (p.status.as_u16(), p.headers, body.collect().await.unwrap().to_bytes())
 }
 
 #[tokio::test]
@@ -56,14 +49,7 @@ async fn push_and_pull_through_axum() {
     let config = b"{}".to_vec();
     let cd = donjon_core::Digest::sha256_of(&config).to_string();
     for (d, data) in [(&ld, layer.clone()), (&cd, config)] {
-        let (st, h, _) = call(
-            &c,
-            "POST",
-            format!("{base}/v2/app/img/blobs/uploads/"),
-            None,
-            vec![],
-        )
-        .await;
+        let (st, h, _) = call(&c, "POST", format!("{base}/v2/app/img/blobs/uploads/"), None, vec![]).await;
         assert_eq!(st, 202);
         let loc = h["location"].to_str().unwrap().to_string();
         let (st, _, _) = call(&c, "PUT", format!("{base}{loc}?digest={d}"), None, data).await;
@@ -84,23 +70,9 @@ async fn push_and_pull_through_axum() {
     )
     .await;
     assert_eq!(st, 201);
-    let (st, _, body) = call(
-        &c,
-        "GET",
-        format!("{base}/v2/app/img/manifests/v1"),
-        None,
-        vec![],
-    )
-    .await;
+    let (st, _, body) = call(&c, "GET", format!("{base}/v2/app/img/manifests/v1"), None, vec![]).await;
     assert_eq!((st, body.to_vec()), (200, manifest));
-    let (st, _, body) = call(
-        &c,
-        "GET",
-        format!("{base}/v2/app/img/blobs/{ld}"),
-        None,
-        vec![],
-    )
-    .await;
+    let (st, _, body) = call(&c, "GET", format!("{base}/v2/app/img/blobs/{ld}"), None, vec![]).await;
     assert_eq!((st, body.to_vec()), (200, layer));
     // the app's unknown paths are still the app's
     let (st, _, _) = call(&c, "GET", format!("{base}/nope"), None, vec![]).await;

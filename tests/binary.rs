@@ -54,10 +54,7 @@ impl Donjon {
     }
 
     fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(ok.success());
     }
 
@@ -81,19 +78,13 @@ impl Drop for Donjon {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
 fn dry_run_prints_settings() {
-    let out = Command::new(BIN)
-        .args(["--dry-run", "--bind", "127.0.0.1:9999", "-d", "/srv/x"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).args(["--dry-run", "--bind", "127.0.0.1:9999", "-d", "/srv/x"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("bind: 127.0.0.1:9999"), "{text}");
@@ -105,12 +96,7 @@ fn bad_config_fails_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yml");
     std::fs::write(&cfg, "auth:\n  htpasswd: {realm: x, path: /x}\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("--config-file")
-        .arg(&cfg)
-        .arg("--dry-run")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).arg("--config-file").arg(&cfg).arg("--dry-run").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("auth"));
 }
@@ -120,11 +106,7 @@ fn port_taken_is_a_clear_error() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["--bind", &addr.to_string(), "-d"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["--bind", &addr.to_string(), "-d"]).arg(dir.path()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already in use"), "{err}");
@@ -135,21 +117,15 @@ fn unwritable_data_dir_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"").unwrap();
-    let out = Command::new(BIN)
-        .args(["--bind", "127.0.0.1:0", "-d"])
-        .arg(file.join("data"))
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).args(["--bind", "127.0.0.1:0", "-d"]).arg(file.join("data")).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not writable"), "{err}");
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// kill -9 in the middle of a PATCH; restart on the same directory; the session resumes from
@@ -157,9 +133,7 @@ fn rt() -> tokio::runtime::Runtime {
 #[test]
 fn crash_mid_push_then_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = (0..8 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
-        .collect();
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     let d = digest(&data);
     let rt = rt();
     let c = client();
@@ -168,10 +142,7 @@ fn crash_mid_push_then_restart() {
     let committed = rt.block_on(send(
         &c,
         "POST",
-        &first.url(&format!(
-            "/v2/crash/blobs/uploads/?digest={}",
-            digest(b"before")
-        )),
+        &first.url(&format!("/v2/crash/blobs/uploads/?digest={}", digest(b"before"))),
         &[],
         Bytes::from_static(b"before"),
     ));
@@ -187,13 +158,7 @@ fn crash_mid_push_then_restart() {
     ));
     assert_eq!(r.status, 201);
 
-    let post = rt.block_on(send(
-        &c,
-        "POST",
-        &first.url("/v2/crash/blobs/uploads/"),
-        &[],
-        Bytes::new(),
-    ));
+    let post = rt.block_on(send(&c, "POST", &first.url("/v2/crash/blobs/uploads/"), &[], Bytes::new()));
     let loc = post.header("location").to_string();
     // stream part of the body over a raw socket, then kill the server while it is receiving
     let mut tcp = TcpStream::connect(first.addr).unwrap();
@@ -218,14 +183,7 @@ fn crash_mid_push_then_restart() {
     let have = if end == 0 { 0 } else { end + 1 };
     assert!(have <= 5 * 1024 * 1024, "{range}");
     assert_eq!(
-        rt.block_on(send(
-            &c,
-            "GET",
-            &second.url(&format!("/v2/crash/blobs/{d}")),
-            &[],
-            Bytes::new()
-        ))
-        .status,
+        rt.block_on(send(&c, "GET", &second.url(&format!("/v2/crash/blobs/{d}")), &[], Bytes::new())).status,
         404
     );
     let r = rt.block_on(send(
@@ -236,30 +194,12 @@ fn crash_mid_push_then_restart() {
         Bytes::copy_from_slice(&data[have..]),
     ));
     assert_eq!(r.status, 202, "{:?}", r.body);
-    let r = rt.block_on(send(
-        &c,
-        "PUT",
-        &second.url(&format!("{loc}?digest={d}")),
-        &[],
-        Bytes::new(),
-    ));
+    let r = rt.block_on(send(&c, "PUT", &second.url(&format!("{loc}?digest={d}")), &[], Bytes::new()));
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let got = rt.block_on(send(
-        &c,
-        "GET",
-        &second.url(&format!("/v2/crash/blobs/{d}")),
-        &[],
-        Bytes::new(),
-    ));
+    let got = rt.block_on(send(&c, "GET", &second.url(&format!("/v2/crash/blobs/{d}")), &[], Bytes::new()));
     assert_eq!(got.body.len(), data.len());
     assert!(got.body == data);
-    let m = rt.block_on(send(
-        &c,
-        "GET",
-        &second.url("/v2/crash/manifests/v1"),
-        &[],
-        Bytes::new(),
-    ));
+    let m = rt.block_on(send(&c, "GET", &second.url("/v2/crash/manifests/v1"), &[], Bytes::new()));
     assert_eq!(m.body, manifest);
 }
 
@@ -281,11 +221,7 @@ fn sigterm_drains_transfers_in_flight() {
     ));
     assert_eq!(r.status, 201);
     let mut tcp = TcpStream::connect(server.addr).unwrap();
-    write!(
-        tcp,
-        "GET /v2/drain/blobs/{d} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(tcp, "GET /v2/drain/blobs/{d} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = tcp.read(&mut buf).unwrap();
     server.sigterm();
@@ -300,10 +236,7 @@ fn sigterm_drains_transfers_in_flight() {
         got += n;
         std::thread::sleep(Duration::from_micros(50));
     }
-    assert!(
-        got > data.len(),
-        "the whole body (plus headers) arrived: {got}"
-    );
+    assert!(got > data.len(), "the whole body (plus headers) arrived: {got}");
     let status = server.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
 }
@@ -348,12 +281,7 @@ fn tls_with_http2() {
         ])
         .output()
         .expect("curl is needed for this test");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "2 200",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new("curl")
         .args(["-sS", "--http1.1", "--cacert"])
         .arg(&cert)

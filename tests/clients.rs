@@ -13,10 +13,7 @@ use oci_client::{Client, Reference};
 
 fn oci_client() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::new(ClientConfig {
-        protocol: ClientProtocol::Http,
-        ..Default::default()
-    })
+    Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() })
 }
 
 #[tokio::test]
@@ -28,22 +25,12 @@ async fn oci_client_pushes_and_pulls() {
         ImageLayer::oci_v1(Bytes::from(vec![1u8; 300_000]), None),
         ImageLayer::oci_v1(Bytes::from_static(b"small layer"), None),
     ];
-    let config = Config::oci_v1(
-        Bytes::from_static(br#"{"architecture":"amd64","os":"linux"}"#),
-        None,
-    );
-    client
-        .push(&reference, &layers, config, &RegistryAuth::Anonymous, None)
-        .await
-        .expect("push");
+    let config = Config::oci_v1(Bytes::from_static(br#"{"architecture":"amd64","os":"linux"}"#), None);
+    client.push(&reference, &layers, config, &RegistryAuth::Anonymous, None).await.expect("push");
 
     let fresh = oci_client();
     let image = fresh
-        .pull(
-            &reference,
-            &RegistryAuth::Anonymous,
-            vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE],
-        )
+        .pull(&reference, &RegistryAuth::Anonymous, vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE])
         .await
         .expect("pull");
     assert_eq!(image.layers.len(), 2);
@@ -51,22 +38,11 @@ async fn oci_client_pushes_and_pulls() {
     sizes.sort();
     assert_eq!(sizes, [11, 300_000]);
     assert!(image.layers.iter().any(|l| &l.data[..] == b"small layer"));
-    let tags = fresh
-        .list_tags(&reference, &RegistryAuth::Anonymous, None, None)
-        .await
-        .expect("tags");
+    let tags = fresh.list_tags(&reference, &RegistryAuth::Anonymous, None, None).await.expect("tags");
     assert_eq!(tags.tags, vec!["v1".to_string()]);
     // the digest it reports is the one the registry serves
-    let (_, digest) = fresh
-        .pull_manifest(&reference, &RegistryAuth::Anonymous)
-        .await
-        .expect("manifest");
-    assert_eq!(
-        s.get(&format!("/v2/third/party/manifests/{digest}"))
-            .await
-            .status,
-        200
-    );
+    let (_, digest) = fresh.pull_manifest(&reference, &RegistryAuth::Anonymous).await.expect("manifest");
+    assert_eq!(s.get(&format!("/v2/third/party/manifests/{digest}")).await.status, 200);
 }
 
 #[tokio::test]
@@ -80,19 +56,10 @@ async fn parallel_pushes_of_one_blob_and_one_tag() {
         tasks.push(tokio::spawn(async move {
             // half monolithic, half in two chunks
             if i % 2 == 0 {
-                let r = s
-                    .req(
-                        "POST",
-                        &format!("/v2/race/blobs/uploads/?digest={d}"),
-                        &[],
-                        data,
-                    )
-                    .await;
+                let r = s.req("POST", &format!("/v2/race/blobs/uploads/?digest={d}"), &[], data).await;
                 assert_eq!(r.status, 201);
             } else {
-                let post = s
-                    .req("POST", "/v2/race/blobs/uploads/", &[], Bytes::new())
-                    .await;
+                let post = s.req("POST", "/v2/race/blobs/uploads/", &[], Bytes::new()).await;
                 let half = data.len() / 2;
                 let r = s
                     .req(
@@ -136,9 +103,7 @@ async fn parallel_pushes_of_one_blob_and_one_tag() {
 #[tokio::test]
 async fn disconnect_mid_upload_keeps_the_session_resumable() {
     let s = TestServer::start().await;
-    let post = s
-        .req("POST", "/v2/cut/blobs/uploads/", &[], Bytes::new())
-        .await;
+    let post = s.req("POST", "/v2/cut/blobs/uploads/", &[], Bytes::new()).await;
     let loc = post.header("location").to_string();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let sent = 120_000;
@@ -166,26 +131,14 @@ async fn disconnect_mid_upload_keeps_the_session_resumable() {
     for _ in 0..50 {
         let r = s.get(&loc).await;
         assert_eq!(r.status, 204);
-        got = r
-            .header("range")
-            .split('-')
-            .nth(1)
-            .unwrap()
-            .parse::<usize>()
-            .unwrap()
-            + 1;
+        got = r.header("range").split('-').nth(1).unwrap().parse::<usize>().unwrap() + 1;
         if got == sent {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(got, sent, "the bytes that arrived are kept");
-    assert_eq!(
-        s.get(&format!("/v2/cut/blobs/{}", digest(&data)))
-            .await
-            .status,
-        404
-    );
+    assert_eq!(s.get(&format!("/v2/cut/blobs/{}", digest(&data))).await.status, 404);
     // resume from where it stopped, and finish
     let r = s
         .req(
@@ -196,19 +149,7 @@ async fn disconnect_mid_upload_keeps_the_session_resumable() {
         )
         .await;
     assert_eq!(r.status, 202);
-    let r = s
-        .req(
-            "PUT",
-            &format!("{loc}?digest={}", digest(&data)),
-            &[],
-            Bytes::new(),
-        )
-        .await;
+    let r = s.req("PUT", &format!("{loc}?digest={}", digest(&data)), &[], Bytes::new()).await;
     assert_eq!(r.status, 201);
-    assert_eq!(
-        s.get(&format!("/v2/cut/blobs/{}", digest(&data)))
-            .await
-            .body,
-        data
-    );
+    assert_eq!(s.get(&format!("/v2/cut/blobs/{}", digest(&data))).await.body, data);
 }

@@ -29,23 +29,16 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     /// The first OCI error code of the body.
     pub fn code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
     }
 }
 
@@ -54,15 +47,11 @@ impl TestServer {
         Self::start_with(|b| b).await
     }
 
-    pub async fn start_with(
-        f: impl FnOnce(donjon::RegistryBuilder) -> donjon::RegistryBuilder,
-    ) -> Self {
+    pub async fn start_with(f: impl FnOnce(donjon::RegistryBuilder) -> donjon::RegistryBuilder) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = donjon::FsStore::open(dir.path()).await.unwrap();
         let registry = f(donjon::Registry::builder(Arc::new(store))).build();
-        let listener = donjon::server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let listener = donjon::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -79,13 +68,7 @@ impl TestServer {
             .await
             .unwrap();
         });
-        Self {
-            addr,
-            dir,
-            shutdown: Some(tx),
-            task: Some(task),
-            client: client(),
-        }
+        Self { addr, dir, shutdown: Some(tx), task: Some(task), client: client() }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -110,25 +93,14 @@ impl TestServer {
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = digest(data);
         let r = self
-            .req(
-                "POST",
-                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-                &[],
-                Bytes::copy_from_slice(data),
-            )
+            .req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"), &[], Bytes::copy_from_slice(data))
             .await;
         assert_eq!(r.status, 201, "push blob: {:?}", r.body);
         d
     }
 
     /// Pushes a manifest; returns its digest.
-    pub async fn push_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> Resp {
+    pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Resp {
         self.req(
             "PUT",
             &format!("/v2/{repo}/manifests/{reference}"),
@@ -182,23 +154,14 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Resp {
-    let mut b = Request::builder()
-        .method(Method::from_bytes(method.as_bytes()).unwrap())
-        .uri(url);
+    let mut b = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = client
-        .request(b.body(Full::new(body)).unwrap())
-        .await
-        .unwrap();
+    let resp = client.request(b.body(Full::new(body)).unwrap()).await.unwrap();
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Resp {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Resp { status: parts.status, headers: parts.headers, body }
 }
 
 pub fn digest(data: &[u8]) -> String {

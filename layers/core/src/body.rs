@@ -41,17 +41,13 @@ enum Kind {
 impl Body {
     /// An empty body.
     pub fn empty() -> Self {
-        Self {
-            kind: Kind::Full(None),
-        }
+        Self { kind: Kind::Full(None) }
     }
 
     /// A body that streams `stream`.
     pub fn from_stream(stream: ByteStream) -> Self {
         let body = StreamBody::new(stream.map_ok(Frame::data));
-        Self {
-            kind: Kind::Boxed(body.boxed_unsync()),
-        }
+        Self { kind: Kind::Boxed(body.boxed_unsync()) }
     }
 
     /// Boxes any other body (the fallback service's, say).
@@ -60,9 +56,7 @@ impl Body {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        Self {
-            kind: Kind::Boxed(body.map_err(Into::into).boxed_unsync()),
-        }
+        Self { kind: Kind::Boxed(body.map_err(Into::into).boxed_unsync()) }
     }
 }
 
@@ -77,9 +71,7 @@ impl From<Bytes> for Body {
         if bytes.is_empty() {
             Self::empty()
         } else {
-            Self {
-                kind: Kind::Full(Some(bytes)),
-            }
+            Self { kind: Kind::Full(Some(bytes)) }
         }
     }
 }

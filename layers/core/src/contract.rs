@@ -49,10 +49,7 @@ fn name(s: &str) -> Name {
 
 async fn push(store: &dyn Store, repo: &Name, data: &[u8]) -> Digest {
     let id = store.upload_create(repo).await.expect("create");
-    store
-        .upload_write(repo, &id, 0, bytes_stream(Bytes::copy_from_slice(data)))
-        .await
-        .expect("write");
+    store.upload_write(repo, &id, 0, bytes_stream(Bytes::copy_from_slice(data))).await.expect("write");
     let d = Digest::sha256_of(data);
     store.upload_commit(repo, &id, &d).await.expect("commit");
     d
@@ -99,10 +96,7 @@ pub async fn upload_round_trip(store: Arc<dyn Store>) {
     let repo = name("contract/round-trip");
     let d = push(&*store, &repo, b"hello world").await;
     assert_eq!(store.blob_size(&repo, &d).await.expect("size"), 11);
-    assert_eq!(
-        read_all(&*store, &repo, &d, RangeSpec::Full).await,
-        b"hello world"
-    );
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"hello world");
 }
 
 /// Several writes, with a size check between them.
@@ -110,48 +104,25 @@ pub async fn chunked_upload_resumes(store: Arc<dyn Store>) {
     let repo = name("contract/chunked");
     let id = store.upload_create(&repo).await.expect("create");
     assert_eq!(store.upload_size(&repo, &id).await.expect("size"), 0);
-    let n = store
-        .upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc")))
-        .await
-        .expect("w1");
+    let n = store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc"))).await.expect("w1");
     assert_eq!(n, 3);
     assert_eq!(store.upload_size(&repo, &id).await.expect("size"), 3);
-    let n = store
-        .upload_write(&repo, &id, 3, bytes_stream(Bytes::from_static(b"def")))
-        .await
-        .expect("w2");
+    let n = store.upload_write(&repo, &id, 3, bytes_stream(Bytes::from_static(b"def"))).await.expect("w2");
     assert_eq!(n, 6);
     let d = Digest::sha256_of(b"abcdef");
-    assert_eq!(
-        store.upload_commit(&repo, &id, &d).await.expect("commit"),
-        6
-    );
-    assert_eq!(
-        read_all(&*store, &repo, &d, RangeSpec::Full).await,
-        b"abcdef"
-    );
-    assert!(matches!(
-        store.upload_size(&repo, &id).await,
-        Err(StoreError::UploadUnknown)
-    ));
+    assert_eq!(store.upload_commit(&repo, &id, &d).await.expect("commit"), 6);
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"abcdef");
+    assert!(matches!(store.upload_size(&repo, &id).await, Err(StoreError::UploadUnknown)));
 }
 
 /// A chunk that does not start at the end is refused, and nothing changes.
 pub async fn wrong_offset_is_refused(store: Arc<dyn Store>) {
     let repo = name("contract/offset");
     let id = store.upload_create(&repo).await.expect("create");
-    store
-        .upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc")))
-        .await
-        .expect("w1");
+    store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc"))).await.expect("w1");
     for off in [0, 2, 4] {
-        let r = store
-            .upload_write(&repo, &id, off, bytes_stream(Bytes::from_static(b"x")))
-            .await;
-        assert!(
-            matches!(r, Err(StoreError::UploadOffset { size: 3 })),
-            "offset {off}: {r:?}"
-        );
+        let r = store.upload_write(&repo, &id, off, bytes_stream(Bytes::from_static(b"x"))).await;
+        assert!(matches!(r, Err(StoreError::UploadOffset { size: 3 })), "offset {off}: {r:?}");
     }
     assert_eq!(store.upload_size(&repo, &id).await.expect("size"), 3);
 }
@@ -160,26 +131,14 @@ pub async fn wrong_offset_is_refused(store: Arc<dyn Store>) {
 pub async fn digest_mismatch_stores_nothing(store: Arc<dyn Store>) {
     let repo = name("contract/mismatch");
     let id = store.upload_create(&repo).await.expect("create");
-    store
-        .upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc")))
-        .await
-        .expect("w");
+    store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc"))).await.expect("w");
     let claimed = Digest::sha256_of(b"something else");
     let r = store.upload_commit(&repo, &id, &claimed).await;
     assert!(matches!(r, Err(StoreError::DigestMismatch { .. })), "{r:?}");
-    assert!(matches!(
-        store.blob_size(&repo, &claimed).await,
-        Err(StoreError::BlobUnknown(_))
-    ));
+    assert!(matches!(store.blob_size(&repo, &claimed).await, Err(StoreError::BlobUnknown(_))));
     let real = Digest::sha256_of(b"abc");
-    assert!(matches!(
-        store.blob_size(&repo, &real).await,
-        Err(StoreError::BlobUnknown(_))
-    ));
-    assert!(matches!(
-        store.blob_link(&repo, &real).await,
-        Err(StoreError::BlobUnknown(_))
-    ));
+    assert!(matches!(store.blob_size(&repo, &real).await, Err(StoreError::BlobUnknown(_))));
+    assert!(matches!(store.blob_link(&repo, &real).await, Err(StoreError::BlobUnknown(_))));
 }
 
 /// Cancel ends the session.
@@ -187,69 +146,41 @@ pub async fn cancel_ends_session(store: Arc<dyn Store>) {
     let repo = name("contract/cancel");
     let id = store.upload_create(&repo).await.expect("create");
     store.upload_cancel(&repo, &id).await.expect("cancel");
-    assert!(matches!(
-        store.upload_size(&repo, &id).await,
-        Err(StoreError::UploadUnknown)
-    ));
-    let w = store
-        .upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"x")))
-        .await;
+    assert!(matches!(store.upload_size(&repo, &id).await, Err(StoreError::UploadUnknown)));
+    let w = store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"x"))).await;
     assert!(matches!(w, Err(StoreError::UploadUnknown)));
-    assert!(matches!(
-        store.upload_cancel(&repo, &id).await,
-        Err(StoreError::UploadUnknown)
-    ));
+    assert!(matches!(store.upload_cancel(&repo, &id).await, Err(StoreError::UploadUnknown)));
     // a session of one repository is unknown in another
     let id = store.upload_create(&repo).await.expect("create");
-    assert!(matches!(
-        store.upload_size(&name("contract/other"), &id).await,
-        Err(StoreError::UploadUnknown)
-    ));
+    assert!(matches!(store.upload_size(&name("contract/other"), &id).await, Err(StoreError::UploadUnknown)));
 }
 
 /// A body that fails mid-way keeps what arrived; the upload continues from there.
 pub async fn body_error_keeps_prefix(store: Arc<dyn Store>) {
     let repo = name("contract/disconnect");
     let id = store.upload_create(&repo).await.expect("create");
-    let items: Vec<Result<Bytes, BoxError>> = vec![
-        Ok(Bytes::from_static(b"abc")),
-        Err("client went away".into()),
-    ];
+    let items: Vec<Result<Bytes, BoxError>> =
+        vec![Ok(Bytes::from_static(b"abc")), Err("client went away".into())];
     let broken: ByteStream = Box::pin(stream::iter(items));
     let r = store.upload_write(&repo, &id, 0, broken).await;
     assert!(matches!(r, Err(StoreError::Body(_))), "{r:?}");
     assert_eq!(store.upload_size(&repo, &id).await.expect("size"), 3);
-    store
-        .upload_write(&repo, &id, 3, bytes_stream(Bytes::from_static(b"def")))
-        .await
-        .expect("resume");
+    store.upload_write(&repo, &id, 3, bytes_stream(Bytes::from_static(b"def"))).await.expect("resume");
     let d = Digest::sha256_of(b"abcdef");
     store.upload_commit(&repo, &id, &d).await.expect("commit");
-    assert_eq!(
-        read_all(&*store, &repo, &d, RangeSpec::Full).await,
-        b"abcdef"
-    );
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"abcdef");
 }
 
 /// A repository reads only the blobs it links.
 pub async fn links_isolate_repositories(store: Arc<dyn Store>) {
     let (a, b) = (name("contract/a"), name("contract/b"));
     let d = push(&*store, &a, b"secret layer").await;
-    assert!(matches!(
-        store.blob_size(&b, &d).await,
-        Err(StoreError::BlobUnknown(_))
-    ));
-    assert!(matches!(
-        store.blob_read(&b, &d, RangeSpec::Full).await,
-        Err(StoreError::BlobUnknown(_))
-    ));
+    assert!(matches!(store.blob_size(&b, &d).await, Err(StoreError::BlobUnknown(_))));
+    assert!(matches!(store.blob_read(&b, &d, RangeSpec::Full).await, Err(StoreError::BlobUnknown(_))));
     store.blob_link(&b, &d).await.expect("mount");
     assert_eq!(store.blob_size(&b, &d).await.expect("size"), 12);
     let missing = Digest::sha256_of(b"never pushed");
-    assert!(matches!(
-        store.blob_link(&b, &missing).await,
-        Err(StoreError::BlobUnknown(_))
-    ));
+    assert!(matches!(store.blob_link(&b, &missing).await, Err(StoreError::BlobUnknown(_))));
 }
 
 /// Unlinking hides the blob from that repository only.
@@ -258,15 +189,9 @@ pub async fn unlink_removes_only_the_link(store: Arc<dyn Store>) {
     let d = push(&*store, &a, b"shared").await;
     store.blob_link(&b, &d).await.expect("mount");
     store.blob_unlink(&a, &d).await.expect("unlink");
-    assert!(matches!(
-        store.blob_size(&a, &d).await,
-        Err(StoreError::BlobUnknown(_))
-    ));
+    assert!(matches!(store.blob_size(&a, &d).await, Err(StoreError::BlobUnknown(_))));
     assert_eq!(store.blob_size(&b, &d).await.expect("still in b"), 6);
-    assert!(matches!(
-        store.blob_unlink(&a, &d).await,
-        Err(StoreError::BlobUnknown(_))
-    ));
+    assert!(matches!(store.blob_unlink(&a, &d).await, Err(StoreError::BlobUnknown(_))));
 }
 
 /// Range reads.
@@ -277,16 +202,10 @@ pub async fn ranges(store: Arc<dyn Store>) {
     assert_eq!(read_all(&*store, &repo, &d, r("bytes=2-4")).await, b"234");
     assert_eq!(read_all(&*store, &repo, &d, r("bytes=7-")).await, b"789");
     assert_eq!(read_all(&*store, &repo, &d, r("bytes=-2")).await, b"89");
-    let read = store
-        .blob_read(&repo, &d, r("bytes=3-100"))
-        .await
-        .expect("read");
+    let read = store.blob_read(&repo, &d, r("bytes=3-100")).await.expect("read");
     assert_eq!((read.size, read.range), (10, 3..10));
     let bad = store.blob_read(&repo, &d, r("bytes=10-")).await;
-    assert!(
-        matches!(bad, Err(StoreError::RangeInvalid { size: 10 })),
-        "{bad:?}"
-    );
+    assert!(matches!(bad, Err(StoreError::RangeInvalid { size: 10 })), "{bad:?}");
 }
 
 /// The empty blob.
@@ -301,10 +220,7 @@ pub async fn empty_blob(store: Arc<dyn Store>) {
 pub async fn sha512_commit(store: Arc<dyn Store>) {
     let repo = name("contract/sha512");
     let id = store.upload_create(&repo).await.expect("create");
-    store
-        .upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"xyz")))
-        .await
-        .expect("w");
+    store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"xyz"))).await.expect("w");
     let d = Digest::of(Algorithm::Sha512, b"xyz");
     store.upload_commit(&repo, &id, &d).await.expect("commit");
     assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"xyz");
@@ -319,14 +235,8 @@ pub async fn same_blob_twice_concurrently(store: Arc<dyn Store>) {
         let (store, repo, data) = (store.clone(), repo.clone(), data.clone());
         tasks.push(async move {
             let id = store.upload_create(&repo).await.expect("create");
-            store
-                .upload_write(&repo, &id, 0, bytes_stream(data.clone()))
-                .await
-                .expect("w");
-            store
-                .upload_commit(&repo, &id, &Digest::sha256_of(&data))
-                .await
-                .expect("commit")
+            store.upload_write(&repo, &id, 0, bytes_stream(data.clone())).await.expect("w");
+            store.upload_commit(&repo, &id, &Digest::sha256_of(&data)).await.expect("commit")
         });
     }
     for n in futures_util::future::join_all(tasks).await {
@@ -340,30 +250,17 @@ pub async fn same_blob_twice_concurrently(store: Arc<dyn Store>) {
 pub async fn manifests_by_tag_and_digest(store: Arc<dyn Store>) {
     let repo = name("contract/manifests");
     let d = put_manifest(&*store, &repo, Some("v1"), b"{}").await;
-    let by_tag = store
-        .manifest_get(&repo, &Reference::Tag("v1".parse().expect("tag")))
-        .await
-        .expect("by tag");
-    let by_digest = store
-        .manifest_get(&repo, &Reference::Digest(d.clone()))
-        .await
-        .expect("by digest");
+    let by_tag =
+        store.manifest_get(&repo, &Reference::Tag("v1".parse().expect("tag"))).await.expect("by tag");
+    let by_digest = store.manifest_get(&repo, &Reference::Digest(d.clone())).await.expect("by digest");
     assert_eq!(by_tag.digest, d);
     assert_eq!(by_tag.bytes, by_digest.bytes);
     assert_eq!(by_tag.media_type, OCI_MANIFEST);
     assert!(store.manifest_exists(&repo, &d).await.expect("exists"));
-    assert!(!store
-        .manifest_exists(&name("contract/elsewhere"), &d)
-        .await
-        .expect("exists"));
-    let missing = store
-        .manifest_get(&repo, &Reference::Tag("nope".parse().expect("tag")))
-        .await;
+    assert!(!store.manifest_exists(&name("contract/elsewhere"), &d).await.expect("exists"));
+    let missing = store.manifest_get(&repo, &Reference::Tag("nope".parse().expect("tag"))).await;
     assert!(matches!(missing, Err(StoreError::ManifestUnknown(_))));
-    assert_eq!(
-        store.tags(&repo).await.expect("tags"),
-        vec!["v1".to_string()]
-    );
+    assert_eq!(store.tags(&repo).await.expect("tags"), vec!["v1".to_string()]);
 }
 
 /// Moving a tag replaces it whole; racing moves leave one of the values.
@@ -371,10 +268,7 @@ pub async fn tag_moves_atomically(store: Arc<dyn Store>) {
     let repo = name("contract/tagmove");
     let d1 = put_manifest(&*store, &repo, Some("latest"), b"1").await;
     let d2 = put_manifest(&*store, &repo, Some("latest"), b"2").await;
-    let got = store
-        .manifest_get(&repo, &Reference::Tag("latest".parse().expect("tag")))
-        .await
-        .expect("get");
+    let got = store.manifest_get(&repo, &Reference::Tag("latest".parse().expect("tag"))).await.expect("get");
     assert_eq!(got.digest, d2);
     let mut tasks = vec![];
     for i in 0..8u8 {
@@ -383,15 +277,9 @@ pub async fn tag_moves_atomically(store: Arc<dyn Store>) {
         tasks.push(async move { put_manifest(&*store, &repo, Some("race"), &[b'a' + i]).await });
     }
     let pushed = futures_util::future::join_all(tasks).await;
-    let got = store
-        .manifest_get(&repo, &Reference::Tag("race".parse().expect("tag")))
-        .await
-        .expect("get");
+    let got = store.manifest_get(&repo, &Reference::Tag("race".parse().expect("tag"))).await.expect("get");
     assert!(pushed.contains(&got.digest));
-    assert!(store
-        .manifest_exists(&repo, &d1)
-        .await
-        .expect("old revision kept"));
+    assert!(store.manifest_exists(&repo, &d1).await.expect("old revision kept"));
 }
 
 /// Deleting a tag leaves the manifest reachable by digest.
@@ -404,29 +292,16 @@ pub async fn tag_delete_keeps_manifest(store: Arc<dyn Store>) {
             ManifestPut {
                 digest: d.clone(),
                 media_type: OCI_MANIFEST.into(),
-                bytes: store
-                    .manifest_get(&repo, &Reference::Digest(d.clone()))
-                    .await
-                    .expect("get")
-                    .bytes,
+                bytes: store.manifest_get(&repo, &Reference::Digest(d.clone())).await.expect("get").bytes,
                 tag: Some("b".parse().expect("tag")),
                 referrer: None,
             },
         )
         .await
         .expect("second tag");
-    store
-        .tag_delete(&repo, &"a".parse().expect("tag"))
-        .await
-        .expect("delete");
-    assert_eq!(
-        store.tags(&repo).await.expect("tags"),
-        vec!["b".to_string()]
-    );
-    assert!(store
-        .manifest_get(&repo, &Reference::Digest(d))
-        .await
-        .is_ok());
+    store.tag_delete(&repo, &"a".parse().expect("tag")).await.expect("delete");
+    assert_eq!(store.tags(&repo).await.expect("tags"), vec!["b".to_string()]);
+    assert!(store.manifest_get(&repo, &Reference::Digest(d)).await.is_ok());
     let again = store.tag_delete(&repo, &"a".parse().expect("tag")).await;
     assert!(matches!(again, Err(StoreError::ManifestUnknown(_))));
 }
@@ -438,26 +313,16 @@ pub async fn manifest_delete_removes_tags(store: Arc<dyn Store>) {
     let keep = put_manifest(&*store, &repo, Some("kept"), b"z").await;
     store.manifest_delete(&repo, &d).await.expect("delete");
     assert!(matches!(
-        store
-            .manifest_get(&repo, &Reference::Digest(d.clone()))
-            .await,
+        store.manifest_get(&repo, &Reference::Digest(d.clone())).await,
         Err(StoreError::ManifestUnknown(_))
     ));
     assert!(matches!(
-        store
-            .manifest_get(&repo, &Reference::Tag("gone".parse().expect("tag")))
-            .await,
+        store.manifest_get(&repo, &Reference::Tag("gone".parse().expect("tag"))).await,
         Err(StoreError::ManifestUnknown(_))
     ));
-    assert_eq!(
-        store.tags(&repo).await.expect("tags"),
-        vec!["kept".to_string()]
-    );
+    assert_eq!(store.tags(&repo).await.expect("tags"), vec!["kept".to_string()]);
     assert!(store.manifest_exists(&repo, &keep).await.expect("exists"));
-    assert!(matches!(
-        store.manifest_delete(&repo, &d).await,
-        Err(StoreError::ManifestUnknown(_))
-    ));
+    assert!(matches!(store.manifest_delete(&repo, &d).await, Err(StoreError::ManifestUnknown(_))));
 }
 
 /// Manifests with a subject are listed as its referrers until deleted.
@@ -474,11 +339,7 @@ pub async fn referrers_index(store: Arc<dyn Store>) {
         artifact_type: Some("application/x-sig".into()),
         annotations: None,
     };
-    assert!(store
-        .referrers(&repo, &subject)
-        .await
-        .expect("none yet")
-        .is_empty());
+    assert!(store.referrers(&repo, &subject).await.expect("none yet").is_empty());
     store
         .manifest_put(
             &repo,
@@ -492,21 +353,10 @@ pub async fn referrers_index(store: Arc<dyn Store>) {
         )
         .await
         .expect("put");
-    assert_eq!(
-        store.referrers(&repo, &subject).await.expect("list"),
-        vec![desc]
-    );
-    assert!(store
-        .referrers(&name("contract/other"), &subject)
-        .await
-        .expect("other repo")
-        .is_empty());
+    assert_eq!(store.referrers(&repo, &subject).await.expect("list"), vec![desc]);
+    assert!(store.referrers(&name("contract/other"), &subject).await.expect("other repo").is_empty());
     store.manifest_delete(&repo, &digest).await.expect("delete");
-    assert!(store
-        .referrers(&repo, &subject)
-        .await
-        .expect("after delete")
-        .is_empty());
+    assert!(store.referrers(&repo, &subject).await.expect("after delete").is_empty());
 }
 
 /// The catalog pages in lexical order.
@@ -519,37 +369,18 @@ pub async fn catalog_pages_in_order(store: Arc<dyn Store>) {
     sorted.sort();
     assert_eq!(all, sorted);
     assert_eq!(all, ["cat-x", "cat/a", "cat/a/sub", "cat/b", "cat/c"]);
-    assert_eq!(
-        store.catalog(None, 2).await.expect("page"),
-        ["cat-x", "cat/a"]
-    );
-    assert_eq!(
-        store.catalog(Some("cat/a"), 2).await.expect("page"),
-        ["cat/a/sub", "cat/b"]
-    );
-    assert!(store
-        .catalog(Some("cat/c"), 2)
-        .await
-        .expect("end")
-        .is_empty());
+    assert_eq!(store.catalog(None, 2).await.expect("page"), ["cat-x", "cat/a"]);
+    assert_eq!(store.catalog(Some("cat/a"), 2).await.expect("page"), ["cat/a/sub", "cat/b"]);
+    assert!(store.catalog(Some("cat/c"), 2).await.expect("end").is_empty());
 }
 
 /// An unknown repository.
 pub async fn unknown_repository(store: Arc<dyn Store>) {
     let repo = name("contract/never");
+    assert!(matches!(store.tags(&repo).await, Err(StoreError::NameUnknown(_))));
+    assert!(store.referrers(&repo, &Digest::sha256_of(b"x")).await.expect("empty").is_empty());
     assert!(matches!(
-        store.tags(&repo).await,
-        Err(StoreError::NameUnknown(_))
-    ));
-    assert!(store
-        .referrers(&repo, &Digest::sha256_of(b"x"))
-        .await
-        .expect("empty")
-        .is_empty());
-    assert!(matches!(
-        store
-            .manifest_get(&repo, &Reference::Tag("latest".parse().expect("tag")))
-            .await,
+        store.manifest_get(&repo, &Reference::Tag("latest".parse().expect("tag"))).await,
         Err(StoreError::ManifestUnknown(_))
     ));
 }

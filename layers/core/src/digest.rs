@@ -97,10 +97,7 @@ impl Digest {
     }
 
     fn from_parts(algorithm: Algorithm, hex: &str) -> Self {
-        Self {
-            algorithm,
-            text: format!("{}:{}", algorithm.as_str(), hex).into(),
-        }
+        Self { algorithm, text: format!("{}:{}", algorithm.as_str(), hex).into() }
     }
 }
 
@@ -112,15 +109,11 @@ impl FromStr for Digest {
         let (alg, hex) = s.split_once(':').ok_or_else(malformed)?;
         // The spec's grammar: algorithm-component(+ separator)*, encoded [a-zA-Z0-9=_-]+
         let alg_ok = !alg.is_empty()
-            && alg.split(['+', '.', '_', '-']).all(|c| {
-                !c.is_empty()
-                    && c.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            });
+            && alg
+                .split(['+', '.', '_', '-'])
+                .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         let enc_ok = !hex.is_empty()
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+            && hex.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
         if !alg_ok || !enc_ok {
             return Err(malformed());
         }

@@ -89,9 +89,7 @@ impl ErrorCode {
     /// The status the spec gives this code.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::BlobUnknown | Self::BlobUploadUnknown | Self::ManifestUnknown => {
-                StatusCode::NOT_FOUND
-            }
+            Self::BlobUnknown | Self::BlobUploadUnknown | Self::ManifestUnknown => StatusCode::NOT_FOUND,
             Self::NameUnknown => StatusCode::NOT_FOUND,
             Self::ManifestBlobUnknown => StatusCode::BAD_REQUEST,
             Self::BlobUploadInvalid
@@ -131,13 +129,7 @@ pub struct Error {
 impl Error {
     /// An error with the code's own status.
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            detail: None,
-            status: code.status(),
-            headers: vec![],
-        }
+        Self { code, message: message.into(), detail: None, status: code.status(), headers: vec![] }
     }
 
     /// Sets the `detail` field.
@@ -188,10 +180,7 @@ impl Error {
         let mut resp = http::Response::new(Body::from(body.clone()));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         for (k, v) in self.headers {
             h.insert(k, v);
@@ -216,39 +205,31 @@ impl std::error::Error for Error {}
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::BlobUnknown(d) => {
-                Self::new(ErrorCode::BlobUnknown, "blob unknown to registry")
-                    .with_detail(serde_json::json!({ "digest": d.as_str() }))
-            }
+            StoreError::BlobUnknown(d) => Self::new(ErrorCode::BlobUnknown, "blob unknown to registry")
+                .with_detail(serde_json::json!({ "digest": d.as_str() })),
             StoreError::ManifestUnknown(r) => {
                 Self::new(ErrorCode::ManifestUnknown, "manifest unknown to registry")
                     .with_detail(serde_json::json!({ "reference": r }))
             }
-            StoreError::NameUnknown(n) => Self::new(
-                ErrorCode::NameUnknown,
-                "repository name not known to registry",
-            )
-            .with_detail(serde_json::json!({ "name": n.as_str() })),
-            StoreError::UploadUnknown => Self::new(
-                ErrorCode::BlobUploadUnknown,
-                "blob upload unknown to registry",
-            ),
-            StoreError::DigestMismatch { expected, actual } => Self::new(
-                ErrorCode::DigestInvalid,
-                "provided digest did not match uploaded content",
-            )
-            .with_detail(serde_json::json!({
-                "expected": expected.as_str(), "actual": actual.as_str()
-            })),
+            StoreError::NameUnknown(n) => {
+                Self::new(ErrorCode::NameUnknown, "repository name not known to registry")
+                    .with_detail(serde_json::json!({ "name": n.as_str() }))
+            }
+            StoreError::UploadUnknown => {
+                Self::new(ErrorCode::BlobUploadUnknown, "blob upload unknown to registry")
+            }
+            StoreError::DigestMismatch { expected, actual } => {
+                Self::new(ErrorCode::DigestInvalid, "provided digest did not match uploaded content")
+                    .with_detail(serde_json::json!({
+                        "expected": expected.as_str(), "actual": actual.as_str()
+                    }))
+            }
             StoreError::RangeInvalid { size } => {
                 let v = HeaderValue::from_str(&format!("bytes */{size}"))
                     .unwrap_or(HeaderValue::from_static("bytes */0"));
-                Self::new(
-                    ErrorCode::RangeInvalid,
-                    "requested range is not satisfiable",
-                )
-                .with_detail(serde_json::json!({ "size": size }))
-                .with_header(header::CONTENT_RANGE, v)
+                Self::new(ErrorCode::RangeInvalid, "requested range is not satisfiable")
+                    .with_detail(serde_json::json!({ "size": size }))
+                    .with_header(header::CONTENT_RANGE, v)
             }
             StoreError::UploadOffset { size } => Self::new(
                 ErrorCode::BlobUploadInvalid,
@@ -256,10 +237,9 @@ impl From<StoreError> for Error {
             )
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
             .with_range(size),
-            StoreError::Body(e) => Self::new(
-                ErrorCode::BlobUploadInvalid,
-                format!("reading the request body failed: {e}"),
-            ),
+            StoreError::Body(e) => {
+                Self::new(ErrorCode::BlobUploadInvalid, format!("reading the request body failed: {e}"))
+            }
             StoreError::Io(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Self::new(ErrorCode::Unavailable, "storage backend failure")

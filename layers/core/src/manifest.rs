@@ -137,51 +137,27 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> 
         .chain(raw.manifests.iter().flatten())
     {
         if d.size.is_some_and(|s| s < 0) {
-            return Err(invalid(format!(
-                "descriptor {} has a negative size",
-                d.digest
-            )));
+            return Err(invalid(format!("descriptor {} has a negative size", d.digest)));
         }
     }
     if is_index {
-        let children = raw
-            .manifests
-            .as_ref()
-            .ok_or_else(|| invalid("an index needs manifests"))?;
+        let children = raw.manifests.as_ref().ok_or_else(|| invalid("an index needs manifests"))?;
         manifests.extend(children.iter().map(|d| d.digest.clone()));
     } else if is_image {
-        let config = raw
-            .config
-            .as_ref()
-            .ok_or_else(|| invalid("an image manifest needs a config"))?;
+        let config = raw.config.as_ref().ok_or_else(|| invalid("an image manifest needs a config"))?;
         blobs.push(config.digest.clone());
-        let layers = raw
-            .layers
-            .as_ref()
-            .ok_or_else(|| invalid("an image manifest needs layers"))?;
-        blobs.extend(
-            layers
-                .iter()
-                .filter(|d| !is_foreign(d))
-                .map(|d| d.digest.clone()),
-        );
+        let layers = raw.layers.as_ref().ok_or_else(|| invalid("an image manifest needs layers"))?;
+        blobs.extend(layers.iter().filter(|d| !is_foreign(d)).map(|d| d.digest.clone()));
     } else {
         // Another manifest type: check what it references by shape.
         blobs.extend(raw.config.iter().map(|d| d.digest.clone()));
-        blobs.extend(
-            raw.layers
-                .iter()
-                .flatten()
-                .filter(|d| !is_foreign(d))
-                .map(|d| d.digest.clone()),
-        );
+        blobs.extend(raw.layers.iter().flatten().filter(|d| !is_foreign(d)).map(|d| d.digest.clone()));
         manifests.extend(raw.manifests.iter().flatten().map(|d| d.digest.clone()));
     }
-    let artifact_type = raw.artifact_type.clone().or_else(|| {
-        (!is_index)
-            .then(|| raw.config.as_ref().and_then(|c| c.media_type.clone()))
-            .flatten()
-    });
+    let artifact_type = raw
+        .artifact_type
+        .clone()
+        .or_else(|| (!is_index).then(|| raw.config.as_ref().and_then(|c| c.media_type.clone())).flatten());
     Ok(Parsed {
         media_type,
         blobs,
@@ -223,10 +199,7 @@ pub fn subject_of(bytes: &[u8]) -> Option<Digest> {
     struct Probe {
         subject: Option<RawDescriptor>,
     }
-    serde_json::from_slice::<Probe>(bytes)
-        .ok()?
-        .subject
-        .map(|s| s.digest)
+    serde_json::from_slice::<Probe>(bytes).ok()?.subject.map(|s| s.digest)
 }
 
 #[cfg(test)]
@@ -246,10 +219,7 @@ mod tests {
     fn image_references() {
         let m = parse(image("").as_bytes(), Some(OCI_MANIFEST)).unwrap();
         assert_eq!(m.blobs.len(), 2);
-        assert_eq!(
-            m.artifact_type.as_deref(),
-            Some("application/vnd.oci.image.config.v1+json")
-        );
+        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
         assert!(m.subject.is_none());
     }
 

@@ -70,11 +70,7 @@ impl MemoryStore {
     }
 
     fn session(&self, repo: &Name, id: &str) -> Result<Arc<tokio::sync::Mutex<Upload>>> {
-        self.lock()
-            .uploads
-            .get(&(repo.to_string(), id.to_string()))
-            .cloned()
-            .ok_or(StoreError::UploadUnknown)
+        self.lock().uploads.get(&(repo.to_string(), id.to_string())).cloned().ok_or(StoreError::UploadUnknown)
     }
 }
 
@@ -87,15 +83,9 @@ impl Store for MemoryStore {
     async fn blob_read(&self, repo: &Name, digest: &Digest, range: RangeSpec) -> Result<BlobRead> {
         let data = self.linked(repo, digest)?;
         let size = data.len() as u64;
-        let r = range
-            .resolve(size)
-            .ok_or(StoreError::RangeInvalid { size })?;
+        let r = range.resolve(size).ok_or(StoreError::RangeInvalid { size })?;
         let part = data.slice(r.start as usize..r.end as usize);
-        Ok(BlobRead {
-            size,
-            range: r,
-            body: crate::store::bytes_stream(part),
-        })
+        Ok(BlobRead { size, range: r, body: crate::store::bytes_stream(part) })
     }
 
     async fn blob_link(&self, repo: &Name, digest: &Digest) -> Result<()> {
@@ -103,20 +93,13 @@ impl Store for MemoryStore {
         if !st.blobs.contains_key(digest) {
             return Err(StoreError::BlobUnknown(digest.clone()));
         }
-        st.repos
-            .entry(repo.to_string())
-            .or_default()
-            .layers
-            .insert(digest.clone());
+        st.repos.entry(repo.to_string()).or_default().layers.insert(digest.clone());
         Ok(())
     }
 
     async fn blob_unlink(&self, repo: &Name, digest: &Digest) -> Result<()> {
         let mut st = self.lock();
-        let removed = st
-            .repos
-            .get_mut(repo.as_str())
-            .is_some_and(|r| r.layers.remove(digest));
+        let removed = st.repos.get_mut(repo.as_str()).is_some_and(|r| r.layers.remove(digest));
         if removed {
             Ok(())
         } else {
@@ -126,14 +109,8 @@ impl Store for MemoryStore {
 
     async fn upload_create(&self, repo: &Name) -> Result<String> {
         let id = format!("{:032x}", rand_id());
-        let up = Upload {
-            data: BytesMut::new(),
-            hasher: Digester::new(Algorithm::Sha256),
-        };
-        self.lock().uploads.insert(
-            (repo.to_string(), id.clone()),
-            Arc::new(tokio::sync::Mutex::new(up)),
-        );
+        let up = Upload { data: BytesMut::new(), hasher: Digester::new(Algorithm::Sha256) };
+        self.lock().uploads.insert((repo.to_string(), id.clone()), Arc::new(tokio::sync::Mutex::new(up)));
         Ok(id)
     }
 
@@ -143,19 +120,11 @@ impl Store for MemoryStore {
         Ok(len)
     }
 
-    async fn upload_write(
-        &self,
-        repo: &Name,
-        id: &str,
-        offset: u64,
-        mut data: ByteStream,
-    ) -> Result<u64> {
+    async fn upload_write(&self, repo: &Name, id: &str, offset: u64, mut data: ByteStream) -> Result<u64> {
         let s = self.session(repo, id)?;
         let mut up = s.lock().await;
         if offset != up.data.len() as u64 {
-            return Err(StoreError::UploadOffset {
-                size: up.data.len() as u64,
-            });
+            return Err(StoreError::UploadOffset { size: up.data.len() as u64 });
         }
         while let Some(chunk) = data.next().await {
             match chunk {
@@ -182,18 +151,11 @@ impl Store for MemoryStore {
         let mut st = self.lock();
         st.uploads.remove(&(repo.to_string(), id.to_string()));
         if &actual != digest {
-            return Err(StoreError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
+            return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
         }
         let size = data.len() as u64;
         st.blobs.entry(digest.clone()).or_insert(data);
-        st.repos
-            .entry(repo.to_string())
-            .or_default()
-            .layers
-            .insert(digest.clone());
+        st.repos.entry(repo.to_string()).or_default().layers.insert(digest.clone());
         Ok(size)
     }
 
@@ -215,19 +177,11 @@ impl Store for MemoryStore {
         };
         let media_type = r.manifests.get(&digest).ok_or_else(unknown)?.clone();
         let bytes = st.blobs.get(&digest).ok_or_else(unknown)?.clone();
-        Ok(Manifest {
-            digest,
-            media_type,
-            bytes,
-        })
+        Ok(Manifest { digest, media_type, bytes })
     }
 
     async fn manifest_exists(&self, repo: &Name, digest: &Digest) -> Result<bool> {
-        Ok(self
-            .lock()
-            .repos
-            .get(repo.as_str())
-            .is_some_and(|r| r.manifests.contains_key(digest)))
+        Ok(self.lock().repos.get(repo.as_str()).is_some_and(|r| r.manifests.contains_key(digest)))
     }
 
     async fn manifest_put(&self, repo: &Name, m: ManifestPut) -> Result<()> {
@@ -236,10 +190,7 @@ impl Store for MemoryStore {
         let r = st.repos.entry(repo.to_string()).or_default();
         r.manifests.insert(m.digest.clone(), m.media_type);
         if let Some((subject, desc)) = m.referrer {
-            r.referrers
-                .entry(subject)
-                .or_default()
-                .insert(m.digest.clone(), desc);
+            r.referrers.entry(subject).or_default().insert(m.digest.clone(), desc);
         }
         if let Some(tag) = m.tag {
             r.tags.insert(tag.to_string(), m.digest);
@@ -270,10 +221,7 @@ impl Store for MemoryStore {
 
     async fn tags(&self, repo: &Name) -> Result<Vec<String>> {
         let st = self.lock();
-        let r = st
-            .repos
-            .get(repo.as_str())
-            .ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
+        let r = st.repos.get(repo.as_str()).ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
         Ok(r.tags.keys().cloned().collect())
     }
 

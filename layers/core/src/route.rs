@@ -93,8 +93,7 @@ impl Route {
 }
 
 fn name_of(s: &str) -> Result<Name, Error> {
-    s.parse()
-        .map_err(|e: crate::name::NameError| Error::new(ErrorCode::NameInvalid, e.to_string()))
+    s.parse().map_err(|e: crate::name::NameError| Error::new(ErrorCode::NameInvalid, e.to_string()))
 }
 
 fn digest_of(s: &str) -> Result<Digest, Error> {
@@ -110,10 +109,7 @@ fn digest_error(e: DigestError) -> Error {
 }
 
 fn is_upload_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Parses a request path. `Ok(None)`: not a registry path. `Err`: a registry path whose name,
@@ -143,10 +139,7 @@ pub fn parse(path: &str) -> Result<Option<Route>, Error> {
     let n = segs.len();
     let name_upto = |k: usize| -> Result<Name, Error> {
         if k == 0 {
-            return Err(Error::new(
-                ErrorCode::NameInvalid,
-                "missing repository name",
-            ));
+            return Err(Error::new(ErrorCode::NameInvalid, "missing repository name"));
         }
         name_of(&segs[..k].join("/"))
     };
@@ -158,29 +151,17 @@ pub fn parse(path: &str) -> Result<Option<Route>, Error> {
             return Ok(Some(Route::UploadStart { name }));
         }
         if !is_upload_id(id) {
-            return Err(Error::new(
-                ErrorCode::BlobUploadUnknown,
-                "invalid upload id",
-            ));
+            return Err(Error::new(ErrorCode::BlobUploadUnknown, "invalid upload id"));
         }
-        return Ok(Some(Route::Upload {
-            name,
-            id: id.to_string(),
-        }));
+        return Ok(Some(Route::Upload { name, id: id.to_string() }));
     }
     if n >= 2 && segs[n - 2] == "blobs" && segs[n - 1] == "uploads" {
-        return Ok(Some(Route::UploadStart {
-            name: name_upto(n - 2)?,
-        }));
+        return Ok(Some(Route::UploadStart { name: name_upto(n - 2)? }));
     }
     if n >= 2 {
         let (kind, last) = (segs[n - 2], segs[n - 1]);
         match kind {
-            "tags" if last == "list" => {
-                return Ok(Some(Route::Tags {
-                    name: name_upto(n - 2)?,
-                }))
-            }
+            "tags" if last == "list" => return Ok(Some(Route::Tags { name: name_upto(n - 2)? })),
             "manifests" => {
                 let name = name_upto(n - 2)?;
                 let reference = last.parse().map_err(|e: ReferenceError| match e {
@@ -191,25 +172,17 @@ pub fn parse(path: &str) -> Result<Option<Route>, Error> {
             }
             "blobs" => {
                 let name = name_upto(n - 2)?;
-                return Ok(Some(Route::Blob {
-                    name,
-                    digest: digest_of(last)?,
-                }));
+                return Ok(Some(Route::Blob { name, digest: digest_of(last)? }));
             }
             "referrers" => {
                 let name = name_upto(n - 2)?;
-                return Ok(Some(Route::Referrers {
-                    name,
-                    digest: digest_of(last)?,
-                }));
+                return Ok(Some(Route::Referrers { name, digest: digest_of(last)? }));
             }
             _ => {}
         }
     }
-    Err(
-        Error::new(ErrorCode::NameUnknown, "no registry endpoint at this path")
-            .with_status(http::StatusCode::NOT_FOUND),
-    )
+    Err(Error::new(ErrorCode::NameUnknown, "no registry endpoint at this path")
+        .with_status(http::StatusCode::NOT_FOUND))
 }
 
 /// Parses the path of every request into a [`Route`] in its extensions; answers malformed
@@ -269,16 +242,10 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match parse(req.uri().path()) {
-            Ok(None) => RouteFuture::Inner {
-                fut: self.inner.call(req),
-                stamp: false,
-            },
+            Ok(None) => RouteFuture::Inner { fut: self.inner.call(req), stamp: false },
             Ok(Some(route)) => {
                 req.extensions_mut().insert(route);
-                RouteFuture::Inner {
-                    fut: self.inner.call(req),
-                    stamp: true,
-                }
+                RouteFuture::Inner { fut: self.inner.call(req), stamp: true }
             }
             Err(e) => {
                 // A reference that is not a valid tag names no manifest: reads answer 404
@@ -288,17 +255,14 @@ where
                 } else {
                     e
                 };
-                RouteFuture::Ready {
-                    resp: Some(stamp(e.into_response())),
-                }
+                RouteFuture::Ready { resp: Some(stamp(e.into_response())) }
             }
         }
     }
 }
 
 fn stamp(mut resp: Response<Body>) -> Response<Body> {
-    resp.headers_mut()
-        .insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+    resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
     resp
 }
 
@@ -346,10 +310,7 @@ mod tests {
     }
 
     fn err(p: &str) -> ErrorCode {
-        parse(p)
-            .err()
-            .unwrap_or_else(|| panic!("{p} accepted"))
-            .code()
+        parse(p).err().unwrap_or_else(|| panic!("{p} accepted")).code()
     }
 
     #[test]
@@ -357,28 +318,12 @@ mod tests {
         assert_eq!(ok("/v2/"), Route::Base);
         assert_eq!(ok("/v2"), Route::Base);
         assert_eq!(ok("/v2/_catalog"), Route::Catalog);
-        assert!(
-            matches!(ok("/v2/a/b/c/tags/list"), Route::Tags { name } if name.as_str() == "a/b/c")
-        );
-        assert!(matches!(
-            ok(&format!("/v2/a/blobs/{D}")),
-            Route::Blob { .. }
-        ));
-        assert!(matches!(
-            ok("/v2/a/blobs/uploads/"),
-            Route::UploadStart { .. }
-        ));
-        assert!(matches!(
-            ok("/v2/a/blobs/uploads"),
-            Route::UploadStart { .. }
-        ));
-        assert!(
-            matches!(ok("/v2/a/blobs/uploads/abc-123"), Route::Upload { id, .. } if id == "abc-123")
-        );
-        assert!(matches!(
-            ok(&format!("/v2/a/referrers/{D}")),
-            Route::Referrers { .. }
-        ));
+        assert!(matches!(ok("/v2/a/b/c/tags/list"), Route::Tags { name } if name.as_str() == "a/b/c"));
+        assert!(matches!(ok(&format!("/v2/a/blobs/{D}")), Route::Blob { .. }));
+        assert!(matches!(ok("/v2/a/blobs/uploads/"), Route::UploadStart { .. }));
+        assert!(matches!(ok("/v2/a/blobs/uploads"), Route::UploadStart { .. }));
+        assert!(matches!(ok("/v2/a/blobs/uploads/abc-123"), Route::Upload { id, .. } if id == "abc-123"));
+        assert!(matches!(ok(&format!("/v2/a/referrers/{D}")), Route::Referrers { .. }));
         // a repository may be called "blobs" or "manifests"
         assert!(
             matches!(ok("/v2/blobs/manifests/latest"), Route::Manifest { name, .. } if name.as_str() == "blobs")
@@ -386,10 +331,7 @@ mod tests {
         assert!(
             matches!(ok("/v2/manifests/tags/list"), Route::Tags { name } if name.as_str() == "manifests")
         );
-        assert!(matches!(
-            ok("/v2/f/docker.io/library/nginx/manifests/1.25"),
-            Route::Manifest { .. }
-        ));
+        assert!(matches!(ok("/v2/f/docker.io/library/nginx/manifests/1.25"), Route::Manifest { .. }));
         assert_eq!(parse("/healthz").unwrap(), None);
         assert_eq!(parse("/v2x").unwrap(), None);
     }
@@ -402,10 +344,7 @@ mod tests {
         assert_eq!(err("/v2/UPPER/tags/list"), ErrorCode::NameInvalid);
         assert_eq!(err("/v2/a/manifests/..foo"), ErrorCode::TagInvalid);
         assert_eq!(err("/v2/a/manifests/sha256:zz"), ErrorCode::DigestInvalid);
-        assert_eq!(
-            err("/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e"),
-            ErrorCode::DigestInvalid
-        );
+        assert_eq!(err("/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e"), ErrorCode::DigestInvalid);
         assert_eq!(err("/v2/a/blobs/uploads/..x"), ErrorCode::BlobUploadUnknown);
         assert_eq!(err("/v2/tags/list"), ErrorCode::NameInvalid);
         assert_eq!(err("/v2/a/unknown"), ErrorCode::NameUnknown);

@@ -116,11 +116,7 @@ impl RangeSpec {
             return Some(Self::Suffix(b.parse().ok()?));
         }
         let start = a.parse().ok()?;
-        let end = if b.is_empty() {
-            None
-        } else {
-            Some(b.parse().ok()?)
-        };
+        let end = if b.is_empty() { None } else { Some(b.parse().ok()?) };
         if matches!(end, Some(e) if e < start) {
             return None;
         }
@@ -156,10 +152,7 @@ pub struct BlobRead {
 
 impl fmt::Debug for BlobRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlobRead")
-            .field("size", &self.size)
-            .field("range", &self.range)
-            .finish()
+        f.debug_struct("BlobRead").field("size", &self.size).field("range", &self.range).finish()
     }
 }
 
@@ -233,13 +226,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Appends `data` at `offset`, which must be the session's current size (`UploadOffset`
     /// otherwise). Hashes while writing. When `data` fails mid-way, what arrived is kept and
     /// the session stays resumable. Returns the new size.
-    async fn upload_write(
-        &self,
-        repo: &Name,
-        id: &str,
-        offset: u64,
-        data: ByteStream,
-    ) -> Result<u64>;
+    async fn upload_write(&self, repo: &Name, id: &str, offset: u64, data: ByteStream) -> Result<u64>;
 
     /// Verifies the session's content against `digest`, makes the blob visible, links it into
     /// `repo` and ends the session. On a mismatch nothing becomes visible and the session ends.
@@ -284,20 +271,8 @@ mod tests {
 
     #[test]
     fn range_parsing() {
-        assert_eq!(
-            RangeSpec::parse("bytes=0-9"),
-            Some(RangeSpec::From {
-                start: 0,
-                end: Some(9)
-            })
-        );
-        assert_eq!(
-            RangeSpec::parse("bytes=5-"),
-            Some(RangeSpec::From {
-                start: 5,
-                end: None
-            })
-        );
+        assert_eq!(RangeSpec::parse("bytes=0-9"), Some(RangeSpec::From { start: 0, end: Some(9) }));
+        assert_eq!(RangeSpec::parse("bytes=5-"), Some(RangeSpec::From { start: 5, end: None }));
         assert_eq!(RangeSpec::parse("bytes=-3"), Some(RangeSpec::Suffix(3)));
         assert_eq!(RangeSpec::parse("bytes=9-1"), None);
         assert_eq!(RangeSpec::parse("bytes=0-1,3-4"), None);

@@ -61,18 +61,12 @@ struct Inner {
 
 impl std::fmt::Debug for FsStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FsStore")
-            .field("root", &self.inner.root)
-            .finish()
+        f.debug_struct("FsStore").field("root", &self.inner.root).finish()
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(io::Error::other)?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(io::Error::other)?
 }
 
 fn not_found(e: &io::Error) -> bool {
@@ -81,9 +75,7 @@ fn not_found(e: &io::Error) -> bool {
 
 /// Writes `data` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
 fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path without parent"))?;
+    let dir = path.parent().ok_or_else(|| io::Error::other("path without parent"))?;
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
     let result = (|| {
@@ -110,12 +102,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 fn read_link(path: &Path) -> io::Result<Option<Digest>> {
     match fs::read_to_string(path) {
-        Ok(s) => s.trim().parse().map(Some).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        }),
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
         Err(e) if not_found(&e) => Ok(None),
         Err(e) => Err(e),
     }
@@ -131,9 +122,7 @@ fn remove_dir(path: &Path) -> io::Result<bool> {
 
 /// RFC 3339 UTC time, as Distribution writes `startedat`.
 fn rfc3339_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // civil-from-days (Howard Hinnant)
     let z = days + 719_468;
@@ -146,20 +135,13 @@ fn rfc3339_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl FsStore {
@@ -178,18 +160,9 @@ impl FsStore {
         })
         .await
         .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("data directory {} is not writable: {e}", root.display()),
-            )
+            io::Error::new(e.kind(), format!("data directory {} is not writable: {e}", root.display()))
         })?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                base,
-                root,
-                sessions: Mutex::default(),
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { base, root, sessions: Mutex::default() }) })
     }
 
     /// The root directory.
@@ -199,12 +172,7 @@ impl FsStore {
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
         let hex = d.hex();
-        self.inner.base.join(format!(
-            "blobs/{}/{}/{}/data",
-            d.algorithm().as_str(),
-            &hex[..2],
-            hex
-        ))
+        self.inner.base.join(format!("blobs/{}/{}/{}/data", d.algorithm().as_str(), &hex[..2], hex))
     }
 
     fn repo(&self, repo: &Name) -> PathBuf {
@@ -212,19 +180,11 @@ impl FsStore {
     }
 
     fn layer_link(&self, repo: &Name, d: &Digest) -> PathBuf {
-        self.repo(repo).join(format!(
-            "_layers/{}/{}/link",
-            d.algorithm().as_str(),
-            d.hex()
-        ))
+        self.repo(repo).join(format!("_layers/{}/{}/link", d.algorithm().as_str(), d.hex()))
     }
 
     fn revision_dir(&self, repo: &Name, d: &Digest) -> PathBuf {
-        self.repo(repo).join(format!(
-            "_manifests/revisions/{}/{}",
-            d.algorithm().as_str(),
-            d.hex()
-        ))
+        self.repo(repo).join(format!("_manifests/revisions/{}/{}", d.algorithm().as_str(), d.hex()))
     }
 
     fn tag_dir(&self, repo: &Name, tag: &str) -> PathBuf {
@@ -236,28 +196,16 @@ impl FsStore {
     }
 
     fn referrers_dir(&self, repo: &Name, subject: &Digest) -> PathBuf {
-        self.repo(repo).join(format!(
-            "_referrers/{}/{}",
-            subject.algorithm().as_str(),
-            subject.hex()
-        ))
+        self.repo(repo).join(format!("_referrers/{}/{}", subject.algorithm().as_str(), subject.hex()))
     }
 
-    async fn session_lock(
-        &self,
-        repo: &Name,
-        id: &str,
-    ) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+    async fn session_lock(&self, repo: &Name, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>> {
         if !valid_id(id) {
             return Err(StoreError::UploadUnknown);
         }
         let key = format!("{repo}/{id}");
         let lock = {
-            let mut map = self
-                .inner
-                .sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut map = self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(l) = map.get(&key).and_then(Weak::upgrade) {
                 l
             } else {
@@ -307,13 +255,7 @@ impl FsStore {
             Ok((n_total, h))
         })
         .await
-        .map_err(|e| {
-            if not_found(&e) {
-                StoreError::UploadUnknown
-            } else {
-                e.into()
-            }
-        })
+        .map_err(|e| if not_found(&e) { StoreError::UploadUnknown } else { e.into() })
     }
 
     async fn save_hashstate(&self, dir: PathBuf, size: u64, h: &Digester) -> io::Result<()> {
@@ -372,11 +314,7 @@ impl Store for FsStore {
         let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, IO_BUF)
             .map(|r| r.map_err(|e| Box::new(e) as donjon_core::BoxError));
-        Ok(BlobRead {
-            size,
-            range: r,
-            body: Box::pin(stream),
-        })
+        Ok(BlobRead { size, range: r, body: Box::pin(stream) })
     }
 
     async fn blob_link(&self, repo: &Name, digest: &Digest) -> Result<()> {
@@ -438,23 +376,14 @@ impl Store for FsStore {
         }
     }
 
-    async fn upload_write(
-        &self,
-        repo: &Name,
-        id: &str,
-        offset: u64,
-        mut data: ByteStream,
-    ) -> Result<u64> {
+    async fn upload_write(&self, repo: &Name, id: &str, offset: u64, mut data: ByteStream) -> Result<u64> {
         let _guard = self.session_lock(repo, id).await?;
         let dir = self.upload_dir(repo, id);
         let (size, mut hasher) = self.session_state(dir.clone(), Algorithm::Sha256).await?;
         if offset != size {
             return Err(StoreError::UploadOffset { size });
         }
-        let file = tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.join("data"))
-            .await?;
+        let file = tokio::fs::OpenOptions::new().append(true).open(dir.join("data")).await?;
         let mut out = tokio::io::BufWriter::with_capacity(IO_BUF, file);
         let mut written = size;
         let mut failure = None;
@@ -496,10 +425,7 @@ impl Store for FsStore {
         let actual = hasher.finish();
         if &actual != digest {
             blocking(move || remove_dir(&dir)).await?;
-            return Err(StoreError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
+            return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
         }
         let blob = self.blob_path(digest);
         let link = self.layer_link(repo, digest);
@@ -539,9 +465,7 @@ impl Store for FsStore {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => {
                 let link = self.tag_dir(repo, t.as_str()).join("current/link");
-                blocking(move || read_link(&link))
-                    .await?
-                    .ok_or_else(unknown)?
+                blocking(move || read_link(&link)).await?.ok_or_else(unknown)?
             }
         };
         let rev = self.revision_dir(repo, &digest);
@@ -557,18 +481,15 @@ impl Store for FsStore {
             };
             let media_type = match manifest::media_type_of(&bytes) {
                 Some(m) => m,
-                None => fs::read_to_string(rev.join(MEDIATYPE))
-                    .unwrap_or_else(|_| manifest::OCI_MANIFEST.into()),
+                None => {
+                    fs::read_to_string(rev.join(MEDIATYPE)).unwrap_or_else(|_| manifest::OCI_MANIFEST.into())
+                }
             };
             Ok(Some((bytes, media_type)))
         })
         .await?;
         let (bytes, media_type) = found.ok_or_else(unknown)?;
-        Ok(Manifest {
-            digest,
-            media_type,
-            bytes: Bytes::from(bytes),
-        })
+        Ok(Manifest { digest, media_type, bytes: Bytes::from(bytes) })
     }
 
     async fn manifest_exists(&self, repo: &Name, digest: &Digest) -> Result<bool> {
@@ -602,11 +523,7 @@ impl Store for FsStore {
                 write_atomic(&path, &json, true)?;
             }
             if let Some(tag) = tag {
-                write_atomic(
-                    &tag.join(format!("index/{alg}/{hex}/link")),
-                    text.as_bytes(),
-                    true,
-                )?;
+                write_atomic(&tag.join(format!("index/{alg}/{hex}/link")), text.as_bytes(), true)?;
                 // Last: the tag moves only once everything it points at is in place.
                 write_atomic(&tag.join("current/link"), text.as_bytes(), true)?;
             }
@@ -629,12 +546,7 @@ impl Store for FsStore {
             // Tags first: none may point at a revision that is gone.
             if let Ok(entries) = fs::read_dir(&tags) {
                 for e in entries.flatten() {
-                    if read_link(&e.path().join("current/link"))
-                        .ok()
-                        .flatten()
-                        .as_ref()
-                        == Some(&d)
-                    {
+                    if read_link(&e.path().join("current/link")).ok().flatten().as_ref() == Some(&d) {
                         remove_dir(&e.path())?;
                     }
                 }
@@ -721,11 +633,7 @@ impl Store for FsStore {
                         }
                         continue;
                     }
-                    let full = if prefix.is_empty() {
-                        name
-                    } else {
-                        format!("{prefix}/{name}")
-                    };
+                    let full = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
                     stack.push((e.path(), full));
                 }
             }
@@ -754,7 +662,9 @@ impl Store for FsStore {
                 match fs::read(&path) {
                     Ok(b) => match serde_json::from_slice::<Descriptor>(&b) {
                         Ok(d) => out.push(d),
-                        Err(err) => tracing::warn!(path = %path.display(), %err, "skipping unreadable referrer entry"),
+                        Err(err) => {
+                            tracing::warn!(path = %path.display(), %err, "skipping unreadable referrer entry")
+                        }
                     },
                     Err(e) if not_found(&e) => {}
                     Err(e) => return Err(e),
@@ -787,30 +697,18 @@ mod tests {
         let repo = name("library/x");
         let id = store.upload_create(&repo).await.unwrap();
         let base = dir.path().join("docker/registry/v2");
-        assert!(base
-            .join(format!("repositories/library/x/_uploads/{id}/startedat"))
-            .exists());
+        assert!(base.join(format!("repositories/library/x/_uploads/{id}/startedat")).exists());
         store
-            .upload_write(
-                &repo,
-                &id,
-                0,
-                donjon_core::store::bytes_stream(Bytes::from_static(b"abc")),
-            )
+            .upload_write(&repo, &id, 0, donjon_core::store::bytes_stream(Bytes::from_static(b"abc")))
             .await
             .unwrap();
         let d = Digest::sha256_of(b"abc");
         store.upload_commit(&repo, &id, &d).await.unwrap();
         let blob = base.join(format!("blobs/sha256/{}/{}/data", &d.hex()[..2], d.hex()));
         assert_eq!(fs::read(blob).unwrap(), b"abc");
-        let link = base.join(format!(
-            "repositories/library/x/_layers/sha256/{}/link",
-            d.hex()
-        ));
+        let link = base.join(format!("repositories/library/x/_layers/sha256/{}/link", d.hex()));
         assert_eq!(fs::read_to_string(link).unwrap(), d.to_string());
-        assert!(!base
-            .join(format!("repositories/library/x/_uploads/{id}"))
-            .exists());
+        assert!(!base.join(format!("repositories/library/x/_uploads/{id}")).exists());
     }
 
     #[tokio::test]
@@ -820,29 +718,17 @@ mod tests {
         let id = {
             let a = FsStore::open(dir.path()).await.unwrap();
             let id = a.upload_create(&repo).await.unwrap();
-            a.upload_write(
-                &repo,
-                &id,
-                0,
-                donjon_core::store::bytes_stream(Bytes::from_static(b"hello ")),
-            )
-            .await
-            .unwrap();
+            a.upload_write(&repo, &id, 0, donjon_core::store::bytes_stream(Bytes::from_static(b"hello ")))
+                .await
+                .unwrap();
             id
         };
         let b = FsStore::open(dir.path()).await.unwrap();
         assert_eq!(b.upload_size(&repo, &id).await.unwrap(), 6);
-        b.upload_write(
-            &repo,
-            &id,
-            6,
-            donjon_core::store::bytes_stream(Bytes::from_static(b"world")),
-        )
-        .await
-        .unwrap();
-        b.upload_commit(&repo, &id, &Digest::sha256_of(b"hello world"))
+        b.upload_write(&repo, &id, 6, donjon_core::store::bytes_stream(Bytes::from_static(b"world")))
             .await
             .unwrap();
+        b.upload_commit(&repo, &id, &Digest::sha256_of(b"hello world")).await.unwrap();
     }
 
     #[tokio::test]
@@ -853,21 +739,13 @@ mod tests {
         let repo = name("crash");
         let id = store.upload_create(&repo).await.unwrap();
         store
-            .upload_write(
-                &repo,
-                &id,
-                0,
-                donjon_core::store::bytes_stream(Bytes::from_static(b"abc")),
-            )
+            .upload_write(&repo, &id, 0, donjon_core::store::bytes_stream(Bytes::from_static(b"abc")))
             .await
             .unwrap();
         let data = store.upload_dir(&repo, &id).join("data");
         let mut f = fs::OpenOptions::new().append(true).open(&data).unwrap();
         f.write_all(b"def").unwrap();
-        store
-            .upload_commit(&repo, &id, &Digest::sha256_of(b"abcdef"))
-            .await
-            .unwrap();
+        store.upload_commit(&repo, &id, &Digest::sha256_of(b"abcdef")).await.unwrap();
     }
 
     #[tokio::test]
@@ -886,25 +764,16 @@ mod tests {
         let r = base.join("repositories/old/app");
         for (p, d) in [
             (format!("_layers/sha256/{}/link", cd.hex()), &cd),
-            (
-                format!("_manifests/revisions/sha256/{}/link", md.hex()),
-                &md,
-            ),
+            (format!("_manifests/revisions/sha256/{}/link", md.hex()), &md),
             ("_manifests/tags/v1/current/link".to_string(), &md),
-            (
-                format!("_manifests/tags/v1/index/sha256/{}/link", md.hex()),
-                &md,
-            ),
+            (format!("_manifests/tags/v1/index/sha256/{}/link", md.hex()), &md),
         ] {
             fs::create_dir_all(r.join(&p).parent().unwrap()).unwrap();
             fs::write(r.join(&p), d.to_string()).unwrap();
         }
         let store = FsStore::open(dir.path()).await.unwrap();
         let repo = name("old/app");
-        let m = store
-            .manifest_get(&repo, &"v1".parse().unwrap())
-            .await
-            .unwrap();
+        let m = store.manifest_get(&repo, &"v1".parse().unwrap()).await.unwrap();
         assert_eq!(m.digest, md);
         assert_eq!(m.media_type, manifest::DOCKER_MANIFEST);
         assert_eq!(store.blob_size(&repo, &cd).await.unwrap(), 2);
@@ -925,9 +794,6 @@ mod tests {
     fn startedat_is_rfc3339() {
         let s = rfc3339_now();
         assert_eq!(s.len(), 20, "{s}");
-        assert!(
-            s.ends_with('Z') && &s[4..5] == "-" && &s[10..11] == "T",
-            "{s}"
-        );
+        assert!(s.ends_with('Z') && &s[4..5] == "-" && &s[10..11] == "T", "{s}");
     }
 }

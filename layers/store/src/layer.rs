@@ -34,13 +34,7 @@ pub(crate) struct Shared {
 impl ContentStoreLayer {
     /// Serves `store`, with deletes enabled and catalog pages of at most 1000 entries.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                store,
-                delete_enabled: true,
-                catalog_max: 1000,
-            }),
-        }
+        Self { shared: Arc::new(Shared { store, delete_enabled: true, catalog_max: 1000 }) }
     }
 
     fn with(self, f: impl FnOnce(&mut Shared)) -> Self {
@@ -50,9 +44,7 @@ impl ContentStoreLayer {
             catalog_max: self.shared.catalog_max,
         };
         f(&mut s);
-        Self {
-            shared: Arc::new(s),
-        }
+        Self { shared: Arc::new(s) }
     }
 
     /// Whether `DELETE` of blobs, manifests and tags is allowed (Distribution's
@@ -71,9 +63,6 @@ impl<S> Layer<S> for ContentStoreLayer {
     type Service = ContentStore<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ContentStore {
-            inner,
-            shared: self.shared.clone(),
-        }
+        ContentStore { inner, shared: self.shared.clone() }
     }
 }

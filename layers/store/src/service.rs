@@ -3,9 +3,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use donjon_core::future::ResponseFuture;
-use donjon_core::response::{
-    header_value, query_param, DOCKER_CONTENT_DIGEST, OCI_FILTERS_APPLIED,
-};
+use donjon_core::response::{header_value, query_param, DOCKER_CONTENT_DIGEST, OCI_FILTERS_APPLIED};
 use donjon_core::store::RangeSpec;
 use donjon_core::{manifest, Body, Digest, Error, ErrorCode, Name, Reference, Route};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -39,9 +37,7 @@ where
         let (parts, _body) = req.into_parts();
         let shared = self.shared.clone();
         ResponseFuture::handled(async move {
-            dispatch(&shared, route, parts)
-                .await
-                .unwrap_or_else(Error::into_response)
+            dispatch(&shared, route, parts).await.unwrap_or_else(Error::into_response)
         })
     }
 }
@@ -56,9 +52,7 @@ async fn dispatch(s: &Shared, route: Route, req: http::request::Parts) -> HResul
         Route::Base if read => Ok(json(StatusCode::OK, Bytes::from_static(b"{}"), head)),
         Route::Catalog if m == Method::GET => catalog(s, &req).await,
         Route::Tags { name } if m == Method::GET => tags(s, &name, &req).await,
-        Route::Manifest { name, reference } if read => {
-            manifest_get(s, &name, &reference, &req).await
-        }
+        Route::Manifest { name, reference } if read => manifest_get(s, &name, &reference, &req).await,
         Route::Manifest { name, reference } if m == Method::DELETE => {
             deletable(s)?;
             match &reference {
@@ -73,9 +67,7 @@ async fn dispatch(s: &Shared, route: Route, req: http::request::Parts) -> HResul
             s.store.blob_unlink(&name, &digest).await?;
             Ok(accepted())
         }
-        Route::Referrers { name, digest } if m == Method::GET => {
-            referrers(s, &name, &digest, &req).await
-        }
+        Route::Referrers { name, digest } if m == Method::GET => referrers(s, &name, &digest, &req).await,
         _ => Err(Error::method_not_allowed()),
     }
 }
@@ -84,18 +76,14 @@ fn deletable(s: &Shared) -> HResult<()> {
     if s.delete_enabled {
         Ok(())
     } else {
-        Err(Error::new(
-            ErrorCode::Unsupported,
-            "deletes are disabled on this registry",
-        ))
+        Err(Error::new(ErrorCode::Unsupported, "deletes are disabled on this registry"))
     }
 }
 
 fn accepted() -> Response<Body> {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::ACCEPTED;
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     r
 }
 
@@ -105,11 +93,7 @@ fn json(status: StatusCode, bytes: Bytes, head: bool) -> Response<Body> {
 
 fn with_body(status: StatusCode, content_type: &str, bytes: Bytes, head: bool) -> Response<Body> {
     let len = bytes.len();
-    let mut r = Response::new(if head {
-        Body::empty()
-    } else {
-        Body::from(bytes)
-    });
+    let mut r = Response::new(if head { Body::empty() } else { Body::from(bytes) });
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, header_value(content_type));
@@ -123,15 +107,10 @@ fn page(req: &http::request::Parts) -> HResult<(Option<usize>, Option<String>)> 
         None => None,
         Some(v) if v.is_empty() => None,
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
-            Error::new(
-                ErrorCode::PaginationNumberInvalid,
-                format!("invalid page size n={v:?}"),
-            )
+            Error::new(ErrorCode::PaginationNumberInvalid, format!("invalid page size n={v:?}"))
         })?),
     };
-    let last = query_param(&req.uri, "last")
-        .map(|l| l.into_owned())
-        .filter(|l| !l.is_empty());
+    let last = query_param(&req.uri, "last").map(|l| l.into_owned()).filter(|l| !l.is_empty());
     Ok((n, last))
 }
 
@@ -143,9 +122,7 @@ fn next_link(path: &str, n: usize, last: &str) -> HeaderValue {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -154,19 +131,14 @@ fn percent_encode(s: &str) -> String {
 async fn catalog(s: &Shared, req: &http::request::Parts) -> HResult {
     let (n, last) = page(req)?;
     let n = n.unwrap_or(s.catalog_max).min(s.catalog_max);
-    let mut repos = if n == 0 {
-        vec![]
-    } else {
-        s.store.catalog(last.as_deref(), n + 1).await?
-    };
+    let mut repos = if n == 0 { vec![] } else { s.store.catalog(last.as_deref(), n + 1).await? };
     let more = repos.len() > n;
     repos.truncate(n);
     let body = serde_json::json!({ "repositories": repos }).to_string();
     let mut r = json(StatusCode::OK, body.into(), false);
     if more {
         if let Some(l) = repos.last() {
-            r.headers_mut()
-                .insert(header::LINK, next_link("/v2/_catalog", n, l));
+            r.headers_mut().insert(header::LINK, next_link("/v2/_catalog", n, l));
         }
     }
     Ok(r)
@@ -185,10 +157,7 @@ async fn tags(s: &Shared, name: &Name, req: &http::request::Parts) -> HResult {
     let body = serde_json::json!({ "name": name.as_str(), "tags": tags }).to_string();
     let mut r = json(StatusCode::OK, body.into(), false);
     if let (true, Some(n), Some(l)) = (more, n, tags.last()) {
-        r.headers_mut().insert(
-            header::LINK,
-            next_link(&format!("/v2/{name}/tags/list"), n, l),
-        );
+        r.headers_mut().insert(header::LINK, next_link(&format!("/v2/{name}/tags/list"), n, l));
     }
     Ok(r)
 }
@@ -198,34 +167,20 @@ fn etag(d: &Digest) -> HeaderValue {
 }
 
 fn not_modified(req: &http::request::Parts, d: &Digest) -> bool {
-    req.headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',').any(|t| {
-                t.trim().trim_start_matches("W/").trim_matches('"') == d.as_str() || t.trim() == "*"
-            })
-        })
+    req.headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().trim_start_matches("W/").trim_matches('"') == d.as_str() || t.trim() == "*")
+    })
 }
 
-async fn manifest_get(
-    s: &Shared,
-    name: &Name,
-    reference: &Reference,
-    req: &http::request::Parts,
-) -> HResult {
+async fn manifest_get(s: &Shared, name: &Name, reference: &Reference, req: &http::request::Parts) -> HResult {
     let m = s.store.manifest_get(name, reference).await?;
     let mut r = if not_modified(req, &m.digest) {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        with_body(
-            StatusCode::OK,
-            &m.media_type,
-            m.bytes,
-            req.method == Method::HEAD,
-        )
+        with_body(StatusCode::OK, &m.media_type, m.bytes, req.method == Method::HEAD)
     };
     let h = r.headers_mut();
     h.insert(DOCKER_CONTENT_DIGEST, header_value(m.digest.as_str()));
@@ -237,8 +192,7 @@ async fn blob_get(s: &Shared, name: &Name, digest: &Digest, req: &http::request:
     let mut r = if req.method == Method::HEAD {
         let size = s.store.blob_size(name, digest).await?;
         let mut r = Response::new(Body::empty());
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         r
     } else if not_modified(req, digest) {
         s.store.blob_size(name, digest).await?;
@@ -247,56 +201,30 @@ async fn blob_get(s: &Shared, name: &Name, digest: &Digest, req: &http::request:
         r
     } else {
         // An unparsable or multi-part Range is ignored: the whole blob is sent (RFC 9110).
-        let spec = req
-            .headers
-            .get(header::RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(RangeSpec::parse);
-        let read = s
-            .store
-            .blob_read(name, digest, spec.unwrap_or(RangeSpec::Full))
-            .await?;
+        let spec = req.headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(RangeSpec::parse);
+        let read = s.store.blob_read(name, digest, spec.unwrap_or(RangeSpec::Full)).await?;
         let len = read.range.end - read.range.start;
         let mut r = Response::new(Body::from_stream(read.body));
         let h = r.headers_mut();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         if spec.is_some() {
             *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let cr = format!(
-                "bytes {}-{}/{}",
-                read.range.start,
-                read.range.end.saturating_sub(1),
-                read.size
-            );
-            r.headers_mut()
-                .insert(header::CONTENT_RANGE, header_value(&cr));
+            let cr = format!("bytes {}-{}/{}", read.range.start, read.range.end.saturating_sub(1), read.size);
+            r.headers_mut().insert(header::CONTENT_RANGE, header_value(&cr));
         }
         r
     };
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(DOCKER_CONTENT_DIGEST, header_value(digest.as_str()));
     h.insert(header::ETAG, etag(digest));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=31536000"),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=31536000"));
     Ok(r)
 }
 
-async fn referrers(
-    s: &Shared,
-    name: &Name,
-    subject: &Digest,
-    req: &http::request::Parts,
-) -> HResult {
-    let filter = query_param(&req.uri, "artifactType")
-        .map(|f| f.into_owned())
-        .filter(|f| !f.is_empty());
+async fn referrers(s: &Shared, name: &Name, subject: &Digest, req: &http::request::Parts) -> HResult {
+    let filter = query_param(&req.uri, "artifactType").map(|f| f.into_owned()).filter(|f| !f.is_empty());
     let mut list = s.store.referrers(name, subject).await?;
     if let Some(f) = &filter {
         list.retain(|d| d.artifact_type.as_deref() == Some(f.as_str()));
@@ -309,10 +237,7 @@ async fn referrers(
     .to_string();
     let mut r = with_body(StatusCode::OK, manifest::OCI_INDEX, body.into(), false);
     if filter.is_some() {
-        r.headers_mut().insert(
-            OCI_FILTERS_APPLIED,
-            HeaderValue::from_static("artifactType"),
-        );
+        r.headers_mut().insert(OCI_FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
     }
     Ok(r)
 }

@@ -32,22 +32,12 @@ pub(crate) struct Shared {
 impl UploadLayer {
     /// Uploads into `store`, manifests up to 4 MiB.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                store,
-                max_manifest: DEFAULT_MAX_MANIFEST_SIZE,
-            }),
-        }
+        Self { shared: Arc::new(Shared { store, max_manifest: DEFAULT_MAX_MANIFEST_SIZE }) }
     }
 
     /// The largest manifest accepted; larger ones get `MANIFEST_INVALID` with 413.
     pub fn max_manifest_size(self, bytes: usize) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                store: self.shared.store.clone(),
-                max_manifest: bytes,
-            }),
-        }
+        Self { shared: Arc::new(Shared { store: self.shared.store.clone(), max_manifest: bytes }) }
     }
 }
 
@@ -55,9 +45,6 @@ impl<S> Layer<S> for UploadLayer {
     type Service = Upload<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Upload {
-            inner,
-            shared: self.shared.clone(),
-        }
+        Upload { inner, shared: self.shared.clone() }
     }
 }

@@ -49,11 +49,9 @@ where
             return ResponseFuture::inner(self.inner.call(req));
         }
         let shared = self.shared.clone();
-        ResponseFuture::handled(async move {
-            dispatch(&shared, req)
-                .await
-                .unwrap_or_else(Error::into_response)
-        })
+        ResponseFuture::handled(
+            async move { dispatch(&shared, req).await.unwrap_or_else(Error::into_response) },
+        )
     }
 }
 
@@ -87,8 +85,7 @@ where
 fn empty(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     r
 }
 
@@ -109,10 +106,7 @@ fn progress(status: StatusCode, name: &Name, id: &str, size: u64) -> Response<Bo
 fn blob_created(name: &Name, digest: &Digest) -> Response<Body> {
     let mut r = empty(StatusCode::CREATED);
     let h = r.headers_mut();
-    h.insert(
-        header::LOCATION,
-        header_value(&format!("/v2/{name}/blobs/{digest}")),
-    );
+    h.insert(header::LOCATION, header_value(&format!("/v2/{name}/blobs/{digest}")));
     h.insert(DOCKER_CONTENT_DIGEST, header_value(digest.as_str()));
     r
 }
@@ -120,12 +114,9 @@ fn blob_created(name: &Name, digest: &Digest) -> Response<Body> {
 fn digest_param(uri: &http::Uri) -> HResult<Option<Digest>> {
     match query_param(uri, "digest") {
         None => Ok(None),
-        Some(d) => d
-            .parse()
-            .map(Some)
-            .map_err(|e: donjon_core::digest::DigestError| {
-                Error::new(ErrorCode::DigestInvalid, e.to_string())
-            }),
+        Some(d) => d.parse().map(Some).map_err(|e: donjon_core::digest::DigestError| {
+            Error::new(ErrorCode::DigestInvalid, e.to_string())
+        }),
     }
 }
 
@@ -135,22 +126,14 @@ fn content_range(headers: &HeaderMap) -> HResult<Option<(u64, u64)>> {
         return Ok(None);
     };
     let bad = || {
-        Error::new(
-            ErrorCode::BlobUploadInvalid,
-            "invalid Content-Range: expected <start>-<end>",
-        )
-        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        Error::new(ErrorCode::BlobUploadInvalid, "invalid Content-Range: expected <start>-<end>")
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
     };
     let s = v.to_str().map_err(|_| bad())?.trim();
-    let s = s
-        .strip_prefix("bytes")
-        .map_or(s, |r| r.trim_start_matches([' ', '=']));
+    let s = s.strip_prefix("bytes").map_or(s, |r| r.trim_start_matches([' ', '=']));
     let s = s.split('/').next().unwrap_or("");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u64, u64) = (
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    );
+    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
     if b < a {
         return Err(bad());
     }
@@ -158,18 +141,11 @@ fn content_range(headers: &HeaderMap) -> HResult<Option<(u64, u64)>> {
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn is_empty<B: http_body::Body>(body: &B, headers: &HeaderMap) -> bool {
-    body.is_end_stream()
-        || body.size_hint().exact() == Some(0)
-        || content_length(headers) == Some(0)
+    body.is_end_stream() || body.size_hint().exact() == Some(0) || content_length(headers) == Some(0)
 }
 
 async fn start<B>(s: &Shared, name: &Name, req: Request<B>) -> HResult
@@ -179,11 +155,9 @@ where
 {
     let uri = req.uri().clone();
     if let Some(mount) = query_param(&uri, "mount") {
-        let digest: Digest = mount
-            .parse()
-            .map_err(|e: donjon_core::digest::DigestError| {
-                Error::new(ErrorCode::DigestInvalid, e.to_string())
-            })?;
+        let digest: Digest = mount.parse().map_err(|e: donjon_core::digest::DigestError| {
+            Error::new(ErrorCode::DigestInvalid, e.to_string())
+        })?;
         // Mount only from a repository that links the blob; without `from`, no search across
         // repositories (it would leak other repositories' content): a plain session instead.
         if let Some(from) = query_param(&uri, "from") {
@@ -236,24 +210,17 @@ where
         None => s.store.upload_size(name, id).await?,
     };
     let stream = into_stream(req.into_body());
-    let size = s
-        .store
-        .upload_write(name, id, offset, stream)
-        .await
-        .map_err(|e| match e {
-            StoreError::UploadOffset { .. } => {
-                Error::from(e).with_header(header::LOCATION, session_location(name, id))
-            }
-            e => e.into(),
-        })?;
+    let size = s.store.upload_write(name, id, offset, stream).await.map_err(|e| match e {
+        StoreError::UploadOffset { .. } => {
+            Error::from(e).with_header(header::LOCATION, session_location(name, id))
+        }
+        e => e.into(),
+    })?;
     if let Some((_, b)) = range {
         if size != b + 1 {
             return Err(Error::new(
                 ErrorCode::SizeInvalid,
-                format!(
-                    "the body ended at byte {size}, Content-Range announced {}",
-                    b + 1
-                ),
+                format!("the body ended at byte {size}, Content-Range announced {}", b + 1),
             )
             .with_range(size)
             .with_header(header::LOCATION, session_location(name, id)));
@@ -276,12 +243,8 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let digest = digest_param(req.uri())?.ok_or_else(|| {
-        Error::new(
-            ErrorCode::DigestInvalid,
-            "the digest query parameter is required",
-        )
-    })?;
+    let digest = digest_param(req.uri())?
+        .ok_or_else(|| Error::new(ErrorCode::DigestInvalid, "the digest query parameter is required"))?;
     if !is_empty(req.body(), req.headers()) {
         append(s, name, id, req).await?;
     }
@@ -295,33 +258,22 @@ where
     B::Error: Into<BoxError>,
 {
     let too_big = || {
-        Error::new(
-            ErrorCode::ManifestInvalid,
-            format!("manifest exceeds the {} byte limit", s.max_manifest),
-        )
-        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        Error::new(ErrorCode::ManifestInvalid, format!("manifest exceeds the {} byte limit", s.max_manifest))
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
     if content_length(req.headers()).is_some_and(|n| n > s.max_manifest as u64) {
         return Err(too_big());
     }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let bytes = http_body_util::Limited::new(req.into_body(), s.max_manifest)
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 too_big()
             } else {
-                Error::new(
-                    ErrorCode::ManifestInvalid,
-                    format!("reading the manifest failed: {e}"),
-                )
+                Error::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}"))
             }
         })?
         .to_bytes();
@@ -334,9 +286,7 @@ where
                     ErrorCode::DigestInvalid,
                     "the manifest does not match the digest in the path",
                 )
-                .with_detail(
-                    serde_json::json!({ "expected": d.as_str(), "actual": actual.as_str() }),
-                ));
+                .with_detail(serde_json::json!({ "expected": d.as_str(), "actual": actual.as_str() })));
             }
             (actual, None)
         }
@@ -358,12 +308,10 @@ where
     });
     futures_util::future::try_join_all(blob_checks).await?;
     futures_util::future::try_join_all(manifest_checks).await?;
-    let referrer = parsed.subject.clone().map(|subject| {
-        (
-            subject,
-            parsed.descriptor(digest.clone(), bytes.len() as u64),
-        )
-    });
+    let referrer = parsed
+        .subject
+        .clone()
+        .map(|subject| (subject, parsed.descriptor(digest.clone(), bytes.len() as u64)));
     s.store
         .manifest_put(
             name,
@@ -378,10 +326,7 @@ where
         .await?;
     let mut r = empty(StatusCode::CREATED);
     let h = r.headers_mut();
-    h.insert(
-        header::LOCATION,
-        header_value(&format!("/v2/{name}/manifests/{digest}")),
-    );
+    h.insert(header::LOCATION, header_value(&format!("/v2/{name}/manifests/{digest}")));
     h.insert(DOCKER_CONTENT_DIGEST, header_value(digest.as_str()));
     if let Some(subject) = &parsed.subject {
         h.insert(OCI_SUBJECT, header_value(subject.as_str()));
@@ -409,24 +354,18 @@ mod tests {
 
     fn stack(
         passed: Arc<AtomicUsize>,
-    ) -> impl tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone
-    {
+    ) -> impl tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone {
         let store = Arc::new(MemoryStore::default());
-        ServiceBuilder::new()
-            .layer(RouteLayer::new())
-            .layer(UploadLayer::new(store))
-            .service(tower::service_fn(move |_req: Request<Body>| {
+        ServiceBuilder::new().layer(RouteLayer::new()).layer(UploadLayer::new(store)).service(
+            tower::service_fn(move |_req: Request<Body>| {
                 passed.fetch_add(1, Ordering::SeqCst);
                 async { Ok::<_, Infallible>(Response::new(Body::from("inner"))) }
-            }))
+            }),
+        )
     }
 
     fn req(method: &str, uri: &str, body: &'static [u8]) -> Request<Body> {
-        Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::from(Bytes::from_static(body)))
-            .unwrap()
+        Request::builder().method(method).uri(uri).body(Body::from(Bytes::from_static(body))).unwrap()
     }
 
     #[tokio::test]
@@ -442,16 +381,9 @@ mod tests {
             svc.clone().oneshot(req(m, u, b"")).await.unwrap();
         }
         assert_eq!(passed.load(Ordering::SeqCst), 4);
-        let r = svc
-            .clone()
-            .oneshot(req("POST", "/v2/a/blobs/uploads/", b""))
-            .await
-            .unwrap();
+        let r = svc.clone().oneshot(req("POST", "/v2/a/blobs/uploads/", b"")).await.unwrap();
         assert_eq!(r.status(), 202);
-        let r = svc
-            .oneshot(req("PUT", "/v2/a/manifests/x", b"{}"))
-            .await
-            .unwrap();
+        let r = svc.oneshot(req("PUT", "/v2/a/manifests/x", b"{}")).await.unwrap();
         assert_eq!(r.status(), 400);
         assert_eq!(passed.load(Ordering::SeqCst), 4);
     }
@@ -462,11 +394,7 @@ mod tests {
         let d = Digest::sha256_of(b"{}");
         let r = svc
             .clone()
-            .oneshot(req(
-                "POST",
-                &format!("/v2/a/blobs/uploads/?digest={d}"),
-                b"{}",
-            ))
+            .oneshot(req("POST", &format!("/v2/a/blobs/uploads/?digest={d}"), b"{}"))
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
@@ -475,15 +403,9 @@ mod tests {
             manifest::OCI_MANIFEST
         );
         let m: &'static [u8] = Box::leak(m.into_bytes().into_boxed_slice());
-        let r = svc
-            .oneshot(req("PUT", "/v2/a/manifests/v1", m))
-            .await
-            .unwrap();
+        let r = svc.oneshot(req("PUT", "/v2/a/manifests/v1", m)).await.unwrap();
         assert_eq!(r.status(), 201);
-        assert_eq!(
-            r.headers()[DOCKER_CONTENT_DIGEST].to_str().unwrap(),
-            Digest::sha256_of(m).as_str()
-        );
+        assert_eq!(r.headers()[DOCKER_CONTENT_DIGEST].to_str().unwrap(), Digest::sha256_of(m).as_str());
     }
 
     #[test]
