@@ -269,30 +269,16 @@ fn tls_with_http2() {
     assert!(ok.success());
     let tls = format!("{},{}", cert.display(), key.display());
     let server = Donjon::start_with(&dir.path().join("data"), &["--tls", &tls]);
-    let out = Command::new("curl")
-        .args(["-sS", "--http2", "--cacert"])
-        .arg(&cert)
-        .args([
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_version} %{http_code}",
-            &format!("https://{}/v2/", server.addr),
-        ])
-        .output()
-        .expect("curl is needed for this test");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new("curl")
-        .args(["-sS", "--http1.1", "--cacert"])
-        .arg(&cert)
-        .args([
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_version} %{http_code}",
-            &format!("https://{}/v2/", server.addr),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1 200");
+    let url = format!("https://{}/v2/", server.addr);
+    let curl = |version: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", version, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "--cacert"])
+            .arg(&cert)
+            .arg(&url)
+            .output()
+            .expect("curl is needed for this test");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    assert_eq!(curl("--http2"), "2 200");
+    assert_eq!(curl("--http1.1"), "1.1 200");
 }
