@@ -6,17 +6,16 @@
 set -euo pipefail
 
 PKGS=(
-  skopeo
-  containerd
-  runc
-  podman
+  skopeo                      # copy/inspect/list-tags/delete, and pushes the fixtures
+  containerd                  # containerd + ctr (+ containerd-shim-runc-v2)
+  runc                        # the OCI runtime of containerd, dockerd and podman
+  podman                      # pulls uidmap, conmon, containers-common
   buildah
-  docker.io
-  busybox-static
-  uidmap
-  fuse-overlayfs
-  iptables
-  containernetworking-plugins
+  docker.io                   # dockerd + Debian's docker CLI (/usr/bin/docker), tini
+  busybox-static              # /bin/busybox, the fixture image's only binary
+  iptables                    # dockerd's (a dependency of docker.io; the suite passes --iptables=false)
+  containernetworking-plugins # podman's network backend (its dependency; the suite uses --network none)
+  openssl                     # the TLS suite's self-signed certificate
   ca-certificates
 )
 
@@ -38,9 +37,14 @@ fi
 
 echo "e2e-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-# --no-install-recommends keeps the footprint small; the suites need nothing recommended.
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Installing docker.io / containerd on a machine with systemd may start their system services;
-# the suite runs its own private daemons and needs none of them. Nothing to do here either way.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+# Quiet unless it fails. No recommends: the suites need none of them.
+if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "e2e-deps: apt-get failed" >&2
+  exit 1
+fi
+# On a machine with systemd, installing docker.io and containerd also starts their system
+# services; the suites run private daemons on their own sockets and are not affected.
 echo "e2e-deps: done"

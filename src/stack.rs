@@ -1,7 +1,11 @@
-//! The binary's outer layers around the [`Registry`](crate::Registry): health endpoints,
-//! panic recovery and the access log (one `tracing` line per request: method, path, status,
-//! bytes, duration), emitted when the response body ends, so a long blob transfer is logged
-//! with its real size and duration.
+//! The binary's outer layers around the [`Registry`](crate::Registry): request ids
+//! (tower-http's `x-request-id`, set when the client sent none and echoed back), health
+//! endpoints, panic recovery and the access log (one `tracing` line per request: method, path,
+//! status, bytes, duration, request id), emitted when the response body ends, so a long blob
+//! transfer is logged with its real size and duration.
+//!
+//! Panic recovery and the access log are donjon's own rather than tower-http's `CatchPanic` and
+//! `Trace`: those box the response body a second time, and `Trace` cannot count a body's bytes.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -22,16 +26,22 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::{CatchUnwind, FutureExt};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestId, SetRequestId};
 use tower_service::Service;
 
 use crate::{Body, BoxError, Error, ErrorCode};
 
+/// The binary's outer layers, as one type.
+pub type Wrapped<S> = SetRequestId<PropagateRequestId<AccessLog<Health<CatchPanic<S>>>>, MakeRequestUuid>;
+
 /// Wraps a service in the binary's outer layers.
-pub fn wrap<S>(inner: S) -> AccessLog<Health<CatchPanic<S>>> {
-    AccessLog { inner: Health { inner: CatchPanic { inner } } }
+pub fn wrap<S>(inner: S) -> Wrapped<S> {
+    let name = HeaderName::from_static("x-request-id");
+    let logged = AccessLog { inner: Health { inner: CatchPanic { inner } } };
+    SetRequestId::new(PropagateRequestId::new(logged, name.clone()), name, MakeRequestUuid)
 }
 
 /// Answers `/healthz` and `/readiness` (Trow's paths) with 200.
@@ -144,6 +154,7 @@ struct Line {
     path: String,
     status: StatusCode,
     start: Instant,
+    request_id: Option<HeaderValue>,
 }
 
 impl<S, B> Service<Request<B>> for AccessLog<S>
@@ -164,6 +175,7 @@ where
             path: req.uri().path().to_owned(),
             status: StatusCode::OK,
             start: Instant::now(),
+            request_id: req.headers().get("x-request-id").cloned(),
         };
         AccessLogFuture { fut: self.inner.call(req), line: Some(line) }
     }
@@ -191,6 +203,7 @@ where
         if let Some(l) = &mut line {
             l.status = resp.status();
         }
+        let head = line.as_ref().is_some_and(|l| l.method == Method::HEAD);
         let (parts, inner) = resp.into_parts();
         let expected = parts
             .headers
@@ -198,8 +211,8 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         let mut body = LoggedBody { inner: Some(inner), bytes: 0, expected, line };
-        if body.is_end_stream() {
-            // hyper will not poll an empty body: log now.
+        if body.is_end_stream() || head {
+            // hyper will not poll an empty body, nor the body of a HEAD response: log now.
             body.finish(false);
         }
         let out = Response::from_parts(parts, body);
@@ -228,8 +241,20 @@ impl LoggedBody {
                 bytes = self.bytes,
                 duration_ms = format_args!("{ms:.2}"),
                 aborted,
+                request_id = l.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
                 "request"
             );
+        }
+    }
+}
+
+impl LoggedBody {
+    /// Whether the transfer stopped early: hyper stops polling once `Content-Length` bytes are
+    /// out; short of that, or still streaming without a length, the client went away.
+    fn aborted(&self) -> bool {
+        match self.expected {
+            Some(n) => self.bytes < n && !self.is_end_stream(),
+            None => !self.is_end_stream(),
         }
     }
 }
@@ -270,12 +295,93 @@ impl http_body::Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        // hyper stops polling once Content-Length bytes are out; short of that, or still
-        // streaming without a length, the client went away mid-transfer.
-        let aborted = match self.expected {
-            Some(n) => self.bytes < n && !self.is_end_stream(),
-            None => !self.is_end_stream(),
-        };
+        let aborted = self.aborted();
         self.finish(aborted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn svc(
+        status: u16,
+        body: &'static [u8],
+    ) -> impl Service<Request<Body>, Response = Response<LoggedBody>, Error = Infallible> {
+        let inner = tower::service_fn(move |_req: Request<Body>| async move {
+            let mut r = Response::new(Body::from(Bytes::from_static(body)));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            Ok::<_, Infallible>(r)
+        });
+        wrap(inner)
+    }
+
+    fn req(method: &str, path: &str) -> Request<Body> {
+        Request::builder().method(method).uri(path).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn head_is_logged_at_once_and_not_as_aborted() {
+        let resp = svc(404, b"{\"errors\":[]}").oneshot(req("HEAD", "/v2/x/blobs/y")).await.unwrap();
+        assert!(resp.body().line.is_none(), "logged when the response was ready");
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_length_is_complete() {
+        let resp = svc(200, b"abcdef").oneshot(req("GET", "/v2/x")).await.unwrap();
+        let mut body = resp.into_body();
+        while let Some(f) = body.frame().await {
+            f.unwrap();
+        }
+        assert_eq!(body.bytes, 6);
+        assert!(!body.aborted());
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_half_way_is_aborted() {
+        let inner = tower::service_fn(move |_req: Request<Body>| async move {
+            let chunks: Vec<Result<Bytes, BoxError>> =
+                vec![Ok(Bytes::from_static(b"abc")), Ok(Bytes::from_static(b"def"))];
+            let mut r = Response::new(Body::from_stream(Box::pin(futures_util::stream::iter(chunks))));
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(6));
+            Ok::<_, Infallible>(r)
+        });
+        let resp = wrap(inner).oneshot(req("GET", "/v2/big")).await.unwrap();
+        let mut body = resp.into_body();
+        body.frame().await.unwrap().unwrap();
+        assert!(body.aborted());
+    }
+
+    #[tokio::test]
+    async fn panics_become_500() {
+        let inner = tower::service_fn(|_req: Request<Body>| async {
+            if true {
+                panic!("boom");
+            }
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        });
+        let resp = wrap(inner).oneshot(req("GET", "/v2/")).await.unwrap();
+        assert_eq!(resp.status(), 500);
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_set_and_kept() {
+        let resp = svc(200, b"").oneshot(req("GET", "/v2/")).await.unwrap();
+        assert_eq!(resp.headers()["x-request-id"].len(), 36);
+        let mut r = req("GET", "/v2/");
+        r.headers_mut().insert("x-request-id", HeaderValue::from_static("mine"));
+        let resp = svc(200, b"").oneshot(r).await.unwrap();
+        assert_eq!(resp.headers()["x-request-id"], "mine");
+    }
+
+    #[tokio::test]
+    async fn health_endpoints() {
+        let resp = svc(404, b"").oneshot(req("GET", "/healthz")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let resp = svc(404, b"").oneshot(req("GET", "/readiness")).await.unwrap();
+        assert_eq!(resp.status(), 200);
     }
 }

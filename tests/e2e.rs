@@ -1,0 +1,1495 @@
+//! End-to-end tests with real registry clients: skopeo, containerd's `ctr`, podman, buildah and
+//! docker, each against its own `donjon` binary on a free 127.0.0.1 port with a temporary data
+//! directory.
+//!
+//! They run only with `DONJON_E2E=1` (otherwise each test prints "skipped: set DONJON_E2E=1" and
+//! passes); with it, a missing tool is a failure. Install the tools with `.ci/e2e-deps.sh`
+//! (Debian 12, root), then:
+//!
+//! ```text
+//! DONJON_E2E=1 cargo test --test e2e -- --test-threads=2 --nocapture
+//! ```
+//!
+//! The containerd, podman/buildah and docker suites start daemons as root and run containers,
+//! each in its own temporary directories (roots, state, sockets); they take a global lock so
+//! that at most one of them runs at a time. Every external command has a timeout and is printed
+//! before it runs; every daemon is stopped by its PID when its guard is dropped.
+//!
+//! Knobs: `DONJON_E2E_LARGE_MB` (size of the large layer, default 64),
+//! `DONJON_E2E_KEEP=1` (keep the temporary directories, printing where they are).
+
+mod fixtures;
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The default limit of one external command.
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// The limit for commands moving the large image.
+const LARGE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a daemon may take to come up.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// Serializes the suites that start container daemons (containerd, dockerd, podman).
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy_lock() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn e2e_enabled() -> bool {
+    std::env::var("DONJON_E2E").as_deref() == Ok("1")
+}
+
+macro_rules! require_e2e {
+    () => {
+        if !e2e_enabled() {
+            println!("skipped: set DONJON_E2E=1");
+            return;
+        }
+    };
+}
+
+// =============================================================================================
+// tools and commands
+
+/// The extra directories searched for tools (and given to daemons, which look up runc, shims
+/// and conmon on PATH): root's sbin directories may be missing from a CI environment's PATH.
+const EXTRA_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+fn search_path() -> String {
+    let mut p = std::env::var("PATH").unwrap_or_default();
+    for d in EXTRA_PATH {
+        if !p.split(':').any(|x| x == *d) {
+            if !p.is_empty() {
+                p.push(':');
+            }
+            p.push_str(d);
+        }
+    }
+    p
+}
+
+/// The absolute path of `name`, or a test failure telling how to install it.
+fn tool(name: &str) -> PathBuf {
+    for dir in search_path().split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("DONJON_E2E=1 but the tool `{name}` is not installed (run .ci/e2e-deps.sh as root)");
+}
+
+/// Debian's docker CLI (matching Debian's dockerd) when present, else the first on PATH.
+fn docker_cli() -> PathBuf {
+    let debian = Path::new("/usr/bin/docker");
+    if debian.is_file() {
+        debian.to_path_buf()
+    } else {
+        tool("docker")
+    }
+}
+
+/// A `Command` for `tool(name)` with the extended PATH.
+fn cmd(name: &str) -> Command {
+    cmd_path(&tool(name))
+}
+
+fn cmd_path(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env("PATH", search_path());
+    c
+}
+
+/// The outcome of one external command.
+struct Out {
+    /// `None` when it was killed at its timeout.
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+    line: String,
+    elapsed: Duration,
+}
+
+impl Out {
+    fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    fn describe(&self) -> String {
+        let status = match self.status {
+            None => "TIMED OUT (killed)".to_string(),
+            Some(s) => format!("{s}"),
+        };
+        format!(
+            "command: {}\nstatus: {status} after {:.1?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.line,
+            self.elapsed,
+            tail(&self.stdout, 6000),
+            tail(&self.stderr, 6000)
+        )
+    }
+}
+
+fn tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut i = s.len() - max;
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+fn command_line(c: &Command) -> String {
+    let mut s = String::new();
+    for (k, v) in c.get_envs() {
+        // PATH is only extended; removed variables are not worth showing.
+        if let (Some(v), false) = (v, k == "PATH") {
+            let _ = write!(s, "{}={} ", k.to_string_lossy(), shell_quote(v));
+        }
+    }
+    s.push_str(&shell_quote(c.get_program()));
+    for a in c.get_args() {
+        s.push(' ');
+        s.push_str(&shell_quote(a));
+    }
+    s
+}
+
+fn shell_quote(s: &OsStr) -> String {
+    let s = s.to_string_lossy();
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c)) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Sends `signal` (e.g. "TERM") to one process, by PID.
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Sends SIGKILL to a process group we created (the command's own group, by its PID).
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Runs `c` to completion or `timeout`, printing its command line first and its duration after.
+/// A command still running at its timeout is killed (its whole process group).
+fn run_with(c: &mut Command, timeout: Duration) -> Out {
+    let line = command_line(c);
+    println!("$ {line}");
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let start = Instant::now();
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot start `{line}`: {e}"));
+    let (tx_out, rx_out) = mpsc::channel();
+    let (tx_err, rx_err) = mpsc::channel();
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        let _ = tx_out.send(b);
+    });
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = se.read_to_end(&mut b);
+        let _ = tx_err.send(b);
+    });
+    let deadline = start + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group(child.id());
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("waiting for `{line}`: {e}"),
+        }
+    };
+    // A daemonized grandchild may keep the pipes open: don't wait for it forever.
+    let grab = |rx: mpsc::Receiver<Vec<u8>>| {
+        String::from_utf8_lossy(&rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()).into_owned()
+    };
+    let out = Out { status, stdout: grab(rx_out), stderr: grab(rx_err), line, elapsed: start.elapsed() };
+    println!(
+        "  -> {} in {:.1?}",
+        match out.status {
+            None => "TIMED OUT".to_string(),
+            Some(s) =>
+                s.code().map(|c| format!("exit {c}")).unwrap_or_else(|| format!("signal {:?}", s.signal())),
+        },
+        out.elapsed
+    );
+    out
+}
+
+/// Whether `c` succeeds within 10 s, silently (for readiness polls).
+fn probe(c: &mut Command) -> bool {
+    let Ok(mut child) = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn() else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return s.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
+/// Runs `c` with the default timeout and requires success; returns its stdout.
+fn ok(c: &mut Command) -> String {
+    ok_with(c, TIMEOUT)
+}
+
+fn ok_with(c: &mut Command, timeout: Duration) -> String {
+    let out = run_with(c, timeout);
+    if !out.success() {
+        panic!("command failed\n{}", out.describe());
+    }
+    out.stdout
+}
+
+/// Runs `c` with the default timeout and requires that it fails (not by timing out).
+fn fails(c: &mut Command) -> Out {
+    let out = run_with(c, TIMEOUT);
+    assert!(out.status.is_some(), "expected a failure, got a timeout\n{}", out.describe());
+    assert!(!out.success(), "expected a failure\n{}", out.describe());
+    out
+}
+
+// =============================================================================================
+// temporary directories and daemons
+
+/// A temporary directory, kept with `DONJON_E2E_KEEP=1`.
+struct Scratch {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new(label: &str) -> Self {
+        // Short paths: unix socket paths must stay under 108 bytes.
+        let dir =
+            tempfile::Builder::new().prefix(&format!("dj-{label}-")).tempdir_in("/tmp").expect("tempdir");
+        let path = dir.path().to_path_buf();
+        println!("[{label}] scratch directory {}", path.display());
+        Self { dir: Some(dir), path }
+    }
+
+    fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    /// `join(p)`, created.
+    fn dir(&self, p: &str) -> PathBuf {
+        let d = self.path.join(p);
+        fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var("DONJON_E2E_KEEP").as_deref() == Ok("1") {
+            if let Some(d) = self.dir.take() {
+                println!("keeping {}", d.keep().display());
+            }
+        }
+    }
+}
+
+/// A background process stopped by its PID (SIGTERM, then SIGKILL after a grace period) when
+/// dropped. Its stdout and stderr go to `log`.
+struct Daemon {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    grace: Duration,
+}
+
+impl Daemon {
+    fn spawn(name: &str, c: &mut Command, log: &Path) -> Self {
+        let line = command_line(c);
+        println!("$ {line} &   # log: {}", log.display());
+        let f = fs::File::create(log).expect("log file");
+        c.stdin(Stdio::null()).stdout(f.try_clone().expect("log file")).stderr(f).process_group(0);
+        let child = c.spawn().unwrap_or_else(|e| panic!("cannot start {name} (`{line}`): {e}"));
+        println!("  -> {name} pid {}", child.id());
+        Self { name: name.to_string(), child, log: log.to_path_buf(), grace: Duration::from_secs(20) }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_tail(&self) -> String {
+        let s = fs::read_to_string(&self.log).unwrap_or_default();
+        tail(&s, 8000).to_string()
+    }
+
+    /// SIGTERM by PID; waits up to the grace period, then SIGKILL. Returns the exit status.
+    fn stop(&mut self) -> ExitStatus {
+        if let Ok(Some(s)) = self.child.try_wait() {
+            return s;
+        }
+        println!("stopping {} (pid {}) with SIGTERM", self.name, self.pid());
+        signal(self.pid(), "TERM");
+        let deadline = Instant::now() + self.grace;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => return s,
+                Ok(None) if Instant::now() >= deadline => {
+                    println!(
+                        "{} (pid {}) ignored SIGTERM for {:?}: SIGKILL",
+                        self.name,
+                        self.pid(),
+                        self.grace
+                    );
+                    let _ = self.child.kill();
+                    return self.child.wait().expect("wait");
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => panic!("waiting for {}: {e}", self.name),
+            }
+        }
+    }
+
+    /// Waits until `ready()` holds, checking the process stays alive.
+    fn wait_until(&mut self, what: &str, ready: impl FnMut() -> bool) {
+        if let Err(e) = self.wait_ready(what, ready) {
+            panic!("{e}");
+        }
+    }
+
+    /// [`wait_until`](Self::wait_until), returning the failure (with the log) instead.
+    fn wait_ready(&mut self, what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited early ({s}); log {}:\n{}",
+                    self.name,
+                    self.log.display(),
+                    self.log_tail()
+                ));
+            }
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{} not {what} after {STARTUP:?}; log:\n{}", self.name, self.log_tail()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// A `donjon` binary serving `data` on 127.0.0.1.
+struct Donjon {
+    daemon: Daemon,
+    port: u16,
+    data: PathBuf,
+}
+
+impl Donjon {
+    fn start(scratch: &Scratch) -> Self {
+        Self::start_with(scratch, None)
+    }
+
+    /// On a free port (retried should another process take the port between our probe and
+    /// donjon's bind), with data in `scratch/data`; TLS with `tls = Some((cert, key))`.
+    fn start_with(scratch: &Scratch, tls: Option<(&Path, &Path)>) -> Self {
+        let data = scratch.dir("data");
+        let log = scratch.join("donjon.log");
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(&data, free_port(), &log, tls) {
+                Ok(d) => return d,
+                Err(e) if attempt < 3 && e.contains("in use") => {
+                    println!("donjon could not bind (attempt {attempt}), trying another port");
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// On `port` (plain HTTP), e.g. to restart on the same data directory and port.
+    fn start_on(data: &Path, port: u16, log: &Path) -> Self {
+        Self::try_start(data, port, log, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start(data: &Path, port: u16, log: &Path, tls: Option<(&Path, &Path)>) -> Result<Self, String> {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_donjon"));
+        c.arg("--bind").arg(format!("127.0.0.1:{port}")).arg("-d").arg(data);
+        if let Some((cert, key)) = tls {
+            c.arg("--tls").arg(format!("{},{}", cert.display(), key.display()));
+        }
+        // Configuration from the environment would change what is tested.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("REGISTRY_") || k.starts_with("DONJON_") || k == "RUST_LOG" {
+                c.env_remove(k);
+            }
+        }
+        c.env("RUST_LOG", "info").env("NO_COLOR", "1");
+        let mut daemon = Daemon::spawn("donjon", &mut c, log);
+        daemon.grace = Duration::from_secs(15);
+        let addr = format!("127.0.0.1:{port}");
+        if tls.is_some() {
+            // The raw client speaks no TLS: the listener accepting connections is enough.
+            daemon.wait_ready("listening", || TcpStream::connect(&addr).is_ok())?;
+        } else {
+            daemon.wait_ready("healthy", || {
+                http(&addr, "GET", "/healthz", &[]).is_ok_and(|r| r.status == 200)
+            })?;
+        }
+        Ok(Self { daemon, port, data: data.to_path_buf() })
+    }
+
+    /// `127.0.0.1:PORT`
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `docker://127.0.0.1:PORT/<repo_ref>`
+    fn docker(&self, repo_ref: &str) -> String {
+        format!("docker://{}/{repo_ref}", self.host())
+    }
+
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http(&self.host(), "GET", path, headers).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Stops gracefully (SIGTERM) and requires a clean exit.
+    fn stop(mut self) -> PathBuf {
+        let s = self.daemon.stop();
+        assert!(s.success(), "donjon did not exit cleanly on SIGTERM: {s}; log:\n{}", self.daemon.log_tail());
+        self.data.clone()
+    }
+}
+
+// =============================================================================================
+// raw HTTP/1.1
+
+struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// One request over a fresh connection (`Connection: close`); understands Content-Length,
+/// chunked and read-to-close bodies.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: donjon-e2e\r\n"
+    );
+    for (k, v) in headers {
+        let _ = write!(req, "{k}: {v}\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 =
+        status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if method == "HEAD" {
+        Vec::new()
+    } else if chunked {
+        let mut body = Vec::new();
+        let mut r = rest;
+        loop {
+            let eol = r.windows(2).position(|w| w == b"\r\n").ok_or_else(|| bad("bad chunk"))?;
+            let size_str = String::from_utf8_lossy(&r[..eol]);
+            let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| bad("bad chunk size"))?;
+            r = &r[eol + 2..];
+            if size == 0 {
+                break;
+            }
+            if r.len() < size + 2 {
+                return Err(bad("short chunk"));
+            }
+            body.extend_from_slice(&r[..size]);
+            r = &r[size + 2..];
+        }
+        body
+    } else if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+    {
+        let len: usize = len;
+        if rest.len() < len {
+            return Err(bad("short body"));
+        }
+        rest[..len].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(HttpResponse { status, headers, body })
+}
+
+// =============================================================================================
+// skopeo helpers
+
+fn skopeo_policy(scratch: &Scratch) -> PathBuf {
+    let p = scratch.join("policy.json");
+    if !p.exists() {
+        fs::write(&p, br#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+    }
+    p
+}
+
+/// An empty credentials file in `dir` (podman insists that REGISTRY_AUTH_FILE exists).
+fn auth_file(dir: &Path) -> PathBuf {
+    let p = dir.join("auth.json");
+    if !p.exists() {
+        fs::write(&p, br#"{"auths":{}}"#).unwrap();
+    }
+    p
+}
+
+/// `skopeo` with our own signature policy and an empty registries configuration.
+fn skopeo(scratch: &Scratch) -> Command {
+    let mut c = cmd("skopeo");
+    let reg = scratch.join("registries.conf");
+    if !reg.exists() {
+        fs::write(&reg, "unqualified-search-registries = []\n").unwrap();
+    }
+    c.env("CONTAINERS_REGISTRIES_CONF", &reg);
+    c.env("REGISTRY_AUTH_FILE", auth_file(&scratch.path));
+    c.arg("--policy").arg(skopeo_policy(scratch));
+    c
+}
+
+/// `skopeo copy [extra] SRC DST` with TLS verification off on both sides.
+fn skopeo_copy(scratch: &Scratch, extra: &[&str], src: &str, dst: &str) -> String {
+    skopeo_copy_with(scratch, extra, src, dst, TIMEOUT)
+}
+
+fn skopeo_copy_with(scratch: &Scratch, extra: &[&str], src: &str, dst: &str, timeout: Duration) -> String {
+    let mut c = skopeo(scratch);
+    c.args(["copy", "--retry-times", "0"]);
+    if src.starts_with("docker://") {
+        c.arg("--src-tls-verify=false");
+    }
+    if dst.starts_with("docker://") {
+        c.arg("--dest-tls-verify=false");
+    }
+    c.args(extra).arg(src).arg(dst);
+    ok_with(&mut c, timeout)
+}
+
+/// `skopeo inspect --raw`: the manifest bytes as served.
+fn skopeo_raw(scratch: &Scratch, image: &str) -> Vec<u8> {
+    let mut c = skopeo(scratch);
+    c.args(["inspect", "--raw", "--retry-times", "0"]);
+    if image.starts_with("docker://") {
+        c.arg("--tls-verify=false");
+    }
+    c.arg(image);
+    ok(&mut c).into_bytes()
+}
+
+/// The digest of the manifest `skopeo inspect --raw` prints.
+fn skopeo_raw_digest(scratch: &Scratch, image: &str) -> String {
+    format!("sha256:{}", fixtures::sha256_hex(&skopeo_raw(scratch, image)))
+}
+
+/// The digest the layout at `dir` names `tag` in its index.json.
+fn layout_digest(dir: &Path, tag: &str) -> String {
+    let index: Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).expect("index.json")).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("no tag {tag} in {}", dir.display()))["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The large layer's size in bytes.
+fn large_size() -> u64 {
+    std::env::var("DONJON_E2E_LARGE_MB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(64) << 20
+}
+
+fn file_sha256(path: &Path) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut f = fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// =============================================================================================
+// fixtures sanity (always runs: pure Rust)
+
+#[test]
+fn fixtures_are_deterministic_and_well_formed() {
+    assert_eq!(fixtures::crc32(b"123456789"), 0xCBF4_3926);
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let la = fixtures::OciLayout::create(a.path()).unwrap();
+    let lb = fixtures::OciLayout::create(b.path()).unwrap();
+    let ia = la.tiny_arm64_image().unwrap();
+    let ib = lb.tiny_arm64_image().unwrap();
+    assert_eq!(ia.manifest, ib.manifest);
+    let ga = la.large_image(100_000, 7, false).unwrap();
+    let gb = lb.large_image(100_000, 7, false).unwrap();
+    assert_eq!(ga.manifest, gb.manifest);
+    // The streamed gzip is the in-memory one, whatever the write sizes.
+    let za = la.large_image(200_000, 7, true).unwrap();
+    let t = lb.large_image(200_000, 7, false).unwrap();
+    let tar = fs::read(lb.blob_path(&t.layers[0].digest)).unwrap();
+    assert_eq!(format!("sha256:{}", fixtures::sha256_hex(&fixtures::gzip_stored(&tar))), za.layers[0].digest);
+    assert_eq!(za.diff_ids[0], format!("sha256:{}", fixtures::sha256_hex(&tar)));
+    // gzip(1) reads it back.
+    if let Ok(out) = Command::new("gzip").arg("-dc").arg(la.blob_path(&za.layers[0].digest)).output() {
+        assert!(out.status.success());
+        assert_eq!(out.stdout, tar);
+    }
+    // a tar: 512 header + 100_000 data padded to 100_352 + 1024 trailer
+    assert_eq!(ga.layers[0].size, 512 + 100_352 + 1024);
+    assert_eq!(file_sha256(&la.blob_path(&ga.layers[0].digest)), ga.layers[0].hex());
+    let s = la.artifact(&ia.manifest, "x").unwrap();
+    let m: Value = serde_json::from_slice(&fs::read(la.blob_path(&s.manifest.digest)).unwrap()).unwrap();
+    assert_eq!(m["subject"]["digest"], ia.manifest.digest.as_str());
+    assert_eq!(
+        m["config"]["digest"],
+        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    );
+    if Path::new(fixtures::HOST_BUSYBOX).exists() {
+        let x = la.busybox_image().unwrap();
+        let y = lb.busybox_image().unwrap();
+        assert_eq!(x.manifest, y.manifest);
+        assert_ne!(x.layers[0].digest, x.diff_ids[0], "gzip layer digest vs diff_id");
+    }
+}
+
+// =============================================================================================
+// skopeo
+
+/// Copy in and out, inspect --raw, list-tags, pull by digest, delete.
+#[test]
+fn skopeo_single_image_roundtrip() {
+    require_e2e!();
+    let s = Scratch::new("skopeo1");
+    let dj = Donjon::start(&s);
+    let (layout, img) = fixtures::busybox(s.join("in"), "v1").unwrap();
+
+    skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("e2e/busybox:v1"));
+    skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("e2e/busybox:v2"));
+    // The manifest is stored and served byte for byte: same digest.
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("e2e/busybox:v1")), img.manifest.digest);
+    let by_digest = dj.docker(&format!("e2e/busybox@{}", img.manifest.digest));
+    assert_eq!(skopeo_raw_digest(&s, &by_digest), img.manifest.digest);
+
+    // What the clients rely on, checked directly too: HEAD and GET of the manifest by tag give
+    // its digest (containerd and docker take the digest of a tag from Docker-Content-Digest),
+    // media type and length.
+    let accept =
+        [("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")];
+    for method in ["HEAD", "GET"] {
+        let r = http(&dj.host(), method, "/v2/e2e/busybox/manifests/v1", &accept).unwrap();
+        assert_eq!(r.status, 200, "{method} manifest");
+        assert_eq!(
+            r.header("docker-content-digest"),
+            Some(img.manifest.digest.as_str()),
+            "{method} manifest"
+        );
+        assert_eq!(r.header("content-type"), Some(fixtures::MT_MANIFEST), "{method} manifest");
+        assert_eq!(
+            r.header("content-length"),
+            Some(img.manifest.size.to_string().as_str()),
+            "{method} manifest"
+        );
+        if method == "GET" {
+            assert_eq!(format!("sha256:{}", fixtures::sha256_hex(&r.body)), img.manifest.digest);
+        }
+    }
+
+    // `skopeo inspect` (not raw) reads the config too.
+    let mut c = skopeo(&s);
+    c.args(["inspect", "--tls-verify=false", &dj.docker("e2e/busybox:v1")]);
+    let inspect: Value = serde_json::from_str(&ok(&mut c)).unwrap();
+    assert_eq!(inspect["Digest"], img.manifest.digest.as_str());
+    assert_eq!(inspect["Architecture"], "amd64");
+    assert_eq!(inspect["Layers"][0], img.layers[0].digest.as_str());
+
+    let mut c = skopeo(&s);
+    c.args(["list-tags", "--tls-verify=false", &dj.docker("e2e/busybox")]);
+    let tags: Value = serde_json::from_str(&ok(&mut c)).unwrap();
+    let mut tags: Vec<String> =
+        tags["Tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    tags.sort();
+    assert_eq!(tags, ["v1", "v2"]);
+
+    // Out again, by tag and by digest: identical manifest and layer.
+    skopeo_copy(&s, &[], &dj.docker("e2e/busybox:v1"), &format!("oci:{}:out", s.join("out").display()));
+    assert_eq!(layout_digest(&s.join("out"), "out"), img.manifest.digest);
+    let out_layer = s.join("out/blobs/sha256").join(img.layers[0].hex());
+    assert_eq!(file_sha256(&out_layer), img.layers[0].hex());
+    skopeo_copy(&s, &[], &by_digest, &format!("oci:{}:bydigest", s.join("out").display()));
+    assert_eq!(layout_digest(&s.join("out"), "bydigest"), img.manifest.digest);
+
+    // A docker-archive, as `docker load` takes it, converts the image: still readable.
+    skopeo_copy(
+        &s,
+        &[],
+        &dj.docker("e2e/busybox:v1"),
+        &format!("docker-archive:{}", s.join("bb.tar").display()),
+    );
+
+    let cat = dj.get("/v2/_catalog", &[]);
+    assert_eq!(cat.status, 200);
+    assert!(cat.json()["repositories"].as_array().unwrap().iter().any(|r| r == "e2e/busybox"), "catalog");
+
+    // Delete by digest (skopeo resolves the tag to the digest and deletes the manifest).
+    let mut c = skopeo(&s);
+    c.args(["delete", "--tls-verify=false", &dj.docker("e2e/busybox:v1")]);
+    ok(&mut c);
+    for gone in [dj.docker("e2e/busybox:v1"), by_digest.clone()] {
+        let mut c = skopeo(&s);
+        c.args(["inspect", "--raw", "--retry-times", "0", "--tls-verify=false", &gone]);
+        let out = fails(&mut c);
+        assert!(out.stderr.contains("manifest unknown"), "expected MANIFEST_UNKNOWN\n{}", out.describe());
+    }
+    let r = dj.get(&format!("/v2/e2e/busybox/manifests/{}", img.manifest.digest), &[]);
+    assert_eq!(r.status, 404, "manifest after delete: {}", String::from_utf8_lossy(&r.body));
+    dj.stop();
+}
+
+/// `copy --all` of an image index keeps the index digest; one platform can be picked.
+#[test]
+fn skopeo_multi_arch_all() {
+    require_e2e!();
+    let s = Scratch::new("skopeo-multi");
+    let dj = Donjon::start(&s);
+    let (layout, m) = fixtures::multi_arch(s.join("in"), "multi").unwrap();
+
+    skopeo_copy(&s, &["--all"], &layout.reference("multi"), &dj.docker("e2e/multi:1"));
+    let raw = skopeo_raw(&s, &dj.docker("e2e/multi:1"));
+    assert_eq!(format!("sha256:{}", fixtures::sha256_hex(&raw)), m.index.digest, "index digest preserved");
+    let index: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(index["mediaType"], fixtures::MT_INDEX);
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    for img in [&m.amd64, &m.arm64] {
+        let r = dj.docker(&format!("e2e/multi@{}", img.manifest.digest));
+        assert_eq!(skopeo_raw_digest(&s, &r), img.manifest.digest);
+    }
+
+    // Without --all, skopeo picks one platform from the index.
+    let mut c = skopeo(&s);
+    c.args(["--override-arch", "arm64", "--override-os", "linux"]);
+    c.args(["copy", "--src-tls-verify=false", &dj.docker("e2e/multi:1")]);
+    c.arg(format!("oci:{}:arm", s.join("arm").display()));
+    ok(&mut c);
+    assert_eq!(layout_digest(&s.join("arm"), "arm"), m.arm64.manifest.digest);
+
+    // Out with --all: the same index, both images.
+    skopeo_copy(&s, &["--all"], &dj.docker("e2e/multi:1"), &format!("oci:{}:all", s.join("out").display()));
+    assert_eq!(layout_digest(&s.join("out"), "all"), m.index.digest);
+    for img in [&m.amd64, &m.arm64] {
+        for l in &img.layers {
+            assert_eq!(file_sha256(&s.join("out/blobs/sha256").join(l.hex())), l.hex());
+        }
+    }
+    dj.stop();
+}
+
+/// `--preserve-digests` registry to registry (cross-repository), and between two registries.
+#[test]
+fn skopeo_preserve_digests() {
+    require_e2e!();
+    let s = Scratch::new("skopeo-pd");
+    let dj = Donjon::start(&s);
+    let s2 = Scratch::new("skopeo-pd2");
+    let dj2 = Donjon::start(&s2);
+    let (layout, m) = fixtures::multi_arch(s.join("in"), "multi").unwrap();
+
+    skopeo_copy(&s, &["--all", "--preserve-digests"], &layout.reference("multi"), &dj.docker("src/multi:1"));
+    // Same registry, another repository: the blobs can be mounted.
+    skopeo_copy(&s, &["--all", "--preserve-digests"], &dj.docker("src/multi:1"), &dj.docker("dst/multi:1"));
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("dst/multi:1")), m.index.digest);
+    // Another registry.
+    skopeo_copy(
+        &s,
+        &["--all", "--preserve-digests"],
+        &dj.docker("src/multi:1"),
+        &dj2.docker("other/multi:1"),
+    );
+    assert_eq!(skopeo_raw_digest(&s, &dj2.docker("other/multi:1")), m.index.digest);
+    // Single image with --preserve-digests.
+    let single = dj.docker(&format!("src/multi@{}", m.amd64.manifest.digest));
+    skopeo_copy(&s, &["--preserve-digests"], &single, &dj2.docker("other/amd64:1"));
+    assert_eq!(skopeo_raw_digest(&s, &dj2.docker("other/amd64:1")), m.amd64.manifest.digest);
+    let r = dj2.get(&format!("/v2/other/amd64/blobs/{}", m.amd64.layers[0].digest), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(format!("sha256:{}", fixtures::sha256_hex(&r.body)), m.amd64.layers[0].digest);
+    assert_eq!(r.header("docker-content-digest"), Some(m.amd64.layers[0].digest.as_str()));
+    dj2.stop();
+    dj.stop();
+}
+
+/// An artifact whose subject is the busybox manifest shows in the referrers API.
+#[test]
+fn skopeo_artifact_referrers() {
+    require_e2e!();
+    let s = Scratch::new("skopeo-ref");
+    let dj = Donjon::start(&s);
+    let (layout, img) = fixtures::busybox(s.join("in"), "v1").unwrap();
+    skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("e2e/signed:v1"));
+
+    let (alayout, art) = fixtures::artifact(s.join("art"), "sig", &img.manifest, "first").unwrap();
+    skopeo_copy(&s, &["--preserve-digests"], &alayout.reference("sig"), &dj.docker("e2e/signed:sig"));
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("e2e/signed:sig")), art.manifest.digest);
+
+    let path = format!("/v2/e2e/signed/referrers/{}", img.manifest.digest);
+    let r = dj.get(&path, &[]);
+    println!("GET {path} -> {} {}", r.status, String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap_or("").starts_with(fixtures::MT_INDEX), "content-type");
+    let index = r.json();
+    let refs = index["manifests"].as_array().expect("manifests");
+    assert_eq!(refs.len(), 1, "{index}");
+    assert_eq!(refs[0]["digest"], art.manifest.digest.as_str());
+    assert_eq!(refs[0]["size"], art.manifest.size);
+    assert_eq!(refs[0]["mediaType"], fixtures::MT_MANIFEST);
+    assert_eq!(refs[0]["artifactType"], fixtures::ARTIFACT_TYPE);
+    assert_eq!(refs[0]["annotations"]["org.example.note"], "first");
+
+    let r = dj.get(&format!("{path}?artifactType=application/vnd.example.other"), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["manifests"].as_array().map(Vec::len), Some(0), "filtered referrers");
+
+    // The artifact copied back out is byte-identical.
+    skopeo_copy(&s, &[], &dj.docker("e2e/signed:sig"), &format!("oci:{}:sig", s.join("out").display()));
+    assert_eq!(layout_digest(&s.join("out"), "sig"), art.manifest.digest);
+    dj.stop();
+}
+
+/// A large layer in and out (streamed upload through skopeo, streamed download), as gzip (kept
+/// byte for byte) and uncompressed (which skopeo compresses on the fly while pushing, so the
+/// registry must digest a stream of unknown length).
+#[test]
+fn skopeo_large_layer() {
+    require_e2e!();
+    let s = Scratch::new("skopeo-large");
+    let dj = Donjon::start(&s);
+    let size = large_size();
+    let t = Instant::now();
+    let mut layout = fixtures::OciLayout::create(s.join("in")).unwrap();
+    let img = layout.large_image(size, 42, true).unwrap();
+    layout.tag(&img.manifest, "gz");
+    let raw_img = layout.large_image(size, 43, false).unwrap();
+    layout.tag(&raw_img.manifest, "tar");
+    layout.save().unwrap();
+    println!("wrote two {size}-byte layers in {:.1?}", t.elapsed());
+
+    skopeo_copy_with(&s, &[], &layout.reference("gz"), &dj.docker("e2e/large:gz"), LARGE_TIMEOUT);
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("e2e/large:gz")), img.manifest.digest);
+    let r = http(&dj.host(), "HEAD", &format!("/v2/e2e/large/blobs/{}", img.layers[0].digest), &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some(img.layers[0].size.to_string().as_str()));
+    assert_eq!(r.header("docker-content-digest"), Some(img.layers[0].digest.as_str()));
+    let out = s.join("out");
+    skopeo_copy_with(
+        &s,
+        &[],
+        &dj.docker("e2e/large:gz"),
+        &format!("oci:{}:gz", out.display()),
+        LARGE_TIMEOUT,
+    );
+    assert_eq!(layout_digest(&out, "gz"), img.manifest.digest);
+    assert_eq!(file_sha256(&out.join("blobs/sha256").join(img.layers[0].hex())), img.layers[0].hex());
+
+    let digestfile = s.join("tar.digest");
+    let df = format!("--digestfile={}", digestfile.display());
+    skopeo_copy_with(&s, &[&df], &layout.reference("tar"), &dj.docker("e2e/large:tar"), LARGE_TIMEOUT);
+    let pushed = fs::read_to_string(&digestfile).unwrap().trim().to_string();
+    assert_ne!(pushed, raw_img.manifest.digest, "skopeo was expected to compress the layer");
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("e2e/large:tar")), pushed);
+    skopeo_copy_with(
+        &s,
+        &[],
+        &dj.docker("e2e/large:tar"),
+        &format!("oci:{}:tar", out.display()),
+        LARGE_TIMEOUT,
+    );
+    assert_eq!(layout_digest(&out, "tar"), pushed);
+    let m: Value =
+        serde_json::from_slice(&fs::read(out.join("blobs/sha256").join(&pushed[7..])).unwrap()).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(format!("sha256:{}", file_sha256(&out.join("blobs/sha256").join(&layer[7..]))), layer);
+    assert_eq!(m["layers"][0]["mediaType"], fixtures::MT_LAYER_GZIP);
+    dj.stop();
+}
+
+/// Over TLS (`--tls CERT,KEY`): skopeo verifies the certificate when given its CA, and refuses
+/// the connection without it.
+#[test]
+fn skopeo_tls() {
+    require_e2e!();
+    let s = Scratch::new("skopeo-tls");
+    let certs = s.dir("certs");
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    ok(cmd("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args(["-subj", "/CN=donjon-e2e", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    // c/image takes every *.crt of a --cert-dir as a CA.
+    let ca_dir = s.dir("ca");
+    fs::copy(&cert, ca_dir.join("ca.crt")).unwrap();
+    let dj = Donjon::start_with(&s, Some((&cert, &key)));
+    let (layout, img) = fixtures::busybox(s.join("in"), "v1").unwrap();
+
+    let mut c = skopeo(&s);
+    c.args(["copy", "--retry-times", "0", "--dest-tls-verify=true", "--dest-cert-dir"]).arg(&ca_dir);
+    c.arg(layout.reference("v1")).arg(dj.docker("e2e/tls:v1"));
+    ok(&mut c);
+    let mut c = skopeo(&s);
+    c.args(["inspect", "--raw", "--retry-times", "0", "--tls-verify=true", "--cert-dir"]).arg(&ca_dir);
+    c.arg(dj.docker("e2e/tls:v1"));
+    assert_eq!(format!("sha256:{}", fixtures::sha256_hex(ok(&mut c).as_bytes())), img.manifest.digest);
+
+    // Without the CA the certificate is unknown: TLS is really in use.
+    let mut c = skopeo(&s);
+    c.args(["inspect", "--raw", "--retry-times", "0", "--tls-verify=true", &dj.docker("e2e/tls:v1")]);
+    let out = fails(&mut c);
+    assert!(out.stderr.contains("certificate"), "expected a certificate error\n{}", out.describe());
+    // And plain HTTP is not served on the TLS port.
+    let r = http(&dj.host(), "GET", "/v2/", &[]);
+    assert!(r.map_or(true, |r| r.status != 200), "plain HTTP answered on the TLS port");
+    dj.stop();
+}
+
+// =============================================================================================
+// restart
+
+/// Content pushed before a graceful stop is served after a restart on the same data directory.
+#[test]
+fn restart_keeps_content() {
+    require_e2e!();
+    let s = Scratch::new("restart");
+    let dj = Donjon::start(&s);
+    let port = dj.port;
+    let (layout, m) = fixtures::multi_arch(s.join("in"), "multi").unwrap();
+    skopeo_copy(&s, &["--all"], &layout.reference("multi"), &dj.docker("e2e/keep:1"));
+    let before = skopeo_raw_digest(&s, &dj.docker("e2e/keep:1"));
+    assert_eq!(before, m.index.digest);
+    let data = dj.stop();
+
+    let dj = Donjon::start_on(&data, port, &s.join("donjon2.log"));
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("e2e/keep:1")), before);
+    let mut c = skopeo(&s);
+    c.args(["list-tags", "--tls-verify=false", &dj.docker("e2e/keep")]);
+    let tags: Value = serde_json::from_str(&ok(&mut c)).unwrap();
+    assert_eq!(tags["Tags"], serde_json::json!(["1"]));
+    skopeo_copy(&s, &["--all"], &dj.docker("e2e/keep:1"), &format!("oci:{}:after", s.join("out").display()));
+    assert_eq!(layout_digest(&s.join("out"), "after"), m.index.digest);
+    // And it still takes pushes.
+    skopeo_copy(&s, &["--all"], &dj.docker("e2e/keep:1"), &dj.docker("e2e/keep:2"));
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("e2e/keep:2")), m.index.digest);
+    dj.stop();
+}
+
+// =============================================================================================
+// containerd
+
+/// A private containerd: root, state, sockets and config under `dir`.
+struct Containerd {
+    /// Stopped (SIGTERM by PID) when dropped.
+    _daemon: Daemon,
+    sock: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Self {
+        let root = dir.join("root");
+        let state = dir.join("state");
+        let sock = dir.join("c.sock");
+        let config = dir.join("config.toml");
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(&state).unwrap();
+        let toml = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = "{sock}"
+
+[ttrpc]
+  address = "{sock}.ttrpc"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#,
+            root = root.display(),
+            state = state.display(),
+            sock = sock.display(),
+            opt = dir.join("opt").display(),
+        );
+        fs::write(&config, toml).unwrap();
+        let mut c = cmd("containerd");
+        c.arg("--config").arg(&config).args(["--log-level", "info"]);
+        let mut daemon = Daemon::spawn("containerd", &mut c, &dir.join("containerd.log"));
+        let ctr = tool("ctr");
+        let sock2 = sock.clone();
+        daemon.wait_until("serving", || {
+            sock2.exists()
+                && probe(Command::new(&ctr).arg("-a").arg(&sock2).args([
+                    "--connect-timeout",
+                    "5s",
+                    "version",
+                ]))
+        });
+        Self { _daemon: daemon, sock }
+    }
+
+    /// `ctr -a SOCK -n e2e`
+    fn ctr(&self) -> Command {
+        let mut c = cmd("ctr");
+        c.arg("-a").arg(&self.sock).args(["-n", "e2e"]);
+        c
+    }
+}
+
+#[test]
+fn containerd_ctr() {
+    require_e2e!();
+    let _heavy = heavy_lock();
+    let s = Scratch::new("ctrd");
+    let dj = Donjon::start(&s);
+    let (layout, img) = fixtures::busybox(s.join("in"), "v1").unwrap();
+    let (mlayout, m) = fixtures::multi_arch(s.join("multi"), "multi").unwrap();
+    skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("e2e/busybox:v1"));
+    skopeo_copy(&s, &["--all"], &mlayout.reference("multi"), &dj.docker("e2e/multi:1"));
+    let ctrd = Containerd::start(&s.dir("containerd"));
+    let host = dj.host();
+
+    // pull (unpacks into the native snapshotter, checking the diff_ids)
+    let bb = format!("{host}/e2e/busybox:v1");
+    ok(ctrd.ctr().args(["images", "pull", "--plain-http", "--snapshotter", "native", &bb]));
+    let ls = ok(ctrd.ctr().args(["images", "ls"]));
+    assert!(ls.contains(&bb) && ls.contains(&img.manifest.digest), "images ls:\n{ls}");
+    let check = ok(ctrd.ctr().args(["images", "check"]));
+    assert!(check.contains(&bb) && check.contains("complete"), "images check:\n{check}");
+
+    // content fetch: the manifest as served, by tag, and a blob by digest in the content store
+    let fetched = ok(ctrd.ctr().args(["content", "fetch", "--plain-http", &format!("{host}/e2e/multi:1")]));
+    println!("{fetched}");
+    let got = ok(ctrd.ctr().args(["content", "get", &m.index.digest]));
+    assert_eq!(format!("sha256:{}", fixtures::sha256_hex(got.as_bytes())), m.index.digest);
+
+    // --all-platforms: both images' content
+    let multi = format!("{host}/e2e/multi:1");
+    ok(ctrd.ctr().args([
+        "images",
+        "pull",
+        "--plain-http",
+        "--all-platforms",
+        "--snapshotter",
+        "native",
+        &multi,
+    ]));
+    for d in [&m.arm64.manifest.digest, &m.arm64.layers[0].digest, &m.amd64.layers[0].digest] {
+        ok(ctrd.ctr().args(["content", "get", d]).stdout(Stdio::null()));
+    }
+
+    // push: to another repository, then read back with skopeo
+    let pushed = format!("{host}/e2e/pushed:ctr");
+    ok(ctrd.ctr().args(["images", "tag", &bb, &pushed]));
+    ok(ctrd.ctr().args(["images", "push", "--plain-http", &pushed]));
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("e2e/pushed:ctr")), img.manifest.digest);
+    let mpushed = format!("{host}/e2e/pushed:multi");
+    ok(ctrd.ctr().args(["images", "tag", &multi, &mpushed]));
+    ok(ctrd.ctr().args(["images", "push", "--plain-http", &mpushed]));
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("e2e/pushed:multi")), m.index.digest);
+
+    // run the pulled image: default Entrypoint + Cmd, then an explicit command
+    let out = ok(ctrd.ctr().args(["run", "--rm", "--snapshotter", "native", &bb, "e2e-run-1"]));
+    assert_eq!(out.trim(), fixtures::BUSYBOX_GREETING, "ctr run output");
+    let out = ok(ctrd.ctr().args([
+        "run",
+        "--rm",
+        "--snapshotter",
+        "native",
+        &bb,
+        "e2e-run-2",
+        "/bin/sh",
+        "-c",
+        "echo ran as $(id -u) on $(uname -m)",
+    ]));
+    assert_eq!(out.trim(), "ran as 0 on x86_64");
+
+    drop(ctrd);
+    dj.stop();
+}
+
+// =============================================================================================
+// podman and buildah
+
+/// This process's hard limit named `name` in /proc/self/limits ("unlimited" as u64::MAX).
+fn hard_limit(name: &str) -> u64 {
+    let limits = fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    let line = limits.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} limit"));
+    let hard = line[name.len()..].split_whitespace().nth(1).expect("hard limit");
+    hard.parse().unwrap_or(u64::MAX)
+}
+
+/// Common flags of podman and buildah: private vfs storage under `dir`.
+fn containers_env(c: &mut Command, dir: &Path, registries: &Path) {
+    c.env("CONTAINERS_REGISTRIES_CONF", registries);
+    c.env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf"));
+    c.env("CONTAINERS_CONF", dir.join("containers.conf"));
+    c.env("REGISTRY_AUTH_FILE", auth_file(dir));
+    c.env("TMPDIR", dir.join("tmp"));
+    c.arg("--root").arg(dir.join("root"));
+    c.arg("--runroot").arg(dir.join("runroot"));
+    c.args(["--storage-driver", "vfs"]);
+}
+
+#[test]
+fn podman_and_buildah() {
+    require_e2e!();
+    let _heavy = heavy_lock();
+    let s = Scratch::new("podman");
+    let dj = Donjon::start(&s);
+    let host = dj.host();
+    let (layout, img) = fixtures::busybox(s.join("in"), "v1").unwrap();
+    let (mlayout, m) = fixtures::multi_arch(s.join("multi"), "multi").unwrap();
+    skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("e2e/busybox:v1"));
+    skopeo_copy(&s, &["--all"], &mlayout.reference("multi"), &dj.docker("e2e/multi:1"));
+
+    let store = s.dir("containers");
+    fs::create_dir_all(store.join("tmp")).unwrap();
+    fs::write(
+        store.join("storage.conf"),
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            store.join("root").display(),
+            store.join("runroot").display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        store.join("containers.conf"),
+        format!(
+            "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\ntmp_dir = \"{}\"\n\
+             [containers]\nlog_driver = \"k8s-file\"\n",
+            store.join("libpod").display()
+        ),
+    )
+    .unwrap();
+    let registries = store.join("registries.conf");
+    fs::write(
+        &registries,
+        format!(
+            "unqualified-search-registries = []\n\n[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
+        ),
+    )
+    .unwrap();
+    let podman = || {
+        let mut c = cmd("podman");
+        containers_env(&mut c, &store, &registries);
+        c.arg("--tmpdir").arg(store.join("libpod"));
+        c.args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
+        c
+    };
+    let buildah = || {
+        let mut c = cmd("buildah");
+        containers_env(&mut c, &store, &registries);
+        c
+    };
+
+    // As root, podman asks the runtime for RLIMIT_NOFILE=1048576 and RLIMIT_NPROC=32768 unless
+    // told otherwise; above the hard limits of a process tree without CAP_SYS_RESOURCE (as in
+    // this sandbox: 20000 open files), runc fails with "error setting rlimit type 7: operation
+    // not permitted". So the limits are given, within our own hard limits.
+    let ulimits = [
+        "--ulimit".to_string(),
+        format!("nofile={0}:{0}", hard_limit("Max open files").min(1024)),
+        "--ulimit".to_string(),
+        format!("nproc={0}:{0}", hard_limit("Max processes").min(32768)),
+    ];
+
+    // pull and push
+    let bb = format!("{host}/e2e/busybox:v1");
+    ok(podman().args(["pull", "--tls-verify=false", &bb]));
+    let id = ok(podman().args(["image", "inspect", "--format", "{{.Digest}}", &bb]));
+    assert_eq!(id.trim(), img.manifest.digest);
+    let pushed = format!("{host}/e2e/podman:pushed");
+    ok(podman().args(["tag", &bb, &pushed]));
+    ok(podman().args(["push", "--tls-verify=false", &pushed]));
+    let raw: Value = serde_json::from_slice(&skopeo_raw(&s, &dj.docker("e2e/podman:pushed"))).unwrap();
+    assert_eq!(raw["layers"].as_array().map(Vec::len), Some(1), "{raw}");
+
+    // run the pulled image
+    let out = ok(podman().args(["run", "--rm", "--network", "none"]).args(&ulimits).arg(&bb));
+    assert_eq!(out.trim(), fixtures::BUSYBOX_GREETING, "podman run output");
+
+    // manifest list: add both platforms, push --all
+    ok(podman().args(["manifest", "create", "e2e-list"]));
+    ok(podman().args([
+        "manifest",
+        "add",
+        "--all",
+        "--tls-verify=false",
+        "e2e-list",
+        &dj.docker("e2e/multi:1"),
+    ]));
+    ok(podman().args([
+        "manifest",
+        "push",
+        "--all",
+        "--tls-verify=false",
+        "e2e-list",
+        &dj.docker("e2e/podman-list:1"),
+    ]));
+    let raw: Value = serde_json::from_slice(&skopeo_raw(&s, &dj.docker("e2e/podman-list:1"))).unwrap();
+    println!("pushed list: {raw}");
+    let mut got: Vec<String> = raw["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {raw}"))
+        .iter()
+        .map(|d| d["platform"]["architecture"].as_str().unwrap_or("").to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["amd64", "arm64"], "{raw}");
+    // podman writes its own list, but the images in it are the fixture's, unchanged.
+    let mut children: Vec<&str> =
+        raw["manifests"].as_array().unwrap().iter().map(|d| d["digest"].as_str().unwrap()).collect();
+    children.sort();
+    let mut want = [m.amd64.manifest.digest.as_str(), m.arm64.manifest.digest.as_str()];
+    want.sort();
+    assert_eq!(children, want);
+    for d in raw["manifests"].as_array().unwrap() {
+        let digest = d["digest"].as_str().unwrap();
+        let r = dj.get(
+            &format!("/v2/e2e/podman-list/manifests/{digest}"),
+            &[("Accept", d["mediaType"].as_str().unwrap())],
+        );
+        assert_eq!(r.status, 200, "child manifest {digest}");
+        assert_eq!(format!("sha256:{}", fixtures::sha256_hex(&r.body)), digest);
+    }
+
+    // buildah bud FROM the pushed busybox, RUN inside it (chroot isolation), push it back
+    let ctx = s.dir("context");
+    fs::write(ctx.join("Containerfile"), format!("FROM {pushed}\nRUN echo built by buildah > /built.txt\n"))
+        .unwrap();
+    let built = format!("{host}/e2e/built:1");
+    ok(buildah()
+        .args(["bud", "--isolation", "chroot", "--tls-verify=false", "--pull-always"])
+        .args(&ulimits)
+        .args(["-t", &built])
+        .arg(&ctx));
+    ok(buildah().args(["push", "--tls-verify=false", &built, &dj.docker("e2e/built:1")]));
+    let raw: Value = serde_json::from_slice(&skopeo_raw(&s, &dj.docker("e2e/built:1"))).unwrap();
+    assert_eq!(raw["layers"].as_array().map(Vec::len), Some(2), "{raw}");
+
+    // pull it back fresh into podman and run it
+    ok(podman().args(["rmi", "-f", &built]));
+    ok(podman().args(["pull", "--tls-verify=false", &built]));
+    let out = ok(podman()
+        .args(["run", "--rm", "--network", "none"])
+        .args(&ulimits)
+        .args([&built, "cat /built.txt"]));
+    assert_eq!(out.trim(), "built by buildah");
+
+    dj.stop();
+}
+
+// =============================================================================================
+// docker
+
+#[test]
+fn docker_push_pull_run() {
+    require_e2e!();
+    let _heavy = heavy_lock();
+    let s = Scratch::new("docker");
+    let dj = Donjon::start(&s);
+    let host = dj.host();
+    let (layout, img) = fixtures::busybox(s.join("in"), "v1").unwrap();
+    skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("e2e/busybox:v1"));
+
+    let ctrd = Containerd::start(&s.dir("containerd"));
+    let d = s.dir("dockerd");
+    let sock = d.join("docker.sock");
+    fs::write(d.join("daemon.json"), "{}").unwrap();
+    let mut c = cmd("dockerd");
+    c.arg("--config-file").arg(d.join("daemon.json"));
+    c.arg("--data-root").arg(d.join("data"));
+    c.arg("--exec-root").arg(d.join("exec"));
+    c.arg("--pidfile").arg(d.join("docker.pid"));
+    c.arg("-H").arg(format!("unix://{}", sock.display()));
+    c.arg("--containerd").arg(&ctrd.sock);
+    c.args([
+        "--bridge=none",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--ip-masq=false",
+        "--userland-proxy=false",
+    ]);
+    c.args(["--storage-driver", "vfs", "--insecure-registry", &host]);
+    c.env("DOCKER_CONFIG", d.join("cli"));
+    let mut dockerd = Daemon::spawn("dockerd", &mut c, &d.join("dockerd.log"));
+    let docker = || {
+        let mut c = cmd_path(&docker_cli());
+        c.env("DOCKER_CONFIG", d.join("cli"));
+        c.arg("-H").arg(format!("unix://{}", sock.display()));
+        c
+    };
+    dockerd.wait_until("serving", || sock.exists() && probe(docker().arg("version")));
+    ok(docker().arg("info"));
+
+    let bb = format!("{host}/e2e/busybox:v1");
+    // docker resolves the tag with HEAD and takes the digest from Docker-Content-Digest; with a
+    // wrong one it still pulls by tag, only warning that the registry "does not appear to
+    // conform to the distribution registry specification": that warning is a failure here.
+    let pull = run_with(docker().args(["pull", &bb]), TIMEOUT);
+    assert!(pull.success(), "docker pull failed\n{}", pull.describe());
+    assert!(pull.stdout.contains(&img.manifest.digest), "docker pull output\n{}", pull.describe());
+    let all = format!("{}{}", pull.stdout, pull.stderr);
+    assert!(!all.contains("WARNING") && !all.contains("conform"), "docker pull warned\n{}", pull.describe());
+    let out = ok(docker().args(["run", "--rm", "--network", "none", &bb]));
+    assert_eq!(out.trim(), fixtures::BUSYBOX_GREETING, "docker run output");
+
+    // push under another name (docker converts to its own manifest format), pull it back by digest
+    let pushed = format!("{host}/e2e/docker:pushed");
+    ok(docker().args(["tag", &bb, &pushed]));
+    let push_out = ok(docker().args(["push", &pushed]));
+    let digest = push_out
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in docker push output:\n{push_out}"))
+        .to_string();
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("e2e/docker:pushed")), digest);
+    ok(docker().args(["rmi", &pushed, &bb]));
+    ok(docker().args(["pull", &format!("{host}/e2e/docker@{digest}")]));
+    let out = ok(docker().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &format!("{host}/e2e/docker@{digest}"),
+        "echo pulled by digest",
+    ]));
+    assert_eq!(out.trim(), "pulled by digest");
+
+    let s1 = dockerd.stop();
+    println!("dockerd exited: {s1}");
+    drop(ctrd);
+    dj.stop();
+}
