@@ -64,6 +64,8 @@ pub struct Settings {
     pub bind: SocketAddr,
     /// Data directory (the filesystem store's root).
     pub data_dir: PathBuf,
+    /// Where content is kept.
+    pub storage: Storage,
     /// Public host name, if set.
     pub hostname: Option<String>,
     /// TLS, if set.
@@ -108,7 +110,7 @@ struct File {
     // Distribution's
     version: Option<Value>,
     log: Option<Value>,
-    storage: Option<Storage>,
+    storage: Option<StorageFile>,
     http: Option<Http>,
     auth: Option<Value>,
     proxy: Option<Value>,
@@ -129,15 +131,82 @@ struct TlsFile {
 }
 
 #[derive(Deserialize, Default, Debug)]
-struct Storage {
+struct StorageFile {
     filesystem: Option<Filesystem>,
     delete: Option<Delete>,
     maintenance: Option<Value>,
     cache: Option<Value>,
     redirect: Option<Value>,
     tag: Option<Value>,
-    s3: Option<Value>,
+    s3: Option<S3File>,
     inmemory: Option<Value>,
+}
+
+/// Distribution's `storage.s3` keys.
+#[derive(Deserialize, Default, Debug, Clone)]
+struct S3File {
+    bucket: Option<String>,
+    region: Option<String>,
+    regionendpoint: Option<String>,
+    accesskey: Option<String>,
+    secretkey: Option<String>,
+    rootdirectory: Option<String>,
+    forcepathstyle: Option<bool>,
+    skipverify: Option<bool>,
+    chunksize: Option<usize>,
+    secure: Option<bool>,
+    /// donjon's: use conditional writes (default true; Garage lacks them and ignores them).
+    conditionalwrites: Option<bool>,
+    // Accepted, with their Distribution meaning not (yet) applied: reported.
+    v4auth: Option<Value>,
+    encrypt: Option<Value>,
+    keyid: Option<Value>,
+    storageclass: Option<Value>,
+    objectacl: Option<Value>,
+    multipartcopychunksize: Option<Value>,
+    multipartcopymaxconcurrency: Option<Value>,
+    multipartcopythresholdsize: Option<Value>,
+    loglevel: Option<Value>,
+    useragent: Option<Value>,
+    usedualstack: Option<Value>,
+    accelerate: Option<Value>,
+    sessiontoken: Option<Value>,
+}
+
+/// Where the registry keeps its content.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Storage {
+    /// The filesystem store, rooted at `data_dir`.
+    Filesystem,
+    /// An S3 bucket.
+    S3(S3Settings),
+}
+
+/// The S3 settings, as they are printed (the secret key is not).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct S3Settings {
+    /// Bucket.
+    pub bucket: String,
+    /// Region.
+    pub region: Option<String>,
+    /// Custom endpoint.
+    pub endpoint: Option<String>,
+    /// Access key id.
+    pub access_key: Option<String>,
+    /// Secret key.
+    #[serde(skip_serializing)]
+    pub secret_key: Option<String>,
+    /// Key prefix.
+    pub root: Option<String>,
+    /// Path-style requests.
+    pub path_style: bool,
+    /// Skip TLS verification.
+    pub skip_verify: bool,
+    /// Multipart part size.
+    pub chunk_size: Option<usize>,
+    /// Conditional writes.
+    pub conditional_writes: Option<bool>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -295,14 +364,73 @@ impl Settings {
         not_yet(file.middleware.is_some(), "middleware", &mut warnings);
         not_yet(storage.maintenance.is_some(), "storage.maintenance", &mut warnings);
         not_yet(storage.cache.is_some(), "storage.cache", &mut warnings);
-        not_yet(storage.redirect.is_some(), "storage.redirect", &mut warnings);
         not_yet(storage.tag.is_some(), "storage.tag", &mut warnings);
         not_yet(http.prefix.is_some(), "http.prefix", &mut warnings);
         not_yet(http.headers.is_some(), "http.headers", &mut warnings);
-        if storage.s3.is_some() {
-            return Err(ConfigError(
-                "`storage.s3` is not supported by this donjon version; use storage.filesystem".into(),
-            ));
+        let s3 = match storage.s3.clone() {
+            None => None,
+            Some(f) => {
+                if storage.filesystem.as_ref().is_some_and(|f| f.rootdirectory.is_some()) {
+                    return Err(ConfigError(
+                        "both storage.filesystem and storage.s3 are configured: choose one".into(),
+                    ));
+                }
+                for (set, key) in [
+                    (f.v4auth.is_some(), "v4auth"),
+                    (f.encrypt.is_some(), "encrypt"),
+                    (f.keyid.is_some(), "keyid"),
+                    (f.storageclass.is_some(), "storageclass"),
+                    (f.objectacl.is_some(), "objectacl"),
+                    (f.multipartcopychunksize.is_some(), "multipartcopychunksize"),
+                    (f.multipartcopymaxconcurrency.is_some(), "multipartcopymaxconcurrency"),
+                    (f.multipartcopythresholdsize.is_some(), "multipartcopythresholdsize"),
+                    (f.loglevel.is_some(), "loglevel"),
+                    (f.useragent.is_some(), "useragent"),
+                    (f.usedualstack.is_some(), "usedualstack"),
+                    (f.accelerate.is_some(), "accelerate"),
+                    (f.sessiontoken.is_some(), "sessiontoken"),
+                ] {
+                    not_yet(set, &format!("storage.s3.{key}"), &mut warnings);
+                }
+                let bucket = f
+                    .bucket
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| ConfigError("storage.s3.bucket is required".into()))?;
+                // Distribution's `secure: false` means plain HTTP to an endpoint given without
+                // a scheme.
+                let endpoint = f.regionendpoint.map(|e| {
+                    if e.contains("://") {
+                        e
+                    } else if f.secure == Some(false) {
+                        format!("http://{e}")
+                    } else {
+                        format!("https://{e}")
+                    }
+                });
+                if f.accesskey.is_some() != f.secretkey.is_some() {
+                    return Err(ConfigError("storage.s3.accesskey and secretkey go together".into()));
+                }
+                Some(S3Settings {
+                    bucket,
+                    region: f.region,
+                    endpoint,
+                    access_key: f.accesskey,
+                    secret_key: f.secretkey,
+                    root: f.rootdirectory,
+                    path_style: f.forcepathstyle.unwrap_or(false),
+                    skip_verify: f.skipverify.unwrap_or(false),
+                    chunk_size: f.chunksize,
+                    conditional_writes: f.conditionalwrites,
+                })
+            }
+        };
+        if s3.is_some()
+            && storage.redirect.as_ref().and_then(|r| r.get("disable")).and_then(Value::as_bool) != Some(true)
+        {
+            warnings.push(
+                "storage.redirect: presigned redirects are not implemented; blobs stream through donjon"
+                    .into(),
+            );
         }
         if storage.inmemory.is_some() {
             return Err(ConfigError("`storage.inmemory` is not supported; use storage.filesystem".into()));
@@ -349,6 +477,7 @@ impl Settings {
         Ok(Settings {
             bind: parse_bind(&bind)?,
             data_dir,
+            storage: s3.map_or(Storage::Filesystem, Storage::S3),
             hostname: cli.hostname.clone().or(file.hostname).or(http.host),
             tls,
             delete_enabled: storage.delete.and_then(|d| d.enabled).unwrap_or(true),
@@ -465,6 +594,50 @@ health:
     fn bad_yaml_names_the_file() {
         let e = load(&[], Some("storage: [unclosed"), &[]).unwrap_err();
         assert!(e.to_string().contains("config.yml"), "{e}");
+    }
+
+    #[test]
+    fn distribution_s3_section() {
+        let yaml = r#"
+storage:
+  s3:
+    bucket: registry
+    region: garage
+    regionendpoint: http://127.0.0.1:3900
+    accesskey: GK1
+    secretkey: SECRET
+    rootdirectory: /donjon
+    forcepathstyle: true
+    skipverify: false
+    chunksize: 10485760
+    v4auth: true
+  redirect:
+    disable: true
+"#;
+        let s = load(&[], Some(yaml), &[("REGISTRY_STORAGE_S3_BUCKET", "other")]).unwrap();
+        let Storage::S3(s3) = &s.storage else { panic!("{:?}", s.storage) };
+        assert_eq!(s3.bucket, "other");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(s3.root.as_deref(), Some("/donjon"));
+        assert!(s3.path_style);
+        assert_eq!(s3.chunk_size, Some(10 << 20));
+        assert!(s.warnings.iter().any(|w| w.contains("v4auth")), "{:?}", s.warnings);
+        assert!(!s.warnings.iter().any(|w| w.contains("redirect")), "{:?}", s.warnings);
+        assert!(!s.to_yaml().contains("SECRET"), "the secret is never printed");
+        // the same from the environment alone
+        let env = [
+            ("REGISTRY_STORAGE_S3_BUCKET", "b"),
+            ("REGISTRY_STORAGE_S3_REGIONENDPOINT", "minio:9000"),
+            ("REGISTRY_STORAGE_S3_SECURE", "false"),
+        ];
+        let s = load(&[], None, &env).unwrap();
+        let Storage::S3(s3) = &s.storage else { panic!() };
+        assert_eq!(s3.endpoint.as_deref(), Some("http://minio:9000"));
+        assert!(s.warnings.iter().any(|w| w.contains("redirect")), "{:?}", s.warnings);
+        let e = load(&[], Some("storage:\n  s3:\n    region: x\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("bucket"), "{e}");
+        let both = "storage:\n  filesystem: {rootdirectory: /a}\n  s3: {bucket: b}\n";
+        assert!(load(&[], Some(both), &[]).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use donjon::config::{Cli, Settings};
+use donjon::config::{Cli, Settings, Storage};
 use donjon::{server, stack, FsStore, Registry};
 
 fn main() -> ExitCode {
@@ -48,8 +48,11 @@ fn main() -> ExitCode {
 
 async fn run(settings: Settings) -> std::io::Result<()> {
     let tls = settings.tls.as_ref().map(|t| server::tls_acceptor(&t.cert, &t.key)).transpose()?;
-    let store = FsStore::open(&settings.data_dir).await?;
-    let registry = Registry::builder(Arc::new(store))
+    let store: Arc<dyn donjon::Store> = match &settings.storage {
+        Storage::Filesystem => Arc::new(FsStore::open(&settings.data_dir).await?),
+        Storage::S3(s3) => open_s3(s3).await?,
+    };
+    let registry = Registry::builder(store)
         .delete_enabled(settings.delete_enabled)
         .max_manifest_size(settings.max_manifest_size)
         .catalog_max_entries(settings.catalog_max_entries)
@@ -58,7 +61,7 @@ async fn run(settings: Settings) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
-        data_dir = %settings.data_dir.display(),
+        storage = ?settings.storage,
         tls = tls.is_some(),
         "donjon {} serving", env!("CARGO_PKG_VERSION")
     );
@@ -66,4 +69,27 @@ async fn run(settings: Settings) -> std::io::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(feature = "s3")]
+async fn open_s3(s: &donjon::config::S3Settings) -> std::io::Result<Arc<dyn donjon::Store>> {
+    let config = donjon_store::S3Config {
+        bucket: s.bucket.clone(),
+        region: s.region.clone(),
+        endpoint: s.endpoint.clone(),
+        access_key: s.access_key.clone(),
+        secret_key: s.secret_key.clone(),
+        root: s.root.clone(),
+        path_style: s.path_style,
+        skip_verify: s.skip_verify,
+        chunk_size: s.chunk_size,
+        conditional_writes: s.conditional_writes,
+    };
+    let store = donjon_store::S3Store::connect(config).await.map_err(std::io::Error::other)?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn open_s3(_: &donjon::config::S3Settings) -> std::io::Result<Arc<dyn donjon::Store>> {
+    Err(std::io::Error::other("this donjon was built without the `s3` feature"))
 }

@@ -24,15 +24,14 @@ use crate::store::{bytes_stream, Descriptor, ManifestPut, RangeSpec, Store, Stor
 #[macro_export]
 macro_rules! store_contract_tests {
     ($make:expr) => {
-        $crate::store_contract_tests!(@cases $make;
-            upload_round_trip, chunked_upload_resumes, wrong_offset_is_refused,
-            digest_mismatch_stores_nothing, cancel_ends_session, body_error_keeps_prefix,
-            links_isolate_repositories, unlink_removes_only_the_link, ranges,
-            empty_blob, sha512_commit, same_blob_twice_concurrently, manifests_by_tag_and_digest,
-            tag_moves_atomically, tag_delete_keeps_manifest, manifest_delete_removes_tags,
-            referrers_index, catalog_pages_in_order, unknown_repository);
+        $crate::__contract_cases!(__contract_tests, $make);
     };
-    (@cases $make:expr; $($case:ident),*) => {
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_tests {
+    ($make:expr; $($case:ident),*) => {
         $(
             #[::tokio::test]
             async fn $case() {
@@ -42,6 +41,43 @@ macro_rules! store_contract_tests {
         )*
     };
 }
+
+/// The list of cases, handed to `$callback` (a macro of this crate).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_cases {
+    ($callback:ident, $($arg:tt)*) => {
+        $crate::$callback!($($arg)*;
+            upload_round_trip, chunked_upload_resumes, wrong_offset_is_refused,
+            digest_mismatch_stores_nothing, cancel_ends_session, body_error_keeps_prefix,
+            links_isolate_repositories, unlink_removes_only_the_link, ranges,
+            empty_blob, sha512_commit, same_blob_twice_concurrently, manifests_by_tag_and_digest,
+            tag_moves_atomically, tag_delete_keeps_manifest, manifest_delete_removes_tags,
+            referrers_index, catalog_pages_in_order, unknown_repository, blob_put_verifies,
+            large_blob_in_many_chunks);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_run_all {
+    (; $($case:ident),*) => {
+        /// Runs every case in turn, each on a fresh store from `make`: for backends whose test
+        /// server is costly to start once per test.
+        pub async fn run_all<F, Fut>(make: F)
+        where
+            F: Fn() -> Fut,
+            Fut: std::future::Future<Output = Arc<dyn Store>>,
+        {
+            $(
+                eprintln!("store contract: {}", stringify!($case));
+                $case(make().await).await;
+            )*
+        }
+    };
+}
+
+crate::__contract_cases!(__contract_run_all,);
 
 fn name(s: &str) -> Name {
     s.parse().expect("test name")
@@ -383,4 +419,56 @@ pub async fn unknown_repository(store: Arc<dyn Store>) {
         store.manifest_get(&repo, &Reference::Tag("latest".parse().expect("tag"))).await,
         Err(StoreError::ManifestUnknown(_))
     ));
+}
+
+/// A monolithic put verifies its bytes before anything is visible.
+pub async fn blob_put_verifies(store: Arc<dyn Store>) {
+    let repo = name("contract/put");
+    let d = Digest::sha256_of(b"whole");
+    assert_eq!(store.blob_put(&repo, &d, bytes_stream(Bytes::from_static(b"whole"))).await.expect("put"), 5);
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"whole");
+    let lie = Digest::sha256_of(b"claimed");
+    let r = store.blob_put(&repo, &lie, bytes_stream(Bytes::from_static(b"other"))).await;
+    assert!(matches!(r, Err(StoreError::DigestMismatch { .. })), "{r:?}");
+    assert!(matches!(store.blob_size(&repo, &lie).await, Err(StoreError::BlobUnknown(_))));
+    // pushing a blob that exists elsewhere still needs its bytes: a wrong body links nothing
+    let other = name("contract/put-other");
+    let r = store.blob_put(&other, &d, bytes_stream(Bytes::from_static(b"not whole"))).await;
+    assert!(matches!(r, Err(StoreError::DigestMismatch { .. })), "{r:?}");
+    assert!(matches!(store.blob_size(&other, &d).await, Err(StoreError::BlobUnknown(_))));
+    assert_eq!(store.blob_put(&other, &d, bytes_stream(Bytes::from_static(b"whole"))).await.expect("put"), 5);
+    assert_eq!(store.blob_size(&other, &d).await.expect("linked"), 5);
+}
+
+/// A blob of several MiB written in uneven chunks, some tiny, across several writes: the
+/// backends that cut uploads into parts (object storage) must put them back in order.
+pub async fn large_blob_in_many_chunks(store: Arc<dyn Store>) {
+    let repo = name("contract/large");
+    let data: Vec<u8> =
+        (0..(13 * 1024 * 1024 + 17) as u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let id = store.upload_create(&repo).await.expect("create");
+    let mut offset = 0usize;
+    let sizes = [3usize, 100, 6 * 1024 * 1024, 1, 5 * 1024 * 1024 + 7, 4096];
+    for (i, &n) in sizes.iter().cycle().enumerate() {
+        if offset >= data.len() {
+            break;
+        }
+        let end = (offset + n).min(data.len());
+        // split each write into a few stream items, as a network body arrives
+        let part = Bytes::copy_from_slice(&data[offset..end]);
+        let mid = part.len() / 2;
+        let items: Vec<Result<Bytes, BoxError>> = vec![Ok(part.slice(..mid)), Ok(part.slice(mid..))];
+        let w = store.upload_write(&repo, &id, offset as u64, Box::pin(stream::iter(items))).await;
+        assert_eq!(w.expect("write") as usize, end, "write {i}");
+        offset = end;
+    }
+    let d = Digest::sha256_of(&data);
+    assert_eq!(store.upload_commit(&repo, &id, &d).await.expect("commit") as usize, data.len());
+    assert!(read_all(&*store, &repo, &d, RangeSpec::Full).await == data);
+    let tail = read_all(&*store, &repo, &d, RangeSpec::parse("bytes=-10").expect("range")).await;
+    assert_eq!(tail, &data[data.len() - 10..]);
+    let big = Digest::sha256_of(&data[..11 * 1024 * 1024]);
+    let n =
+        store.blob_put(&repo, &big, bytes_stream(Bytes::copy_from_slice(&data[..11 * 1024 * 1024]))).await;
+    assert_eq!(n.expect("monolithic large") as usize, 11 * 1024 * 1024);
 }

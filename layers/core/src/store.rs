@@ -235,6 +235,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Ends a session and drops its bytes.
     async fn upload_cancel(&self, repo: &Name, id: &str) -> Result<()>;
 
+    /// Stores a whole blob whose digest is known before its bytes (a monolithic upload), and
+    /// links it into `repo`. The bytes are verified like any upload's. The default goes through
+    /// an upload session; backends that can write straight to the final place override it.
+    async fn blob_put(&self, repo: &Name, digest: &Digest, data: ByteStream) -> Result<u64> {
+        let id = self.upload_create(repo).await?;
+        let result = match self.upload_write(repo, &id, 0, data).await {
+            Ok(_) => self.upload_commit(repo, &id, digest).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = self.upload_cancel(repo, &id).await;
+        }
+        result
+    }
+
     /// Reads a manifest by tag or digest.
     async fn manifest_get(&self, repo: &Name, reference: &Reference) -> Result<Manifest>;
 

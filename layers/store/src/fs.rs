@@ -121,7 +121,7 @@ fn remove_dir(path: &Path) -> io::Result<bool> {
 }
 
 /// RFC 3339 UTC time, as Distribution writes `startedat`.
-fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // civil-from-days (Howard Hinnant)

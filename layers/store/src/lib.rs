@@ -24,8 +24,12 @@
 
 mod fs;
 mod layer;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod service;
 
 pub use fs::FsStore;
 pub use layer::ContentStoreLayer;
+#[cfg(feature = "s3")]
+pub use s3::{S3Config, S3Store};
 pub use service::ContentStore;

@@ -171,17 +171,7 @@ where
         }
     } else if let Some(digest) = digest_param(&uri)? {
         // Monolithic: POST ?digest= with the whole blob as the body.
-        let id = s.store.upload_create(name).await?;
-        let result = async {
-            let body = into_stream(req.into_body());
-            s.store.upload_write(name, &id, 0, body).await?;
-            s.store.upload_commit(name, &id, &digest).await
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = s.store.upload_cancel(name, &id).await;
-            return Err(e.into());
-        }
+        s.store.blob_put(name, &digest, into_stream(req.into_body())).await?;
         return Ok(blob_created(name, &digest));
     }
     let id = s.store.upload_create(name).await?;

@@ -1,0 +1,758 @@
+//! The object-storage store (feature `s3`), on the `object_store` crate, in the same CNCF
+//! Distribution layout as the filesystem store: a bucket Distribution's S3 driver wrote is
+//! served as it is.
+//!
+//! Stateless by design, so any number of replicas can share one bucket with no shared secret and
+//! no sticky sessions:
+//! - An upload session is an object (`_uploads/<id>/donjon-session.json`) holding its size, the
+//!   SHA-256 state, and the S3 multipart upload it feeds. A PATCH or PUT may land on any replica,
+//!   or after a restart, and never re-reads the upload to hash it.
+//! - Bytes are sent to S3 as multipart parts of `chunksize` (at least 5 MiB, S3's minimum). What
+//!   does not fill a part yet is written as a small segment object, so a client that sends a
+//!   few bytes per PATCH costs no process memory between requests; the segments are read back
+//!   once, when a part fills or at commit.
+//! - Commit verifies the digest from the saved state first, then makes the blob visible: a
+//!   monolithic upload (digest known up front) completes its multipart upload at the final key
+//!   only after verification; a session's upload is completed at a temporary key and copied
+//!   server-side (never downloaded and uploaded again).
+//! - Session updates use conditional writes (`If-Match`) where the backend has them (AWS S3,
+//!   MinIO); elsewhere (Garage) the last writer wins, which only matters for two PATCHes of one
+//!   session at once. Tags and links are single small objects: each write replaces one whole.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use donjon_store::s3::{S3Config, S3Store};
+//! let config = S3Config {
+//!     bucket: "registry".into(),
+//!     region: Some("garage".into()),
+//!     endpoint: Some("http://127.0.0.1:3900".into()),
+//!     access_key: Some("GK...".into()),
+//!     secret_key: Some("...".into()),
+//!     ..S3Config::default()
+//! };
+//! let store = S3Store::connect(config).await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
+};
+use serde::{Deserialize, Serialize};
+
+use donjon_core::digest::{Algorithm, Digest, Digester};
+use donjon_core::manifest;
+use donjon_core::store::{
+    BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError,
+};
+use donjon_core::{BoxError, Name, Reference, Tag};
+
+/// S3's smallest part (all parts of a multipart upload but the last).
+pub const MIN_PART: usize = 5 * 1024 * 1024;
+
+/// How to reach the bucket: Distribution's `storage.s3` keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Config {
+    /// `bucket`
+    pub bucket: String,
+    /// `region` (any string when `endpoint` is set)
+    pub region: Option<String>,
+    /// `regionendpoint`: a custom endpoint (MinIO, Garage, Ceph…)
+    pub endpoint: Option<String>,
+    /// `accesskey`; without it, the AWS environment and web-identity chain
+    pub access_key: Option<String>,
+    /// `secretkey`
+    pub secret_key: Option<String>,
+    /// `rootdirectory`: the key prefix
+    pub root: Option<String>,
+    /// `forcepathstyle`
+    pub path_style: bool,
+    /// `skipverify`: accept any TLS certificate
+    pub skip_verify: bool,
+    /// `chunksize`: the multipart part size (at least 5 MiB; default 10 MiB)
+    pub chunk_size: Option<usize>,
+    /// Whether to use conditional writes (`If-Match`/`If-None-Match`); on by default.
+    pub conditional_writes: Option<bool>,
+}
+
+/// The object-storage store.
+#[derive(Clone)]
+pub struct S3Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    s3: AmazonS3,
+    /// The layout's root: `<rootdirectory>/docker/registry/v2`.
+    base: String,
+    bucket: String,
+    chunk: usize,
+    conditional: bool,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store").field("bucket", &self.inner.bucket).field("base", &self.inner.base).finish()
+    }
+}
+
+fn io(e: object_store::Error) -> StoreError {
+    StoreError::Io(std::io::Error::other(e))
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+/// The state of an upload session, saved after every request.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+struct Session {
+    /// Bytes received.
+    size: u64,
+    /// The SHA-256 state over those bytes, hex.
+    hash: String,
+    /// The multipart upload at the session's `data` key, once a part was sent.
+    multipart: Option<String>,
+    /// ETags of the parts sent, in order.
+    parts: Vec<String>,
+    /// Bytes in those parts.
+    parts_size: u64,
+    /// Bytes after the parts, as segment objects: (offset, length).
+    segments: Vec<(u64, u64)>,
+}
+
+impl S3Store {
+    /// Connects, and checks that the bucket answers with these credentials: a bad endpoint,
+    /// wrong keys or a missing bucket fail here, in one line, not at the first push.
+    pub async fn connect(config: S3Config) -> std::result::Result<Self, String> {
+        if config.bucket.is_empty() {
+            return Err("storage.s3.bucket is required".into());
+        }
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
+        if let Some(r) = &config.region {
+            b = b.with_region(r);
+        } else if config.endpoint.is_some() {
+            b = b.with_region("us-east-1");
+        }
+        if let Some(e) = &config.endpoint {
+            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+        }
+        if let (Some(a), Some(s)) = (&config.access_key, &config.secret_key) {
+            b = b.with_access_key_id(a).with_secret_access_key(s);
+        }
+        // Path style when asked, and always for a custom endpoint given as an address.
+        b = b.with_virtual_hosted_style_request(!config.path_style && config.endpoint.is_none());
+        let conditional = config.conditional_writes.unwrap_or(true);
+        b = b.with_conditional_put(if conditional {
+            S3ConditionalPut::ETagMatch
+        } else {
+            S3ConditionalPut::Disabled
+        });
+        b = b.with_client_options(
+            ClientOptions::new()
+                .with_allow_invalid_certificates(config.skip_verify)
+                .with_allow_http(config.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
+        );
+        let s3 = b.build().map_err(|e| format!("S3 configuration: {e}"))?;
+        let root = config.root.as_deref().unwrap_or("").trim_matches('/');
+        let base = if root.is_empty() {
+            "docker/registry/v2".to_string()
+        } else {
+            format!("{root}/docker/registry/v2")
+        };
+        let chunk = config.chunk_size.unwrap_or(10 * 1024 * 1024).max(MIN_PART);
+        let store =
+            Self { inner: Arc::new(Inner { s3, base, bucket: config.bucket.clone(), chunk, conditional }) };
+        let where_ = config.endpoint.as_deref().unwrap_or("AWS");
+        store.inner.s3.list_with_delimiter(Some(&Path::from(store.inner.base.as_str()))).await.map_err(
+            |e| format!("S3 bucket {:?} at {where_} is not usable: {}", config.bucket, one_line(&e)),
+        )?;
+        Ok(store)
+    }
+
+    fn key(&self, rel: &str) -> Path {
+        Path::from(format!("{}/{rel}", self.inner.base))
+    }
+
+    fn blob_key(&self, d: &Digest) -> Path {
+        let hex = d.hex();
+        self.key(&format!("blobs/{}/{}/{}/data", d.algorithm().as_str(), &hex[..2], hex))
+    }
+
+    fn repo(&self, repo: &Name, rel: &str) -> Path {
+        self.key(&format!("repositories/{repo}/{rel}"))
+    }
+
+    fn layer_link(&self, repo: &Name, d: &Digest) -> Path {
+        self.repo(repo, &format!("_layers/{}/{}/link", d.algorithm().as_str(), d.hex()))
+    }
+
+    fn revision(&self, repo: &Name, d: &Digest, file: &str) -> Path {
+        self.repo(repo, &format!("_manifests/revisions/{}/{}/{file}", d.algorithm().as_str(), d.hex()))
+    }
+
+    fn tag(&self, repo: &Name, tag: &str, rel: &str) -> Path {
+        self.repo(repo, &format!("_manifests/tags/{tag}/{rel}"))
+    }
+
+    fn upload(&self, repo: &Name, id: &str, rel: &str) -> Path {
+        self.repo(repo, &format!("_uploads/{id}/{rel}"))
+    }
+
+    fn referrer(&self, repo: &Name, subject: &Digest, rel: &str) -> Path {
+        self.repo(repo, &format!("_referrers/{}/{}/{rel}", subject.algorithm().as_str(), subject.hex()))
+    }
+
+    async fn exists(&self, p: &Path) -> Result<bool> {
+        match self.inner.s3.head(p).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn get_bytes(&self, p: &Path) -> Result<Option<Bytes>> {
+        match self.inner.s3.get(p).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(io)?)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn put(&self, p: &Path, data: impl Into<PutPayload>) -> Result<()> {
+        self.inner.s3.put(p, data.into()).await.map_err(io)?;
+        Ok(())
+    }
+
+    async fn read_link(&self, p: &Path) -> Result<Option<Digest>> {
+        let Some(b) = self.get_bytes(p).await? else { return Ok(None) };
+        let text = String::from_utf8_lossy(&b);
+        text.trim().parse().map(Some).map_err(|e| StoreError::Corrupt(format!("{p}: {e}")))
+    }
+
+    async fn delete_prefix(&self, prefix: &Path) -> Result<usize> {
+        let keys: Vec<Path> =
+            self.inner.s3.list(Some(prefix)).map_ok(|m| m.location).try_collect().await.map_err(io)?;
+        let n = keys.len();
+        for k in keys {
+            match self.inner.s3.delete(&k).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(n)
+    }
+
+    async fn linked(&self, repo: &Name, d: &Digest) -> Result<()> {
+        if self.exists(&self.layer_link(repo, d)).await?
+            || self.exists(&self.revision(repo, d, "link")).await?
+        {
+            Ok(())
+        } else {
+            Err(StoreError::BlobUnknown(d.clone()))
+        }
+    }
+
+    async fn load(&self, repo: &Name, id: &str) -> Result<(Session, Option<String>)> {
+        if !valid_id(id) {
+            return Err(StoreError::UploadUnknown);
+        }
+        match self.inner.s3.get(&self.upload(repo, id, "donjon-session.json")).await {
+            Ok(r) => {
+                let etag = r.meta.e_tag.clone();
+                let b = r.bytes().await.map_err(io)?;
+                let s = serde_json::from_slice(&b)
+                    .map_err(|e| StoreError::Corrupt(format!("session {id}: {e}")))?;
+                Ok((s, etag))
+            }
+            Err(e) if is_not_found(&e) => Err(StoreError::UploadUnknown),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn save(&self, repo: &Name, id: &str, s: &Session, etag: Option<String>) -> Result<()> {
+        let json = serde_json::to_vec(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mode = match (self.inner.conditional, etag) {
+            (true, Some(e)) => PutMode::Update(UpdateVersion { e_tag: Some(e), version: None }),
+            _ => PutMode::Overwrite,
+        };
+        let opts = PutOptions { mode, ..Default::default() };
+        match self.inner.s3.put_opts(&self.upload(repo, id, "donjon-session.json"), json.into(), opts).await {
+            Ok(_) => Ok(()),
+            // Another request on this session saved first: the client must ask where it stands.
+            Err(object_store::Error::Precondition { .. }) => {
+                let (now, _) = self.load(repo, id).await?;
+                Err(StoreError::UploadOffset { size: now.size })
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn hasher(s: &Session) -> Result<Digester> {
+        let state = hex_decode(&s.hash).ok_or_else(|| StoreError::Corrupt("session hash state".into()))?;
+        Digester::resume(Algorithm::Sha256, &state)
+            .ok_or_else(|| StoreError::Corrupt("session hash state".into()))
+    }
+
+    /// Reads the session's segments back, in order.
+    async fn segments(&self, repo: &Name, id: &str, s: &Session) -> Result<BytesMut> {
+        let total: u64 = s.segments.iter().map(|(_, n)| n).sum();
+        let mut out = BytesMut::with_capacity(total as usize);
+        for (off, _) in &s.segments {
+            let b = self
+                .get_bytes(&self.upload(repo, id, &segment_name(*off)))
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("session {id}: segment {off} is missing")))?;
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+
+    /// Sends `data` (the segments, read back, then fresh bytes) as the session's next part.
+    async fn send_part(&self, repo: &Name, id: &str, s: &mut Session, data: Bytes) -> Result<()> {
+        let key = self.upload(repo, id, "data");
+        let mp = match &s.multipart {
+            Some(m) => m.clone(),
+            None => {
+                let m = self.inner.s3.create_multipart(&key).await.map_err(io)?;
+                s.multipart = Some(m.clone());
+                m
+            }
+        };
+        let len = data.len() as u64;
+        let part = self.inner.s3.put_part(&key, &mp, s.parts.len(), data.into()).await.map_err(io)?;
+        s.parts.push(part.content_id);
+        s.parts_size += len;
+        Ok(())
+    }
+
+    async fn end_session(&self, repo: &Name, id: &str, s: &Session) -> Result<()> {
+        if let Some(mp) = &s.multipart {
+            let _ = self.inner.s3.abort_multipart(&self.upload(repo, id, "data"), mp).await;
+        }
+        self.delete_prefix(&self.upload(repo, id, "")).await?;
+        Ok(())
+    }
+
+    async fn link(&self, repo: &Name, d: &Digest) -> Result<()> {
+        self.put(&self.layer_link(repo, d), Bytes::from(d.to_string())).await
+    }
+}
+
+fn one_line(e: &object_store::Error) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn segment_name(offset: u64) -> String {
+    format!("segments/{offset:020}")
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn blob_size(&self, repo: &Name, digest: &Digest) -> Result<u64> {
+        self.linked(repo, digest).await?;
+        match self.inner.s3.head(&self.blob_key(digest)).await {
+            Ok(m) => Ok(m.size),
+            Err(e) if is_not_found(&e) => Err(StoreError::BlobUnknown(digest.clone())),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn blob_read(&self, repo: &Name, digest: &Digest, range: RangeSpec) -> Result<BlobRead> {
+        let size = self.blob_size(repo, digest).await?;
+        let r = range.resolve(size).ok_or(StoreError::RangeInvalid { size })?;
+        if r.is_empty() {
+            return Ok(BlobRead { size, range: r, body: donjon_core::store::bytes_stream(Bytes::new()) });
+        }
+        let opts = GetOptions { range: Some(GetRange::Bounded(r.clone())), ..Default::default() };
+        let got = match self.inner.s3.get_opts(&self.blob_key(digest), opts).await {
+            Ok(g) => g,
+            Err(e) if is_not_found(&e) => return Err(StoreError::BlobUnknown(digest.clone())),
+            Err(e) => return Err(io(e)),
+        };
+        let body = got.into_stream().map_err(|e| Box::new(e) as BoxError);
+        Ok(BlobRead { size, range: r, body: Box::pin(body) })
+    }
+
+    async fn blob_link(&self, repo: &Name, digest: &Digest) -> Result<()> {
+        if !self.exists(&self.blob_key(digest)).await? {
+            return Err(StoreError::BlobUnknown(digest.clone()));
+        }
+        self.link(repo, digest).await
+    }
+
+    async fn blob_unlink(&self, repo: &Name, digest: &Digest) -> Result<()> {
+        let link = self.layer_link(repo, digest);
+        if !self.exists(&link).await? {
+            return Err(StoreError::BlobUnknown(digest.clone()));
+        }
+        self.inner.s3.delete(&link).await.map_err(io)
+    }
+
+    async fn upload_create(&self, repo: &Name) -> Result<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let s = Session { hash: hex_encode(&Digester::new(Algorithm::Sha256).state()), ..Session::default() };
+        self.put(&self.upload(repo, &id, "startedat"), Bytes::from(crate::fs::rfc3339_now())).await?;
+        self.save(repo, &id, &s, None).await?;
+        Ok(id)
+    }
+
+    async fn upload_size(&self, repo: &Name, id: &str) -> Result<u64> {
+        Ok(self.load(repo, id).await?.0.size)
+    }
+
+    async fn upload_write(&self, repo: &Name, id: &str, offset: u64, mut data: ByteStream) -> Result<u64> {
+        let (mut s, etag) = self.load(repo, id).await?;
+        if offset != s.size {
+            return Err(StoreError::UploadOffset { size: s.size });
+        }
+        let mut hasher = Self::hasher(&s)?;
+        let seg_len = |s: &Session| s.segments.iter().map(|(_, n)| n).sum::<u64>() as usize;
+        let mut fresh = BytesMut::new();
+        let mut garbage: Vec<u64> = vec![];
+        let mut failure = None;
+        while let Some(chunk) = data.next().await {
+            let c = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    failure = Some(StoreError::Body(e));
+                    break;
+                }
+            };
+            hasher.update(&c);
+            fresh.extend_from_slice(&c);
+            if seg_len(&s) + fresh.len() >= self.inner.chunk {
+                let mut part = self.segments(repo, id, &s).await?;
+                part.extend_from_slice(&fresh);
+                fresh.clear();
+                if let Err(e) = self.send_part(repo, id, &mut s, part.freeze()).await {
+                    failure = Some(e);
+                    break;
+                }
+                garbage.extend(s.segments.drain(..).map(|(o, _)| o));
+                s.size = s.parts_size;
+            }
+        }
+        if matches!(failure, Some(StoreError::Io(_)) | Some(StoreError::Corrupt(_))) {
+            // A backend failure: the saved session is left as it was; the client resumes from
+            // its size (a part sent meanwhile is sent again under the same number).
+            return Err(failure.unwrap_or(StoreError::UploadUnknown));
+        }
+        // Keep what arrived, even when the client went away mid-body.
+        if !fresh.is_empty() {
+            let off = s.parts_size + seg_len(&s) as u64;
+            let len = fresh.len() as u64;
+            self.put(&self.upload(repo, id, &segment_name(off)), fresh.freeze()).await?;
+            s.segments.push((off, len));
+        }
+        s.size = s.parts_size + seg_len(&s) as u64;
+        s.hash = hex_encode(&hasher.state());
+        self.save(repo, id, &s, etag).await?;
+        for off in garbage {
+            let _ = self.inner.s3.delete(&self.upload(repo, id, &segment_name(off))).await;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(s.size),
+        }
+    }
+
+    async fn upload_commit(&self, repo: &Name, id: &str, digest: &Digest) -> Result<u64> {
+        let (mut s, _) = self.load(repo, id).await?;
+        let size = s.size;
+        let blob = self.blob_key(digest);
+        // sha256 is verified from the saved state, before anything is assembled.
+        if digest.algorithm() == Algorithm::Sha256 {
+            let actual = Self::hasher(&s)?.finish();
+            if &actual != digest {
+                self.end_session(repo, id, &s).await?;
+                return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
+            }
+            if self.exists(&blob).await? {
+                self.end_session(repo, id, &s).await?;
+                self.link(repo, digest).await?;
+                return Ok(size);
+            }
+        }
+        let tail = self.segments(repo, id, &s).await?.freeze();
+        let temp = self.upload(repo, id, "data");
+        if s.multipart.is_none() && digest.algorithm() == Algorithm::Sha256 {
+            // Smaller than one part: one PUT at the content address.
+            self.put(&blob, tail).await?;
+        } else {
+            if s.multipart.is_none() {
+                self.put(&temp, tail).await?;
+            } else {
+                if !tail.is_empty() || s.parts.is_empty() {
+                    self.send_part(repo, id, &mut s, tail).await?;
+                }
+                let parts = s.parts.iter().map(|e| PartId { content_id: e.clone() }).collect();
+                let mp = s.multipart.clone().unwrap_or_default();
+                self.inner.s3.complete_multipart(&temp, &mp, parts).await.map_err(io)?;
+                s.multipart = None;
+            }
+            if digest.algorithm() != Algorithm::Sha256 {
+                // Only sha256 state is kept while uploading: other algorithms hash the whole.
+                let mut h = Digester::new(digest.algorithm());
+                let mut st = self.inner.s3.get(&temp).await.map_err(io)?.into_stream();
+                while let Some(c) = st.next().await {
+                    h.update(&c.map_err(io)?);
+                }
+                let actual = h.finish();
+                if &actual != digest {
+                    self.end_session(repo, id, &s).await?;
+                    return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
+                }
+            }
+            // Server-side copy into place (CopyObject: up to 5 GiB per object).
+            self.inner.s3.copy(&temp, &blob).await.map_err(io)?;
+        }
+        self.link(repo, digest).await?;
+        self.end_session(repo, id, &s).await?;
+        Ok(size)
+    }
+
+    async fn upload_cancel(&self, repo: &Name, id: &str) -> Result<()> {
+        let (s, _) = self.load(repo, id).await?;
+        self.end_session(repo, id, &s).await
+    }
+
+    async fn blob_put(&self, repo: &Name, digest: &Digest, mut data: ByteStream) -> Result<u64> {
+        let blob = self.blob_key(digest);
+        // Already stored: the bytes are still hashed (whoever links must show the content),
+        // but not sent again.
+        let exists = self.exists(&blob).await?;
+        let mut hasher = Digester::new(digest.algorithm());
+        let mut buf = BytesMut::new();
+        let mut multipart: Option<(String, Vec<PartId>)> = None;
+        let mut size = 0u64;
+        let result: Result<()> = async {
+            while let Some(chunk) = data.next().await {
+                let c = chunk.map_err(StoreError::Body)?;
+                hasher.update(&c);
+                size += c.len() as u64;
+                if exists {
+                    continue;
+                }
+                buf.extend_from_slice(&c);
+                if buf.len() >= self.inner.chunk {
+                    let (mp, parts) = match &mut multipart {
+                        Some(m) => m,
+                        None => {
+                            let id = self.inner.s3.create_multipart(&blob).await.map_err(io)?;
+                            multipart.insert((id, vec![]))
+                        }
+                    };
+                    let part = buf.split().freeze();
+                    parts
+                        .push(self.inner.s3.put_part(&blob, mp, parts.len(), part.into()).await.map_err(io)?);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let actual = hasher.finish();
+        let verified = result.and_then(|()| {
+            if &actual == digest {
+                Ok(())
+            } else {
+                Err(StoreError::DigestMismatch { expected: digest.clone(), actual })
+            }
+        });
+        match (verified, multipart) {
+            (Err(e), Some((mp, _))) => {
+                let _ = self.inner.s3.abort_multipart(&blob, &mp).await;
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+            (Ok(()), Some((mp, mut parts))) => {
+                if !buf.is_empty() {
+                    parts.push(
+                        self.inner
+                            .s3
+                            .put_part(&blob, &mp, parts.len(), buf.freeze().into())
+                            .await
+                            .map_err(io)?,
+                    );
+                }
+                self.inner.s3.complete_multipart(&blob, &mp, parts).await.map_err(io)?;
+                self.link(repo, digest).await?;
+                Ok(size)
+            }
+            (Ok(()), None) => {
+                if !exists {
+                    self.put(&blob, buf.freeze()).await?;
+                }
+                self.link(repo, digest).await?;
+                Ok(size)
+            }
+        }
+    }
+
+    async fn manifest_get(&self, repo: &Name, reference: &Reference) -> Result<Manifest> {
+        let unknown = || StoreError::ManifestUnknown(reference.to_string());
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => {
+                self.read_link(&self.tag(repo, t.as_str(), "current/link")).await?.ok_or_else(unknown)?
+            }
+        };
+        if !self.exists(&self.revision(repo, &digest, "link")).await? {
+            return Err(unknown());
+        }
+        let bytes = self.get_bytes(&self.blob_key(&digest)).await?.ok_or_else(unknown)?;
+        let media_type = match manifest::media_type_of(&bytes) {
+            Some(m) => m,
+            None => self
+                .get_bytes(&self.revision(repo, &digest, "donjon-mediatype"))
+                .await?
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_else(|| manifest::OCI_MANIFEST.into()),
+        };
+        Ok(Manifest { digest, media_type, bytes })
+    }
+
+    async fn manifest_exists(&self, repo: &Name, digest: &Digest) -> Result<bool> {
+        self.exists(&self.revision(repo, digest, "link")).await
+    }
+
+    async fn manifest_put(&self, repo: &Name, m: ManifestPut) -> Result<()> {
+        let blob = self.blob_key(&m.digest);
+        if !self.exists(&blob).await? {
+            self.put(&blob, m.bytes.clone()).await?;
+        }
+        if manifest::media_type_of(&m.bytes).as_deref() != Some(m.media_type.as_str()) {
+            self.put(&self.revision(repo, &m.digest, "donjon-mediatype"), Bytes::from(m.media_type.clone()))
+                .await?;
+        }
+        let text = Bytes::from(m.digest.to_string());
+        self.put(&self.revision(repo, &m.digest, "link"), text.clone()).await?;
+        if let Some((subject, desc)) = &m.referrer {
+            let json = serde_json::to_vec(desc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let name = format!("{}-{}.json", m.digest.algorithm().as_str(), m.digest.hex());
+            self.put(&self.referrer(repo, subject, &name), json).await?;
+        }
+        if let Some(tag) = &m.tag {
+            // `current` first: a tag is listed only once it resolves.
+            self.put(&self.tag(repo, tag.as_str(), "current/link"), text.clone()).await?;
+            let index = format!("index/{}/{}/link", m.digest.algorithm().as_str(), m.digest.hex());
+            self.put(&self.tag(repo, tag.as_str(), &index), text).await?;
+        }
+        Ok(())
+    }
+
+    async fn manifest_delete(&self, repo: &Name, digest: &Digest) -> Result<()> {
+        let link = self.revision(repo, digest, "link");
+        if !self.exists(&link).await? {
+            return Err(StoreError::ManifestUnknown(digest.to_string()));
+        }
+        for tag in self.tags(repo).await.unwrap_or_default() {
+            if self.read_link(&self.tag(repo, &tag, "current/link")).await?.as_ref() == Some(digest) {
+                self.delete_prefix(&self.tag(repo, &tag, "")).await?;
+            }
+        }
+        if let Some(subject) =
+            self.get_bytes(&self.blob_key(digest)).await?.and_then(|b| manifest::subject_of(&b))
+        {
+            let name = format!("{}-{}.json", digest.algorithm().as_str(), digest.hex());
+            match self.inner.s3.delete(&self.referrer(repo, &subject, &name)).await {
+                Err(e) if !is_not_found(&e) => return Err(io(e)),
+                _ => {}
+            }
+        }
+        self.delete_prefix(&self.revision(repo, digest, "")).await?;
+        Ok(())
+    }
+
+    async fn tag_delete(&self, repo: &Name, tag: &Tag) -> Result<()> {
+        if self.delete_prefix(&self.tag(repo, tag.as_str(), "")).await? == 0 {
+            return Err(StoreError::ManifestUnknown(tag.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn tags(&self, repo: &Name) -> Result<Vec<String>> {
+        let listed =
+            self.inner.s3.list_with_delimiter(Some(&self.repo(repo, "_manifests/tags"))).await.map_err(io)?;
+        let mut tags: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .filter(|t| t.parse::<Tag>().is_ok())
+            .collect();
+        if tags.is_empty() {
+            let top = self.inner.s3.list_with_delimiter(Some(&self.repo(repo, ""))).await.map_err(io)?;
+            if !top.common_prefixes.iter().any(|p| p.filename() == Some("_manifests")) {
+                return Err(StoreError::NameUnknown(repo.clone()));
+            }
+        }
+        tags.sort();
+        Ok(tags)
+    }
+
+    async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        let mut found = vec![];
+        let mut stack = vec![(self.key("repositories"), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let listed = self.inner.s3.list_with_delimiter(Some(&dir)).await.map_err(io)?;
+            for p in listed.common_prefixes {
+                let Some(name) = p.filename().map(str::to_owned) else { continue };
+                if name.starts_with('_') {
+                    if name == "_manifests" && !prefix.is_empty() {
+                        found.push(prefix.clone());
+                    }
+                    continue;
+                }
+                let full = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+                stack.push((p, full));
+            }
+        }
+        found.sort();
+        found.retain(|r| last.is_none_or(|l| r.as_str() > l));
+        found.truncate(n);
+        Ok(found)
+    }
+
+    async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let listed =
+            self.inner.s3.list_with_delimiter(Some(&self.referrer(repo, subject, ""))).await.map_err(io)?;
+        let mut out = vec![];
+        for o in listed.objects {
+            if !o.location.as_ref().ends_with(".json") {
+                continue;
+            }
+            if let Some(b) = self.get_bytes(&o.location).await? {
+                match serde_json::from_slice::<Descriptor>(&b) {
+                    Ok(d) => out.push(d),
+                    Err(err) => tracing::warn!(key = %o.location, %err, "skipping unreadable referrer entry"),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
+    }
+}
