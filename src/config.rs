@@ -66,6 +66,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Where content is kept.
     pub storage: Storage,
+    /// Upload purging, unless disabled.
+    pub upload_purging: Option<UploadPurging>,
     /// Public host name, if set.
     pub hostname: Option<String>,
     /// TLS, if set.
@@ -134,12 +136,39 @@ struct TlsFile {
 struct StorageFile {
     filesystem: Option<Filesystem>,
     delete: Option<Delete>,
-    maintenance: Option<Value>,
+    maintenance: Option<Maintenance>,
     cache: Option<Value>,
     redirect: Option<Value>,
     tag: Option<Value>,
     s3: Option<S3File>,
     inmemory: Option<Value>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct Maintenance {
+    uploadpurging: Option<UploadPurgingFile>,
+    readonly: Option<Value>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct UploadPurgingFile {
+    enabled: Option<bool>,
+    age: Option<String>,
+    interval: Option<String>,
+    dryrun: Option<bool>,
+}
+
+/// Upload purging: sessions older than `age` are ended every `interval`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UploadPurging {
+    /// Sessions older than this are purged.
+    #[serde(with = "secs")]
+    pub age: Duration,
+    /// How often.
+    #[serde(with = "secs")]
+    pub interval: Duration,
+    /// Count, but do not delete.
+    pub dry_run: bool,
 }
 
 /// Distribution's `storage.s3` keys.
@@ -362,7 +391,32 @@ impl Settings {
         not_yet(file.redis.is_some(), "redis", &mut warnings);
         not_yet(file.validation.is_some(), "validation", &mut warnings);
         not_yet(file.middleware.is_some(), "middleware", &mut warnings);
-        not_yet(storage.maintenance.is_some(), "storage.maintenance", &mut warnings);
+        let maintenance = storage.maintenance.unwrap_or_default();
+        not_yet(maintenance.readonly.is_some(), "storage.maintenance.readonly", &mut warnings);
+        let purging = maintenance.uploadpurging.unwrap_or_default();
+        // Distribution's defaults: on, a week, daily.
+        let upload_purging = if purging.enabled.unwrap_or(true) {
+            let age = purging
+                .age
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .unwrap_or(Duration::from_secs(168 * 3600));
+            let interval = purging
+                .interval
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .unwrap_or(Duration::from_secs(24 * 3600));
+            if interval.is_zero() {
+                return Err(ConfigError(
+                    "storage.maintenance.uploadpurging.interval must be above zero".into(),
+                ));
+            }
+            Some(UploadPurging { age, interval, dry_run: purging.dryrun.unwrap_or(false) })
+        } else {
+            None
+        };
         not_yet(storage.cache.is_some(), "storage.cache", &mut warnings);
         not_yet(storage.tag.is_some(), "storage.tag", &mut warnings);
         not_yet(http.prefix.is_some(), "http.prefix", &mut warnings);
@@ -478,6 +532,7 @@ impl Settings {
             bind: parse_bind(&bind)?,
             data_dir,
             storage: s3.map_or(Storage::Filesystem, Storage::S3),
+            upload_purging,
             hostname: cli.hostname.clone().or(file.hostname).or(http.host),
             tls,
             delete_enabled: storage.delete.and_then(|d| d.enabled).unwrap_or(true),
@@ -638,6 +693,19 @@ storage:
         assert!(e.to_string().contains("bucket"), "{e}");
         let both = "storage:\n  filesystem: {rootdirectory: /a}\n  s3: {bucket: b}\n";
         assert!(load(&[], Some(both), &[]).is_err());
+    }
+
+    #[test]
+    fn upload_purging() {
+        let s = load(&[], None, &[]).unwrap();
+        let p = s.upload_purging.unwrap();
+        assert_eq!((p.age.as_secs(), p.interval.as_secs(), p.dry_run), (168 * 3600, 24 * 3600, false));
+        let yaml = "storage:\n  maintenance:\n    uploadpurging: {enabled: true, age: 2h, interval: 30m, dryrun: true}\n";
+        let p = load(&[], Some(yaml), &[]).unwrap().upload_purging.unwrap();
+        assert_eq!((p.age.as_secs(), p.interval.as_secs(), p.dry_run), (7200, 1800, true));
+        let off = "storage:\n  maintenance:\n    uploadpurging: {enabled: false}\n";
+        assert!(load(&[], Some(off), &[]).unwrap().upload_purging.is_none());
+        assert!(load(&[], Some("storage:\n  maintenance:\n    uploadpurging: {age: soon}\n"), &[]).is_err());
     }
 
     #[test]

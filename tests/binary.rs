@@ -282,3 +282,29 @@ fn tls_with_http2() {
     assert_eq!(curl("--http2"), "2 200");
     assert_eq!(curl("--http1.1"), "1.1 200");
 }
+
+#[test]
+fn stale_uploads_are_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        "storage:\n  maintenance:\n    uploadpurging: {enabled: true, age: 1s, interval: 1s}\n",
+    )
+    .unwrap();
+    let server = Donjon::start_with(&dir.path().join("data"), &["--config-file", cfg.to_str().unwrap()]);
+    let rt = rt();
+    let c = client();
+    let post = rt.block_on(send(&c, "POST", &server.url("/v2/purge/blobs/uploads/"), &[], Bytes::new()));
+    let loc = post.header("location").to_string();
+    assert_eq!(rt.block_on(send(&c, "GET", &server.url(&loc), &[], Bytes::new())).status, 204);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = rt.block_on(send(&c, "GET", &server.url(&loc), &[], Bytes::new()));
+        if r.status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the session was not purged");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -54,7 +54,7 @@ macro_rules! __contract_cases {
             empty_blob, sha512_commit, same_blob_twice_concurrently, manifests_by_tag_and_digest,
             tag_moves_atomically, tag_delete_keeps_manifest, manifest_delete_removes_tags,
             referrers_index, catalog_pages_in_order, unknown_repository, blob_put_verifies,
-            large_blob_in_many_chunks);
+            large_blob_in_many_chunks, purge_ends_old_sessions);
     };
 }
 
@@ -471,4 +471,25 @@ pub async fn large_blob_in_many_chunks(store: Arc<dyn Store>) {
     let n =
         store.blob_put(&repo, &big, bytes_stream(Bytes::copy_from_slice(&data[..11 * 1024 * 1024]))).await;
     assert_eq!(n.expect("monolithic large") as usize, 11 * 1024 * 1024);
+}
+
+/// Upload purging ends the sessions started before the cutoff, and only those.
+pub async fn purge_ends_old_sessions(store: Arc<dyn Store>) {
+    use std::time::{Duration, SystemTime};
+    let repo = name("contract/purge");
+    let old = store.upload_create(&repo).await.expect("create");
+    store.upload_write(&repo, &old, 0, bytes_stream(Bytes::from_static(b"stale"))).await.expect("w");
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let n = store.purge_uploads(later, true).await.expect("dry run");
+    assert!(n >= 1, "dry run counts {n}");
+    assert_eq!(store.upload_size(&repo, &old).await.expect("dry run keeps it"), 5);
+    let earlier = SystemTime::now() - Duration::from_secs(3600);
+    store.purge_uploads(earlier, false).await.expect("purge none");
+    assert_eq!(store.upload_size(&repo, &old).await.expect("young session kept"), 5);
+    assert!(store.purge_uploads(later, false).await.expect("purge") >= 1);
+    assert!(matches!(store.upload_size(&repo, &old).await, Err(StoreError::UploadUnknown)));
+    // committed blobs are not touched
+    let d = push(&*store, &repo, b"kept").await;
+    store.purge_uploads(later, false).await.expect("purge");
+    assert_eq!(store.blob_size(&repo, &d).await.expect("blob kept"), 4);
 }

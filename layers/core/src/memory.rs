@@ -31,6 +31,7 @@ struct Repo {
 struct Upload {
     data: BytesMut,
     hasher: Digester,
+    started: std::time::SystemTime,
 }
 
 #[derive(Default)]
@@ -109,7 +110,11 @@ impl Store for MemoryStore {
 
     async fn upload_create(&self, repo: &Name) -> Result<String> {
         let id = format!("{:032x}", rand_id());
-        let up = Upload { data: BytesMut::new(), hasher: Digester::new(Algorithm::Sha256) };
+        let up = Upload {
+            data: BytesMut::new(),
+            hasher: Digester::new(Algorithm::Sha256),
+            started: std::time::SystemTime::now(),
+        };
         self.lock().uploads.insert((repo.to_string(), id.clone()), Arc::new(tokio::sync::Mutex::new(up)));
         Ok(id)
     }
@@ -165,6 +170,23 @@ impl Store for MemoryStore {
             .remove(&(repo.to_string(), id.to_string()))
             .map(|_| ())
             .ok_or(StoreError::UploadUnknown)
+    }
+
+    async fn purge_uploads(&self, cutoff: std::time::SystemTime, dry_run: bool) -> Result<usize> {
+        let sessions: Vec<_> = self.lock().uploads.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut stale = vec![];
+        for (k, v) in sessions {
+            if v.lock().await.started < cutoff {
+                stale.push(k);
+            }
+        }
+        if !dry_run {
+            let mut st = self.lock();
+            for k in &stale {
+                st.uploads.remove(k);
+            }
+        }
+        Ok(stale.len())
     }
 
     async fn manifest_get(&self, repo: &Name, reference: &Reference) -> Result<Manifest> {

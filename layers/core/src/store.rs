@@ -250,6 +250,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         result
     }
 
+    /// Ends the upload sessions started before `cutoff` (Distribution's upload purging), and
+    /// returns how many there were. With `dry_run`, only counts them.
+    async fn purge_uploads(&self, cutoff: std::time::SystemTime, dry_run: bool) -> Result<usize>;
+
     /// Reads a manifest by tag or digest.
     async fn manifest_get(&self, repo: &Name, reference: &Reference) -> Result<Manifest>;
 

@@ -459,6 +459,52 @@ impl Store for FsStore {
         }
     }
 
+    async fn purge_uploads(&self, cutoff: SystemTime, dry_run: bool) -> Result<usize> {
+        let root = self.inner.base.join("repositories");
+        Ok(blocking(move || {
+            let mut purged = 0;
+            let mut stack = vec![root];
+            while let Some(dir) = stack.pop() {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if not_found(&e) => continue,
+                    Err(e) => return Err(e),
+                };
+                for e in entries {
+                    let e = e?;
+                    if !e.file_type()?.is_dir() {
+                        continue;
+                    }
+                    let name = e.file_name();
+                    if name == "_uploads" {
+                        for s in fs::read_dir(e.path())? {
+                            let session = s?.path();
+                            // `startedat` is written once, when the session starts.
+                            let started = fs::metadata(session.join("startedat")).and_then(|m| m.modified());
+                            let stale = match started {
+                                Ok(t) => t < cutoff,
+                                // no startedat: a session dir left half-made; judge by the dir
+                                Err(_) => fs::metadata(&session)
+                                    .and_then(|m| m.modified())
+                                    .is_ok_and(|t| t < cutoff),
+                            };
+                            if stale {
+                                purged += 1;
+                                if !dry_run {
+                                    remove_dir(&session)?;
+                                }
+                            }
+                        }
+                    } else if !name.to_string_lossy().starts_with('_') {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            Ok(purged)
+        })
+        .await?)
+    }
+
     async fn manifest_get(&self, repo: &Name, reference: &Reference) -> Result<Manifest> {
         let unknown = || StoreError::ManifestUnknown(reference.to_string());
         let digest = match reference {

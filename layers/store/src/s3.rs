@@ -613,6 +613,37 @@ impl Store for S3Store {
         }
     }
 
+    async fn purge_uploads(&self, cutoff: std::time::SystemTime, dry_run: bool) -> Result<usize> {
+        // Object stores list by prefix only: walk the repositories' keys for session markers.
+        let root = self.key("repositories");
+        let mut listing = self.inner.s3.list(Some(&root));
+        let mut stale = vec![];
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(io)?;
+            let key = meta.location.as_ref();
+            let Some((repo_part, rest)) = key.split_once("/_uploads/") else { continue };
+            let Some(id) = rest.strip_suffix("/startedat") else { continue };
+            if std::time::SystemTime::from(meta.last_modified) < cutoff {
+                let repo = repo_part.rsplit_once("repositories/").map(|(_, r)| r.to_string());
+                if let Some(repo) = repo.and_then(|r| r.parse::<Name>().ok()) {
+                    stale.push((repo, id.to_string()));
+                }
+            }
+        }
+        if !dry_run {
+            for (repo, id) in &stale {
+                match self.load(repo, id).await {
+                    Ok((s, _)) => self.end_session(repo, id, &s).await?,
+                    Err(StoreError::UploadUnknown) => {
+                        self.delete_prefix(&self.upload(repo, id, "")).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(stale.len())
+    }
+
     async fn manifest_get(&self, repo: &Name, reference: &Reference) -> Result<Manifest> {
         let unknown = || StoreError::ManifestUnknown(reference.to_string());
         let digest = match reference {
