@@ -34,8 +34,11 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
+
+use tokio::task::JoinHandle;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -371,6 +374,59 @@ fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Part uploads run as tasks, at most this many at once, so that receiving a body and sending
+/// it to S3 overlap; memory per transfer stays within a few parts.
+const PARALLEL_PARTS: usize = 3;
+
+/// The parts of one multipart upload being sent; their ids come back in order.
+struct Parts {
+    s3: AmazonS3,
+    key: Path,
+    id: String,
+    next: usize,
+    inflight: VecDeque<JoinHandle<object_store::Result<PartId>>>,
+    done: Vec<PartId>,
+}
+
+impl Parts {
+    fn new(s3: &AmazonS3, key: &Path, id: &str, next: usize) -> Self {
+        Self { s3: s3.clone(), key: key.clone(), id: id.into(), next, inflight: VecDeque::new(), done: vec![] }
+    }
+
+    async fn reap_one(&mut self) -> Result<()> {
+        if let Some(h) = self.inflight.pop_front() {
+            let part = h.await.map_err(|e| StoreError::Io(std::io::Error::other(e)))?.map_err(io)?;
+            self.done.push(part);
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, data: Bytes) -> Result<()> {
+        while self.inflight.len() >= PARALLEL_PARTS {
+            self.reap_one().await?;
+        }
+        let (s3, key, id, idx) = (self.s3.clone(), self.key.clone(), self.id.clone(), self.next);
+        self.next += 1;
+        self.inflight.push_back(tokio::spawn(async move { s3.put_part(&key, &id, idx, data.into()).await }));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Vec<PartId>> {
+        while !self.inflight.is_empty() {
+            self.reap_one().await?;
+        }
+        Ok(std::mem::take(&mut self.done))
+    }
+}
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        for h in &self.inflight {
+            h.abort();
+        }
+    }
+}
+
 #[async_trait]
 impl Store for S3Store {
     async fn blob_size(&self, repo: &Name, digest: &Digest) -> Result<u64> {
@@ -435,6 +491,7 @@ impl Store for S3Store {
         let mut fresh = BytesMut::new();
         let mut garbage: Vec<u64> = vec![];
         let mut failure = None;
+        let mut parts: Option<Parts> = None;
         while let Some(chunk) = data.next().await {
             let c = match chunk {
                 Ok(c) => c,
@@ -449,12 +506,31 @@ impl Store for S3Store {
                 let mut part = self.segments(repo, id, &s).await?;
                 part.extend_from_slice(&fresh);
                 fresh.clear();
-                if let Err(e) = self.send_part(repo, id, &mut s, part.freeze()).await {
+                let sent = part.len() as u64;
+                let sender = match &mut parts {
+                    Some(p) => p,
+                    None => {
+                        let key = self.upload(repo, id, "data");
+                        let mp = match &s.multipart {
+                            Some(m) => m.clone(),
+                            None => self.inner.s3.create_multipart(&key).await.map_err(io)?,
+                        };
+                        s.multipart = Some(mp.clone());
+                        parts.insert(Parts::new(&self.inner.s3, &key, &mp, s.parts.len()))
+                    }
+                };
+                if let Err(e) = sender.send(part.freeze()).await {
                     failure = Some(e);
                     break;
                 }
+                s.parts_size += sent;
                 garbage.extend(s.segments.drain(..).map(|(o, _)| o));
-                s.size = s.parts_size;
+            }
+        }
+        if let Some(p) = parts {
+            match p.finish().await {
+                Ok(ids) => s.parts.extend(ids.into_iter().map(|p| p.content_id)),
+                Err(e) => failure = Some(e),
             }
         }
         if matches!(failure, Some(StoreError::Io(_)) | Some(StoreError::Corrupt(_))) {
@@ -548,9 +624,9 @@ impl Store for S3Store {
         let exists = self.exists(&blob).await?;
         let mut hasher = Digester::new(digest.algorithm());
         let mut buf = BytesMut::new();
-        let mut multipart: Option<(String, Vec<PartId>)> = None;
+        let mut parts: Option<Parts> = None;
         let mut size = 0u64;
-        let result: Result<()> = async {
+        let mut result: Result<()> = async {
             while let Some(chunk) = data.next().await {
                 let c = chunk.map_err(StoreError::Body)?;
                 hasher.update(&c);
@@ -560,46 +636,44 @@ impl Store for S3Store {
                 }
                 buf.extend_from_slice(&c);
                 if buf.len() >= self.inner.chunk {
-                    let (mp, parts) = match &mut multipart {
-                        Some(m) => m,
+                    let sender = match &mut parts {
+                        Some(p) => p,
                         None => {
                             let id = self.inner.s3.create_multipart(&blob).await.map_err(io)?;
-                            multipart.insert((id, vec![]))
+                            parts.insert(Parts::new(&self.inner.s3, &blob, &id, 0))
                         }
                     };
-                    let part = buf.split().freeze();
-                    parts
-                        .push(self.inner.s3.put_part(&blob, mp, parts.len(), part.into()).await.map_err(io)?);
+                    sender.send(buf.split().freeze()).await?;
                 }
             }
             Ok(())
         }
         .await;
         let actual = hasher.finish();
-        let verified = result.and_then(|()| {
-            if &actual == digest {
-                Ok(())
-            } else {
-                Err(StoreError::DigestMismatch { expected: digest.clone(), actual })
-            }
-        });
-        match (verified, multipart) {
-            (Err(e), Some((mp, _))) => {
-                let _ = self.inner.s3.abort_multipart(&blob, &mp).await;
+        if result.is_ok() && &actual != digest {
+            result = Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        match (result, parts) {
+            (Err(e), Some(p)) => {
+                let id = p.id.clone();
+                drop(p);
+                let _ = self.inner.s3.abort_multipart(&blob, &id).await;
                 Err(e)
             }
             (Err(e), None) => Err(e),
-            (Ok(()), Some((mp, mut parts))) => {
+            (Ok(()), Some(mut p)) => {
                 if !buf.is_empty() {
-                    parts.push(
-                        self.inner
-                            .s3
-                            .put_part(&blob, &mp, parts.len(), buf.freeze().into())
-                            .await
-                            .map_err(io)?,
-                    );
+                    p.send(buf.freeze()).await?;
                 }
-                self.inner.s3.complete_multipart(&blob, &mp, parts).await.map_err(io)?;
+                let id = p.id.clone();
+                let ids = match p.finish().await {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        let _ = self.inner.s3.abort_multipart(&blob, &id).await;
+                        return Err(e);
+                    }
+                };
+                self.inner.s3.complete_multipart(&blob, &id, ids).await.map_err(io)?;
                 self.link(repo, digest).await?;
                 Ok(size)
             }
