@@ -72,7 +72,9 @@ fn garage_starts_serves_s3_and_stops() {
     assert_eq!(code, 200, "PUT: {resp}");
     let (code, resp) = curl(&g, "GET", "/donjon-smoke/dir/blob", b"");
     assert_eq!((code, resp.as_bytes()), (200, &body[..]));
-    let (code, resp) = curl(&g, "GET", "/donjon-smoke?list-type=2&prefix=dir/", b"");
+    // curl 7.88's --aws-sigv4 signs the query string as written: keep it canonical (sorted keys,
+    // percent-encoded values).
+    let (code, resp) = curl(&g, "GET", "/donjon-smoke?list-type=2&prefix=dir%2F", b"");
     assert_eq!(code, 200, "LIST: {resp}");
     assert!(resp.contains("<Key>dir/blob</Key>"), "{resp}");
     let (code, resp) = curl(&g, "DELETE", "/donjon-smoke/dir/blob", b"");
