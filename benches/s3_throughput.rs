@@ -67,11 +67,12 @@ async fn main() {
     };
     let size = mb * CHUNK as u64;
     let chunks = mb;
-    // The digest the client announces, computed before anything is timed.
-    let digest = {
+    // Each round pushes other bytes (a blob already stored would only be hashed, not sent).
+    // The digest the client announces is computed before anything is timed.
+    let digest_of = |round: u64| {
         let mut h = donjon_core::Digester::new(donjon_core::Algorithm::Sha256);
         for i in 0..chunks {
-            h.update(&chunk(i));
+            h.update(&chunk(round * chunks + i));
         }
         h.finish()
     };
@@ -102,8 +103,15 @@ async fn main() {
     let registry = donjon::Registry::builder(Arc::new(store)).build();
     let listener = donjon::server::bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(donjon::server::serve(listener, None, registry, std::future::pending(), Duration::from_secs(1)));
-    let client: Client<_, BoxBody<Bytes, std::io::Error>> = Client::builder(TokioExecutor::new()).build_http();
+    tokio::spawn(donjon::server::serve(
+        listener,
+        None,
+        registry,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    let client: Client<_, BoxBody<Bytes, std::io::Error>> =
+        Client::builder(TokioExecutor::new()).build_http();
 
     println!("blob: {mb} MiB, part size {} MiB, {rounds} round(s), Garage at {}", PART >> 20, g.endpoint());
     let mut rows = vec![];
@@ -115,7 +123,7 @@ async fn main() {
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
         for i in 0..chunks {
             w.wait_for_capacity(3).await.expect("capacity");
-            w.put(chunk(i));
+            w.put(chunk(round as u64 * chunks + i));
         }
         w.finish().await.expect("finish");
         let a_push = t.elapsed();
@@ -130,7 +138,10 @@ async fn main() {
 
         // B: donjon, a monolithic push over HTTP and a pull.
         let repo = format!("bench/r{round}");
-        let body = futures_util::stream::iter(0..chunks).map(|i| Ok::<_, std::io::Error>(Frame::data(chunk(i))));
+        let base = round as u64 * chunks;
+        let digest = digest_of(round as u64);
+        let body = futures_util::stream::iter(0..chunks)
+            .map(move |i| Ok::<_, std::io::Error>(Frame::data(chunk(base + i))));
         let req = http::Request::post(format!("http://{addr}/v2/{repo}/blobs/uploads/?digest={digest}"))
             .header("content-length", size)
             .body(BodyExt::boxed(StreamBody::new(body)))
@@ -165,7 +176,8 @@ async fn main() {
         // Not timed: free the bucket for the next round.
         let _ = s3.delete(&key).await;
     }
-    let sum = |f: fn(&(Duration, Duration, Duration, Duration)) -> Duration| rows.iter().map(f).sum::<Duration>();
+    let sum =
+        |f: fn(&(Duration, Duration, Duration, Duration)) -> Duration| rows.iter().map(f).sum::<Duration>();
     let (ap, bp, al, bl) = (sum(|r| r.0), sum(|r| r.1), sum(|r| r.2), sum(|r| r.3));
     println!(
         "overall: push {:.0}% of object_store ({:.0} vs {:.0} MB/s), pull {:.0}% ({:.0} vs {:.0} MB/s); peak RSS of this process (both sides): {:.0} MiB",

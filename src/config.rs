@@ -236,6 +236,9 @@ pub struct S3Settings {
     pub chunk_size: Option<usize>,
     /// Conditional writes.
     pub conditional_writes: Option<bool>,
+    /// Blob GETs answer 307 to a presigned URL (Distribution's `storage.redirect`, on unless
+    /// `disable: true`).
+    pub redirect: bool,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -475,16 +478,17 @@ impl Settings {
                     skip_verify: f.skipverify.unwrap_or(false),
                     chunk_size: f.chunksize,
                     conditional_writes: f.conditionalwrites,
+                    redirect: storage
+                        .redirect
+                        .as_ref()
+                        .and_then(|r| r.get("disable"))
+                        .and_then(Value::as_bool)
+                        != Some(true),
                 })
             }
         };
-        if s3.is_some()
-            && storage.redirect.as_ref().and_then(|r| r.get("disable")).and_then(Value::as_bool) != Some(true)
-        {
-            warnings.push(
-                "storage.redirect: presigned redirects are not implemented; blobs stream through donjon"
-                    .into(),
-            );
+        if s3.is_none() && storage.redirect.is_some() {
+            warnings.push("storage.redirect applies to object storage only; ignored".into());
         }
         if storage.inmemory.is_some() {
             return Err(ConfigError("`storage.inmemory` is not supported; use storage.filesystem".into()));
@@ -677,7 +681,7 @@ storage:
         assert!(s3.path_style);
         assert_eq!(s3.chunk_size, Some(10 << 20));
         assert!(s.warnings.iter().any(|w| w.contains("v4auth")), "{:?}", s.warnings);
-        assert!(!s.warnings.iter().any(|w| w.contains("redirect")), "{:?}", s.warnings);
+        assert!(!s3.redirect, "redirect.disable: true");
         assert!(!s.to_yaml().contains("SECRET"), "the secret is never printed");
         // the same from the environment alone
         let env = [
@@ -688,7 +692,7 @@ storage:
         let s = load(&[], None, &env).unwrap();
         let Storage::S3(s3) = &s.storage else { panic!() };
         assert_eq!(s3.endpoint.as_deref(), Some("http://minio:9000"));
-        assert!(s.warnings.iter().any(|w| w.contains("redirect")), "{:?}", s.warnings);
+        assert!(s3.redirect, "Distribution's default: redirects on");
         let e = load(&[], Some("storage:\n  s3:\n    region: x\n"), &[]).unwrap_err();
         assert!(e.to_string().contains("bucket"), "{e}");
         let both = "storage:\n  filesystem: {rootdirectory: /a}\n  s3: {bucket: b}\n";

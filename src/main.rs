@@ -87,6 +87,8 @@ async fn open_s3(s: &donjon::config::S3Settings) -> std::io::Result<Arc<dyn donj
         skip_verify: s.skip_verify,
         chunk_size: s.chunk_size,
         conditional_writes: s.conditional_writes,
+        // Distribution's presigned URLs live 20 minutes.
+        redirect: s.redirect.then_some(std::time::Duration::from_secs(20 * 60)),
     };
     let store = donjon_store::S3Store::connect(config).await.map_err(std::io::Error::other)?;
     Ok(Arc::new(store))

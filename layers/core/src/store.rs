@@ -210,6 +210,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Opens a blob the repository links, for the given range.
     async fn blob_read(&self, repo: &Name, digest: &Digest, range: RangeSpec) -> Result<BlobRead>;
 
+    /// Where a client may fetch the blob directly (a presigned object-storage URL), when the
+    /// backend offers it and it is enabled; `None` streams the blob through the registry. Only
+    /// called for blobs the repository links.
+    async fn blob_redirect(&self, _repo: &Name, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Links an existing blob into `repo` (a cross-repository mount). `BlobUnknown` when the
     /// blob's content is not stored.
     async fn blob_link(&self, repo: &Name, digest: &Digest) -> Result<()>;

@@ -46,6 +46,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{
     ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
     UpdateVersion,
@@ -85,6 +86,9 @@ pub struct S3Config {
     pub chunk_size: Option<usize>,
     /// Whether to use conditional writes (`If-Match`/`If-None-Match`); on by default.
     pub conditional_writes: Option<bool>,
+    /// Answer blob GETs with a 307 to a presigned URL valid this long, instead of streaming
+    /// (Distribution's default: redirects on, 20 minutes). `None`: stream.
+    pub redirect: Option<std::time::Duration>,
 }
 
 /// The object-storage store.
@@ -100,6 +104,7 @@ struct Inner {
     bucket: String,
     chunk: usize,
     conditional: bool,
+    redirect: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for S3Store {
@@ -173,8 +178,16 @@ impl S3Store {
             format!("{root}/docker/registry/v2")
         };
         let chunk = config.chunk_size.unwrap_or(10 * 1024 * 1024).max(MIN_PART);
-        let store =
-            Self { inner: Arc::new(Inner { s3, base, bucket: config.bucket.clone(), chunk, conditional }) };
+        let store = Self {
+            inner: Arc::new(Inner {
+                s3,
+                base,
+                bucket: config.bucket.clone(),
+                chunk,
+                conditional,
+                redirect: config.redirect,
+            }),
+        };
         let where_ = config.endpoint.as_deref().unwrap_or("AWS");
         store.inner.s3.list_with_delimiter(Some(&Path::from(store.inner.base.as_str()))).await.map_err(
             |e| format!("S3 bucket {:?} at {where_} is not usable: {}", config.bucket, one_line(&e)),
@@ -390,7 +403,14 @@ struct Parts {
 
 impl Parts {
     fn new(s3: &AmazonS3, key: &Path, id: &str, next: usize) -> Self {
-        Self { s3: s3.clone(), key: key.clone(), id: id.into(), next, inflight: VecDeque::new(), done: vec![] }
+        Self {
+            s3: s3.clone(),
+            key: key.clone(),
+            id: id.into(),
+            next,
+            inflight: VecDeque::new(),
+            done: vec![],
+        }
     }
 
     async fn reap_one(&mut self) -> Result<()> {
@@ -452,6 +472,13 @@ impl Store for S3Store {
         };
         let body = got.into_stream().map_err(|e| Box::new(e) as BoxError);
         Ok(BlobRead { size, range: r, body: Box::pin(body) })
+    }
+
+    async fn blob_redirect(&self, _repo: &Name, digest: &Digest) -> Result<Option<String>> {
+        let Some(ttl) = self.inner.redirect else { return Ok(None) };
+        let url =
+            self.inner.s3.signed_url(http::Method::GET, &self.blob_key(digest), ttl).await.map_err(io)?;
+        Ok(Some(url.to_string()))
     }
 
     async fn blob_link(&self, repo: &Name, digest: &Digest) -> Result<()> {

@@ -199,6 +199,16 @@ async fn blob_get(s: &Shared, name: &Name, digest: &Digest, req: &http::request:
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
+    } else if let Some(url) = {
+        s.store.blob_size(name, digest).await?;
+        s.store.blob_redirect(name, digest).await?
+    } {
+        // Straight from object storage: the client sends its Range there.
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        r.headers_mut().insert(header::LOCATION, header_value(&url));
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        r
     } else {
         // An unparsable or multi-part Range is ignored: the whole blob is sent (RFC 9110).
         let spec = req.headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(RangeSpec::parse);

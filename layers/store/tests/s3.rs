@@ -144,3 +144,56 @@ async fn bad_bucket_or_keys_fail_at_connect() {
     let e = S3Store::connect(c).await.unwrap_err();
     assert!(!e.contains('\n'), "{e}");
 }
+
+/// With redirects on, a blob GET answers 307 to a presigned URL that S3 serves, ranges included;
+/// HEAD still answers from the registry.
+#[tokio::test]
+async fn blob_get_redirects_to_a_presigned_url() {
+    use donjon_core::{Body, RouteLayer};
+    use donjon_store::ContentStoreLayer;
+    use http_body_util::BodyExt;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let Some(g) = garage::Garage::start("redirect") else { return };
+    let mut c = config(&g, &unique());
+    c.redirect = Some(std::time::Duration::from_secs(600));
+    let store: Arc<dyn Store> = Arc::new(S3Store::connect(c).await.unwrap());
+    let repo: Name = "redir".parse().unwrap();
+    let d = Digest::sha256_of(b"0123456789");
+    store.blob_put(&repo, &d, bytes_stream(Bytes::from_static(b"0123456789"))).await.unwrap();
+    let svc = ServiceBuilder::new().layer(RouteLayer::new()).layer(ContentStoreLayer::new(store)).service(
+        tower::service_fn(|_r: http::Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+        }),
+    );
+    let get = |m: &str, p: String| http::Request::builder().method(m).uri(p).body(Body::empty()).unwrap();
+    let r = svc.clone().oneshot(get("GET", format!("/v2/redir/blobs/{d}"))).await.unwrap();
+    assert_eq!(r.status(), 307);
+    let url = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(url.starts_with(&g.endpoint()) && url.contains("X-Amz-Signature"), "{url}");
+    assert_eq!(raw_get(&url, None), (200, b"0123456789".to_vec()));
+    assert_eq!(raw_get(&url, Some("bytes=2-4")), (206, b"234".to_vec()));
+    let h = svc.clone().oneshot(get("HEAD", format!("/v2/redir/blobs/{d}"))).await.unwrap();
+    assert_eq!(h.status(), 200);
+    assert_eq!(h.headers()["content-length"], "10");
+    // a repository that does not link the blob gets no URL
+    let r = svc.oneshot(get("GET", format!("/v2/other/blobs/{d}"))).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let _ = r.into_body().collect().await;
+}
+
+/// A minimal HTTP/1.0 GET (the presigned URL is plain http on loopback).
+fn raw_get(url: &str, range: Option<&str>) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{range}\r\n").unwrap();
+    let mut buf = vec![];
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, buf[split + 4..].to_vec())
+}
