@@ -12,7 +12,6 @@
 //! alternation (A B A B …) so that a noisy machine affects both alike.
 
 #[path = "../layers/store/tests/garage/mod.rs"]
-#[allow(dead_code)]
 mod garage;
 
 use std::sync::Arc;

@@ -19,6 +19,8 @@
 //! `DONJON_E2E_KEEP=1` (keep the temporary directories, printing where they are).
 
 mod fixtures;
+#[path = "../layers/store/tests/garage/mod.rs"]
+mod garage;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -466,8 +468,41 @@ impl Donjon {
     }
 
     fn try_start(data: &Path, port: u16, log: &Path, tls: Option<(&Path, &Path)>) -> Result<Self, String> {
+        Self::try_start_full(Some(data), port, log, tls, None)
+    }
+
+    /// With `--config-file config` (e.g. a Distribution config.yml: `http.addr` is overridden by
+    /// `--bind`), on a free port (retried like [`start_with`](Self::start_with)). Without
+    /// `data`, no `-d`: the data directory comes from the file (`storage.filesystem`).
+    fn start_config(data: Option<&Path>, config: &Path, log: &Path) -> Self {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start_full(data, free_port(), log, None, Some(config)) {
+                Ok(d) => return d,
+                Err(e) if attempt < 3 && e.contains("in use") => {
+                    println!("donjon could not bind (attempt {attempt}), trying another port");
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn try_start_full(
+        data: Option<&Path>,
+        port: u16,
+        log: &Path,
+        tls: Option<(&Path, &Path)>,
+        config: Option<&Path>,
+    ) -> Result<Self, String> {
         let mut c = Command::new(env!("CARGO_BIN_EXE_donjon"));
-        c.arg("--bind").arg(format!("127.0.0.1:{port}")).arg("-d").arg(data);
+        c.arg("--bind").arg(format!("127.0.0.1:{port}"));
+        if let Some(data) = data {
+            c.arg("-d").arg(data);
+        }
+        if let Some(config) = config {
+            c.arg("--config-file").arg(config);
+        }
         if let Some((cert, key)) = tls {
             c.arg("--tls").arg(format!("{},{}", cert.display(), key.display()));
         }
@@ -489,7 +524,7 @@ impl Donjon {
                 http(&addr, "GET", "/healthz", &[]).is_ok_and(|r| r.status == 200)
             })?;
         }
-        Ok(Self { daemon, port, data: data.to_path_buf() })
+        Ok(Self { daemon, port, data: data.map(Path::to_path_buf).unwrap_or_default() })
     }
 
     /// `127.0.0.1:PORT`
@@ -537,6 +572,17 @@ impl HttpResponse {
 /// One request over a fresh connection (`Connection: close`); understands Content-Length,
 /// chunked and read-to-close bodies.
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
+    http_send(addr, method, path, headers, None)
+}
+
+/// [`http`] with a request body (sent with its `Content-Length`) when `body` is given.
+fn http_send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> std::io::Result<HttpResponse> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.set_write_timeout(Some(Duration::from_secs(30)))?;
@@ -546,8 +592,14 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> std::
     for (k, v) in headers {
         let _ = write!(req, "{k}: {v}\r\n");
     }
+    if let Some(b) = body {
+        let _ = write!(req, "Content-Length: {}\r\n", b.len());
+    }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
+    if let Some(b) = body {
+        s.write_all(b)?;
+    }
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
@@ -1492,4 +1544,1084 @@ fn docker_push_pull_run() {
     println!("dockerd exited: {s1}");
     drop(ctrd);
     dj.stop();
+}
+
+// =============================================================================================
+// migration to and from CNCF Distribution; replicas on one S3 bucket
+
+/// CNCF Distribution 2.8 (`docker-registry serve CONFIG`) on a free 127.0.0.1 port, stopped by
+/// its PID (SIGTERM) when dropped.
+struct Distribution {
+    daemon: Daemon,
+    port: u16,
+}
+
+/// A Distribution config.yml: `storage` is the driver section (`filesystem:` or `s3:`, indented
+/// by two spaces), with deletes enabled, redirects off, no auth. donjon reads the same file.
+fn distribution_config(port: u16, storage: &str) -> String {
+    format!(
+        "version: 0.1\n\
+         log:\n  level: info\n  formatter: text\n\
+         storage:\n{storage}\
+         \x20 delete:\n    enabled: true\n\
+         \x20 redirect:\n    disable: true\n\
+         \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
+         http:\n  addr: 127.0.0.1:{port}\n  draintimeout: 5s\n"
+    )
+}
+
+impl Distribution {
+    /// Writes `NAME.yml` in the scratch directory (see [`distribution_config`]) and serves it.
+    fn start(s: &Scratch, name: &str, storage: &str) -> Self {
+        let mut attempt = 1;
+        loop {
+            let port = free_port();
+            let config = s.join(&format!("{name}.yml"));
+            fs::write(&config, distribution_config(port, storage)).unwrap();
+            let mut c = Command::new(tool("docker-registry"));
+            c.arg("serve").arg(&config);
+            // REGISTRY_* would override the file; its S3 driver refuses to start with
+            // AWS_CA_BUNDLE set, and other AWS_* could change its credentials.
+            for (k, _) in std::env::vars() {
+                if k.starts_with("REGISTRY_") || k.starts_with("AWS_") {
+                    c.env_remove(k);
+                }
+            }
+            let mut daemon = Daemon::spawn(name, &mut c, &s.join(&format!("{name}.log")));
+            daemon.grace = Duration::from_secs(15);
+            let addr = format!("127.0.0.1:{port}");
+            match daemon
+                .wait_ready("serving /v2/", || http(&addr, "GET", "/v2/", &[]).is_ok_and(|r| r.status == 200))
+            {
+                Ok(()) => return Self { daemon, port },
+                Err(e) if attempt < 3 && e.contains("address already in use") => {
+                    println!("{name} could not bind (attempt {attempt}), trying another port");
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn docker(&self, repo_ref: &str) -> String {
+        format!("docker://{}/{repo_ref}", self.host())
+    }
+
+    fn stop(mut self) {
+        let st = self.daemon.stop();
+        println!("{} exited: {st}", self.daemon.name);
+    }
+}
+
+/// `skopeo list-tags`, sorted.
+fn list_tags(s: &Scratch, repo: &str) -> Vec<String> {
+    let mut c = skopeo(s);
+    c.args(["list-tags", "--retry-times", "0", "--tls-verify=false", repo]);
+    let v: Value = serde_json::from_str(&ok(&mut c)).unwrap();
+    let mut tags: Vec<String> =
+        v["Tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    tags.sort();
+    tags
+}
+
+/// GET /v2/_catalog, the repositories in it.
+fn catalog(host: &str) -> Vec<String> {
+    let r = http(host, "GET", "/v2/_catalog?n=1000", &[]).unwrap_or_else(|e| panic!("catalog: {e}"));
+    assert_eq!(r.status, 200, "GET /v2/_catalog: {}", String::from_utf8_lossy(&r.body));
+    r.json()["repositories"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+/// GET /v2/REPO/tags/list: the status and the tags (`null` as none), sorted.
+fn tags_raw(host: &str, repo: &str) -> (u16, Vec<String>) {
+    let r = http(host, "GET", &format!("/v2/{repo}/tags/list"), &[]).unwrap_or_else(|e| panic!("tags: {e}"));
+    println!("GET {host}/v2/{repo}/tags/list -> {} {}", r.status, String::from_utf8_lossy(&r.body));
+    let mut tags: Vec<String> = if r.status == 200 {
+        r.json()["tags"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    } else {
+        vec![]
+    };
+    tags.sort();
+    (r.status, tags)
+}
+
+fn assert_catalog_has(host: &str, repos: &[&str]) {
+    let cat = catalog(host);
+    println!("catalog of {host}: {cat:?}");
+    for r in repos {
+        assert!(cat.iter().any(|c| c == r), "{r} missing from the catalog of {host}: {cat:?}");
+    }
+}
+
+/// `skopeo copy [extra] SRC oci:DIR:TAG`, then: index.json names `want`, and each of `blobs`
+/// is in the layout with its digest.
+fn copy_out_and_check(
+    s: &Scratch,
+    extra: &[&str],
+    src: &str,
+    dir: &Path,
+    tag: &str,
+    want: &str,
+    blobs: &[&str],
+) {
+    skopeo_copy(s, extra, src, &format!("oci:{}:{tag}", dir.display()));
+    assert_eq!(layout_digest(dir, tag), want, "copied out {src}");
+    for d in blobs {
+        let hex = d.strip_prefix("sha256:").unwrap();
+        assert_eq!(file_sha256(&dir.join("blobs/sha256").join(hex)), hex, "blob {d} of {src}");
+    }
+}
+
+fn as_str(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Where a registry's storage can be looked at directly: a directory, or a bucket and prefix
+/// (listed and read with `curl --aws-sigv4`, which signs S3 requests).
+enum Backing {
+    Dir(PathBuf),
+    S3 { endpoint: String, bucket: String, access_key: String, secret_key: String, prefix: String },
+}
+
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+impl Backing {
+    fn s3(g: &garage::Garage, prefix: &str) -> Self {
+        Backing::S3 {
+            endpoint: g.endpoint(),
+            bucket: g.bucket().to_string(),
+            access_key: g.access_key().to_string(),
+            secret_key: g.secret_key().to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        }
+    }
+
+    /// A signed GET of `path_query` (`/BUCKET/KEY` or `/BUCKET?...`, already percent-encoded):
+    /// None on a 404. Quiet: the command line holds the secret key.
+    fn s3_get(&self, path_query: &str) -> Option<Vec<u8>> {
+        let Backing::S3 { endpoint, access_key, secret_key, .. } = self else { unreachable!() };
+        let out = Command::new(tool("curl"))
+            .args(["-sS", "--max-time", "60", "-w", "\n%{http_code}", "--aws-sigv4", "aws:amz:garage:s3"])
+            .arg("--user")
+            .arg(format!("{access_key}:{secret_key}"))
+            .args(["-H", &format!("x-amz-content-sha256: {EMPTY_SHA256}")])
+            .arg(format!("{endpoint}{path_query}"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "curl {path_query}: {}", String::from_utf8_lossy(&out.stderr));
+        let mut body = out.stdout;
+        let nl = body.iter().rposition(|&b| b == b'\n').expect("status line");
+        let code = String::from_utf8_lossy(&body[nl + 1..]).trim().to_string();
+        body.truncate(nl);
+        match code.as_str() {
+            "200" => Some(body),
+            "404" => None,
+            _ => panic!("S3 GET {path_query}: HTTP {code}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    /// Every key in the bucket starting with `prefix` (ListObjectsV2, all pages).
+    fn s3_keys(&self, prefix: &str) -> Vec<String> {
+        let Backing::S3 { bucket, .. } = self else { unreachable!() };
+        let enc = |v: &str| -> String {
+            v.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        };
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut q = format!("/{bucket}?list-type=2");
+            if let Some(t) = &token {
+                q.push_str(&format!("&continuation-token={}", enc(t)));
+            }
+            if !prefix.is_empty() {
+                q.push_str(&format!("&prefix={}", enc(prefix)));
+            }
+            let xml = String::from_utf8(self.s3_get(&q).expect("bucket")).unwrap();
+            keys.extend(xml_values(&xml, "Key"));
+            token = xml_values(&xml, "NextContinuationToken").into_iter().next();
+            if token.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    /// The keys of the multipart uploads in progress in the bucket.
+    fn s3_multipart_uploads(&self) -> Vec<String> {
+        let Backing::S3 { bucket, .. } = self else { unreachable!() };
+        let xml = String::from_utf8(self.s3_get(&format!("/{bucket}?uploads=")).expect("bucket")).unwrap();
+        xml_values(&xml, "Key")
+    }
+
+    /// Every file (object) of the storage, relative to its root (directory or prefix), sorted.
+    fn list(&self) -> Vec<String> {
+        match self {
+            Backing::Dir(root) => {
+                fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+                    let Ok(rd) = fs::read_dir(dir) else { return };
+                    for e in rd.flatten() {
+                        let p = e.path();
+                        if p.is_dir() {
+                            walk(base, &p, out);
+                        } else {
+                            out.push(p.strip_prefix(base).unwrap().display().to_string());
+                        }
+                    }
+                }
+                let mut out = Vec::new();
+                walk(root, root, &mut out);
+                out.sort();
+                out
+            }
+            Backing::S3 { prefix, .. } => {
+                let p = format!("{prefix}/");
+                self.s3_keys(&p).into_iter().map(|k| k[p.len()..].to_string()).collect()
+            }
+        }
+    }
+
+    /// The bytes of `rel` (relative to the root), None when absent.
+    fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        match self {
+            Backing::Dir(root) => fs::read(root.join(rel)).ok(),
+            Backing::S3 { bucket, prefix, .. } => self.s3_get(&format!("/{bucket}/{prefix}/{rel}")),
+        }
+    }
+}
+
+/// The text of every `<tag>...</tag>` in `xml` (entities `&amp;` etc. decoded).
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let j = after.find(&close).expect("closing tag");
+        out.push(
+            after[..j]
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        );
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
+/// The files Distribution reads for `repo:tag` -> `manifest` with `blobs` (config and layers),
+/// in its layout: the problems found (empty when all is there).
+fn distribution_layout_problems(
+    st: &Backing,
+    repo: &str,
+    tag: &str,
+    manifest: &str,
+    blobs: &[&str],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let hex = |d: &str| d.strip_prefix("sha256:").unwrap().to_string();
+    let mut check_link = |rel: String, want: &str| {
+        let rel = format!("docker/registry/v2/{rel}");
+        match st.read(&rel) {
+            // Distribution parses the link's bytes as they are: no newline allowed.
+            Some(b) if b == want.as_bytes() => {}
+            Some(b) => problems.push(format!(
+                "{rel}: contains {:?}, Distribution wants exactly {want:?}",
+                String::from_utf8_lossy(&b)
+            )),
+            None => problems.push(format!("{rel}: missing")),
+        }
+    };
+    let repo_dir = format!("repositories/{repo}");
+    check_link(format!("{repo_dir}/_manifests/revisions/sha256/{}/link", hex(manifest)), manifest);
+    check_link(format!("{repo_dir}/_manifests/tags/{tag}/current/link"), manifest);
+    check_link(format!("{repo_dir}/_manifests/tags/{tag}/index/sha256/{}/link", hex(manifest)), manifest);
+    for b in blobs {
+        check_link(format!("{repo_dir}/_layers/sha256/{}/link", hex(b)), b);
+    }
+    for d in std::iter::once(&manifest).chain(blobs) {
+        let h = hex(d);
+        let rel = format!("docker/registry/v2/blobs/sha256/{}/{h}/data", &h[..2]);
+        match st.read(&rel) {
+            Some(b) if fixtures::sha256_hex(&b) == h => {}
+            Some(_) => problems.push(format!("{rel}: content does not hash to {d}")),
+            None => problems.push(format!("{rel}: missing")),
+        }
+    }
+    problems
+}
+
+/// Pushes to Distribution, serves the same storage with donjon (reads, then writes), then serves
+/// it with Distribution again and reads what donjon wrote. `storage` is the `storage:` driver
+/// section both get; `st` is that storage seen directly (for the layout checks); `donjon_data`
+/// is donjon's `-d` (None: from the config file).
+fn migration_both_ways(s: &Scratch, storage: &str, st: &Backing, donjon_data: Option<&Path>) {
+    let t0 = Instant::now();
+    let (bb_layout, bb) = fixtures::busybox(s.join("in-bb"), "v1").unwrap();
+    let (m_layout, m) = fixtures::multi_arch(s.join("in-multi"), "multi").unwrap();
+    // gzip layers (skopeo pushes them as they are), above the S3 chunk size (5 MiB) too.
+    let (la_layout, la) = fixtures::large(s.join("in-la"), "a", 6 << 20, 101, true).unwrap();
+    let (lb_layout, lb) = fixtures::large(s.join("in-lb"), "b", 12 << 20, 102, true).unwrap();
+    let blobs = |img: &fixtures::Image| -> Vec<String> {
+        std::iter::once(img.config.digest.clone())
+            .chain(img.layers.iter().map(|l| l.digest.clone()))
+            .collect()
+    };
+    let bb_blobs = blobs(&bb);
+    let la_blobs = blobs(&la);
+    let lb_blobs = blobs(&lb);
+
+    // ---- 1. Distribution writes
+    let dist = Distribution::start(s, "dist1", storage);
+    skopeo_copy(s, &[], &bb_layout.reference("v1"), &dist.docker("mig/busybox:v1"));
+    skopeo_copy(s, &["--all"], &m_layout.reference("multi"), &dist.docker("mig/multi:1"));
+    skopeo_copy(s, &[], &bb_layout.reference("v1"), &dist.docker("mig/moving:t"));
+    skopeo_copy(s, &[], &bb_layout.reference("v1"), &dist.docker("mig/todelete:x"));
+    skopeo_copy(s, &[], &la_layout.reference("a"), &dist.docker("mig/large:a"));
+    assert_eq!(skopeo_raw_digest(s, &dist.docker("mig/busybox:v1")), bb.manifest.digest);
+    // What Distribution itself answers for the tags of a repository whose only manifest it
+    // deleted (on S3, without directories, the repository is gone: 404 NAME_UNKNOWN).
+    skopeo_copy(s, &[], &bb_layout.reference("v1"), &dist.docker("mig/distdel:x"));
+    let mut c = skopeo(s);
+    c.args(["delete", "--retry-times", "0", "--tls-verify=false", &dist.docker("mig/distdel:x")]);
+    ok(&mut c);
+    let emptied = tags_raw(&dist.host(), "mig/distdel");
+    dist.stop();
+    let before = st.list();
+    println!(
+        "Distribution wrote {} files; under _uploads: {:?}",
+        before.len(),
+        before.iter().filter(|f| f.contains("/_uploads/")).collect::<Vec<_>>()
+    );
+    let t1 = Instant::now();
+    println!("== phase 1 (Distribution pushes) took {:.1?}", t1 - t0);
+
+    // ---- 2. donjon reads what Distribution wrote, then writes
+    let config = s.join("dist1.yml");
+    let dj = Donjon::start_config(donjon_data, &config, &s.join("donjon.log"));
+    for (r, want) in [
+        ("mig/busybox:v1".to_string(), &bb.manifest.digest),
+        (format!("mig/busybox@{}", bb.manifest.digest), &bb.manifest.digest),
+        ("mig/multi:1".to_string(), &m.index.digest),
+        (format!("mig/multi@{}", m.index.digest), &m.index.digest),
+        (format!("mig/multi@{}", m.arm64.manifest.digest), &m.arm64.manifest.digest),
+        (format!("mig/multi@{}", m.amd64.manifest.digest), &m.amd64.manifest.digest),
+        ("mig/large:a".to_string(), &la.manifest.digest),
+        ("mig/moving:t".to_string(), &bb.manifest.digest),
+        ("mig/todelete:x".to_string(), &bb.manifest.digest),
+    ] {
+        assert_eq!(&skopeo_raw_digest(s, &dj.docker(&r)), want, "donjon serving {r} written by Distribution");
+    }
+    let out = s.join("out-dj");
+    copy_out_and_check(
+        s,
+        &[],
+        &dj.docker("mig/busybox:v1"),
+        &out,
+        "bytag",
+        &bb.manifest.digest,
+        &as_str(&bb_blobs),
+    );
+    copy_out_and_check(
+        s,
+        &[],
+        &dj.docker(&format!("mig/busybox@{}", bb.manifest.digest)),
+        &out,
+        "bydigest",
+        &bb.manifest.digest,
+        &as_str(&bb_blobs),
+    );
+    copy_out_and_check(
+        s,
+        &["--all"],
+        &dj.docker("mig/multi:1"),
+        &out,
+        "multi",
+        &m.index.digest,
+        &[&m.arm64.layers[0].digest, &m.amd64.layers[0].digest],
+    );
+    copy_out_and_check(
+        s,
+        &[],
+        &dj.docker("mig/large:a"),
+        &out,
+        "large",
+        &la.manifest.digest,
+        &as_str(&la_blobs),
+    );
+    assert_eq!(list_tags(s, &dj.docker("mig/busybox")), ["v1"]);
+    assert_eq!(list_tags(s, &dj.docker("mig/multi")), ["1"]);
+    assert_catalog_has(&dj.host(), &["mig/busybox", "mig/multi", "mig/moving", "mig/todelete", "mig/large"]);
+    let r = http(&dj.host(), "HEAD", &format!("/v2/mig/large/blobs/{}", la.layers[0].digest), &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some(la.layers[0].size.to_string().as_str()));
+
+    // writes: new blobs (12 MiB layer), a new tag in an old repository, a cross-repository mount
+    // of blobs Distribution wrote, an index, a moved tag, a deleted manifest
+    skopeo_copy(s, &[], &lb_layout.reference("b"), &dj.docker("mig/new:b"));
+    skopeo_copy(s, &[], &bb_layout.reference("v1"), &dj.docker("mig/busybox:v2"));
+    skopeo_copy(s, &[], &dj.docker("mig/busybox:v1"), &dj.docker("mig/mounted:1"));
+    skopeo_copy(s, &["--all"], &m_layout.reference("multi"), &dj.docker("mig/multi2:1"));
+    skopeo_copy(
+        s,
+        &[],
+        &dj.docker(&format!("mig/multi@{}", m.arm64.manifest.digest)),
+        &dj.docker("mig/moving:t"),
+    );
+    let mut c = skopeo(s);
+    c.args(["delete", "--retry-times", "0", "--tls-verify=false", &dj.docker("mig/todelete:x")]);
+    ok(&mut c);
+    assert_eq!(skopeo_raw_digest(s, &dj.docker("mig/new:b")), lb.manifest.digest);
+    assert_eq!(skopeo_raw_digest(s, &dj.docker("mig/moving:t")), m.arm64.manifest.digest);
+    assert_eq!(list_tags(s, &dj.docker("mig/busybox")), ["v1", "v2"]);
+    // The tags of a repository emptied by a delete: as Distribution answered (on this storage).
+    assert_eq!(tags_raw(&dj.host(), "mig/distdel"), emptied, "emptied by Distribution, seen by donjon");
+    assert_eq!(tags_raw(&dj.host(), "mig/todelete"), emptied, "emptied by donjon, seen by donjon");
+    dj.stop();
+    let t2 = Instant::now();
+    println!("== phase 2 (donjon reads and writes) took {:.1?}", t2 - t1);
+
+    {
+        let after = st.list();
+        let added: Vec<&String> = after.iter().filter(|f| before.binary_search(f).is_err()).collect();
+        let removed: Vec<&String> = before.iter().filter(|f| after.binary_search(f).is_err()).collect();
+        println!("files donjon added ({}):", added.len());
+        for f in &added {
+            println!("  + {f}");
+        }
+        println!("files donjon removed ({}):", removed.len());
+        for f in &removed {
+            println!("  - {f}");
+        }
+        let mut problems = Vec::new();
+        for (repo, tag, manifest, blobs) in [
+            ("mig/new", "b", &lb.manifest.digest, as_str(&lb_blobs)),
+            ("mig/busybox", "v2", &bb.manifest.digest, as_str(&bb_blobs)),
+            ("mig/mounted", "1", &bb.manifest.digest, as_str(&bb_blobs)),
+            ("mig/moving", "t", &m.arm64.manifest.digest, vec![]),
+            ("mig/multi2", "1", &m.index.digest, vec![]),
+        ] {
+            problems.extend(distribution_layout_problems(st, repo, tag, manifest, &blobs));
+        }
+        // Distribution's own kinds of files only, all under docker/registry/v2.
+        let known = |f: &str| {
+            let Some(f) = f.strip_prefix("docker/registry/v2/") else { return false };
+            (f.starts_with("blobs/sha256/") && f.ends_with("/data"))
+                || (f.starts_with("repositories/")
+                    && f.ends_with("/link")
+                    && (f.contains("/_layers/sha256/") || f.contains("/_manifests/")))
+        };
+        for f in added.iter().filter(|f| !known(f)) {
+            problems.push(format!("{f}: not a kind of file Distribution writes (left by donjon)"));
+        }
+        if let Backing::S3 { prefix, .. } = st {
+            let outside: Vec<String> =
+                st.s3_keys("").into_iter().filter(|k| !k.starts_with(&format!("{prefix}/"))).collect();
+            if !outside.is_empty() {
+                problems.push(format!("keys outside the prefix {prefix}/: {outside:?}"));
+            }
+            let pending = st.s3_multipart_uploads();
+            if !pending.is_empty() {
+                problems.push(format!("multipart uploads left in progress: {pending:?}"));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "donjon's files differ from Distribution's layout:\n{}",
+            problems.join("\n")
+        );
+    }
+
+    // ---- 3. Distribution's garbage collector marks from what donjon wrote: it must keep every
+    // blob still referenced (it deletes blobs no manifest revision of any repository names).
+    let t3 = Instant::now();
+    let mut c = Command::new(tool("docker-registry"));
+    c.arg("garbage-collect").arg(&config);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REGISTRY_") || k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    let gc = run_with(&mut c, TIMEOUT);
+    assert!(gc.success(), "garbage-collect failed\n{}", gc.describe());
+    let summary: Vec<&str> = gc
+        .stdout
+        .lines()
+        .chain(gc.stderr.lines())
+        .filter(|l| l.contains("eligible") || l.contains("Deleting"))
+        .collect();
+    println!("garbage-collect: {summary:#?}");
+    // Every blob is referenced: busybox, arm64 and the two large images (3 each), the index.
+    let all = format!("{}{}", gc.stdout, gc.stderr);
+    assert!(
+        all.contains("13 blobs marked, 0 blobs and 0 manifests eligible for deletion"),
+        "Distribution's garbage collector did not find every blob referenced\n{}",
+        gc.describe()
+    );
+    println!("== garbage-collect took {:.1?}", t3.elapsed());
+
+    // ---- 4. Distribution reads what donjon wrote
+    let dist = Distribution::start(s, "dist2", storage);
+    for (r, want) in [
+        ("mig/new:b".to_string(), &lb.manifest.digest),
+        (format!("mig/new@{}", lb.manifest.digest), &lb.manifest.digest),
+        ("mig/busybox:v2".to_string(), &bb.manifest.digest),
+        ("mig/mounted:1".to_string(), &bb.manifest.digest),
+        ("mig/multi2:1".to_string(), &m.index.digest),
+        (format!("mig/multi2@{}", m.arm64.manifest.digest), &m.arm64.manifest.digest),
+        ("mig/moving:t".to_string(), &m.arm64.manifest.digest),
+        // and the old content
+        ("mig/busybox:v1".to_string(), &bb.manifest.digest),
+        ("mig/multi:1".to_string(), &m.index.digest),
+        ("mig/large:a".to_string(), &la.manifest.digest),
+    ] {
+        assert_eq!(&skopeo_raw_digest(s, &dist.docker(&r)), want, "Distribution serving {r} (after donjon)");
+    }
+    let out = s.join("out-dist");
+    copy_out_and_check(
+        s,
+        &[],
+        &dist.docker("mig/new:b"),
+        &out,
+        "new",
+        &lb.manifest.digest,
+        &as_str(&lb_blobs),
+    );
+    copy_out_and_check(
+        s,
+        &[],
+        &dist.docker(&format!("mig/new@{}", lb.manifest.digest)),
+        &out,
+        "newbydigest",
+        &lb.manifest.digest,
+        &as_str(&lb_blobs),
+    );
+    copy_out_and_check(
+        s,
+        &[],
+        &dist.docker("mig/busybox:v2"),
+        &out,
+        "v2",
+        &bb.manifest.digest,
+        &as_str(&bb_blobs),
+    );
+    copy_out_and_check(
+        s,
+        &[],
+        &dist.docker("mig/mounted:1"),
+        &out,
+        "mounted",
+        &bb.manifest.digest,
+        &as_str(&bb_blobs),
+    );
+    copy_out_and_check(
+        s,
+        &["--all"],
+        &dist.docker("mig/multi2:1"),
+        &out,
+        "multi2",
+        &m.index.digest,
+        &[&m.arm64.layers[0].digest, &m.amd64.layers[0].digest],
+    );
+    copy_out_and_check(
+        s,
+        &[],
+        &dist.docker("mig/moving:t"),
+        &out,
+        "moving",
+        &m.arm64.manifest.digest,
+        &[&m.arm64.layers[0].digest],
+    );
+    copy_out_and_check(
+        s,
+        &[],
+        &dist.docker("mig/busybox:v1"),
+        &out,
+        "v1",
+        &bb.manifest.digest,
+        &as_str(&bb_blobs),
+    );
+    copy_out_and_check(s, &["--all"], &dist.docker("mig/multi:1"), &out, "multi", &m.index.digest, &[]);
+    copy_out_and_check(
+        s,
+        &[],
+        &dist.docker("mig/large:a"),
+        &out,
+        "large",
+        &la.manifest.digest,
+        &as_str(&la_blobs),
+    );
+    // The manifest donjon deleted is gone for Distribution too.
+    for gone in [dist.docker("mig/todelete:x"), dist.docker(&format!("mig/todelete@{}", bb.manifest.digest))]
+    {
+        let mut c = skopeo(s);
+        c.args(["inspect", "--raw", "--retry-times", "0", "--tls-verify=false", &gone]);
+        let out = fails(&mut c);
+        assert!(
+            out.stderr.contains("manifest unknown"),
+            "expected MANIFEST_UNKNOWN for {gone}\n{}",
+            out.describe()
+        );
+    }
+    let r = http(&dist.host(), "HEAD", &format!("/v2/mig/new/blobs/{}", lb.layers[0].digest), &[]).unwrap();
+    assert_eq!(r.status, 200, "HEAD of the layer donjon wrote, on Distribution");
+    assert_eq!(r.header("content-length"), Some(lb.layers[0].size.to_string().as_str()));
+    assert_eq!(list_tags(s, &dist.docker("mig/busybox")), ["v1", "v2"]);
+    assert_eq!(list_tags(s, &dist.docker("mig/moving")), ["t"]);
+    assert_eq!(tags_raw(&dist.host(), "mig/todelete"), emptied, "emptied by donjon, seen by Distribution");
+    assert_catalog_has(
+        &dist.host(),
+        &["mig/busybox", "mig/multi", "mig/large", "mig/new", "mig/mounted", "mig/multi2"],
+    );
+    dist.stop();
+    println!(
+        "== phase 3 (Distribution reads donjon's writes) took {:.1?}; total {:.1?}",
+        t2.elapsed(),
+        t0.elapsed()
+    );
+}
+
+/// Distribution (filesystem driver) -> donjon -> Distribution, on one directory.
+#[test]
+fn migration_filesystem_both_ways() {
+    require_e2e!();
+    let s = Scratch::new("mig-fs");
+    let root = s.dir("registry");
+    let storage = format!("  filesystem:\n    rootdirectory: {}\n", root.display());
+    migration_both_ways(&s, &storage, &Backing::Dir(root.clone()), None);
+}
+
+/// The `storage:` section for the S3 driver on `g`'s bucket under `prefix`, read by both
+/// Distribution and donjon.
+fn s3_storage_yaml(g: &garage::Garage, prefix: &str) -> String {
+    format!(
+        "  s3:\n    bucket: {}\n    region: {}\n    regionendpoint: {}\n    accesskey: {}\n    secretkey: {}\n    \
+         rootdirectory: {prefix}\n    forcepathstyle: true\n    secure: false\n    v4auth: true\n    chunksize: 5242880\n",
+        g.bucket(),
+        g.region(),
+        g.endpoint(),
+        g.access_key(),
+        g.secret_key(),
+    )
+}
+
+/// Distribution (S3 driver) -> donjon -> Distribution, on one Garage bucket and prefix.
+#[test]
+fn migration_s3_both_ways() {
+    require_e2e!();
+    let Some(g) = garage::Garage::start("migration") else {
+        println!("skipped: no garage (set DONJON_S3=1 to make it a failure)");
+        return;
+    };
+    let s = Scratch::new("mig-s3");
+    let storage = s3_storage_yaml(&g, "/mig-prefix");
+    let data = s.dir("donjon-data");
+    migration_both_ways(&s, &storage, &Backing::s3(&g, "/mig-prefix"), Some(&data));
+    drop(g);
+}
+
+/// `addr` of an upload's Location (absolute or not): the path and query.
+fn location_path(loc: &str) -> String {
+    match loc.strip_prefix("http://").or_else(|| loc.strip_prefix("https://")) {
+        Some(rest) => rest[rest.find('/').unwrap_or(rest.len())..].to_string(),
+        None => loc.to_string(),
+    }
+}
+
+fn with_query(path: &str, kv: &str) -> String {
+    if path.contains('?') {
+        format!("{path}&{kv}")
+    } else {
+        format!("{path}?{kv}")
+    }
+}
+
+fn sha256_digest(b: &[u8]) -> String {
+    format!("sha256:{}", fixtures::sha256_hex(b))
+}
+
+/// A chunked upload through `addr`: POST, one PATCH per chunk (with Content-Range), a GET of
+/// the status after some, and a PUT with `last` as its body. Checks every answer; returns the
+/// digest and the upload's id (the last segment of its Location path).
+fn chunked_upload(
+    addr: &str,
+    repo: &str,
+    chunks: &[&[u8]],
+    status_after: &[usize],
+    last: &[u8],
+) -> (String, String) {
+    let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).chain(last.iter().copied()).collect();
+    let digest = sha256_digest(&all);
+    let r = http_send(addr, "POST", &format!("/v2/{repo}/blobs/uploads/"), &[], Some(b"")).unwrap();
+    assert_eq!(r.status, 202, "POST upload: {}", String::from_utf8_lossy(&r.body));
+    let mut loc = location_path(r.header("location").expect("Location"));
+    let id = loc.split('?').next().unwrap().rsplit('/').next().unwrap().to_string();
+    println!("upload {id}: POST -> 202 {loc}");
+    let mut offset = 0usize;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let range = format!("{}-{}", offset, offset + chunk.len() - 1);
+        let r = http_send(
+            addr,
+            "PATCH",
+            &loc,
+            &[("Content-Type", "application/octet-stream"), ("Content-Range", &range)],
+            Some(chunk),
+        )
+        .unwrap();
+        assert_eq!(r.status, 202, "PATCH #{i} {range}: {}", String::from_utf8_lossy(&r.body));
+        offset += chunk.len();
+        assert_eq!(r.header("range"), Some(format!("0-{}", offset - 1).as_str()), "Range after PATCH #{i}");
+        loc = location_path(r.header("location").expect("Location after PATCH"));
+        println!("upload {id}: PATCH {range} ({} bytes) -> 202, Range 0-{}", chunk.len(), offset - 1);
+        if status_after.contains(&i) {
+            let r = http(addr, "GET", &loc, &[]).unwrap();
+            assert_eq!(r.status, 204, "GET upload status: {}", String::from_utf8_lossy(&r.body));
+            assert_eq!(r.header("range"), Some(format!("0-{}", offset - 1).as_str()), "Range of GET status");
+            assert_eq!(r.header("docker-upload-uuid"), Some(id.as_str()), "Docker-Upload-UUID of GET status");
+            println!("upload {id}: GET status -> 204, Range 0-{}", offset - 1);
+        }
+    }
+    let put = with_query(&loc, &format!("digest={digest}"));
+    let mut headers = vec![("Content-Type", "application/octet-stream")];
+    let range;
+    if !last.is_empty() {
+        range = format!("{}-{}", offset, offset + last.len() - 1);
+        headers.push(("Content-Range", &range));
+    }
+    let r = http_send(addr, "PUT", &put, &headers, Some(last)).unwrap();
+    assert_eq!(r.status, 201, "PUT ?digest ({} bytes): {}", last.len(), String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+    println!("upload {id}: PUT ({} bytes) -> 201 {digest}, {} bytes in all", last.len(), all.len());
+    (digest, id)
+}
+
+/// Two donjon binaries on one Garage bucket and prefix behind haproxy (round robin, a new
+/// server connection per request): uploads, pushes and pulls through the balancer alternate
+/// replicas; a tag moved on one is seen at once on the other.
+#[test]
+fn replicas_behind_round_robin() {
+    require_e2e!();
+    let t0 = Instant::now();
+    let Some(g) = garage::Garage::start("replicas") else {
+        println!("skipped: no garage (set DONJON_S3=1 to make it a failure)");
+        return;
+    };
+    let s = Scratch::new("replicas");
+    let haproxy = tool("haproxy");
+    let config = s.join("donjon.yml");
+    fs::write(
+        &config,
+        format!(
+            "storage:\n{}  redirect:\n    disable: true\n  delete:\n    enabled: true\n",
+            s3_storage_yaml(&g, "/replicas")
+        ),
+    )
+    .unwrap();
+    let a = Donjon::start_config(Some(&s.dir("a")), &config, &s.join("a.log"));
+    let b = Donjon::start_config(Some(&s.dir("b")), &config, &s.join("b.log"));
+
+    let (fport, sport) = (free_port(), free_port());
+    let cfg = s.join("haproxy.cfg");
+    fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 256\n\
+             defaults\n  mode http\n  timeout connect 5s\n  timeout client 120s\n  timeout server 120s\n  \
+             option http-server-close\n  http-reuse never\n\
+             frontend registry\n  bind 127.0.0.1:{fport}\n  default_backend donjons\n\
+             backend donjons\n  balance roundrobin\n  server a {}\n  server b {}\n\
+             frontend stats\n  bind 127.0.0.1:{sport}\n  stats enable\n  stats uri /stats\n",
+            a.host(),
+            b.host()
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new(&haproxy);
+    c.arg("-f").arg(&cfg).arg("-db");
+    let mut lb_daemon = Daemon::spawn("haproxy", &mut c, &s.join("haproxy.log"));
+    let lb = format!("127.0.0.1:{fport}");
+    lb_daemon.wait_until("proxying", || http(&lb, "GET", "/v2/", &[]).is_ok_and(|r| r.status == 200));
+    let docker = |r: &str| format!("docker://{lb}/{r}");
+    println!("== setup (garage, two donjons, haproxy) took {:.1?}", t0.elapsed());
+    let t1 = Instant::now();
+
+    // ---- a chunked upload through the balancer: tiny and multi-MiB chunks
+    let mut rng = fixtures::XorShift(7);
+    let mut bytes = |n: usize| {
+        let mut v = vec![0u8; n];
+        rng.fill(&mut v);
+        v
+    };
+    let (c1, c2, c3, c4, c5, c6, last) =
+        (bytes(10), bytes(6 << 20), bytes(3), bytes((7 << 20) + 1), bytes(5), bytes(1), bytes(4));
+    let (layer, upload_id) =
+        chunked_upload(&lb, "rr/chunked", &[&c1, &c2, &c3, &c4, &c5, &c6], &[0, 2, 4], &last);
+    let layer_size = 10 + (6 << 20) + 3 + (7 << 20) + 1 + 5 + 1 + 4;
+    // and one PATCHed in small pieces only, finished by an empty PUT
+    let (d1, d2, d3) = (bytes(1), bytes(2), bytes(4096));
+    let (small, small_id) = chunked_upload(&lb, "rr/chunked", &[&d1, &d2, &d3], &[1], b"");
+    for host in [&lb, &a.host(), &b.host()] {
+        let r = http(host, "HEAD", &format!("/v2/rr/chunked/blobs/{layer}"), &[]).unwrap();
+        assert_eq!(r.status, 200, "HEAD blob on {host}");
+        assert_eq!(r.header("content-length"), Some(layer_size.to_string().as_str()), "HEAD blob on {host}");
+        let r = http(host, "GET", &format!("/v2/rr/chunked/blobs/{layer}"), &[]).unwrap();
+        assert_eq!(r.status, 200, "GET blob on {host}");
+        assert_eq!(sha256_digest(&r.body), layer, "GET blob on {host}");
+        let r = http(host, "GET", &format!("/v2/rr/chunked/blobs/{small}"), &[]).unwrap();
+        assert_eq!((r.status, sha256_digest(&r.body)), (200, small.clone()), "GET small blob on {host}");
+    }
+
+    // one upload's state is shared: stepping between the replicas' own ports, a PATCH with a
+    // stale Content-Range is refused on the replica that did not take the last chunk, and a
+    // cancelled upload is gone on the other
+    let (ah, bh) = (a.host(), b.host());
+    let r = http_send(&ah, "POST", "/v2/rr/chunked/blobs/uploads/", &[], Some(b"")).unwrap();
+    assert_eq!(r.status, 202, "POST on a: {}", String::from_utf8_lossy(&r.body));
+    let loc = location_path(r.header("location").unwrap());
+    let octet = ("Content-Type", "application/octet-stream");
+    let r = http_send(&bh, "PATCH", &loc, &[octet, ("Content-Range", "0-9")], Some(&[1u8; 10])).unwrap();
+    assert_eq!((r.status, r.header("range")), (202, Some("0-9")), "PATCH 0-9 on b");
+    let loc = location_path(r.header("location").unwrap());
+    let r = http_send(&ah, "PATCH", &loc, &[octet, ("Content-Range", "0-9")], Some(&[2u8; 10])).unwrap();
+    println!(
+        "stale PATCH 0-9 on a -> {} {:?} {}",
+        r.status,
+        r.header("range"),
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.status, 416, "a PATCH at offset 0 after b took 0-9 must be refused");
+    let r = http(&ah, "GET", &loc, &[]).unwrap();
+    assert_eq!((r.status, r.header("range")), (204, Some("0-9")), "status on a after the refused PATCH");
+    let r = http_send(&ah, "PATCH", &loc, &[octet, ("Content-Range", "10-19")], Some(&[3u8; 10])).unwrap();
+    assert_eq!((r.status, r.header("range")), (202, Some("0-19")), "PATCH 10-19 on a");
+    let loc = location_path(r.header("location").unwrap());
+    let r = http(&bh, "DELETE", &loc, &[]).unwrap();
+    assert_eq!(r.status, 204, "cancel on b: {}", String::from_utf8_lossy(&r.body));
+    let r = http(&ah, "GET", &loc, &[]).unwrap();
+    assert_eq!(
+        r.status,
+        404,
+        "upload cancelled on b, still known to a: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = http_send(&ah, "PATCH", &loc, &[octet, ("Content-Range", "20-29")], Some(&[4u8; 10])).unwrap();
+    assert_eq!(r.status, 404, "PATCH on a after the cancel on b: {}", String::from_utf8_lossy(&r.body));
+
+    // a config (monolithic POST ?digest=) and a manifest PUT by tag, through the balancer
+    let cfg_json = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": [layer] },
+    }))
+    .unwrap();
+    let cfg_digest = sha256_digest(&cfg_json);
+    let r = http_send(
+        &lb,
+        "POST",
+        &format!("/v2/rr/chunked/blobs/uploads/?digest={cfg_digest}"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&cfg_json),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "monolithic POST: {}", String::from_utf8_lossy(&r.body));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": fixtures::MT_MANIFEST,
+        "config": { "mediaType": fixtures::MT_CONFIG, "digest": cfg_digest, "size": cfg_json.len() },
+        "layers": [
+            { "mediaType": fixtures::MT_LAYER_TAR, "digest": layer, "size": layer_size },
+            { "mediaType": fixtures::MT_LAYER_TAR, "digest": small, "size": 4099 },
+        ],
+    }))
+    .unwrap();
+    let mdigest = sha256_digest(&manifest);
+    let r = http_send(
+        &lb,
+        "PUT",
+        "/v2/rr/chunked/manifests/chunky",
+        &[("Content-Type", fixtures::MT_MANIFEST)],
+        Some(&manifest),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "manifest PUT: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("docker-content-digest"), Some(mdigest.as_str()));
+    let accept = [("Accept", fixtures::MT_MANIFEST)];
+    for host in [&lb, &lb, &a.host(), &b.host()] {
+        let r = http(host, "GET", "/v2/rr/chunked/manifests/chunky", &accept).unwrap();
+        assert_eq!(r.status, 200, "GET manifest by tag on {host}");
+        assert_eq!(sha256_digest(&r.body), mdigest, "GET manifest by tag on {host}");
+    }
+    println!("== chunked uploads and manifest took {:.1?}", t1.elapsed());
+    let t2 = Instant::now();
+
+    // ---- skopeo push and pull through the balancer
+    let (bb_layout, bb) = fixtures::busybox(s.join("in-bb"), "v1").unwrap();
+    let (m_layout, m) = fixtures::multi_arch(s.join("in-multi"), "multi").unwrap();
+    skopeo_copy(&s, &[], &bb_layout.reference("v1"), &docker("rr/busybox:v1"));
+    skopeo_copy(&s, &["--all"], &m_layout.reference("multi"), &docker("rr/multi:1"));
+    skopeo_copy(&s, &[], &bb_layout.reference("v1"), &docker("rr/busybox:v2"));
+    let out = s.join("out");
+    let bb_blobs = [bb.config.digest.as_str(), bb.layers[0].digest.as_str()];
+    copy_out_and_check(&s, &[], &docker("rr/busybox:v1"), &out, "bb", &bb.manifest.digest, &bb_blobs);
+    copy_out_and_check(
+        &s,
+        &[],
+        &docker(&format!("rr/busybox@{}", bb.manifest.digest)),
+        &out,
+        "bbdigest",
+        &bb.manifest.digest,
+        &bb_blobs,
+    );
+    copy_out_and_check(
+        &s,
+        &["--all"],
+        &docker("rr/multi:1"),
+        &out,
+        "multi",
+        &m.index.digest,
+        &[&m.arm64.layers[0].digest, &m.amd64.layers[0].digest],
+    );
+    // (its layers are uncompressed: skopeo would compress them without --preserve-digests)
+    copy_out_and_check(
+        &s,
+        &["--preserve-digests"],
+        &docker("rr/chunked:chunky"),
+        &out,
+        "chunky",
+        &mdigest,
+        &[&layer, &small, &cfg_digest],
+    );
+    assert_eq!(list_tags(&s, &docker("rr/busybox")), ["v1", "v2"]);
+    let r = http(&lb, "GET", "/v2/rr/chunked/tags/list", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["tags"], serde_json::json!(["chunky"]));
+    assert_catalog_has(&lb, &["rr/busybox", "rr/chunked", "rr/multi"]);
+    // two pushes of the same image at once (same blobs uploaded concurrently, through both
+    // replicas), then both tags pull
+    let (big_layout, big) = fixtures::large(s.join("in-big"), "big", 12 << 20, 103, true).unwrap();
+    std::thread::scope(|sc| {
+        let pushes: Vec<_> = ["rr/race:1", "rr/race:2", "rr/race2:1"]
+            .into_iter()
+            .map(|r| {
+                let (s, src, dst) = (&s, big_layout.reference("big"), docker(r));
+                sc.spawn(move || skopeo_copy_with(s, &[], &src, &dst, LARGE_TIMEOUT))
+            })
+            .collect();
+        for p in pushes {
+            p.join().expect("concurrent push");
+        }
+    });
+    let big_blobs = [big.config.digest.as_str(), big.layers[0].digest.as_str()];
+    for (r, tag) in [("rr/race:1", "race1"), ("rr/race:2", "race2"), ("rr/race2:1", "race3")] {
+        copy_out_and_check(&s, &[], &docker(r), &out, tag, &big.manifest.digest, &big_blobs);
+    }
+    println!("== skopeo through haproxy took {:.1?}", t2.elapsed());
+    let t3 = Instant::now();
+
+    // ---- a tag moved on one replica's own port is seen at once on the other's
+    let manifests = [
+        (&m.amd64.manifest, fs::read(m_layout.blob_path(&m.amd64.manifest.digest)).unwrap()),
+        (&m.arm64.manifest, fs::read(m_layout.blob_path(&m.arm64.manifest.digest)).unwrap()),
+        (&m.index, fs::read(m_layout.blob_path(&m.index.digest)).unwrap()),
+    ];
+    let accept_all =
+        [("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")];
+    for round in 0..6 {
+        let (writer, reader) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (desc, body) = &manifests[round % 3];
+        let r = http_send(
+            &writer.host(),
+            "PUT",
+            "/v2/rr/multi/manifests/moving",
+            &[("Content-Type", desc.media_type.as_str())],
+            Some(body),
+        )
+        .unwrap();
+        assert_eq!(r.status, 201, "PUT moving on {}: {}", writer.host(), String::from_utf8_lossy(&r.body));
+        let r = http(&reader.host(), "HEAD", "/v2/rr/multi/manifests/moving", &accept_all).unwrap();
+        assert_eq!(
+            r.header("docker-content-digest"),
+            Some(desc.digest.as_str()),
+            "round {round}: tag moved on {} not seen at once on {} (status {})",
+            writer.host(),
+            reader.host(),
+            r.status
+        );
+        let r = http(&reader.host(), "GET", "/v2/rr/multi/manifests/moving", &accept_all).unwrap();
+        assert_eq!(
+            (r.status, sha256_digest(&r.body)),
+            (200, desc.digest.clone()),
+            "round {round}: GET on the other"
+        );
+        let r = http(&reader.host(), "GET", "/v2/rr/multi/tags/list", &[]).unwrap();
+        assert_eq!(r.json()["tags"], serde_json::json!(["1", "moving"]), "round {round}: tags on the other");
+    }
+    // and a deletion
+    let r =
+        http(&a.host(), "DELETE", &format!("/v2/rr/busybox/manifests/{}", bb.manifest.digest), &[]).unwrap();
+    assert_eq!(r.status, 202, "DELETE on a: {}", String::from_utf8_lossy(&r.body));
+    let r = http(&b.host(), "GET", "/v2/rr/busybox/manifests/v1", &accept_all).unwrap();
+    assert_eq!(r.status, 404, "deleted on a, still on b: {}", String::from_utf8_lossy(&r.body));
+    println!("== tag moves across replicas took {:.1?}", t3.elapsed());
+
+    // ---- haproxy did spread the requests
+    let stats = http(&format!("127.0.0.1:{sport}"), "GET", "/stats;csv", &[]).unwrap();
+    let csv = String::from_utf8_lossy(&stats.body).into_owned();
+    let stot = |server: &str| -> u64 {
+        csv.lines()
+            .find(|l| l.starts_with(&format!("donjons,{server},")))
+            .and_then(|l| l.split(',').nth(7))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no stot for {server} in haproxy stats:\n{csv}"))
+    };
+    let (sa, sb) = (stot("a"), stot("b"));
+    let log_a = fs::read_to_string(s.join("a.log")).unwrap();
+    let log_b = fs::read_to_string(s.join("b.log")).unwrap();
+    let access = |log: &str| log.lines().filter(|l| l.contains("donjon::access")).count();
+    let upload_lines = |log: &str, id: &str, method: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains("donjon::access") && l.contains(id) && l.contains(&format!("method={method}"))
+            })
+            .count()
+    };
+    println!("haproxy sessions: a={sa} b={sb}; access log lines: a={} b={}", access(&log_a), access(&log_b));
+    for (id, name) in [(&upload_id, "large"), (&small_id, "small")] {
+        println!(
+            "upload {name} ({id}): PATCH a={} b={}, GET a={} b={}, PUT a={} b={}",
+            upload_lines(&log_a, id, "PATCH"),
+            upload_lines(&log_b, id, "PATCH"),
+            upload_lines(&log_a, id, "GET"),
+            upload_lines(&log_b, id, "GET"),
+            upload_lines(&log_a, id, "PUT"),
+            upload_lines(&log_b, id, "PUT"),
+        );
+    }
+    assert!(sa >= 10 && sb >= 10, "haproxy did not spread: a={sa} b={sb}");
+    assert!(
+        upload_lines(&log_a, &upload_id, "PATCH") > 0 && upload_lines(&log_b, &upload_id, "PATCH") > 0,
+        "the PATCHes of upload {upload_id} did not reach both replicas"
+    );
+
+    drop(lb_daemon);
+    a.stop();
+    b.stop();
+    drop(g);
+    println!("== total {:.1?}", t0.elapsed());
 }
