@@ -15,6 +15,11 @@
 //! that at most one of them runs at a time. Every external command has a timeout and is printed
 //! before it runs; every daemon is stopped by its PID when its guard is dropped.
 //!
+//! The migration tests (`migration_*`) hand one storage back and forth between donjon and CNCF
+//! Distribution (`docker-registry`); `replicas_behind_round_robin` runs two donjons on one bucket
+//! behind haproxy. The S3 ones need Garage (`.ci/s3-deps.sh` installs it with haproxy,
+//! docker-registry and curl); without it they are skipped, unless `DONJON_S3=1`.
+//!
 //! Knobs: `DONJON_E2E_LARGE_MB` (size of the large layer, default 64),
 //! `DONJON_E2E_KEEP=1` (keep the temporary directories, printing where they are).
 
@@ -1991,9 +1996,12 @@ fn migration_both_ways(s: &Scratch, storage: &str, st: &Backing, donjon_data: Op
     assert_eq!(skopeo_raw_digest(s, &dj.docker("mig/new:b")), lb.manifest.digest);
     assert_eq!(skopeo_raw_digest(s, &dj.docker("mig/moving:t")), m.arm64.manifest.digest);
     assert_eq!(list_tags(s, &dj.docker("mig/busybox")), ["v1", "v2"]);
-    // The tags of a repository emptied by a delete: as Distribution answered (on this storage).
-    assert_eq!(tags_raw(&dj.host(), "mig/distdel"), emptied, "emptied by Distribution, seen by donjon");
-    assert_eq!(tags_raw(&dj.host(), "mig/todelete"), emptied, "emptied by donjon, seen by donjon");
+    // The tags of a repository emptied by a delete: donjon answers 200 with no tags on every
+    // storage (what the conformance suite requires); Distribution answers 404 on S3, where a
+    // bucket keeps no empty folders.
+    println!("Distribution's tags list of an emptied repository: {emptied:?}");
+    assert_eq!(tags_raw(&dj.host(), "mig/distdel"), (200, vec![]), "emptied by Distribution, seen by donjon");
+    assert_eq!(tags_raw(&dj.host(), "mig/todelete"), (200, vec![]), "emptied by donjon, seen by donjon");
     dj.stop();
     let t2 = Instant::now();
     println!("== phase 2 (donjon reads and writes) took {:.1?}", t2 - t1);
@@ -2192,7 +2200,7 @@ fn migration_both_ways(s: &Scratch, storage: &str, st: &Backing, donjon_data: Op
     );
     dist.stop();
     println!(
-        "== phase 3 (Distribution reads donjon's writes) took {:.1?}; total {:.1?}",
+        "== phase 4 (Distribution reads donjon's writes) took {:.1?}; total {:.1?}",
         t2.elapsed(),
         t0.elapsed()
     );
@@ -2212,8 +2220,9 @@ fn migration_filesystem_both_ways() {
 /// Distribution and donjon.
 fn s3_storage_yaml(g: &garage::Garage, prefix: &str) -> String {
     format!(
-        "  s3:\n    bucket: {}\n    region: {}\n    regionendpoint: {}\n    accesskey: {}\n    secretkey: {}\n    \
-         rootdirectory: {prefix}\n    forcepathstyle: true\n    secure: false\n    v4auth: true\n    chunksize: 5242880\n",
+        "  s3:\n    bucket: {}\n    region: {}\n    regionendpoint: {}\n    \
+         accesskey: {}\n    secretkey: {}\n    rootdirectory: {prefix}\n    \
+         forcepathstyle: true\n    secure: false\n    v4auth: true\n    chunksize: 5242880\n",
         g.bucket(),
         g.region(),
         g.endpoint(),

@@ -54,7 +54,7 @@ macro_rules! __contract_cases {
             empty_blob, sha512_commit, same_blob_twice_concurrently, manifests_by_tag_and_digest,
             tag_moves_atomically, tag_delete_keeps_manifest, manifest_delete_removes_tags,
             referrers_index, catalog_pages_in_order, unknown_repository, blob_put_verifies,
-            large_blob_in_many_chunks, purge_ends_old_sessions);
+            large_blob_in_many_chunks, purge_ends_old_sessions, emptied_repository_lists_no_tags);
     };
 }
 
@@ -492,4 +492,14 @@ pub async fn purge_ends_old_sessions(store: Arc<dyn Store>) {
     let d = push(&*store, &repo, b"kept").await;
     store.purge_uploads(later, false).await.expect("purge");
     assert_eq!(store.blob_size(&repo, &d).await.expect("blob kept"), 4);
+}
+
+/// A repository whose every tag and manifest was deleted, but that still links blobs, lists no
+/// tags rather than being unknown (the conformance suite's content-management flow).
+pub async fn emptied_repository_lists_no_tags(store: Arc<dyn Store>) {
+    let repo = name("contract/emptied");
+    let d = put_manifest(&*store, &repo, Some("only"), b"e").await;
+    store.tag_delete(&repo, &"only".parse().expect("tag")).await.expect("tag delete");
+    store.manifest_delete(&repo, &d).await.expect("manifest delete");
+    assert_eq!(store.tags(&repo).await.expect("still known"), Vec::<String>::new());
 }

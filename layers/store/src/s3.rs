@@ -837,8 +837,11 @@ impl Store for S3Store {
             .filter(|t| t.parse::<Tag>().is_ok())
             .collect();
         if tags.is_empty() {
+            // A bucket has no empty folders: once its last tag and revision are deleted, a
+            // repository is known by its remaining links (`_layers`, `_manifests`, `_uploads`),
+            // so that it answers an empty list, as on a filesystem, and not NAME_UNKNOWN.
             let top = self.inner.s3.list_with_delimiter(Some(&self.repo(repo, ""))).await.map_err(io)?;
-            if !top.common_prefixes.iter().any(|p| p.filename() == Some("_manifests")) {
+            if !top.common_prefixes.iter().any(|p| p.filename().is_some_and(|f| f.starts_with('_'))) {
                 return Err(StoreError::NameUnknown(repo.clone()));
             }
         }
