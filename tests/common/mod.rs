@@ -13,12 +13,42 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest as _, Sha256};
 
+#[path = "../../layers/store/tests/garage/mod.rs"]
+mod garage;
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     client: Client<HttpConnector, Full<Bytes>>,
+    _garage: Option<garage::Garage>,
+}
+
+/// Stateless replicas behind a balancer, in process: each request goes to the next replica.
+#[derive(Clone)]
+struct RoundRobin {
+    replicas: Arc<[donjon::Registry]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<B> tower::Service<Request<B>> for RoundRobin
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<donjon::BoxError>,
+{
+    type Response = http::Response<donjon::Body>;
+    type Error = std::convert::Infallible;
+    type Future = <donjon::Registry as tower::Service<Request<B>>>::Future;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.replicas.len();
+        self.replicas[i].clone().call(req)
+    }
 }
 
 pub struct Resp {
@@ -47,28 +77,52 @@ impl TestServer {
         Self::start_with(|b| b).await
     }
 
-    pub async fn start_with(f: impl FnOnce(donjon::RegistryBuilder) -> donjon::RegistryBuilder) -> Self {
+    /// A registry on the filesystem; with `DONJON_TEST_STORE=s3`, two registries (replicas) on
+    /// one Garage bucket instead, every request going to the other one than the last.
+    pub async fn start_with(f: impl Fn(donjon::RegistryBuilder) -> donjon::RegistryBuilder) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = donjon::FsStore::open(dir.path()).await.unwrap();
-        let registry = f(donjon::Registry::builder(Arc::new(store))).build();
         let listener = donjon::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.await;
-            };
-            donjon::server::serve(
-                listener,
-                None,
-                donjon::stack::wrap(registry),
-                stop,
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-        });
-        Self { addr, dir, shutdown: Some(tx), task: Some(task), client: client() }
+        let stop = async move {
+            let _ = rx.await;
+        };
+        let drain = Duration::from_secs(5);
+        let mut garage = None;
+        let task = if std::env::var("DONJON_TEST_STORE").as_deref() == Ok("s3") {
+            let g = garage::Garage::start("replicas")
+                .expect("DONJON_TEST_STORE=s3 needs Garage (.ci/s3-deps.sh)");
+            let mut replicas = vec![];
+            for _ in 0..2 {
+                let config = donjon_store::S3Config {
+                    bucket: g.bucket().into(),
+                    region: Some(g.region().into()),
+                    endpoint: Some(g.endpoint()),
+                    access_key: Some(g.access_key().into()),
+                    secret_key: Some(g.secret_key().into()),
+                    root: Some("replicas".into()),
+                    path_style: true,
+                    conditional_writes: Some(false),
+                    ..Default::default()
+                };
+                let store = donjon_store::S3Store::connect(config).await.unwrap();
+                replicas.push(f(donjon::Registry::builder(Arc::new(store))).build());
+            }
+            let svc = RoundRobin { replicas: replicas.into(), next: Arc::default() };
+            garage = Some(g);
+            tokio::spawn(async move {
+                donjon::server::serve(listener, None, donjon::stack::wrap(svc), stop, drain).await.unwrap();
+            })
+        } else {
+            let store = donjon::FsStore::open(dir.path()).await.unwrap();
+            let registry = f(donjon::Registry::builder(Arc::new(store))).build();
+            tokio::spawn(async move {
+                donjon::server::serve(listener, None, donjon::stack::wrap(registry), stop, drain)
+                    .await
+                    .unwrap();
+            })
+        };
+        Self { addr, dir, shutdown: Some(tx), task: Some(task), client: client(), _garage: garage }
     }
 
     pub fn url(&self, path: &str) -> String {
