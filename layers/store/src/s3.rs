@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
@@ -97,8 +97,16 @@ pub struct S3Store {
     inner: Arc<Inner>,
 }
 
+/// What the store needs of an object store: objects, and multipart uploads that another process
+/// can continue. `object_store`'s S3 client is one; its in-memory store is another (tests).
+pub trait Backend: ObjectStore + MultipartStore {}
+
+impl<T: ObjectStore + MultipartStore> Backend for T {}
+
 struct Inner {
-    s3: AmazonS3,
+    s3: Arc<dyn Backend>,
+    /// Presigns blob URLs, where the backend can (S3) and redirects are on.
+    signer: Option<Arc<dyn Signer>>,
     /// The layout's root: `<rootdirectory>/docker/registry/v2`.
     base: String,
     bucket: String,
@@ -135,7 +143,9 @@ struct Session {
     /// Bytes in those parts.
     parts_size: u64,
     /// Bytes after the parts, as segment objects: (offset, length).
-    segments: Vec<(u64, u64)>,
+    /// Segment objects, in order: (offset, length, name). Names are unique per write, so two
+    /// racing requests on one session can never overwrite each other's bytes.
+    segments: Vec<(u64, u64, String)>,
 }
 
 impl S3Store {
@@ -178,21 +188,45 @@ impl S3Store {
             format!("{root}/docker/registry/v2")
         };
         let chunk = config.chunk_size.unwrap_or(10 * 1024 * 1024).max(MIN_PART);
-        let store = Self {
-            inner: Arc::new(Inner {
-                s3,
-                base,
-                bucket: config.bucket.clone(),
-                chunk,
-                conditional,
-                redirect: config.redirect,
-            }),
-        };
+        let signer: Option<Arc<dyn Signer>> =
+            config.redirect.map(|_| Arc::new(s3.clone()) as Arc<dyn Signer>);
+        let store = Self::assemble(Arc::new(s3), signer, &base, chunk, conditional, config.redirect);
         let where_ = config.endpoint.as_deref().unwrap_or("AWS");
         store.inner.s3.list_with_delimiter(Some(&Path::from(store.inner.base.as_str()))).await.map_err(
             |e| format!("S3 bucket {:?} at {where_} is not usable: {}", config.bucket, one_line(&e)),
         )?;
         Ok(store)
+    }
+
+    /// A store on any [`Backend`] (for example `object_store::memory::InMemory`, which has
+    /// conditional writes): the same layout and session logic as on S3, without redirects.
+    pub fn with_backend(
+        backend: Arc<dyn Backend>,
+        root: &str,
+        chunk_size: usize,
+        conditional_writes: bool,
+    ) -> Self {
+        let root = root.trim_matches('/');
+        let base = if root.is_empty() {
+            "docker/registry/v2".to_string()
+        } else {
+            format!("{root}/docker/registry/v2")
+        };
+        Self::assemble(backend, None, &base, chunk_size.max(1), conditional_writes, None)
+    }
+
+    fn assemble(
+        s3: Arc<dyn Backend>,
+        signer: Option<Arc<dyn Signer>>,
+        base: &str,
+        chunk: usize,
+        conditional: bool,
+        redirect: Option<std::time::Duration>,
+    ) -> Self {
+        let bucket = s3.to_string();
+        Self {
+            inner: Arc::new(Inner { s3, signer, base: base.into(), bucket, chunk, conditional, redirect }),
+        }
     }
 
     fn key(&self, rel: &str) -> Path {
@@ -322,11 +356,11 @@ impl S3Store {
 
     /// Reads the session's segments back, in order.
     async fn segments(&self, repo: &Name, id: &str, s: &Session) -> Result<BytesMut> {
-        let total: u64 = s.segments.iter().map(|(_, n)| n).sum();
+        let total: u64 = s.segments.iter().map(|(_, n, _)| n).sum();
         let mut out = BytesMut::with_capacity(total as usize);
-        for (off, _) in &s.segments {
+        for (off, _, name) in &s.segments {
             let b = self
-                .get_bytes(&self.upload(repo, id, &segment_name(*off)))
+                .get_bytes(&self.upload(repo, id, name))
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("session {id}: segment {off} is missing")))?;
             out.extend_from_slice(&b);
@@ -370,7 +404,7 @@ fn one_line(e: &object_store::Error) -> String {
 }
 
 fn segment_name(offset: u64) -> String {
-    format!("segments/{offset:020}")
+    format!("segments/{offset:020}-{}", uuid::Uuid::new_v4().simple())
 }
 
 fn valid_id(id: &str) -> bool {
@@ -393,7 +427,7 @@ const PARALLEL_PARTS: usize = 3;
 
 /// The parts of one multipart upload being sent; their ids come back in order.
 struct Parts {
-    s3: AmazonS3,
+    s3: Arc<dyn Backend>,
     key: Path,
     id: String,
     next: usize,
@@ -402,7 +436,7 @@ struct Parts {
 }
 
 impl Parts {
-    fn new(s3: &AmazonS3, key: &Path, id: &str, next: usize) -> Self {
+    fn new(s3: &Arc<dyn Backend>, key: &Path, id: &str, next: usize) -> Self {
         Self {
             s3: s3.clone(),
             key: key.clone(),
@@ -475,9 +509,8 @@ impl Store for S3Store {
     }
 
     async fn blob_redirect(&self, _repo: &Name, digest: &Digest) -> Result<Option<String>> {
-        let Some(ttl) = self.inner.redirect else { return Ok(None) };
-        let url =
-            self.inner.s3.signed_url(http::Method::GET, &self.blob_key(digest), ttl).await.map_err(io)?;
+        let (Some(ttl), Some(signer)) = (self.inner.redirect, &self.inner.signer) else { return Ok(None) };
+        let url = signer.signed_url(http::Method::GET, &self.blob_key(digest), ttl).await.map_err(io)?;
         Ok(Some(url.to_string()))
     }
 
@@ -514,9 +547,9 @@ impl Store for S3Store {
             return Err(StoreError::UploadOffset { size: s.size });
         }
         let mut hasher = Self::hasher(&s)?;
-        let seg_len = |s: &Session| s.segments.iter().map(|(_, n)| n).sum::<u64>() as usize;
+        let seg_len = |s: &Session| s.segments.iter().map(|(_, n, _)| n).sum::<u64>() as usize;
         let mut fresh = BytesMut::new();
-        let mut garbage: Vec<u64> = vec![];
+        let mut garbage: Vec<String> = vec![];
         let mut failure = None;
         let mut parts: Option<Parts> = None;
         while let Some(chunk) = data.next().await {
@@ -551,7 +584,7 @@ impl Store for S3Store {
                     break;
                 }
                 s.parts_size += sent;
-                garbage.extend(s.segments.drain(..).map(|(o, _)| o));
+                garbage.extend(s.segments.drain(..).map(|(_, _, name)| name));
             }
         }
         if let Some(p) = parts {
@@ -569,14 +602,15 @@ impl Store for S3Store {
         if !fresh.is_empty() {
             let off = s.parts_size + seg_len(&s) as u64;
             let len = fresh.len() as u64;
-            self.put(&self.upload(repo, id, &segment_name(off)), fresh.freeze()).await?;
-            s.segments.push((off, len));
+            let name = segment_name(off);
+            self.put(&self.upload(repo, id, &name), fresh.freeze()).await?;
+            s.segments.push((off, len, name));
         }
         s.size = s.parts_size + seg_len(&s) as u64;
         s.hash = hex_encode(&hasher.state());
         self.save(repo, id, &s, etag).await?;
         for off in garbage {
-            let _ = self.inner.s3.delete(&self.upload(repo, id, &segment_name(off))).await;
+            let _ = self.inner.s3.delete(&self.upload(repo, id, &off)).await;
         }
         match failure {
             Some(e) => Err(e),

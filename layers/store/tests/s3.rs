@@ -197,3 +197,44 @@ fn raw_get(url: &str, range: Option<&str>) -> (u16, Vec<u8>) {
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, buf[split + 4..].to_vec())
 }
+
+fn in_memory(conditional: bool) -> Arc<dyn Store> {
+    let backend = Arc::new(object_store::memory::InMemory::new());
+    Arc::new(S3Store::with_backend(backend, "donjon", 5 * 1024 * 1024, conditional))
+}
+
+/// The object-store logic with conditional writes on: `object_store`'s in-memory backend has
+/// them (Garage does not), so this is where the conditional path runs.
+#[tokio::test]
+async fn store_contract_with_conditional_writes() {
+    donjon_core::contract::run_all(|| async { in_memory(true) }).await;
+}
+
+/// Two requests racing on one session: with conditional writes the second to save loses (416
+/// with the winner's size), and the winner's bytes are what the session holds, whole.
+#[tokio::test]
+async fn racing_writes_on_one_session() {
+    let store = in_memory(true);
+    let repo: Name = "race".parse().unwrap();
+    let id = store.upload_create(&repo).await.unwrap();
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let slow: donjon_core::store::ByteStream = Box::pin(futures_util::stream::once(async move {
+        let _ = wait.await;
+        Ok::<_, donjon_core::BoxError>(Bytes::from_static(b"loser"))
+    }));
+    let a = {
+        let (store, repo, id) = (store.clone(), repo.clone(), id.clone());
+        tokio::spawn(async move { store.upload_write(&repo, &id, 0, slow).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"winner!"))).await.unwrap();
+    go.send(()).unwrap();
+    let lost = a.await.unwrap();
+    assert!(matches!(lost, Err(donjon_core::StoreError::UploadOffset { size: 7 })), "{lost:?}");
+    assert_eq!(store.upload_size(&repo, &id).await.unwrap(), 7);
+    let d = Digest::sha256_of(b"winner!");
+    store.upload_commit(&repo, &id, &d).await.unwrap();
+    let got: Vec<Bytes> =
+        store.blob_read(&repo, &d, RangeSpec::Full).await.unwrap().body.try_collect().await.unwrap();
+    assert_eq!(got.concat(), b"winner!");
+}
