@@ -30,13 +30,16 @@ fn main() -> ExitCode {
         print!("{}", settings.to_yaml());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("donjon: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Filesystem calls run on the blocking pool; bound it so that a burst of clients does not
+    // leave hundreds of threads behind (tokio's default allows 512).
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(64).build() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("donjon: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     match runtime.block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,400 @@
+//! `donjon-bench`: a load harness for any OCI registry reachable over HTTP/1.1.
+
+mod client;
+mod gen;
+mod report;
+mod util;
+mod workload;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use report::{fmt_ms, Report};
+use util::{human_size, median, parse_duration, parse_size};
+use workload::{RunOpts, Workload};
+
+#[derive(Parser)]
+#[command(name = "donjon-bench", version, about = "Load harness for OCI registries (HTTP/1.1)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one workload against one registry.
+    Run {
+        /// Registry base URL, e.g. http://127.0.0.1:5000
+        #[arg(long)]
+        url: String,
+        /// Sample this process's VmRSS every 100 ms during the run and report the peak.
+        #[arg(long)]
+        pid: Option<u32>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Measure single-core SHA-256 throughput (sha2 crate) and the data generator's speed.
+    Sha256 {
+        /// Bytes to hash.
+        #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+        size: u64,
+        /// Write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<String>,
+    },
+    /// Run a workload against A then B alternately (A B A B ...) and compare.
+    Compare {
+        #[arg(long)]
+        a: String,
+        #[arg(long)]
+        b: String,
+        /// How many A/B pairs to run.
+        #[arg(long, default_value_t = 3)]
+        pairs: usize,
+        /// Sample this process's VmRSS during A's runs.
+        #[arg(long)]
+        pid_a: Option<u32>,
+        /// Sample this process's VmRSS during B's runs.
+        #[arg(long)]
+        pid_b: Option<u32>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a workload at several concurrency levels.
+    Scale {
+        #[arg(long)]
+        url: String,
+        /// Concurrency levels, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
+        levels: Vec<usize>,
+        #[arg(long)]
+        pid: Option<u32>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// The workload.
+    #[arg(long, value_enum)]
+    workload: Workload,
+    /// Concurrent workers (each with at most one request in flight).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Operations in all [default: 20 for push/pull/mixed, 2000 otherwise, unless --duration].
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Run for this long instead of a count (30s, 500ms, 2m).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Repository to use.
+    #[arg(long, default_value = "donjon-bench/load")]
+    repo: String,
+    /// Blob size for push, pull and mixed (1MiB, 10MiB, 100MiB, 1GiB...).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    size: u64,
+    /// PATCH size for push-chunked.
+    #[arg(long, default_value = "10MiB", value_parser = parse_size)]
+    chunk: u64,
+    /// Basic auth user.
+    #[arg(long)]
+    user: Option<String>,
+    /// Basic auth password.
+    #[arg(long, env = "DONJON_BENCH_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// For mixed: the fraction of operations that are pulls.
+    #[arg(long, default_value_t = 0.9)]
+    pull_ratio: f64,
+    /// Seed of the generated blobs [default: from the clock, so each run pushes new blobs].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the report as JSON to this file ("-" for stdout).
+    #[arg(long)]
+    json: Option<String>,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print every HTTP request (method, path, status, time) to stderr.
+    #[arg(long)]
+    trace: bool,
+}
+
+impl Common {
+    fn opts(&self, url: &str, pid: Option<u32>) -> RunOpts {
+        let seed = self.seed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            (t.as_nanos() as u64) & 0xFFFF_FFFF_FFFF
+        });
+        RunOpts {
+            url: url.to_string(),
+            workload: self.workload,
+            concurrency: self.concurrency,
+            count: self.count,
+            duration: self.duration,
+            repo: self.repo.clone(),
+            size: self.size,
+            chunk: self.chunk,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            pid,
+            pull_ratio: self.pull_ratio,
+            seed,
+            progress: !self.quiet,
+            trace: self.trace,
+        }
+    }
+}
+
+fn write_json<T: Serialize>(path: &str, v: &T) -> Result<(), String> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
+    if path == "-" {
+        println!("{s}");
+        Ok(())
+    } else {
+        std::fs::write(path, s + "\n").map_err(|e| format!("{path}: {e}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("donjon-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("donjon-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cmd: Cmd) -> Result<(), String> {
+    match cmd {
+        Cmd::Run { url, pid, common } => {
+            let o = common.opts(&url, pid);
+            let r = workload::run(&o).await?;
+            print!("{}", r.render());
+            if let Some(p) = &common.json {
+                write_json(p, &r)?;
+            }
+            Ok(())
+        }
+        Cmd::Sha256 { size, json } => sha256(size, json.as_deref()),
+        Cmd::Compare { a, b, pairs, pid_a, pid_b, common } => {
+            compare(&a, &b, pairs, pid_a, pid_b, &common).await
+        }
+        Cmd::Scale { url, levels, pid, common } => scale(&url, &levels, pid, &common).await,
+    }
+}
+
+#[derive(Serialize)]
+struct Sha256Report {
+    bytes: u64,
+    sha_ni: bool,
+    hash_mb_per_s: f64,
+    generate_mb_per_s: f64,
+    generate_and_hash_mb_per_s: f64,
+}
+
+fn sha256(size: u64, json: Option<&str>) -> Result<(), String> {
+    use sha2::{Digest as _, Sha256};
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let sha_ni = cpu.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "sha_ni"));
+    let mut buf = vec![0u8; 1 << 20];
+    gen::fill(1, 0, &mut buf);
+    let mb = |secs: f64| size as f64 / 1e6 / secs.max(1e-9);
+    // Hashing alone, over one 1 MiB buffer, fed repeatedly.
+    let t = Instant::now();
+    let mut h = Sha256::new();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    std::hint::black_box(h.finalize());
+    let hash = mb(t.elapsed().as_secs_f64());
+    // Generating alone.
+    let t = Instant::now();
+    let mut pos = 0;
+    while pos < size {
+        let n = (size - pos).min(buf.len() as u64) as usize;
+        gen::fill(2, pos, std::hint::black_box(&mut buf[..n]));
+        std::hint::black_box(&buf);
+        pos += n as u64;
+    }
+    let generate = mb(t.elapsed().as_secs_f64());
+    // Both, as the push setup does.
+    let t = Instant::now();
+    std::hint::black_box(gen::digest(3, size));
+    let both = mb(t.elapsed().as_secs_f64());
+    println!(
+        "sha256 (sha2 0.11, one core) over {}: SHA-NI {}",
+        human_size(size),
+        if sha_ni { "yes" } else { "no" }
+    );
+    println!("  hash only            {hash:>9.1} MB/s");
+    println!("  generate only        {generate:>9.1} MB/s");
+    println!("  generate + hash      {both:>9.1} MB/s");
+    println!("  => hashing 1GiB costs {:.2}s of one core", (1u64 << 30) as f64 / 1e6 / hash);
+    if let Some(p) = json {
+        let r = Sha256Report {
+            bytes: size,
+            sha_ni,
+            hash_mb_per_s: hash,
+            generate_mb_per_s: generate,
+            generate_and_hash_mb_per_s: both,
+        };
+        write_json(p, &r)?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Pair {
+    a: Report,
+    b: Report,
+    throughput_ratio: f64,
+    p99_ratio: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct CompareReport {
+    workload: String,
+    a: String,
+    b: String,
+    metric: String,
+    pairs: Vec<Pair>,
+    median_throughput_ratio: Option<f64>,
+    median_p99_ratio: Option<f64>,
+}
+
+async fn compare(
+    a: &str,
+    b: &str,
+    pairs: usize,
+    pid_a: Option<u32>,
+    pid_b: Option<u32>,
+    c: &Common,
+) -> Result<(), String> {
+    let mut out = Vec::new();
+    for i in 0..pairs {
+        let ra = workload::run(&c.opts(a, pid_a)).await?;
+        eprint!("pair {}: A\n{}", i + 1, ra.render());
+        let rb = workload::run(&c.opts(b, pid_b)).await?;
+        eprint!("pair {}: B\n{}", i + 1, rb.render());
+        let throughput_ratio = rb.throughput().0 / ra.throughput().0;
+        let p99_ratio = match (ra.p99_ms(), rb.p99_ms()) {
+            (Some(x), Some(y)) if x > 0.0 => Some(y / x),
+            _ => None,
+        };
+        out.push(Pair { a: ra, b: rb, throughput_ratio, p99_ratio });
+    }
+    let metric = out.first().map_or("req/s", |p| p.a.throughput().1);
+    println!("{} : A = {a}  B = {b}", c.workload.name());
+    println!(
+        "{:<5} {:>12} {:>12} {:>8} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "pair",
+        format!("A {metric}"),
+        format!("B {metric}"),
+        "B/A",
+        "A p99 ms",
+        "B p99 ms",
+        "B/A p99",
+        "A err",
+        "B err"
+    );
+    let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or("-".to_string(), f);
+    for (i, p) in out.iter().enumerate() {
+        println!(
+            "{:<5} {:>12.1} {:>12.1} {:>8.3} {:>10} {:>10} {:>8} {:>8} {:>8}",
+            i + 1,
+            p.a.throughput().0,
+            p.b.throughput().0,
+            p.throughput_ratio,
+            opt(p.a.p99_ms(), fmt_ms),
+            opt(p.b.p99_ms(), fmt_ms),
+            opt(p.p99_ratio, |r| format!("{r:.3}")),
+            p.a.total.errors,
+            p.b.total.errors,
+        );
+    }
+    let mt = median(&out.iter().map(|p| p.throughput_ratio).collect::<Vec<_>>());
+    let mp = median(&out.iter().filter_map(|p| p.p99_ratio).collect::<Vec<_>>());
+    println!(
+        "median B/A {metric}: {}   median B/A p99: {}",
+        opt(mt, |r| format!("{r:.3}")),
+        opt(mp, |r| format!("{r:.3}"))
+    );
+    if let Some(path) = &c.json {
+        let r = CompareReport {
+            workload: c.workload.name().to_string(),
+            a: a.to_string(),
+            b: b.to_string(),
+            metric: metric.to_string(),
+            pairs: out,
+            median_throughput_ratio: mt,
+            median_p99_ratio: mp,
+        };
+        write_json(path, &r)?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ScaleReport {
+    url: String,
+    workload: String,
+    levels: Vec<Report>,
+}
+
+async fn scale(url: &str, levels: &[usize], pid: Option<u32>, c: &Common) -> Result<(), String> {
+    let mut reports = Vec::new();
+    for &level in levels {
+        let mut o = c.opts(url, pid);
+        o.concurrency = level;
+        if o.count.is_none() && o.duration.is_none() {
+            o.duration = Some(Duration::from_secs(10));
+        }
+        let r = workload::run(&o).await?;
+        eprintln!("  concurrency {level}: {:.1} req/s, {} errors", r.total.req_per_s, r.total.errors);
+        reports.push(r);
+    }
+    println!("{} against {url}", c.workload.name());
+    println!(
+        "{:>11} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "concurrency", "requests", "errors", "req/s", "MB/s", "p50 ms", "p99 ms", "max ms", "peak RSS"
+    );
+    for r in &reports {
+        let l = r.total.latency_ms.as_ref();
+        let p = |v: Option<f64>| v.map_or("-".to_string(), fmt_ms);
+        let rss = r.rss.as_ref().and_then(|x| x.peak_kib).map_or("-".to_string(), |k| human_size(k * 1024));
+        println!(
+            "{:>11} {:>9} {:>7} {:>10.1} {:>9.1} {:>9} {:>9} {:>9} {:>10}",
+            r.concurrency,
+            r.total.requests,
+            r.total.errors,
+            r.total.req_per_s,
+            r.total.mb_per_s,
+            p(l.map(|x| x.p50)),
+            p(l.map(|x| x.p99)),
+            p(l.map(|x| x.max)),
+            rss
+        );
+    }
+    if let Some(path) = &c.json {
+        let r =
+            ScaleReport { url: url.to_string(), workload: c.workload.name().to_string(), levels: reports };
+        write_json(path, &r)?;
+    }
+    Ok(())
+}
