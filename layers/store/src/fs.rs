@@ -265,34 +265,36 @@ impl FsStore {
         // Not fsynced: a stale or missing state is detected by its offset and re-hashed.
         blocking(move || write_atomic(&dir.join(HASHSTATE), &state, false)).await
     }
-
-    async fn linked(&self, repo: &Name, d: &Digest) -> Result<PathBuf> {
-        let layer = self.layer_link(repo, d);
-        let revision = self.revision_dir(repo, d).join("link");
-        let blob = self.blob_path(d);
-        let ok = blocking(move || Ok(layer.exists() || revision.exists())).await?;
-        if ok {
-            Ok(blob)
-        } else {
-            Err(StoreError::BlobUnknown(d.clone()))
-        }
-    }
 }
 
 #[async_trait]
 impl Store for FsStore {
     async fn blob_size(&self, repo: &Name, digest: &Digest) -> Result<u64> {
-        let blob = self.linked(repo, digest).await?;
-        match tokio::fs::metadata(&blob).await {
-            Ok(m) => Ok(m.len()),
-            Err(e) if not_found(&e) => Err(StoreError::BlobUnknown(digest.clone())),
-            Err(e) => Err(e.into()),
-        }
+        let layer = self.layer_link(repo, digest);
+        let revision = self.revision_dir(repo, digest).join("link");
+        let blob = self.blob_path(digest);
+        let size = blocking(move || {
+            if !(layer.exists() || revision.exists()) {
+                return Ok(None);
+            }
+            match fs::metadata(&blob) {
+                Ok(m) => Ok(Some(m.len())),
+                Err(e) if not_found(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        size.ok_or_else(|| StoreError::BlobUnknown(digest.clone()))
     }
 
     async fn blob_read(&self, repo: &Name, digest: &Digest, range: RangeSpec) -> Result<BlobRead> {
-        let blob = self.linked(repo, digest).await?;
+        let layer = self.layer_link(repo, digest);
+        let revision = self.revision_dir(repo, digest).join("link");
+        let blob = self.blob_path(digest);
         let opened = blocking(move || {
+            if !(layer.exists() || revision.exists()) {
+                return Ok(None);
+            }
             let mut f = match fs::File::open(&blob) {
                 Ok(f) => f,
                 Err(e) if not_found(&e) => return Ok(None),
@@ -506,21 +508,32 @@ impl Store for FsStore {
     }
 
     async fn manifest_get(&self, repo: &Name, reference: &Reference) -> Result<Manifest> {
-        let unknown = || StoreError::ManifestUnknown(reference.to_string());
-        let digest = match reference {
-            Reference::Digest(d) => d.clone(),
-            Reference::Tag(t) => {
-                let link = self.tag_dir(repo, t.as_str()).join("current/link");
-                blocking(move || read_link(&link)).await?.ok_or_else(unknown)?
-            }
+        let tag_link = match reference {
+            Reference::Digest(_) => None,
+            Reference::Tag(t) => Some(self.tag_dir(repo, t.as_str()).join("current/link")),
         };
-        let rev = self.revision_dir(repo, &digest);
-        let blob = self.blob_path(&digest);
+        let by_digest = match reference {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(_) => None,
+        };
+        let revisions = self.repo(repo).join("_manifests/revisions");
+        let blobs = self.inner.base.join("blobs");
+        // One trip to the blocking pool: tag link, revision link, bytes.
         let found = blocking(move || {
+            let digest = match (by_digest, tag_link) {
+                (Some(d), _) => d,
+                (None, Some(link)) => match read_link(&link)? {
+                    Some(d) => d,
+                    None => return Ok(None),
+                },
+                (None, None) => return Ok(None),
+            };
+            let (alg, hex) = (digest.algorithm().as_str(), digest.hex());
+            let rev = revisions.join(format!("{alg}/{hex}"));
             if !rev.join("link").exists() {
                 return Ok(None);
             }
-            let bytes = match fs::read(&blob) {
+            let bytes = match fs::read(blobs.join(format!("{alg}/{}/{hex}/data", &hex[..2]))) {
                 Ok(b) => b,
                 Err(e) if not_found(&e) => return Ok(None),
                 Err(e) => return Err(e),
@@ -531,10 +544,11 @@ impl Store for FsStore {
                     fs::read_to_string(rev.join(MEDIATYPE)).unwrap_or_else(|_| manifest::OCI_MANIFEST.into())
                 }
             };
-            Ok(Some((bytes, media_type)))
+            Ok(Some((digest, bytes, media_type)))
         })
         .await?;
-        let (bytes, media_type) = found.ok_or_else(unknown)?;
+        let (digest, bytes, media_type) =
+            found.ok_or_else(|| StoreError::ManifestUnknown(reference.to_string()))?;
         Ok(Manifest { digest, media_type, bytes: Bytes::from(bytes) })
     }
 
