@@ -25,7 +25,7 @@ const SETUP_SEED: u64 = 0x5E7_0000_0000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
-    /// Monolithic pushes: POST /blobs/uploads/?digest= with the whole blob as the body.
+    /// Monolithic pushes: POST /blobs/uploads/, then one PUT ?digest= with the whole blob.
     PushMono,
     /// Chunked pushes: POST, PATCH chunks with Content-Range, PUT ?digest=.
     PushChunked,
@@ -128,15 +128,20 @@ fn with_query(url: &str, q: &str) -> String {
     format!("{url}{}{q}", if url.contains('?') { '&' } else { '?' })
 }
 
-/// A monolithic push of generated blob `seed`.
+/// A monolithic push of generated blob `seed`, as every registry takes it: `POST` opens a
+/// session, one `PUT ?digest=` carries the whole blob (Distribution 2.8 has no single-`POST`
+/// upload: it answers `POST ?digest=` with a session and ignores the body).
 async fn push_mono(http: &Http, repo: &str, seed: u64, size: u64, digest: &str) -> Result<Sample, Fail> {
-    let url = http.resolve(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"));
     let start = Instant::now();
-    let d = http.call(Method::POST, &url, &octets(size), client::generated(seed, 0, size), 0).await?;
+    let url = http.resolve(&format!("/v2/{repo}/blobs/uploads/"));
+    let d = http.call(Method::POST, &url, &octets(0), client::empty(), 0).await?;
+    let loc = location(&d, "POST /blobs/uploads/")?;
+    let put = http.resolve(&with_query(&loc, &format!("digest={digest}")));
+    let d = http.call(Method::PUT, &put, &octets(size), client::generated(seed, 0, size), 0).await?;
     if d.status != http::StatusCode::CREATED {
         return Err(Fail::other(
-            format!("POST ?digest= answered {} instead of 201", d.status.as_u16()),
-            format!("POST /v2/{repo}/blobs/uploads/?digest=: {} (monolithic push not completed)", d.status),
+            format!("PUT ?digest= answered {} instead of 201", d.status.as_u16()),
+            format!("PUT /v2/{repo}/blobs/uploads/<id>?digest=: {} (push not completed)", d.status),
         ));
     }
     Ok(Sample { kind: "push", latency: start.elapsed(), ttfb: None, bytes: size })
@@ -166,7 +171,13 @@ async fn push_chunked(
         pos = end;
     }
     let put = with_query(&http.resolve(&loc), &format!("digest={digest}"));
-    http.call(Method::PUT, &put, &octets(0), client::empty(), 0).await?;
+    let d = http.call(Method::PUT, &put, &octets(0), client::empty(), 0).await?;
+    if d.status != http::StatusCode::CREATED {
+        return Err(Fail::other(
+            format!("PUT ?digest= answered {} instead of 201", d.status.as_u16()),
+            format!("PUT /v2/{repo}/blobs/uploads/<id>?digest=: {} (chunked push not completed)", d.status),
+        ));
+    }
     Ok(Sample { kind: "push", latency: start.elapsed(), ttfb: None, bytes: size })
 }
 
@@ -195,8 +206,15 @@ async fn push_image(http: &Http, repo: &str) -> Result<String, Fail> {
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer}"]}},"config":{{}}}}"#
     );
     let config_digest = gen::sha256_of(config.as_bytes());
-    let url = http.resolve(&format!("/v2/{repo}/blobs/uploads/?digest={config_digest}"));
-    http.call(Method::POST, &url, &octets(config.len() as u64), client::full(config.clone()), 0).await?;
+    let url = http.resolve(&format!("/v2/{repo}/blobs/uploads/"));
+    let d = http.call(Method::POST, &url, &octets(0), client::empty(), 0).await?;
+    let put =
+        http.resolve(&with_query(&location(&d, "POST /blobs/uploads/")?, &format!("digest={config_digest}")));
+    let d =
+        http.call(Method::PUT, &put, &octets(config.len() as u64), client::full(config.clone()), 0).await?;
+    if d.status != http::StatusCode::CREATED {
+        return Err(Fail::other("config push", format!("PUT config: {}", d.status)));
+    }
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
