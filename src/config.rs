@@ -209,36 +209,7 @@ pub enum Storage {
     /// The filesystem store, rooted at `data_dir`.
     Filesystem,
     /// An S3 bucket.
-    S3(S3Settings),
-}
-
-/// The S3 settings, as they are printed (the secret key is not).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
-pub struct S3Settings {
-    /// Bucket.
-    pub bucket: String,
-    /// Region.
-    pub region: Option<String>,
-    /// Custom endpoint.
-    pub endpoint: Option<String>,
-    /// Access key id.
-    pub access_key: Option<String>,
-    /// Secret key.
-    #[serde(skip_serializing)]
-    pub secret_key: Option<String>,
-    /// Key prefix.
-    pub root: Option<String>,
-    /// Path-style requests.
-    pub path_style: bool,
-    /// Skip TLS verification.
-    pub skip_verify: bool,
-    /// Multipart part size.
-    pub chunk_size: Option<usize>,
-    /// Conditional writes.
-    pub conditional_writes: Option<bool>,
-    /// Blob GETs answer 307 to a presigned URL (Distribution's `storage.redirect`, on unless
-    /// `disable: true`).
-    pub redirect: bool,
+    S3(donjon_store::S3Config),
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -467,7 +438,7 @@ impl Settings {
                 if f.accesskey.is_some() != f.secretkey.is_some() {
                     return Err(ConfigError("storage.s3.accesskey and secretkey go together".into()));
                 }
-                Some(S3Settings {
+                Some(donjon_store::S3Config {
                     bucket,
                     region: f.region,
                     endpoint,
@@ -478,12 +449,14 @@ impl Settings {
                     skip_verify: f.skipverify.unwrap_or(false),
                     chunk_size: f.chunksize,
                     conditional_writes: f.conditionalwrites,
-                    redirect: storage
+                    // Distribution's: redirects on unless disabled; presigned URLs live 20 minutes.
+                    redirect: (storage
                         .redirect
                         .as_ref()
                         .and_then(|r| r.get("disable"))
                         .and_then(Value::as_bool)
-                        != Some(true),
+                        != Some(true))
+                    .then_some(Duration::from_secs(20 * 60)),
                 })
             }
         };
@@ -681,7 +654,7 @@ storage:
         assert!(s3.path_style);
         assert_eq!(s3.chunk_size, Some(10 << 20));
         assert!(s.warnings.iter().any(|w| w.contains("v4auth")), "{:?}", s.warnings);
-        assert!(!s3.redirect, "redirect.disable: true");
+        assert!(s3.redirect.is_none(), "redirect.disable: true");
         assert!(!s.to_yaml().contains("SECRET"), "the secret is never printed");
         // the same from the environment alone
         let env = [
@@ -692,7 +665,7 @@ storage:
         let s = load(&[], None, &env).unwrap();
         let Storage::S3(s3) = &s.storage else { panic!() };
         assert_eq!(s3.endpoint.as_deref(), Some("http://minio:9000"));
-        assert!(s3.redirect, "Distribution's default: redirects on");
+        assert_eq!(s3.redirect, Some(Duration::from_secs(1200)), "Distribution's default: redirects on");
         let e = load(&[], Some("storage:\n  s3:\n    region: x\n"), &[]).unwrap_err();
         assert!(e.to_string().contains("bucket"), "{e}");
         let both = "storage:\n  filesystem: {rootdirectory: /a}\n  s3: {bucket: b}\n";

@@ -78,27 +78,13 @@ async fn run(settings: Settings) -> std::io::Result<()> {
 }
 
 #[cfg(feature = "s3")]
-async fn open_s3(s: &donjon::config::S3Settings) -> std::io::Result<Arc<dyn donjon::Store>> {
-    let config = donjon_store::S3Config {
-        bucket: s.bucket.clone(),
-        region: s.region.clone(),
-        endpoint: s.endpoint.clone(),
-        access_key: s.access_key.clone(),
-        secret_key: s.secret_key.clone(),
-        root: s.root.clone(),
-        path_style: s.path_style,
-        skip_verify: s.skip_verify,
-        chunk_size: s.chunk_size,
-        conditional_writes: s.conditional_writes,
-        // Distribution's presigned URLs live 20 minutes.
-        redirect: s.redirect.then_some(std::time::Duration::from_secs(20 * 60)),
-    };
-    let store = donjon_store::S3Store::connect(config).await.map_err(std::io::Error::other)?;
+async fn open_s3(config: &donjon_store::S3Config) -> std::io::Result<Arc<dyn donjon::Store>> {
+    let store = donjon_store::S3Store::connect(config.clone()).await.map_err(std::io::Error::other)?;
     Ok(Arc::new(store))
 }
 
 #[cfg(not(feature = "s3"))]
-async fn open_s3(_: &donjon::config::S3Settings) -> std::io::Result<Arc<dyn donjon::Store>> {
+async fn open_s3(_: &donjon_store::S3Config) -> std::io::Result<Arc<dyn donjon::Store>> {
     Err(std::io::Error::other("this donjon was built without the `s3` feature"))
 }
 

@@ -26,10 +26,12 @@ mod fs;
 mod layer;
 #[cfg(feature = "s3")]
 pub mod s3;
+mod s3_config;
 mod service;
 
 pub use fs::FsStore;
 pub use layer::ContentStoreLayer;
 #[cfg(feature = "s3")]
-pub use s3::{S3Config, S3Store};
+pub use s3::S3Store;
+pub use s3_config::S3Config;
 pub use service::ContentStore;

@@ -60,36 +60,10 @@ use donjon_core::store::{
 };
 use donjon_core::{BoxError, Name, Reference, Tag};
 
+pub use crate::s3_config::S3Config;
+
 /// S3's smallest part (all parts of a multipart upload but the last).
 pub const MIN_PART: usize = 5 * 1024 * 1024;
-
-/// How to reach the bucket: Distribution's `storage.s3` keys.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct S3Config {
-    /// `bucket`
-    pub bucket: String,
-    /// `region` (any string when `endpoint` is set)
-    pub region: Option<String>,
-    /// `regionendpoint`: a custom endpoint (MinIO, Garage, Ceph…)
-    pub endpoint: Option<String>,
-    /// `accesskey`; without it, the AWS environment and web-identity chain
-    pub access_key: Option<String>,
-    /// `secretkey`
-    pub secret_key: Option<String>,
-    /// `rootdirectory`: the key prefix
-    pub root: Option<String>,
-    /// `forcepathstyle`
-    pub path_style: bool,
-    /// `skipverify`: accept any TLS certificate
-    pub skip_verify: bool,
-    /// `chunksize`: the multipart part size (at least 5 MiB; default 10 MiB)
-    pub chunk_size: Option<usize>,
-    /// Whether to use conditional writes (`If-Match`/`If-None-Match`); on by default.
-    pub conditional_writes: Option<bool>,
-    /// Answer blob GETs with a 307 to a presigned URL valid this long, instead of streaming
-    /// (Distribution's default: redirects on, 20 minutes). `None`: stream.
-    pub redirect: Option<std::time::Duration>,
-}
 
 /// The object-storage store.
 #[derive(Clone)]
