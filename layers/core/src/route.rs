@@ -101,15 +101,7 @@ fn digest_of(s: &str) -> Result<Digest, Error> {
 }
 
 fn digest_error(e: DigestError) -> Error {
-    let code = match e {
-        DigestError::Unsupported(_) => ErrorCode::DigestInvalid,
-        _ => ErrorCode::DigestInvalid,
-    };
-    Error::new(code, e.to_string())
-}
-
-fn is_upload_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    Error::new(ErrorCode::DigestInvalid, e.to_string())
 }
 
 /// Parses a request path. `Ok(None)`: not a registry path. `Err`: a registry path whose name,
@@ -150,7 +142,7 @@ pub fn parse(path: &str) -> Result<Option<Route>, Error> {
         if id.is_empty() {
             return Ok(Some(Route::UploadStart { name }));
         }
-        if !is_upload_id(id) {
+        if !crate::store::valid_upload_id(id) {
             return Err(Error::new(ErrorCode::BlobUploadUnknown, "invalid upload id"));
         }
         return Ok(Some(Route::Upload { name, id: id.to_string() }));

@@ -286,6 +286,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>>;
 }
 
+/// Whether `id` can be an upload session id: what every backend accepts as a file or key name,
+/// and what the path parser lets through (`[A-Za-z0-9_-]{1,128}`).
+pub fn valid_upload_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A one-chunk [`ByteStream`].
 pub fn bytes_stream(bytes: Bytes) -> ByteStream {
     Box::pin(futures_util::stream::once(async move { Ok(bytes) }))

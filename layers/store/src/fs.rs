@@ -138,12 +138,6 @@ pub(crate) fn rfc3339_now() -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 impl FsStore {
     /// Opens (creating if needed) a store rooted at `root`, and checks that it is writable.
     /// Nothing is scanned.
@@ -200,7 +194,7 @@ impl FsStore {
     }
 
     async fn session_lock(&self, repo: &Name, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>> {
-        if !valid_id(id) {
+        if !donjon_core::store::valid_upload_id(id) {
             return Err(StoreError::UploadUnknown);
         }
         let key = format!("{repo}/{id}");
@@ -368,7 +362,7 @@ impl Store for FsStore {
     }
 
     async fn upload_size(&self, repo: &Name, id: &str) -> Result<u64> {
-        if !valid_id(id) {
+        if !donjon_core::store::valid_upload_id(id) {
             return Err(StoreError::UploadUnknown);
         }
         match tokio::fs::metadata(self.upload_dir(repo, id).join("data")).await {

@@ -288,7 +288,7 @@ impl S3Store {
     }
 
     async fn load(&self, repo: &Name, id: &str) -> Result<(Session, Option<String>)> {
-        if !valid_id(id) {
+        if !donjon_core::store::valid_upload_id(id) {
             return Err(StoreError::UploadUnknown);
         }
         match self.inner.s3.get(&self.upload(repo, id, "donjon-session.json")).await {
@@ -323,7 +323,7 @@ impl S3Store {
     }
 
     fn hasher(s: &Session) -> Result<Digester> {
-        let state = hex_decode(&s.hash).ok_or_else(|| StoreError::Corrupt("session hash state".into()))?;
+        let state = hex::decode(&s.hash).map_err(|_| StoreError::Corrupt("session hash state".into()))?;
         Digester::resume(Algorithm::Sha256, &state)
             .ok_or_else(|| StoreError::Corrupt("session hash state".into()))
     }
@@ -379,20 +379,6 @@ fn one_line(e: &object_store::Error) -> String {
 
 fn segment_name(offset: u64) -> String {
     format!("segments/{offset:020}-{}", uuid::Uuid::new_v4().simple())
-}
-
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
-}
-
-fn hex_encode(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Part uploads run as tasks, at most this many at once, so that receiving a body and sending
@@ -505,7 +491,7 @@ impl Store for S3Store {
 
     async fn upload_create(&self, repo: &Name) -> Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
-        let s = Session { hash: hex_encode(&Digester::new(Algorithm::Sha256).state()), ..Session::default() };
+        let s = Session { hash: hex::encode(Digester::new(Algorithm::Sha256).state()), ..Session::default() };
         self.put(&self.upload(repo, &id, "startedat"), Bytes::from(crate::fs::rfc3339_now())).await?;
         self.save(repo, &id, &s, None).await?;
         Ok(id)
@@ -581,7 +567,7 @@ impl Store for S3Store {
             s.segments.push((off, len, name));
         }
         s.size = s.parts_size + seg_len(&s) as u64;
-        s.hash = hex_encode(&hasher.state());
+        s.hash = hex::encode(hasher.state());
         self.save(repo, id, &s, etag).await?;
         for off in garbage {
             let _ = self.inner.s3.delete(&self.upload(repo, id, &off)).await;
