@@ -79,6 +79,9 @@ pub struct Settings {
     /// How long shutdown waits for transfers in flight.
     #[serde(with = "secs")]
     pub drain_timeout: Duration,
+    /// Headers added to every response (Distribution's `http.headers`).
+    #[serde(serialize_with = "header_list")]
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The largest catalog page (Distribution's `catalog.maxentries`).
     pub catalog_max_entries: usize,
     /// Things in the configuration that were ignored.
@@ -253,6 +256,49 @@ struct HttpTls {
     letsencrypt: Option<Value>,
 }
 
+fn header_list<S: serde::Serializer>(
+    h: &[(http::HeaderName, http::HeaderValue)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(h.len()))?;
+    for (k, v) in h {
+        m.serialize_entry(k.as_str(), v.to_str().unwrap_or(""))?;
+    }
+    m.end()
+}
+
+/// Distribution's `http.headers`: a map of names to lists of values (a plain string is taken too).
+fn parse_headers(v: Option<&Value>) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigError> {
+    let Some(map) = v.and_then(Value::as_mapping) else {
+        return match v {
+            None | Some(Value::Null) => Ok(vec![]),
+            Some(_) => Err(ConfigError("http.headers must map header names to values".into())),
+        };
+    };
+    let mut out = vec![];
+    for (k, vals) in map {
+        let name = k.as_str().and_then(|k| http::HeaderName::from_bytes(k.as_bytes()).ok());
+        let name = name.ok_or_else(|| ConfigError(format!("http.headers: invalid header name {k:?}")))?;
+        let vals: Vec<&Value> = match vals {
+            Value::Sequence(seq) => seq.iter().collect(),
+            other => vec![other],
+        };
+        for v in vals {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err(ConfigError(format!("http.headers.{name}: values must be strings"))),
+            };
+            let value = http::HeaderValue::from_str(&text)
+                .map_err(|_| ConfigError(format!("http.headers.{name}: invalid value {text:?}")))?;
+            out.push((name.clone(), value));
+        }
+    }
+    Ok(out)
+}
+
 fn parse_bind(s: &str) -> Result<SocketAddr, ConfigError> {
     let s = s.trim();
     let with_host = if let Some(port) = s.strip_prefix(':') {
@@ -394,7 +440,7 @@ impl Settings {
         not_yet(storage.cache.is_some(), "storage.cache", &mut warnings);
         not_yet(storage.tag.is_some(), "storage.tag", &mut warnings);
         not_yet(http.prefix.is_some(), "http.prefix", &mut warnings);
-        not_yet(http.headers.is_some(), "http.headers", &mut warnings);
+        let headers = parse_headers(http.headers.as_ref())?;
         let s3 = match storage.s3.clone() {
             None => None,
             Some(f) => {
@@ -515,6 +561,7 @@ impl Settings {
             delete_enabled: storage.delete.and_then(|d| d.enabled).unwrap_or(true),
             max_manifest_size: file.max_manifest_size.unwrap_or(donjon_upload::DEFAULT_MAX_MANIFEST_SIZE),
             drain_timeout: drain.unwrap_or(Duration::from_secs(30)),
+            headers,
             catalog_max_entries: file.catalog.and_then(|c| c.maxentries).unwrap_or(1000),
             warnings,
         })
@@ -583,6 +630,10 @@ health:
         assert_eq!(s.bind, "0.0.0.0:5000".parse().unwrap());
         assert!(!s.delete_enabled);
         assert!(s.warnings.iter().any(|w| w.contains("storage.cache")), "{:?}", s.warnings);
+        assert_eq!(s.headers.len(), 1);
+        assert_eq!(s.headers[0].0, "x-content-type-options");
+        assert_eq!(s.headers[0].1, "nosniff");
+        assert!(load(&[], Some("http:\n  headers:\n    \"bad name\": [x]\n"), &[]).is_err());
     }
 
     #[test]

@@ -71,8 +71,8 @@ async fn run(settings: Settings) -> std::io::Result<()> {
         tls = tls.is_some(),
         "donjon {} serving", env!("CARGO_PKG_VERSION")
     );
-    server::serve(listener, tls, stack::wrap(registry), server::shutdown_signal(), settings.drain_timeout)
-        .await?;
+    let svc = stack::wrap_with_headers(registry, settings.headers.clone());
+    server::serve(listener, tls, svc, server::shutdown_signal(), settings.drain_timeout).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -35,13 +35,71 @@ use tower_service::Service;
 use crate::{Body, BoxError, Error, ErrorCode};
 
 /// The binary's outer layers, as one type.
-pub type Wrapped<S> = SetRequestId<PropagateRequestId<AccessLog<Health<CatchPanic<S>>>>, MakeRequestUuid>;
+pub type Wrapped<S> =
+    SetRequestId<PropagateRequestId<AccessLog<ExtraHeaders<Health<CatchPanic<S>>>>>, MakeRequestUuid>;
 
 /// Wraps a service in the binary's outer layers.
 pub fn wrap<S>(inner: S) -> Wrapped<S> {
+    wrap_with_headers(inner, Vec::new())
+}
+
+/// [`wrap`], adding `headers` to every response (Distribution's `http.headers`).
+pub fn wrap_with_headers<S>(inner: S, headers: Vec<(HeaderName, HeaderValue)>) -> Wrapped<S> {
     let name = HeaderName::from_static("x-request-id");
-    let logged = AccessLog { inner: Health { inner: CatchPanic { inner } } };
-    SetRequestId::new(PropagateRequestId::new(logged, name.clone()), name, MakeRequestUuid)
+    let inner = ExtraHeaders { inner: Health { inner: CatchPanic { inner } }, headers: headers.into() };
+    SetRequestId::new(PropagateRequestId::new(AccessLog { inner }, name.clone()), name, MakeRequestUuid)
+}
+
+/// Adds configured headers to every response (Distribution's `http.headers`, e.g.
+/// `X-Content-Type-Options: nosniff`); a header the response already has is left alone.
+#[derive(Clone, Debug)]
+pub struct ExtraHeaders<S> {
+    inner: S,
+    headers: std::sync::Arc<[(HeaderName, HeaderValue)]>,
+}
+
+impl<S, B> Service<Request<B>> for ExtraHeaders<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ExtraHeadersFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ExtraHeadersFuture { fut: self.inner.call(req), headers: self.headers.clone() }
+    }
+}
+
+pin_project! {
+    /// The future of [`ExtraHeaders`].
+    pub struct ExtraHeadersFuture<F> {
+        #[pin]
+        fut: F,
+        headers: std::sync::Arc<[(HeaderName, HeaderValue)]>,
+    }
+}
+
+impl<F> Future for ExtraHeadersFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = ready!(this.fut.poll(cx))?;
+        for (k, v) in this.headers.iter() {
+            if !resp.headers().contains_key(k) {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        Poll::Ready(Ok(resp))
+    }
 }
 
 /// Answers `/healthz` and `/readiness` (Trow's paths) with 200.
@@ -375,6 +433,22 @@ mod tests {
         r.headers_mut().insert("x-request-id", HeaderValue::from_static("mine"));
         let resp = svc(200, b"").oneshot(r).await.unwrap();
         assert_eq!(resp.headers()["x-request-id"], "mine");
+    }
+
+    #[tokio::test]
+    async fn configured_headers_are_added() {
+        let inner = tower::service_fn(|_req: Request<Body>| async {
+            let mut r = Response::new(Body::empty());
+            r.headers_mut().insert("x-frame-options", HeaderValue::from_static("SAMEORIGIN"));
+            Ok::<_, Infallible>(r)
+        });
+        let headers = vec![
+            (HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff")),
+            (HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY")),
+        ];
+        let resp = wrap_with_headers(inner, headers).oneshot(req("GET", "/v2/")).await.unwrap();
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(resp.headers()["x-frame-options"], "SAMEORIGIN", "the response's own wins");
     }
 
     #[tokio::test]

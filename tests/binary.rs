@@ -308,3 +308,18 @@ fn stale_uploads_are_purged() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn distribution_http_headers_are_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        "version: 0.1\nhttp:\n  addr: :5000\n  headers:\n    X-Content-Type-Options: [nosniff]\n",
+    )
+    .unwrap();
+    let server = Donjon::start_with(&dir.path().join("data"), &["--config-file", cfg.to_str().unwrap()]);
+    let r = rt().block_on(send(&client(), "GET", &server.url("/v2/"), &[], Bytes::new()));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-content-type-options"), "nosniff");
+}
