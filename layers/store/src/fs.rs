@@ -30,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 
 use donjon_core::digest::{Algorithm, Digest, Digester};
@@ -118,6 +118,30 @@ fn remove_dir(path: &Path) -> io::Result<bool> {
         Err(e) if not_found(&e) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Streams `len` bytes of `file` from its current position: each chunk is read by the blocking
+/// pool straight into the buffer that goes to the socket (tokio's `File` would read into its
+/// own buffer and copy).
+fn file_stream(file: fs::File, len: u64) -> ByteStream {
+    let stream = futures_util::stream::try_unfold((file, len), |(mut file, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let want = left.min(IO_BUF as u64);
+        let (file, chunk) = blocking(move || {
+            let mut buf = Vec::with_capacity(want as usize);
+            (&mut file).take(want).read_to_end(&mut buf)?;
+            if buf.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than its size"));
+            }
+            Ok((file, Bytes::from(buf)))
+        })
+        .await?;
+        let left = left - chunk.len() as u64;
+        Ok(Some((chunk, (file, left))))
+    });
+    Box::pin(stream.map_err(|e: io::Error| Box::new(e) as donjon_core::BoxError))
 }
 
 /// RFC 3339 UTC time, as Distribution writes `startedat`.
@@ -307,10 +331,7 @@ impl Store for FsStore {
         };
         let r = r.ok_or(StoreError::RangeInvalid { size })?;
         let len = r.end - r.start;
-        let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
-        let stream = tokio_util::io::ReaderStream::with_capacity(reader, IO_BUF)
-            .map(|r| r.map_err(|e| Box::new(e) as donjon_core::BoxError));
-        Ok(BlobRead { size, range: r, body: Box::pin(stream) })
+        Ok(BlobRead { size, range: r, body: file_stream(file, len) })
     }
 
     async fn blob_link(&self, repo: &Name, digest: &Digest) -> Result<()> {
