@@ -346,11 +346,7 @@ impl Store for FsStore {
             Ok(true)
         })
         .await?;
-        if found {
-            Ok(())
-        } else {
-            Err(StoreError::BlobUnknown(digest.clone()))
-        }
+        found.then_some(()).ok_or_else(|| StoreError::BlobUnknown(digest.clone()))
     }
 
     async fn blob_unlink(&self, repo: &Name, digest: &Digest) -> Result<()> {
@@ -363,11 +359,7 @@ impl Store for FsStore {
             remove_dir(&dir)
         })
         .await?;
-        if removed {
-            Ok(())
-        } else {
-            Err(StoreError::BlobUnknown(digest.clone()))
-        }
+        removed.then_some(()).ok_or_else(|| StoreError::BlobUnknown(digest.clone()))
     }
 
     async fn upload_create(&self, repo: &Name) -> Result<String> {
@@ -642,11 +634,7 @@ impl Store for FsStore {
             remove_dir(&rev)
         })
         .await?;
-        if found {
-            Ok(())
-        } else {
-            Err(StoreError::ManifestUnknown(digest.to_string()))
-        }
+        found.then_some(()).ok_or_else(|| StoreError::ManifestUnknown(digest.to_string()))
     }
 
     async fn tag_delete(&self, repo: &Name, tag: &Tag) -> Result<()> {
