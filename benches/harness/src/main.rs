@@ -21,6 +21,11 @@ use workload::{RunOpts, Workload};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Threads of the harness's own runtime [default: one per core]. With 1, every connection and
+    /// its reader share one thread: no cross-thread wake-up per received frame, so a single
+    /// stream costs the client far less CPU and leaves the cores to the registry under test.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -161,7 +166,12 @@ fn write_json<T: Serialize>(path: &str, v: &T) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match cli.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n.max(1)).enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("donjon-bench: cannot start the runtime: {e}");

@@ -23,7 +23,8 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -123,25 +124,60 @@ fn remove_dir(path: &Path) -> io::Result<bool> {
 /// Streams `len` bytes of `file` from its current position: each chunk is read by the blocking
 /// pool straight into the buffer that goes to the socket (tokio's `File` would read into its
 /// own buffer and copy).
-fn file_stream(file: fs::File, len: u64) -> ByteStream {
-    let stream = futures_util::stream::try_unfold((file, len), |(mut file, left)| async move {
-        if left == 0 {
+/// Streams bytes `[offset, offset + len)` of `file`, in chunks of at most `IO_BUF`.
+///
+/// Each chunk is first read on the calling task with `preadv2(RWF_NOWAIT)`, which copies what the
+/// page cache holds and never waits for the disk; only a read that would wait goes to the blocking
+/// pool. A pull of a cached blob so makes no thread hop per chunk (three context switches per
+/// chunk before: 37,751 for 3 GiB, against Distribution's 2,258), and a cold one still never
+/// blocks the runtime. The kernel's own read-ahead keeps later chunks of a cold blob cached.
+fn file_stream(file: fs::File, offset: u64, len: u64) -> ByteStream {
+    let end = offset + len;
+    let stream = futures_util::stream::try_unfold((Arc::new(file), offset), move |(file, pos)| async move {
+        if pos >= end {
             return Ok(None);
         }
-        let want = left.min(IO_BUF as u64);
-        let (file, chunk) = blocking(move || {
-            let mut buf = Vec::with_capacity(want as usize);
-            (&mut file).take(want).read_to_end(&mut buf)?;
-            if buf.is_empty() {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than its size"));
+        let mut buf = vec![0; (end - pos).min(IO_BUF as u64) as usize];
+        let n = match read_cached(&file, &mut buf, pos) {
+            Some(n) => n,
+            None => {
+                let f = Arc::clone(&file);
+                let (b, n) = blocking(move || {
+                    f.read_exact_at(&mut buf, pos).map_err(|e| match e.kind() {
+                        io::ErrorKind::UnexpectedEof => {
+                            io::Error::new(e.kind(), "blob shorter than its size")
+                        }
+                        _ => e,
+                    })?;
+                    let n = buf.len();
+                    Ok((buf, n))
+                })
+                .await?;
+                buf = b;
+                n
             }
-            Ok((file, Bytes::from(buf)))
-        })
-        .await?;
-        let left = left - chunk.len() as u64;
-        Ok(Some((chunk, (file, left))))
+        };
+        buf.truncate(n);
+        Ok(Some((Bytes::from(buf), (file, pos + n as u64))))
     });
     Box::pin(stream.map_err(|e: io::Error| Box::new(e) as donjon_core::BoxError))
+}
+
+/// Reads into `buf` at `pos` only what the page cache already holds; `None` when that is nothing
+/// (or the kernel cannot say: before Linux 4.14, or on a filesystem without `RWF_NOWAIT`).
+#[cfg(target_os = "linux")]
+fn read_cached(file: &fs::File, buf: &mut [u8], pos: u64) -> Option<usize> {
+    let flags = rustix::io::ReadWriteFlags::NOWAIT;
+    match rustix::io::preadv2(file, &mut [io::IoSliceMut::new(buf)], pos, flags) {
+        Ok(n) if n > 0 => Some(n),
+        // EAGAIN: not cached. 0 at a position inside the blob: truncated, the blocking read says so.
+        _ => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_: &fs::File, _: &mut [u8], _: u64) -> Option<usize> {
+    None
 }
 
 /// RFC 3339 UTC time, as Distribution writes `startedat`.
@@ -313,7 +349,7 @@ impl Store for FsStore {
             if !(layer.exists() || revision.exists()) {
                 return Ok(None);
             }
-            let mut f = match fs::File::open(&blob) {
+            let f = match fs::File::open(&blob) {
                 Ok(f) => f,
                 Err(e) if not_found(&e) => return Ok(None),
                 Err(e) => return Err(e),
@@ -322,7 +358,6 @@ impl Store for FsStore {
             let Some(r) = range.resolve(size) else {
                 return Ok(Some((f, size, None)));
             };
-            f.seek(SeekFrom::Start(r.start))?;
             Ok(Some((f, size, Some(r))))
         })
         .await?;
@@ -331,7 +366,7 @@ impl Store for FsStore {
         };
         let r = r.ok_or(StoreError::RangeInvalid { size })?;
         let len = r.end - r.start;
-        Ok(BlobRead { size, range: r, body: file_stream(file, len) })
+        Ok(BlobRead { size, body: file_stream(file, r.start, len), range: r })
     }
 
     async fn blob_link(&self, repo: &Name, digest: &Digest) -> Result<()> {
@@ -858,5 +893,66 @@ mod tests {
         let s = rfc3339_now();
         assert_eq!(s.len(), 20, "{s}");
         assert!(s.ends_with('Z') && &s[4..5] == "-" && &s[10..11] == "T", "{s}");
+    }
+
+    /// A file of `len` patterned bytes, and the bytes.
+    fn patterned(dir: &Path, len: usize) -> (fs::File, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4093) as u8).collect();
+        let path = dir.join("blob");
+        fs::write(&path, &data).unwrap();
+        (fs::File::open(path).unwrap(), data)
+    }
+
+    async fn collect(mut s: ByteStream) -> (Vec<u8>, Vec<usize>, Option<String>) {
+        let (mut all, mut sizes) = (Vec::new(), Vec::new());
+        while let Some(chunk) = s.next().await {
+            match chunk {
+                Ok(c) => {
+                    sizes.push(c.len());
+                    all.extend_from_slice(&c);
+                }
+                Err(e) => return (all, sizes, Some(e.to_string())),
+            }
+        }
+        (all, sizes, None)
+    }
+
+    #[tokio::test]
+    async fn file_stream_reads_any_range_in_bounded_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 3 * IO_BUF + 12_345;
+        let (file, data) = patterned(dir.path(), len);
+        for (start, n) in [(0, len), (1, len - 1), (IO_BUF - 1, IO_BUF + 2), (len - 1, 1), (5, 0)] {
+            let f = file.try_clone().unwrap();
+            let (got, sizes, err) = collect(file_stream(f, start as u64, n as u64)).await;
+            assert_eq!(err, None);
+            assert!(got == data[start..start + n], "range {start}+{n}");
+            assert!(sizes.iter().all(|&c| c > 0 && c <= IO_BUF), "chunks {sizes:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn file_stream_fails_when_the_file_is_shorter_than_its_size() {
+        // A blob truncated behind the registry's back must end the body with an error (the
+        // connection is cut), never a clean short body that a client could take as complete.
+        let dir = tempfile::tempdir().unwrap();
+        let (file, data) = patterned(dir.path(), IO_BUF + 100);
+        let (got, _, err) = collect(file_stream(file, 0, (IO_BUF + 200) as u64)).await;
+        assert_eq!(got, data);
+        assert!(err.unwrap().contains("blob shorter than its size"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cached_bytes_are_read_without_the_blocking_pool() {
+        // What was just written is in the page cache: RWF_NOWAIT reads it on the calling thread.
+        // (ext4 does, as on the CI machine; a `None` here would mean a thread hop per chunk.)
+        let dir = tempfile::tempdir().unwrap();
+        let (file, data) = patterned(dir.path(), 100_000);
+        let mut buf = vec![0; 4096];
+        assert_eq!(read_cached(&file, &mut buf, 1000), Some(4096));
+        assert!(buf == data[1000..5096]);
+        // At the end of the file there is nothing to read: the caller falls back and reports it.
+        assert_eq!(read_cached(&file, &mut buf, 100_000), None);
     }
 }
