@@ -22,6 +22,12 @@ use crate::gen;
 /// The request body type: a fixed buffer or generated data.
 pub type Body = BoxBody<Bytes, Infallible>;
 
+/// Bytes per socket read. A small buffer that stays in the CPU cache makes the client cheaper:
+/// one 1 GiB stream over loopback measured 3.6-4.4 GB/s with 32 KiB reads against 2.6-3.2 GB/s
+/// with hyper's adaptive buffer (up to 400 KiB), the server unchanged. The harness must not be
+/// what limits the registry it measures.
+const READ_BUF: usize = 32 * 1024;
+
 /// Bytes per frame of a generated body.
 const FRAME: usize = 256 * 1024;
 
@@ -148,6 +154,7 @@ impl Http {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(pool.max(1))
             .pool_idle_timeout(Duration::from_secs(30))
+            .http1_read_buf_exact_size(READ_BUF)
             .build(connector);
         Ok(Http { client, base, auth, trace: false })
     }

@@ -286,6 +286,8 @@ struct CompareReport {
     pairs: Vec<Pair>,
     median_throughput_ratio: Option<f64>,
     median_p99_ratio: Option<f64>,
+    /// Server CPU per unit of work, B over A (both PIDs given).
+    median_server_cpu_ratio: Option<f64>,
 }
 
 async fn compare(
@@ -345,6 +347,19 @@ async fn compare(
         opt(mt, |r| format!("{r:.3}")),
         opt(mp, |r| format!("{r:.3}"))
     );
+    // The server's CPU per unit of work, when both PIDs were given: on a machine where the client
+    // shares the cores, throughput is partly the client's; this is the server's alone.
+    let cpu: Vec<_> = out.iter().filter_map(|p| Some((p.a.server_cpu()?, p.b.server_cpu()?.0))).collect();
+    let cpu_ratio = (cpu.len() == out.len() && !cpu.is_empty()).then(|| {
+        let unit = cpu[0].0 .1;
+        println!("{:<5} {:>14} {:>14} {:>8}", "pair", format!("A {unit}"), format!("B {unit}"), "B/A");
+        for (i, ((a, _), b)) in cpu.iter().enumerate() {
+            println!("{:<5} {a:>14.1} {b:>14.1} {:>8.3}", i + 1, b / a);
+        }
+        let m = median(&cpu.iter().map(|((a, _), b)| b / a).collect::<Vec<_>>());
+        println!("median B/A {unit}: {}", opt(m, |r| format!("{r:.3}")));
+        m
+    });
     if let Some(path) = &c.json {
         let r = CompareReport {
             workload: c.workload.name().to_string(),
@@ -354,6 +369,7 @@ async fn compare(
             pairs: out,
             median_throughput_ratio: mt,
             median_p99_ratio: mp,
+            median_server_cpu_ratio: cpu_ratio.flatten(),
         };
         write_json(path, &r)?;
     }

@@ -95,6 +95,8 @@ pub struct Rss {
     pub end_kib: Option<u64>,
     /// The process could no longer be read during the run (it exited?).
     pub vanished: bool,
+    /// CPU time (user + system, all threads) the process used during the timed run, in ms.
+    pub cpu_ms: Option<u64>,
 }
 
 /// Everything about one run.
@@ -190,6 +192,19 @@ impl Report {
         }
     }
 
+    /// The server's CPU cost of the work: ms per GB moved for blob workloads, µs per request
+    /// otherwise. Unlike throughput, it does not depend on how much CPU the client left it.
+    pub fn server_cpu(&self) -> Option<(f64, &'static str)> {
+        let cpu = self.rss.as_ref()?.cpu_ms? as f64;
+        match self.throughput().1 {
+            "MB/s" if self.total.bytes > 0 => Some((cpu / (self.total.bytes as f64 / 1e9), "CPU ms/GB")),
+            "req/s" if self.total.requests > 0 => {
+                Some((cpu * 1e3 / self.total.requests as f64, "CPU µs/req"))
+            }
+            _ => None,
+        }
+    }
+
     pub fn p99_ms(&self) -> Option<f64> {
         self.total.latency_ms.as_ref().map(|p| p.p99)
     }
@@ -237,6 +252,13 @@ impl Report {
                 r.samples,
                 if r.vanished { "  PROCESS VANISHED DURING THE RUN" } else { "" }
             );
+            if let (Some(ms), Some((v, unit))) = (r.cpu_ms, self.server_cpu()) {
+                o += &format!(
+                    "server CPU (pid {}): {:.2} s in the run, {v:.1} {unit}\n",
+                    r.pid,
+                    ms as f64 / 1e3
+                );
+            }
         }
         o
     }

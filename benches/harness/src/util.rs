@@ -98,6 +98,14 @@ pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
     line["VmRSS:".len()..].split_whitespace().next()?.parse().ok()
 }
 
+/// User + system CPU time of a process in clock ticks, from `/proc/<pid>/stat` (fields 14 and
+/// 15, counted after the parenthesised command name, which may itself hold spaces).
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    Some(f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?)
+}
+
 /// Standard base64 with padding (for the Basic `Authorization` header).
 pub fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -185,6 +193,13 @@ mod tests {
         let s = "Name:\tdonjon\nVmPeak:\t  123 kB\nVmRSS:\t   20480 kB\nThreads:\t3\n";
         assert_eq!(parse_vmrss_kib(s), Some(20480));
         assert_eq!(parse_vmrss_kib("Name:\tkthreadd\n"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_utime_plus_stime() {
+        let s = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 6 0 100 0 0";
+        assert_eq!(parse_cpu_ticks(s), Some(1234 + 567));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
     }
 
     #[test]

@@ -340,7 +340,18 @@ async fn op(http: &Http, o: &RunOpts, p: &Prepared, i: u64) -> (&'static str, Re
 fn spawn_rss(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Rss> {
     tokio::spawn(async move {
         let path = format!("/proc/{pid}/status");
-        let mut r = Rss { pid, samples: 0, start_kib: None, peak_kib: None, end_kib: None, vanished: false };
+        let stat = format!("/proc/{pid}/stat");
+        let ticks = || std::fs::read_to_string(&stat).ok().and_then(|s| crate::util::parse_cpu_ticks(&s));
+        let cpu_start = ticks();
+        let mut r = Rss {
+            pid,
+            samples: 0,
+            start_kib: None,
+            peak_kib: None,
+            end_kib: None,
+            vanished: false,
+            cpu_ms: None,
+        };
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
@@ -355,6 +366,8 @@ fn spawn_rss(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Rss> {
                 None => r.vanished = true,
             }
             if last {
+                // /proc counts in USER_HZ, which is 100 on Linux whatever the kernel's HZ.
+                r.cpu_ms = cpu_start.zip(ticks()).map(|(a, b)| b.saturating_sub(a) * 10);
                 return r;
             }
         }
