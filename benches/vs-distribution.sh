@@ -33,13 +33,22 @@ A=http://127.0.0.1:5000; D=http://127.0.0.1:8000
 echo "== single-core SHA-256"
 $B sha256 --size 1GiB --json "$OUT/sha256.json"
 if [ -z "${SKIP_BLOBS:-}" ]; then
+# One stream: the client runs on one thread (--threads 1) so that it takes as little of the two
+# cores as it can; the server CPU per GB (from the PIDs) is each registry's own cost.
 echo "== pull of a stored 1 GiB blob, one stream (A = Distribution, B = donjon)"
-$B compare --a $A --b $D --workload pull --size 1GiB --concurrency 1 --count 3 --pairs 3 --pid-a $DIST_PID --pid-b $DJ_PID
+$B --threads 1 compare --a $A --b $D --workload pull --size 1GiB --concurrency 1 --count 4 --pairs 5 \
+  --pid-a $DIST_PID --pid-b $DJ_PID --json "$OUT/pull-1g.json"
 echo "== monolithic push of a 1 GiB blob"
-$B compare --a $A --b $D --workload push-mono --size 1GiB --concurrency 1 --count 2 --pairs 2
+echo "   the disk's durable write rate now: $(dd if=/dev/zero of="$W/dd" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1 | awk '{print $(NF-1), $NF}')"
+rm -f "$W/dd"
+$B --threads 1 compare --a $A --b $D --workload push-mono --size 1GiB --concurrency 1 --count 2 --pairs 3 \
+  --pid-a $DIST_PID --pid-b $DJ_PID --json "$OUT/push-1g.json"
+echo "   the disk's durable write rate now: $(dd if=/dev/zero of="$W/dd" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1 | awk '{print $(NF-1), $NF}')"
+rm -f "$W/dd"
 fi
 echo "== manifest GET by tag, 64 clients"
-$B compare --a $A --b $D --workload manifest-get-tag --concurrency 64 --duration 10s --pairs 3
+$B compare --a $A --b $D --workload manifest-get-tag --concurrency 64 --duration 10s --pairs 3 \
+  --pid-a $DIST_PID --pid-b $DJ_PID
 echo "== 100 concurrent pulls of a 64 MiB blob (donjon's RSS)"
 $B run --url $D --workload pull --size 64MiB --concurrency 100 --count 300 --pid $DJ_PID --json "$OUT/pull64-c100.json"
 echo "== scaling: manifest GET by tag, donjon"

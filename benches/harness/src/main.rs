@@ -1,11 +1,14 @@
-//! `donjon-bench`: a load harness for any OCI registry reachable over HTTP/1.1.
+//! `donjon-bench`: a load harness for any OCI registry reachable over HTTP/1.1, plain or TLS,
+//! open or behind Basic or token (`Bearer`) authentication.
 
+mod auth;
 mod client;
 mod gen;
 mod report;
 mod util;
 mod workload;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -17,7 +20,7 @@ use util::{human_size, median, parse_duration, parse_size};
 use workload::{RunOpts, Workload};
 
 #[derive(Parser)]
-#[command(name = "donjon-bench", version, about = "Load harness for OCI registries (HTTP/1.1)")]
+#[command(name = "donjon-bench", version, about = "Load harness for OCI registries (HTTP/1.1 and HTTPS)")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -32,7 +35,7 @@ struct Cli {
 enum Cmd {
     /// Run one workload against one registry.
     Run {
-        /// Registry base URL, e.g. http://127.0.0.1:5000
+        /// Registry base URL, e.g. http://127.0.0.1:5000 or https://registry.example.com
         #[arg(long)]
         url: String,
         /// Sample this process's VmRSS every 100 ms during the run and report the peak.
@@ -52,8 +55,10 @@ enum Cmd {
     },
     /// Run a workload against A then B alternately (A B A B ...) and compare.
     Compare {
+        /// Base URL of registry A (http:// or https://).
         #[arg(long)]
         a: String,
+        /// Base URL of registry B (http:// or https://).
         #[arg(long)]
         b: String,
         /// How many A/B pairs to run.
@@ -70,6 +75,7 @@ enum Cmd {
     },
     /// Run a workload at several concurrency levels.
     Scale {
+        /// Registry base URL (http:// or https://).
         #[arg(long)]
         url: String,
         /// Concurrency levels, comma-separated.
@@ -105,12 +111,19 @@ struct Common {
     /// PATCH size for push-chunked.
     #[arg(long, default_value = "10MiB", value_parser = parse_size)]
     chunk: u64,
-    /// Basic auth user.
+    /// User name: sent as Basic auth to the registry, and to the token service of a registry
+    /// that asks for Bearer tokens (without it, tokens are requested anonymously).
     #[arg(long)]
     user: Option<String>,
-    /// Basic auth password.
+    /// Password (or access token) for --user.
     #[arg(long, env = "DONJON_BENCH_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// PEM file of CA certificates (one or more) to trust for https://, besides the system's.
+    /// A self-signed server certificate given here must not be marked as a CA (`openssl req
+    /// -x509` needs `-addext basicConstraints=critical,CA:FALSE`): webpki refuses
+    /// `CaUsedAsEndEntity`.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// For mixed: the fraction of operations that are pulls.
     #[arg(long, default_value_t = 0.9)]
     pull_ratio: f64,
@@ -145,6 +158,7 @@ impl Common {
             chunk: self.chunk,
             user: self.user.clone(),
             password: self.password.clone(),
+            ca_cert: self.ca_cert.clone(),
             pid,
             pull_ratio: self.pull_ratio,
             seed,

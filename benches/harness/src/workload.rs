@@ -1,5 +1,6 @@
 //! Workloads: their untimed setup, their timed operation, and the concurrent runner.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,6 +88,8 @@ pub struct RunOpts {
     pub chunk: u64,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_cert: Option<PathBuf>,
     pub pid: Option<u32>,
     pub pull_ratio: f64,
     pub seed: u64,
@@ -390,7 +393,8 @@ pub async fn run(o: &RunOpts) -> Result<Report, String> {
             return Err(format!("--pid {pid}: no such process"));
         }
     }
-    let mut http = Http::new(&o.url, o.user.as_deref(), o.password.as_deref(), o.concurrency)?;
+    let mut http =
+        Http::new(&o.url, o.user.as_deref(), o.password.as_deref(), o.concurrency, o.ca_cert.as_deref())?;
     http.trace = o.trace;
     let http = Arc::new(http);
     let setup_start = Instant::now();
@@ -504,6 +508,7 @@ mod tests {
             chunk: 10 << 20,
             user: None,
             password: None,
+            ca_cert: None,
             pid: None,
             pull_ratio: 0.9,
             seed: 1,
