@@ -31,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 
 use donjon_core::digest::{Algorithm, Digest, Digester};
@@ -124,6 +124,55 @@ fn remove_dir(path: &Path) -> io::Result<bool> {
 /// Streams `len` bytes of `file` from its current position: each chunk is read by the blocking
 /// pool straight into the buffer that goes to the socket (tokio's `File` would read into its
 /// own buffer and copy).
+/// Bytes an upload request writes between two early `fdatasync`s.
+const EARLY_SYNC: u64 = 32 * 1024 * 1024;
+
+/// Puts an upload's bytes on the disk while more arrive: every `EARLY_SYNC` bytes an
+/// `fdatasync` starts on the blocking pool (one at a time), so that the commit's `fsync` waits
+/// for the tail of the blob only, not for all of it. Without it a 1 GiB push was the sum of
+/// receiving it into the page cache and then writing it out; with it the two overlap.
+struct EarlySync {
+    file: Arc<fs::File>,
+    synced_at: u64,
+    running: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    failed: Option<io::Error>,
+}
+
+impl EarlySync {
+    fn new(file: fs::File, size: u64) -> Self {
+        Self { file: Arc::new(file), synced_at: size, running: None, failed: None }
+    }
+
+    /// Notes that the file now holds `written` bytes, and starts a sync if one is due, none is
+    /// running and none has failed.
+    fn wrote(&mut self, written: u64) {
+        if written - self.synced_at < EARLY_SYNC || self.failed.is_some() {
+            return;
+        }
+        if let Some(done) = self.running.take_if(|h| h.is_finished()) {
+            match done.now_or_never() {
+                Some(Ok(Ok(()))) | None => {}
+                Some(Ok(Err(e))) => self.failed = Some(e),
+                Some(Err(e)) => self.failed = Some(io::Error::other(e)),
+            }
+        }
+        if self.running.is_none() && self.failed.is_none() {
+            let file = Arc::clone(&self.file);
+            self.running = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+            self.synced_at = written;
+        }
+    }
+
+    /// Waits for the sync in flight; the first error of any.
+    async fn finish(self) -> io::Result<()> {
+        let last = match self.running {
+            Some(h) => h.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        };
+        self.failed.map_or(last, Err)
+    }
+}
+
 /// Streams bytes `[offset, offset + len)` of `file`, in chunks of at most `IO_BUF`.
 ///
 /// Each chunk is first read on the calling task with `preadv2(RWF_NOWAIT)`, which copies what the
@@ -427,8 +476,15 @@ impl Store for FsStore {
         if offset != size {
             return Err(StoreError::UploadOffset { size });
         }
-        let file = tokio::fs::OpenOptions::new().append(true).open(dir.join("data")).await?;
-        let mut out = tokio::io::BufWriter::with_capacity(IO_BUF, file);
+        let path = dir.join("data");
+        let (file, sync) = blocking(move || {
+            let file = fs::OpenOptions::new().append(true).open(path)?;
+            let sync = file.try_clone()?;
+            Ok((file, sync))
+        })
+        .await?;
+        let mut out = tokio::io::BufWriter::with_capacity(IO_BUF, tokio::fs::File::from_std(file));
+        let mut early = EarlySync::new(sync, size);
         let mut written = size;
         let mut failure = None;
         while let Some(chunk) = data.next().await {
@@ -440,6 +496,7 @@ impl Store for FsStore {
                         break;
                     }
                     written += c.len() as u64;
+                    early.wrote(written);
                 }
                 Err(e) => {
                     failure = Some(StoreError::Body(e));
@@ -450,6 +507,12 @@ impl Store for FsStore {
         // Keep what arrived, whatever happened: the client may resume from the new size.
         out.flush().await?;
         drop(out);
+        if let Err(e) = early.finish().await {
+            // A failed fdatasync may have consumed the kernel's writeback error: the commit's
+            // fsync could then succeed over lost bytes. The session cannot be trusted any more.
+            blocking(move || remove_dir(&dir)).await?;
+            return Err(StoreError::Io(e));
+        }
         if matches!(failure, Some(StoreError::Io(_))) {
             // The file may hold part of the failed chunk: the saved state would not match; the
             // next request re-hashes from the data.
@@ -954,5 +1017,33 @@ mod tests {
         assert!(buf == data[1000..5096]);
         // At the end of the file there is nothing to read: the caller falls back and reports it.
         assert_eq!(read_cached(&file, &mut buf, 100_000), None);
+    }
+
+    #[tokio::test]
+    async fn early_sync_starts_every_early_sync_bytes_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, _) = patterned(dir.path(), 10);
+        let mut early = EarlySync::new(file, 10);
+        early.wrote(10 + EARLY_SYNC - 1);
+        assert!(early.running.is_none(), "nothing is due before EARLY_SYNC bytes");
+        early.wrote(10 + EARLY_SYNC);
+        assert!(early.running.is_some());
+        assert_eq!(early.synced_at, 10 + EARLY_SYNC);
+        early.finish().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn early_sync_failures_are_reported_and_stop_further_syncs() {
+        // fdatasync on /dev/null fails (EINVAL): the upload must hear of it, because the error
+        // it consumed would not show at the commit's fsync.
+        let null = fs::File::open("/dev/null").unwrap();
+        let mut early = EarlySync::new(null, 0);
+        early.wrote(EARLY_SYNC);
+        while !early.running.as_ref().unwrap().is_finished() {
+            tokio::task::yield_now().await;
+        }
+        early.wrote(2 * EARLY_SYNC);
+        assert!(early.failed.is_some() && early.running.is_none(), "no new sync after a failure");
+        assert!(early.finish().await.is_err());
     }
 }
