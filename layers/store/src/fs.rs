@@ -124,6 +124,10 @@ fn remove_dir(path: &Path) -> io::Result<bool> {
 /// Streams `len` bytes of `file` from its current position: each chunk is read by the blocking
 /// pool straight into the buffer that goes to the socket (tokio's `File` would read into its
 /// own buffer and copy).
+/// Body chunks queued for the hashing thread of an upload (each at most hyper's read buffer,
+/// about 400 KiB): enough to keep it busy, little enough to bound an upload's memory.
+const HASH_QUEUE: usize = 8;
+
 /// Bytes an upload request writes between two early `fdatasync`s.
 const EARLY_SYNC: u64 = 32 * 1024 * 1024;
 
@@ -476,6 +480,16 @@ impl Store for FsStore {
         if offset != size {
             return Err(StoreError::UploadOffset { size });
         }
+        // SHA-256 runs on its own thread, fed in order: receiving the body, hashing it and
+        // writing it then use three threads instead of the first two sharing one (1 GiB pushes:
+        // 1.08-1.18 GB/s against 0.93-0.96 with the hash on the receiving task).
+        let (htx, mut hrx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+        let hashing = tokio::task::spawn_blocking(move || {
+            while let Some(c) = hrx.blocking_recv() {
+                hasher.update(&c);
+            }
+            hasher
+        });
         let path = dir.join("data");
         let (file, sync) = blocking(move || {
             let file = fs::OpenOptions::new().append(true).open(path)?;
@@ -490,7 +504,7 @@ impl Store for FsStore {
         while let Some(chunk) = data.next().await {
             match chunk {
                 Ok(c) => {
-                    hasher.update(&c);
+                    let _ = htx.send(c.clone()).await;
                     if let Err(e) = out.write_all(&c).await {
                         failure = Some(StoreError::Io(e));
                         break;
@@ -507,6 +521,8 @@ impl Store for FsStore {
         // Keep what arrived, whatever happened: the client may resume from the new size.
         out.flush().await?;
         drop(out);
+        drop(htx);
+        let hasher = hashing.await.map_err(io::Error::other)?;
         if let Err(e) = early.finish().await {
             // A failed fdatasync may have consumed the kernel's writeback error: the commit's
             // fsync could then succeed over lost bytes. The session cannot be trusted any more.
