@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use report::{fmt_ms, Report};
 use util::{human_size, median, parse_duration, parse_size};
-use workload::{RunOpts, Workload};
+use workload::{MirrorPath, RunOpts, Workload};
 
 #[derive(Parser)]
 #[command(name = "donjon-bench", version, about = "Load harness for OCI registries (HTTP/1.1 and HTTPS)")]
@@ -35,7 +35,8 @@ struct Cli {
 enum Cmd {
     /// Run one workload against one registry.
     Run {
-        /// Registry base URL, e.g. http://127.0.0.1:5000 or https://registry.example.com
+        /// Registry base URL, e.g. http://127.0.0.1:5000 or https://registry.example.com (for
+        /// pull-cold and pull-warm, the mirror's).
         #[arg(long)]
         url: String,
         /// Sample this process's VmRSS every 100 ms during the run and report the peak.
@@ -53,7 +54,8 @@ enum Cmd {
         #[arg(long)]
         json: Option<String>,
     },
-    /// Run a workload against A then B alternately (A B A B ...) and compare.
+    /// Run a workload against A then B alternately (A B A B ...) and compare. For pull-cold and
+    /// pull-warm, A and B are two mirrors of the same --upstream.
     Compare {
         /// Base URL of registry A (http:// or https://).
         #[arg(long)]
@@ -96,16 +98,25 @@ struct Common {
     /// Concurrent workers (each with at most one request in flight).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Operations in all [default: 20 for push/pull/mixed, 2000 otherwise, unless --duration].
+    /// Operations in all [default: 20 for push/pull/mixed/pull-warm, 2000 otherwise, unless
+    /// --duration]. Required for pull-cold: each operation pulls its own new blob.
     #[arg(long, conflicts_with = "duration")]
     count: Option<u64>,
-    /// Run for this long instead of a count (30s, 500ms, 2m).
+    /// Run for this long instead of a count (30s, 500ms, 2m). Not for pull-cold.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// Repository to use.
+    /// Repository to use (for pull-cold and pull-warm, the upstream's, named on the mirror as
+    /// --mirror-path says).
     #[arg(long, default_value = "donjon-bench/load")]
     repo: String,
-    /// Blob size for push, pull and mixed (1MiB, 10MiB, 100MiB, 1GiB...).
+    /// For pull-cold and pull-warm: the registry the mirror at --url (or --a, --b) fetches from.
+    /// Setup pushes the blobs there; --user, --password and --ca-cert apply to it too.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// For pull-cold and pull-warm: how the mirror names the upstream's repositories.
+    #[arg(long, value_enum, default_value_t = MirrorPath::Same)]
+    mirror_path: MirrorPath,
+    /// Blob size for push, pull, mixed, pull-cold and pull-warm (1MiB, 10MiB, 100MiB, 1GiB...).
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     size: u64,
     /// PATCH size for push-chunked.
@@ -127,7 +138,9 @@ struct Common {
     /// For mixed: the fraction of operations that are pulls.
     #[arg(long, default_value_t = 0.9)]
     pull_ratio: f64,
-    /// Seed of the generated blobs [default: from the clock, so each run pushes new blobs].
+    /// Seed of the generated blobs [default: from the clock, so each run pushes new blobs]. The
+    /// runs of compare and scale with pull-cold move it on by --count each, so that no two runs
+    /// pull the same blob.
     #[arg(long)]
     seed: Option<u64>,
     /// Write the report as JSON to this file ("-" for stdout).
@@ -142,13 +155,22 @@ struct Common {
 }
 
 impl Common {
-    fn opts(&self, url: &str, pid: Option<u32>) -> RunOpts {
-        let seed = self.seed.unwrap_or_else(|| {
+    /// The options of run number `run` (from 0) of this invocation. For pull-cold, the seed moves
+    /// on by `--count` per run: the runs' blobs are disjoint even with an explicit `--seed`, so
+    /// no mirror is ever asked twice for the same blob (with the clock, later runs start further
+    /// on still).
+    fn opts(&self, url: &str, pid: Option<u32>, run: u64) -> RunOpts {
+        let mut seed = self.seed.unwrap_or_else(|| {
             let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             (t.as_nanos() as u64) & 0xFFFF_FFFF_FFFF
         });
+        if self.workload == Workload::PullCold {
+            seed = seed.wrapping_add(run.wrapping_mul(self.count.unwrap_or(0)));
+        }
         RunOpts {
             url: url.to_string(),
+            upstream: self.upstream.clone(),
+            mirror_path: self.mirror_path,
             workload: self.workload,
             concurrency: self.concurrency,
             count: self.count,
@@ -204,7 +226,7 @@ fn main() -> ExitCode {
 async fn dispatch(cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Run { url, pid, common } => {
-            let o = common.opts(&url, pid);
+            let o = common.opts(&url, pid, 0);
             let r = workload::run(&o).await?;
             print!("{}", r.render());
             if let Some(p) = &common.json {
@@ -314,9 +336,10 @@ async fn compare(
 ) -> Result<(), String> {
     let mut out = Vec::new();
     for i in 0..pairs {
-        let ra = workload::run(&c.opts(a, pid_a)).await?;
+        let run = 2 * i as u64;
+        let ra = workload::run(&c.opts(a, pid_a, run)).await?;
         eprint!("pair {}: A\n{}", i + 1, ra.render());
-        let rb = workload::run(&c.opts(b, pid_b)).await?;
+        let rb = workload::run(&c.opts(b, pid_b, run + 1)).await?;
         eprint!("pair {}: B\n{}", i + 1, rb.render());
         let throughput_ratio = rb.throughput().0 / ra.throughput().0;
         let p99_ratio = match (ra.p99_ms(), rb.p99_ms()) {
@@ -399,10 +422,11 @@ struct ScaleReport {
 
 async fn scale(url: &str, levels: &[usize], pid: Option<u32>, c: &Common) -> Result<(), String> {
     let mut reports = Vec::new();
-    for &level in levels {
-        let mut o = c.opts(url, pid);
+    for (run, &level) in levels.iter().enumerate() {
+        let mut o = c.opts(url, pid, run as u64);
         o.concurrency = level;
-        if o.count.is_none() && o.duration.is_none() {
+        // pull-cold needs a count, and says so.
+        if o.count.is_none() && o.duration.is_none() && o.workload != Workload::PullCold {
             o.duration = Some(Duration::from_secs(10));
         }
         let r = workload::run(&o).await?;
@@ -437,4 +461,56 @@ async fn scale(url: &str, levels: &[usize], pid: Option<u32>, c: &Common) -> Res
         write_json(path, &r)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(args: &[&str]) -> Common {
+        let argv = ["donjon-bench", "scale", "--url", "http://127.0.0.1:1"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().cmd {
+            Cmd::Scale { common, .. } => common,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn mirror_flags_parse() {
+        let c = common(&["--workload", "pull-warm", "--upstream", "http://127.0.0.1:2"]);
+        assert_eq!(c.workload, Workload::PullWarm);
+        assert_eq!(c.mirror_path, MirrorPath::Same);
+        let o = c.opts("http://127.0.0.1:1", None, 0);
+        assert_eq!(o.upstream.as_deref(), Some("http://127.0.0.1:2"));
+        for (flag, want) in [("same", MirrorPath::Same), ("trow", MirrorPath::Trow), ("ns", MirrorPath::Ns)] {
+            let c = common(&["--workload", "pull-cold", "--count", "4", "--mirror-path", flag]);
+            assert_eq!(c.opts("http://x", None, 0).mirror_path, want);
+        }
+        assert!(Cli::try_parse_from([
+            "donjon-bench",
+            "run",
+            "--url",
+            "u",
+            "--workload",
+            "pull-cold",
+            "--mirror-path",
+            "f"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn cold_runs_of_one_invocation_never_share_blobs() {
+        // An explicit seed: each run of compare or scale starts --count further on.
+        let c = common(&["--workload", "pull-cold", "--count", "10", "--seed", "1000"]);
+        let seeds: Vec<u64> = (0..4).map(|run| c.opts("http://a", None, run).seed).collect();
+        assert_eq!(seeds, [1000, 1010, 1020, 1030]);
+        // From the clock: every run's range [seed, seed + count) starts past the previous one's.
+        let c = common(&["--workload", "pull-cold", "--count", "1000"]);
+        let seeds: Vec<u64> = (0..6).map(|run| c.opts("http://a", None, run).seed).collect();
+        assert!(seeds.windows(2).all(|w| w[1] >= w[0] + 1000), "{seeds:?}");
+        // Other workloads keep the seed they are given.
+        let c = common(&["--workload", "push-mono", "--count", "10", "--seed", "7"]);
+        assert_eq!(c.opts("http://a", None, 3).seed, 7);
+    }
 }

@@ -103,7 +103,12 @@ pub struct Rss {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub workload: String,
+    /// The registry under test (for `pull-cold` and `pull-warm`, the mirror).
     pub url: String,
+    /// The registry the mirror fetches from, for `pull-cold` and `pull-warm`.
+    pub upstream: Option<String>,
+    /// How the mirror names the upstream's repositories (`same`, `trow`, `ns`).
+    pub mirror_path: Option<String>,
     pub repo: String,
     pub concurrency: usize,
     pub size_bytes: Option<u64>,
@@ -111,7 +116,8 @@ pub struct Report {
     pub seed: u64,
     pub setup_s: f64,
     pub elapsed_s: f64,
-    /// For pushes: how many different blobs were cycled through.
+    /// For pushes: how many different blobs were cycled through; for pull-cold, how many were
+    /// pulled (each once).
     pub distinct_blobs: Option<u64>,
     pub total: Stats,
     /// Per kind of operation, when a workload mixes several.
@@ -167,6 +173,8 @@ impl Report {
         Report {
             workload: head.workload,
             url: head.url,
+            upstream: head.upstream,
+            mirror_path: head.mirror_path,
             repo: head.repo,
             concurrency: head.concurrency,
             size_bytes: head.size,
@@ -187,7 +195,9 @@ impl Report {
     /// requests per second otherwise.
     pub fn throughput(&self) -> (f64, &'static str) {
         match self.workload.as_str() {
-            "push-mono" | "push-chunked" | "pull" => (self.total.mb_per_s, "MB/s"),
+            "push-mono" | "push-chunked" | "pull" | "pull-cold" | "pull-warm" => {
+                (self.total.mb_per_s, "MB/s")
+            }
             _ => (self.total.req_per_s, "req/s"),
         }
     }
@@ -216,6 +226,12 @@ impl Report {
             "{} against {}  repo {}  concurrency {}",
             self.workload, self.url, self.repo, self.concurrency
         );
+        if let Some(u) = &self.upstream {
+            line += &format!("  upstream {u}");
+        }
+        if let Some(m) = &self.mirror_path {
+            line += &format!("  mirror paths {m}");
+        }
         if let Some(s) = self.size_bytes {
             line += &format!("  size {}", human_size(s));
         }
@@ -268,6 +284,8 @@ impl Report {
 pub struct ReportHead {
     pub workload: String,
     pub url: String,
+    pub upstream: Option<String>,
+    pub mirror_path: Option<String>,
     pub repo: String,
     pub concurrency: usize,
     pub size: Option<u64>,
@@ -353,6 +371,8 @@ mod tests {
         let head = ReportHead {
             workload: "mixed".into(),
             url: "http://x".into(),
+            upstream: None,
+            mirror_path: None,
             repo: "r".into(),
             concurrency: 2,
             size: Some(1_000_000),
@@ -383,6 +403,8 @@ mod tests {
         let head = ReportHead {
             workload: "pull".into(),
             url: "u".into(),
+            upstream: None,
+            mirror_path: None,
             repo: "r".into(),
             concurrency: 1,
             size: None,

@@ -1,4 +1,9 @@
 //! Workloads: their untimed setup, their timed operation, and the concurrent runner.
+//!
+//! Two workloads measure a pull-through cache (a mirror that fetches from an upstream registry on
+//! a miss and serves from its cache afterwards): `pull-cold` and `pull-warm` push to the
+//! upstream (`--upstream`) in their setup and pull through the mirror (`--url`), naming the
+//! upstream's repositories as the mirror expects them ([`MirrorPath`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +49,13 @@ pub enum Workload {
     Catalog,
     /// Blob pulls and monolithic pushes of --size, mixed by --pull-ratio.
     Mixed,
+    /// Pull-through cache misses: each operation GETs, through the mirror at --url, a blob of
+    /// --size that it has never served (setup pushes --count new blobs to --upstream, untimed).
+    /// Needs --upstream and --count.
+    PullCold,
+    /// Pull-through cache hits: GETs, through the mirror at --url, of one blob of --size that
+    /// setup pushed to --upstream and pulled once through the mirror (untimed). Needs --upstream.
+    PullWarm,
 }
 
 impl Workload {
@@ -58,12 +70,27 @@ impl Workload {
             Workload::TagsList => "tags-list",
             Workload::Catalog => "catalog",
             Workload::Mixed => "mixed",
+            Workload::PullCold => "pull-cold",
+            Workload::PullWarm => "pull-warm",
         }
     }
 
     /// Whether --size matters.
     pub fn sized(self) -> bool {
-        matches!(self, Workload::PushMono | Workload::PushChunked | Workload::Pull | Workload::Mixed)
+        matches!(
+            self,
+            Workload::PushMono
+                | Workload::PushChunked
+                | Workload::Pull
+                | Workload::Mixed
+                | Workload::PullCold
+                | Workload::PullWarm
+        )
+    }
+
+    /// Whether the workload measures a pull-through cache (and so needs `--upstream`).
+    pub fn through_mirror(self) -> bool {
+        matches!(self, Workload::PullCold | Workload::PullWarm)
     }
 
     fn default_count(self) -> u64 {
@@ -75,10 +102,61 @@ impl Workload {
     }
 }
 
+/// How a mirror names the repositories of its upstream in its own `/v2/` paths.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MirrorPath {
+    /// `/v2/<repo>/...`, as the upstream names it: Distribution's proxy mode, Zot.
+    #[default]
+    Same,
+    /// `/v2/f/<upstream-host[:port]>/<repo>/...`: Trow's form, and donjon's.
+    Trow,
+    /// `/v2/<repo>/...?ns=<upstream-host[:port]>`: the form containerd uses with a mirror.
+    Ns,
+}
+
+impl MirrorPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            MirrorPath::Same => "same",
+            MirrorPath::Trow => "trow",
+            MirrorPath::Ns => "ns",
+        }
+    }
+
+    /// The mirror's path for blob `digest` of repository `repo` of the upstream `host`
+    /// (`host[:port]`, as [`upstream_host`] gives it).
+    pub fn blob(self, host: &str, repo: &str, digest: &str) -> String {
+        match self {
+            MirrorPath::Same => format!("/v2/{repo}/blobs/{digest}"),
+            MirrorPath::Trow => format!("/v2/f/{host}/{repo}/blobs/{digest}"),
+            MirrorPath::Ns => format!("/v2/{repo}/blobs/{digest}?ns={host}"),
+        }
+    }
+}
+
+/// The `host[:port]` of a registry URL, the port only when the URL gives one: how Trow's `f/`
+/// paths and containerd's `ns=` name an upstream.
+pub fn upstream_host(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.trim_end_matches('/').parse().map_err(|e| format!("--upstream {url}: {e}"))?;
+    let host = match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(h)) if !h.is_empty() => h.to_ascii_lowercase(),
+        _ => return Err(format!("--upstream {url}: expected http(s)://HOST[:PORT]")),
+    };
+    Ok(match uri.port_u16() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
 /// Everything a run needs.
 #[derive(Clone, Debug)]
 pub struct RunOpts {
+    /// The registry under test (for `pull-cold` and `pull-warm`, the mirror).
     pub url: String,
+    /// The registry the mirror fetches from (`pull-cold` and `pull-warm` only).
+    pub upstream: Option<String>,
+    /// How the mirror names the upstream's repositories.
+    pub mirror_path: MirrorPath,
     pub workload: Workload,
     pub concurrency: usize,
     pub count: Option<u64>,
@@ -102,12 +180,15 @@ pub struct RunOpts {
 /// What setup leaves for the timed operations.
 #[derive(Default)]
 struct Prepared {
-    /// Blobs to push, cycled through: (seed, digest).
+    /// Blobs to push, cycled through (for pull-cold, the blobs pushed to the upstream):
+    /// (seed, digest).
     pool: Vec<(u64, String)>,
     /// The blob to pull.
     blob: Option<String>,
     /// The digest of the manifest tagged `bench`.
     manifest: Option<String>,
+    /// Paths on the mirror of the blobs to pull through it, in the order of the operations.
+    mirrored: Vec<String>,
 }
 
 fn hv(s: &str) -> HeaderValue {
@@ -241,6 +322,103 @@ async fn push_image(http: &Http, repo: &str) -> Result<String, Fail> {
     Ok(digest)
 }
 
+/// The seed of the `pull-warm` blob, far from the other setup seeds.
+const WARM_SEED: u64 = SETUP_SEED + (1 << 39);
+
+/// How long `pull-warm`'s setup waits for the mirror to serve its blob from its cache.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// A client for `--upstream` (with the credentials and CA certificates given for `--url`), and
+/// the upstream's `host[:port]`.
+fn upstream_client(o: &RunOpts) -> Result<(Http, String), String> {
+    let url = o.upstream.as_deref().ok_or_else(|| missing_upstream(o.workload))?;
+    let host = upstream_host(url)?;
+    let mut http = Http::new(url, o.user.as_deref(), o.password.as_deref(), 1, o.ca_cert.as_deref())?;
+    http.trace = o.trace;
+    Ok((http, host))
+}
+
+/// The digests of generated blobs `seeds` of `size`, computed off the runtime's threads.
+async fn digests_of(seeds: Vec<u64>, size: u64) -> Result<Vec<String>, String> {
+    tokio::task::spawn_blocking(move || gen::digests(&seeds, size))
+        .await
+        .map_err(|e| format!("setup failed: {e}"))
+}
+
+/// `pull-cold`'s setup: `--count` new blobs (seeds from `--seed` on) pushed to the upstream, one
+/// after another; the mirror has never served them, whatever it served before, as long as runs
+/// do not share seeds (the seed comes from the clock, and `compare` and `scale` move it on by
+/// `--count` per run).
+async fn setup_cold(o: &RunOpts, p: &mut Prepared) -> Result<(), String> {
+    let (upstream, host) = upstream_client(o)?;
+    let seeds: Vec<u64> = (0..o.count.unwrap_or(0)).map(|i| o.seed.wrapping_add(i)).collect();
+    let digests = digests_of(seeds.clone(), o.size).await?;
+    for (seed, digest) in seeds.iter().zip(&digests) {
+        push_mono(&upstream, &o.repo, *seed, o.size, digest)
+            .await
+            .map_err(|e| format!("setup failed: pushing to the upstream: {e}"))?;
+    }
+    p.mirrored = digests.iter().map(|d| o.mirror_path.blob(&host, &o.repo, d)).collect();
+    p.pool = seeds.into_iter().zip(digests).collect();
+    Ok(())
+}
+
+/// `pull-warm`'s setup: one blob pushed to the upstream and pulled through the mirror until the
+/// mirror has it in its cache ([`warm_up`]).
+async fn setup_warm(mirror: &Http, o: &RunOpts, p: &mut Prepared) -> Result<(), String> {
+    let (upstream, host) = upstream_client(o)?;
+    let seed = WARM_SEED + o.size;
+    let digest = digests_of(vec![seed], o.size).await?.pop().unwrap_or_default();
+    push_mono(&upstream, &o.repo, seed, o.size, &digest)
+        .await
+        .map_err(|e| format!("setup failed: pushing to the upstream: {e}"))?;
+    let path = o.mirror_path.blob(&host, &o.repo, &digest);
+    warm_up(mirror, &path, o.size)
+        .await
+        .map_err(|e| format!("setup failed: pulling through the mirror: {e}"))?;
+    p.mirrored = vec![path];
+    Ok(())
+}
+
+/// Pulls a blob through the mirror once (the miss that fills its cache), then waits until the
+/// mirror serves it from its cache.
+///
+/// CNCF Distribution 2.8's proxy answers a miss by streaming from the upstream while a
+/// goroutine fetches the blob a second time into its storage; until that copy is committed,
+/// every request for the blob is streamed from the upstream again. A blob served from storage
+/// honours `Range: bytes=0-0` (`206`), a stream from the upstream does not (`200`), so the
+/// setup asks for one byte until it gets `206`. A mirror that never answers `206` is given
+/// [`SETTLE`], then taken as warm, with a warning.
+async fn warm_up(mirror: &Http, path: &str, size: u64) -> Result<(), Fail> {
+    let first = get(mirror, "pull-warm", Method::GET, path, None).await?;
+    if first.bytes != size {
+        return Err(Fail::other(
+            "short blob",
+            format!("GET {path}: {} bytes instead of {size}", first.bytes),
+        ));
+    }
+    if size == 0 {
+        return Ok(());
+    }
+    let range = [(header::RANGE, HeaderValue::from_static("bytes=0-0"))];
+    let start = Instant::now();
+    loop {
+        let d = mirror.call(Method::GET, &mirror.resolve(path), &range, client::empty(), 0).await?;
+        if d.status == http::StatusCode::PARTIAL_CONTENT {
+            return Ok(());
+        }
+        if start.elapsed() >= SETTLE {
+            eprintln!(
+                "warning: the mirror never answered a range request for {path} with 206 in {}s: \
+                 taken as cached, but it may still be filling its cache",
+                SETTLE.as_secs()
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// How many distinct blobs a push workload cycles through.
 fn pool_size(o: &RunOpts) -> u64 {
     const MAX_HASHED: u64 = 16 << 30;
@@ -258,13 +436,11 @@ async fn setup(http: &Http, o: &RunOpts) -> Result<Prepared, String> {
         Workload::PushMono | Workload::PushChunked => {
             let n = pool_size(o);
             let seeds: Vec<u64> = (0..n).map(|i| o.seed.wrapping_add(i)).collect();
-            let size = o.size;
-            let s2 = seeds.clone();
-            let digests = tokio::task::spawn_blocking(move || gen::digests(&s2, size))
-                .await
-                .map_err(|e| format!("setup failed: {e}"))?;
+            let digests = digests_of(seeds.clone(), o.size).await?;
             p.pool = seeds.into_iter().zip(digests).collect();
         }
+        Workload::PullCold => setup_cold(o, &mut p).await?,
+        Workload::PullWarm => setup_warm(http, o, &mut p).await?,
         Workload::Pull | Workload::Mixed => {
             let seed = SETUP_SEED + 2 + o.size;
             let size = o.size;
@@ -321,6 +497,13 @@ async fn op(http: &Http, o: &RunOpts, p: &Prepared, i: u64) -> (&'static str, Re
             ("tags-list", get(http, "tags-list", Method::GET, &format!("/v2/{repo}/tags/list"), None).await)
         }
         Workload::Catalog => ("catalog", get(http, "catalog", Method::GET, "/v2/_catalog", None).await),
+        Workload::PullCold | Workload::PullWarm => {
+            let kind = o.workload.name();
+            match p.mirrored.get((i % p.mirrored.len().max(1) as u64) as usize) {
+                Some(path) => (kind, get(http, kind, Method::GET, path, None).await),
+                None => (kind, Err(Fail::other("internal", "no blob to pull"))),
+            }
+        }
         Workload::Mixed => {
             if gen::unit_float(o.seed, i) < o.pull_ratio {
                 let path = format!("/v2/{repo}/blobs/{}", p.blob.as_deref().unwrap_or_default());
@@ -377,8 +560,42 @@ fn spawn_rss(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Rss> {
     })
 }
 
-/// Runs one workload: setup, then the timed operations on `concurrency` workers.
-pub async fn run(o: &RunOpts) -> Result<Report, String> {
+/// The error for a mirror workload without `--upstream`.
+fn missing_upstream(w: Workload) -> String {
+    format!(
+        "--workload {} needs --upstream URL: the registry that the mirror at --url fetches from \
+         (setup pushes its blobs there)",
+        w.name()
+    )
+}
+
+/// Refuses options that do not make sense together, before anything is sent.
+fn check(o: &RunOpts) -> Result<(), String> {
+    if o.workload.through_mirror() && o.upstream.is_none() {
+        return Err(missing_upstream(o.workload));
+    }
+    if !o.workload.through_mirror() && o.upstream.is_some() {
+        return Err(format!(
+            "--upstream is for --workload pull-cold and pull-warm only, not {}",
+            o.workload.name()
+        ));
+    }
+    if o.workload == Workload::PullCold {
+        if o.duration.is_some() {
+            return Err("--workload pull-cold takes --count, not --duration: each operation pulls \
+                        a blob the mirror has never served, pushed to the upstream before the \
+                        timed run"
+                .into());
+        }
+        if o.count.is_none() {
+            return Err("--workload pull-cold needs --count N: the blobs it pulls, all new to the \
+                        mirror, are pushed to the upstream before the timed run"
+                .into());
+        }
+    }
+    if let Some(url) = &o.upstream {
+        upstream_host(url)?;
+    }
     if o.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
@@ -393,6 +610,12 @@ pub async fn run(o: &RunOpts) -> Result<Report, String> {
             return Err(format!("--pid {pid}: no such process"));
         }
     }
+    Ok(())
+}
+
+/// Runs one workload: setup, then the timed operations on `concurrency` workers.
+pub async fn run(o: &RunOpts) -> Result<Report, String> {
+    check(o)?;
     let mut http =
         Http::new(&o.url, o.user.as_deref(), o.password.as_deref(), o.concurrency, o.ca_cert.as_deref())?;
     http.trace = o.trace;
@@ -482,6 +705,8 @@ pub async fn run(o: &RunOpts) -> Result<Report, String> {
     let head = ReportHead {
         workload: o.workload.name().to_string(),
         url: o.url.clone(),
+        upstream: o.upstream.clone(),
+        mirror_path: o.workload.through_mirror().then(|| o.mirror_path.name().to_string()),
         repo: o.repo.clone(),
         concurrency: o.concurrency,
         size: o.workload.sized().then_some(o.size),
@@ -499,6 +724,8 @@ mod tests {
     fn opts() -> RunOpts {
         RunOpts {
             url: "http://127.0.0.1:1".into(),
+            upstream: None,
+            mirror_path: MirrorPath::Same,
             workload: Workload::PushMono,
             concurrency: 4,
             count: None,
@@ -532,6 +759,195 @@ mod tests {
     fn queries() {
         assert_eq!(with_query("http://h/u/1", "digest=d"), "http://h/u/1?digest=d");
         assert_eq!(with_query("http://h/u/1?_state=x", "digest=d"), "http://h/u/1?_state=x&digest=d");
+    }
+
+    #[test]
+    fn mirror_paths() {
+        let d = "sha256:abcd";
+        let (host, repo) = ("127.0.0.1:5000", "library/nested/name");
+        assert_eq!(MirrorPath::Same.blob(host, repo, d), "/v2/library/nested/name/blobs/sha256:abcd");
+        assert_eq!(
+            MirrorPath::Trow.blob(host, repo, d),
+            "/v2/f/127.0.0.1:5000/library/nested/name/blobs/sha256:abcd"
+        );
+        assert_eq!(
+            MirrorPath::Ns.blob(host, repo, d),
+            "/v2/library/nested/name/blobs/sha256:abcd?ns=127.0.0.1:5000"
+        );
+        assert_eq!(MirrorPath::Trow.blob("ghcr.io", "a", d), "/v2/f/ghcr.io/a/blobs/sha256:abcd");
+        assert_eq!(MirrorPath::Ns.blob("ghcr.io", "a", d), "/v2/a/blobs/sha256:abcd?ns=ghcr.io");
+        // The repository of a mirror path is the one the token flow asks a scope for.
+        let scope = |p: &str| crate::auth::scope_for(&Method::GET, p.split('?').next().unwrap());
+        assert_eq!(
+            scope(&MirrorPath::Trow.blob(host, repo, d)),
+            "repository:f/127.0.0.1:5000/library/nested/name:pull"
+        );
+        assert_eq!(scope(&MirrorPath::Ns.blob(host, repo, d)), "repository:library/nested/name:pull");
+    }
+
+    #[test]
+    fn upstream_hosts() {
+        assert_eq!(upstream_host("http://127.0.0.1:5000").unwrap(), "127.0.0.1:5000");
+        assert_eq!(upstream_host("http://127.0.0.1:5000/").unwrap(), "127.0.0.1:5000");
+        assert_eq!(upstream_host("https://Registry.Example.com").unwrap(), "registry.example.com");
+        assert_eq!(upstream_host("https://ghcr.io:443/").unwrap(), "ghcr.io:443");
+        assert_eq!(upstream_host("http://[::1]:5000").unwrap(), "[::1]:5000");
+        assert!(upstream_host("127.0.0.1:5000").is_err());
+        assert!(upstream_host("ftp://h").is_err());
+    }
+
+    fn mirrored(w: Workload) -> RunOpts {
+        RunOpts {
+            workload: w,
+            upstream: Some("http://127.0.0.1:2".into()),
+            count: Some(4),
+            duration: None,
+            ..opts()
+        }
+    }
+
+    #[tokio::test]
+    async fn mirror_options_are_checked() {
+        for w in [Workload::PullCold, Workload::PullWarm] {
+            assert!(check(&mirrored(w)).is_ok());
+            let e = run(&RunOpts { upstream: None, ..mirrored(w) }).await.unwrap_err();
+            assert!(e.contains(&format!("--workload {} needs --upstream URL", w.name())), "{e}");
+            let e = check(&RunOpts { upstream: Some("127.0.0.1:5000".into()), ..mirrored(w) });
+            assert!(e.unwrap_err().contains("expected http(s)://HOST[:PORT]"));
+        }
+        // pull-warm runs for a duration as well as a count; pull-cold only for a count.
+        let warm =
+            RunOpts { count: None, duration: Some(Duration::from_secs(1)), ..mirrored(Workload::PullWarm) };
+        assert!(check(&warm).is_ok());
+        let cold = RunOpts { workload: Workload::PullCold, ..warm };
+        let e = run(&cold).await.unwrap_err();
+        assert!(e.starts_with("--workload pull-cold takes --count, not --duration"), "{e}");
+        let e = check(&RunOpts { duration: None, ..cold }).unwrap_err();
+        assert!(e.starts_with("--workload pull-cold needs --count N"), "{e}");
+        // --upstream means nothing to the other workloads.
+        let e = check(&RunOpts { workload: Workload::Pull, ..mirrored(Workload::PullWarm) }).unwrap_err();
+        assert_eq!(e, "--upstream is for --workload pull-cold and pull-warm only, not pull");
+    }
+
+    type Handler = Arc<dyn Fn(&http::Request<hyper::body::Incoming>) -> http::Response<String> + Send + Sync>;
+
+    /// Serves `handler` on 127.0.0.1 until the test ends; its base URL.
+    async fn serve(handler: Handler) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let (parts, body) = handler(&req).into_parts();
+                        async move {
+                            // Read the request body, so that the connection can serve the next.
+                            let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                            let body = http_body_util::Full::new(bytes::Bytes::from(body));
+                            Ok::<_, std::convert::Infallible>(http::Response::from_parts(parts, body))
+                        }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(tcp);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                });
+            }
+        });
+        url
+    }
+
+    /// A fake upstream that takes monolithic pushes (recording the digests), and a fake mirror
+    /// that serves any blob (recording the path and query it is asked, and answering ranges).
+    async fn upstream_and_mirror() -> (String, String, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) {
+        let pushed = Arc::new(Mutex::new(Vec::new()));
+        let seen = pushed.clone();
+        let upstream = serve(Arc::new(move |req| {
+            let r = http::Response::builder();
+            let r = match (req.method().clone(), req.uri().query()) {
+                (Method::POST, _) => r.status(202).header("location", "/v2/upload/1?_state=x"),
+                (Method::PUT, Some(q)) => {
+                    seen.lock().unwrap().push(q.trim_start_matches("_state=x&digest=").to_string());
+                    r.status(201)
+                }
+                _ => r.status(400),
+            };
+            r.body(String::new()).unwrap()
+        }))
+        .await;
+        let pulled = Arc::new(Mutex::new(Vec::new()));
+        let seen = pulled.clone();
+        let mirror = serve(Arc::new(move |req| {
+            seen.lock().unwrap().push(req.uri().to_string());
+            match req.headers().get(header::RANGE) {
+                Some(_) => http::Response::builder().status(206).body("x".to_string()).unwrap(),
+                None => http::Response::new("y".repeat(1000)),
+            }
+        }))
+        .await;
+        (upstream, mirror, pushed, pulled)
+    }
+
+    #[tokio::test]
+    async fn cold_pulls_go_through_the_mirror_for_blobs_pushed_to_the_upstream() {
+        let (upstream, mirror, pushed, pulled) = upstream_and_mirror().await;
+        let host = upstream_host(&upstream).unwrap();
+        let o = RunOpts {
+            url: mirror,
+            upstream: Some(upstream),
+            mirror_path: MirrorPath::Trow,
+            workload: Workload::PullCold,
+            repo: "a/b".into(),
+            size: 1000,
+            count: Some(5),
+            duration: None,
+            concurrency: 2,
+            ..opts()
+        };
+        let r = run(&o).await.unwrap();
+        assert_eq!((r.total.kind.as_str(), r.total.requests, r.total.errors), ("pull-cold", 5, 0), "{r:?}");
+        assert_eq!(r.total.bytes, 5000);
+        assert_eq!(r.distinct_blobs, Some(5));
+        assert_eq!(r.upstream, o.upstream);
+        assert_eq!(r.mirror_path.as_deref(), Some("trow"));
+        assert_eq!(r.throughput().1, "MB/s");
+        // Five new blobs pushed, each pulled once through the mirror, under Trow's path.
+        let mut want: Vec<String> =
+            (0..5).map(|i| format!("/v2/f/{host}/a/b/blobs/{}", gen::digest(o.seed + i, 1000))).collect();
+        let mut got = pulled.lock().unwrap().clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        let mut pushed = pushed.lock().unwrap().clone();
+        pushed.sort();
+        assert_eq!(
+            pushed,
+            want.iter().map(|p| p.rsplit('/').next().unwrap().to_string()).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn warm_pulls_repeat_one_blob_pulled_once_in_setup() {
+        let (upstream, mirror, pushed, pulled) = upstream_and_mirror().await;
+        let host = upstream_host(&upstream).unwrap();
+        let o = RunOpts {
+            url: mirror,
+            upstream: Some(upstream),
+            mirror_path: MirrorPath::Ns,
+            workload: Workload::PullWarm,
+            repo: "a/b".into(),
+            size: 1000,
+            count: Some(3),
+            duration: None,
+            ..opts()
+        };
+        let r = run(&o).await.unwrap();
+        assert_eq!((r.total.kind.as_str(), r.total.requests, r.total.errors), ("pull-warm", 3, 0), "{r:?}");
+        assert_eq!(r.total.bytes, 3000);
+        let digest = gen::digest(WARM_SEED + 1000, 1000);
+        assert_eq!(*pushed.lock().unwrap(), std::slice::from_ref(&digest));
+        // The setup's pull and range probe, then the three timed pulls.
+        let path = format!("/v2/a/b/blobs/{digest}?ns={host}");
+        assert_eq!(*pulled.lock().unwrap(), vec![path; 5]);
     }
 
     #[tokio::test]
