@@ -5,24 +5,13 @@
 //! Only with `DONJON_E2E=1` (then a missing `docker-registry` is a failure); otherwise the test
 //! returns at once, with a note.
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A registry process, killed (by its PID) when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::{bench, free_port, wait_listening, Server};
 
 fn docker_registry() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -56,28 +45,10 @@ fn registry(bin: &Path, dir: &Path, name: &str, port: u16, remote: Option<&str>)
         .spawn()
         .unwrap();
     let server = Server(child);
-    let addr = format!("127.0.0.1:{port}");
-    let start = Instant::now();
-    while TcpStream::connect(&addr).is_err() {
-        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-        assert!(start.elapsed() < Duration::from_secs(20), "{name} did not listen on {addr}: {log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&format!("127.0.0.1:{port}"), || {
+        std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+    });
     server
-}
-
-/// Runs donjon-bench with `--json -` and returns the JSON report that follows the table.
-fn bench(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_donjon-bench"))
-        .args(args)
-        .args(["--quiet", "--json", "-"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{args:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let json = stdout.find("\n{").map_or(0, |i| i + 1);
-    println!("{}", &stdout[..json]);
-    serde_json::from_str(&stdout[json..]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 /// The blobs in a Distribution storage directory.
