@@ -563,7 +563,12 @@ impl Store for FsStore {
         while let Some(chunk) = data.next().await {
             match chunk {
                 Ok(c) => {
-                    hasher.update(c.clone(), &self.inner.hash_threads).await?;
+                    // An error here or in the write: the hash state is not saved below, so the
+                    // next request re-hashes what the file holds.
+                    if let Err(e) = hasher.update(c.clone(), &self.inner.hash_threads).await {
+                        failure = Some(StoreError::Io(e));
+                        break;
+                    }
                     if let Err(e) = out.write_all(&c).await {
                         failure = Some(StoreError::Io(e));
                         break;
@@ -580,7 +585,7 @@ impl Store for FsStore {
         // Keep what arrived, whatever happened: the client may resume from the new size.
         out.flush().await?;
         drop(out);
-        let hasher = hasher.done().await?;
+        let hasher = hasher.done().await;
         if let Err(e) = early.finish().await {
             // A failed fdatasync may have consumed the kernel's writeback error: the commit's
             // fsync could then succeed over lost bytes. The session cannot be trusted any more.
@@ -588,11 +593,11 @@ impl Store for FsStore {
             return Err(StoreError::Io(e));
         }
         if matches!(failure, Some(StoreError::Io(_))) {
-            // The file may hold part of the failed chunk: the saved state would not match; the
-            // next request re-hashes from the data.
+            // The file may hold part of the failed chunk, or the hash may lack it: the saved
+            // state would not match; the next request re-hashes from the data.
             return Err(failure.unwrap_or(StoreError::UploadUnknown));
         }
-        self.save_hashstate(dir, written, &hasher).await?;
+        self.save_hashstate(dir, written, &hasher?).await?;
         match failure {
             Some(e) => Err(e),
             None => Ok(written),
