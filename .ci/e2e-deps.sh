@@ -19,32 +19,9 @@ PKGS=(
   ca-certificates
 )
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
+. "$(dirname "$0")/apt.sh"
+if apt_install e2e-deps "${PKGS[@]}"; then
+  # On a machine with systemd, installing docker.io and containerd also starts their system
+  # services; the suites run private daemons on their own sockets and are not affected.
+  echo "e2e-deps: done"
 fi
-
-missing=()
-for p in "${PKGS[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
-
-if [ "${#missing[@]}" -eq 0 ]; then
-  exit 0
-fi
-
-echo "e2e-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
-# Quiet unless it fails. No recommends: the suites need none of them.
-if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-  cat "$log" >&2
-  echo "e2e-deps: apt-get failed" >&2
-  exit 1
-fi
-# On a machine with systemd, installing docker.io and containerd also starts their system
-# services; the suites run private daemons on their own sockets and are not affected.
-echo "e2e-deps: done"

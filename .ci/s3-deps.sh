@@ -12,10 +12,7 @@ GARAGE_VERSION="2.5.0"
 # sqlite only (no lmdb, k2v or metrics): the tests use db_engine = "sqlite". Saves build time.
 GARAGE_FEATURES="bundled-libs,sqlite"
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
-fi
+. "$(dirname "$0")/apt.sh"
 
 # ---- Garage ----
 garage_ok() {
@@ -56,23 +53,7 @@ PKGS=(
   curl              # lists and reads the bucket in tests/e2e.rs (--aws-sigv4: curl >= 7.75)
 )
 
-missing=()
-for p in "${PKGS[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "s3-deps: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  log="$(mktemp)"
-  trap 'rm -f "$log"' EXIT
-  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-    cat "$log" >&2
-    echo "s3-deps: apt-get failed" >&2
-    exit 1
-  fi
+if apt_install s3-deps "${PKGS[@]}"; then
   # Debian starts these as system services on install when systemd runs (docker-registry would
   # listen on :5000 of every interface): stop them. The tests start private instances on
   # 127.0.0.1 ports of their own.

@@ -86,18 +86,7 @@ async fn main() {
         .build()
         .expect("object_store");
 
-    let config = donjon_store::S3Config {
-        bucket: g.bucket().into(),
-        region: Some(g.region().into()),
-        endpoint: Some(g.endpoint()),
-        access_key: Some(g.access_key().into()),
-        secret_key: Some(g.secret_key().into()),
-        root: Some("donjon-bench".into()),
-        path_style: true,
-        chunk_size: Some(PART),
-        conditional_writes: Some(false),
-        ..Default::default()
-    };
+    let config = donjon_store::S3Config { chunk_size: Some(PART), ..g.store_config("donjon-bench") };
     let store = donjon_store::S3Store::connect(config).await.expect("donjon S3 store");
     let registry = donjon::Registry::builder(Arc::new(store)).build();
     let listener = donjon::server::bind("127.0.0.1:0".parse().unwrap()).await.expect("bind");

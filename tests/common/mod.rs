@@ -94,17 +94,7 @@ impl TestServer {
                 .expect("DONJON_TEST_STORE=s3 needs Garage (.ci/s3-deps.sh)");
             let mut replicas = vec![];
             for _ in 0..2 {
-                let config = donjon_store::S3Config {
-                    bucket: g.bucket().into(),
-                    region: Some(g.region().into()),
-                    endpoint: Some(g.endpoint()),
-                    access_key: Some(g.access_key().into()),
-                    secret_key: Some(g.secret_key().into()),
-                    root: Some("replicas".into()),
-                    path_style: true,
-                    conditional_writes: Some(false),
-                    ..Default::default()
-                };
+                let config = g.store_config("replicas");
                 let store = donjon_store::S3Store::connect(config).await.unwrap();
                 replicas.push(f(donjon::Registry::builder(Arc::new(store))).build());
             }

@@ -444,7 +444,7 @@ async fn scale(url: &str, levels: &[usize], pid: Option<u32>, c: &Common) -> Res
         let rss = r.rss.as_ref().and_then(|x| x.peak_kib).map_or("-".to_string(), |k| human_size(k * 1024));
         println!(
             "{:>11} {:>9} {:>7} {:>10.1} {:>9.1} {:>9} {:>9} {:>9} {:>10}",
-            r.concurrency,
+            r.head.concurrency,
             r.total.requests,
             r.total.errors,
             r.total.req_per_s,

@@ -102,23 +102,10 @@ pub struct Rss {
 /// Everything about one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub workload: String,
-    /// The registry under test (for `pull-cold` and `pull-warm`, the mirror).
-    pub url: String,
-    /// The registry the mirror fetches from, for `pull-cold` and `pull-warm`.
-    pub upstream: Option<String>,
-    /// How the mirror names the upstream's repositories (`same`, `trow`, `ns`).
-    pub mirror_path: Option<String>,
-    pub repo: String,
-    pub concurrency: usize,
-    pub size_bytes: Option<u64>,
-    pub chunk_bytes: Option<u64>,
-    pub seed: u64,
+    #[serde(flatten)]
+    pub head: ReportHead,
     pub setup_s: f64,
     pub elapsed_s: f64,
-    /// For pushes: how many different blobs were cycled through; for pull-cold, how many were
-    /// pulled (each once).
-    pub distinct_blobs: Option<u64>,
     pub total: Stats,
     /// Per kind of operation, when a workload mixes several.
     pub by_kind: Vec<Stats>,
@@ -171,18 +158,9 @@ impl Report {
             *n += 1;
         }
         Report {
-            workload: head.workload,
-            url: head.url,
-            upstream: head.upstream,
-            mirror_path: head.mirror_path,
-            repo: head.repo,
-            concurrency: head.concurrency,
-            size_bytes: head.size,
-            chunk_bytes: head.chunk,
-            seed: head.seed,
+            head,
             setup_s: setup.as_secs_f64(),
             elapsed_s: elapsed.as_secs_f64(),
-            distinct_blobs: head.distinct_blobs,
             total,
             by_kind,
             errors,
@@ -194,7 +172,7 @@ impl Report {
     /// The throughput figure compared across runs: MB/s for workloads that move blob data,
     /// requests per second otherwise.
     pub fn throughput(&self) -> (f64, &'static str) {
-        match self.workload.as_str() {
+        match self.head.workload.as_str() {
             "push-mono" | "push-chunked" | "pull" | "pull-cold" | "pull-warm" => {
                 (self.total.mb_per_s, "MB/s")
             }
@@ -224,21 +202,21 @@ impl Report {
         let mut o = String::new();
         let mut line = format!(
             "{} against {}  repo {}  concurrency {}",
-            self.workload, self.url, self.repo, self.concurrency
+            self.head.workload, self.head.url, self.head.repo, self.head.concurrency
         );
-        if let Some(u) = &self.upstream {
+        if let Some(u) = &self.head.upstream {
             line += &format!("  upstream {u}");
         }
-        if let Some(m) = &self.mirror_path {
+        if let Some(m) = &self.head.mirror_path {
             line += &format!("  mirror paths {m}");
         }
-        if let Some(s) = self.size_bytes {
+        if let Some(s) = self.head.size {
             line += &format!("  size {}", human_size(s));
         }
-        if let Some(c) = self.chunk_bytes {
+        if let Some(c) = self.head.chunk {
             line += &format!("  chunk {}", human_size(c));
         }
-        if let Some(d) = self.distinct_blobs {
+        if let Some(d) = self.head.distinct_blobs {
             line += &format!("  distinct blobs {d}");
         }
         line += &format!("  setup {:.2}s  elapsed {:.2}s\n", self.setup_s, self.elapsed_s);
@@ -281,16 +259,24 @@ impl Report {
 }
 
 /// The descriptive part of a report, known before the run.
+#[derive(Debug, Clone, Serialize)]
 pub struct ReportHead {
     pub workload: String,
+    /// The registry under test (for `pull-cold` and `pull-warm`, the mirror).
     pub url: String,
+    /// The registry the mirror fetches from, for `pull-cold` and `pull-warm`.
     pub upstream: Option<String>,
+    /// How the mirror names the upstream's repositories (`same`, `trow`, `ns`).
     pub mirror_path: Option<String>,
     pub repo: String,
     pub concurrency: usize,
+    #[serde(rename = "size_bytes")]
     pub size: Option<u64>,
+    #[serde(rename = "chunk_bytes")]
     pub chunk: Option<u64>,
     pub seed: u64,
+    /// For pushes: how many different blobs were cycled through; for pull-cold, how many were
+    /// pulled (each once).
     pub distinct_blobs: Option<u64>,
 }
 

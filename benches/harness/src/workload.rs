@@ -906,9 +906,9 @@ mod tests {
         let r = run(&o).await.unwrap();
         assert_eq!((r.total.kind.as_str(), r.total.requests, r.total.errors), ("pull-cold", 5, 0), "{r:?}");
         assert_eq!(r.total.bytes, 5000);
-        assert_eq!(r.distinct_blobs, Some(5));
-        assert_eq!(r.upstream, o.upstream);
-        assert_eq!(r.mirror_path.as_deref(), Some("trow"));
+        assert_eq!(r.head.distinct_blobs, Some(5));
+        assert_eq!(r.head.upstream, o.upstream);
+        assert_eq!(r.head.mirror_path.as_deref(), Some("trow"));
         assert_eq!(r.throughput().1, "MB/s");
         // Five new blobs pushed, each pulled once through the mirror, under Trow's path.
         let mut want: Vec<String> =

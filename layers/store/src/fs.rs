@@ -103,6 +103,15 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// The entries of directory `dir`, or `None` if it does not exist.
+fn read_dir(dir: &Path) -> io::Result<Option<fs::ReadDir>> {
+    match fs::read_dir(dir) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn read_link(path: &Path) -> io::Result<Option<Digest>> {
     match fs::read_to_string(path) {
         Ok(s) => s
@@ -651,11 +660,7 @@ impl Store for FsStore {
             let mut purged = 0;
             let mut stack = vec![root];
             while let Some(dir) = stack.pop() {
-                let entries = match fs::read_dir(&dir) {
-                    Ok(e) => e,
-                    Err(e) if not_found(&e) => continue,
-                    Err(e) => return Err(e),
-                };
+                let Some(entries) = read_dir(&dir)? else { continue };
                 for e in entries {
                     let e = e?;
                     if !e.file_type()?.is_dir() {
@@ -826,12 +831,8 @@ impl Store for FsStore {
     async fn tags(&self, repo: &Name) -> Result<Vec<String>> {
         let repo_dir = self.repo(repo);
         let found = blocking(move || {
-            let entries = match fs::read_dir(repo_dir.join("_manifests/tags")) {
-                Ok(e) => e,
-                Err(e) if not_found(&e) => {
-                    return Ok(repo_dir.join("_manifests").is_dir().then(Vec::new));
-                }
-                Err(e) => return Err(e),
+            let Some(entries) = read_dir(&repo_dir.join("_manifests/tags"))? else {
+                return Ok(repo_dir.join("_manifests").is_dir().then(Vec::new));
             };
             let mut tags = vec![];
             for e in entries {
@@ -857,11 +858,7 @@ impl Store for FsStore {
             let mut found = vec![];
             let mut stack = vec![(root.clone(), String::new())];
             while let Some((dir, prefix)) = stack.pop() {
-                let entries = match fs::read_dir(&dir) {
-                    Ok(e) => e,
-                    Err(e) if not_found(&e) => continue,
-                    Err(e) => return Err(e),
-                };
+                let Some(entries) = read_dir(&dir)? else { continue };
                 for e in entries {
                     let e = e?;
                     let Some(name) = e.file_name().to_str().map(str::to_owned) else {
@@ -888,11 +885,7 @@ impl Store for FsStore {
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>> {
         let dir = self.referrers_dir(repo, subject);
         Ok(blocking(move || {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if not_found(&e) => return Ok(vec![]),
-                Err(e) => return Err(e),
-            };
+            let Some(entries) = read_dir(&dir)? else { return Ok(vec![]) };
             let mut out = vec![];
             for e in entries {
                 let path = e?.path();

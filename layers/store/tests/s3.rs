@@ -13,20 +13,7 @@ use donjon_store::{S3Config, S3Store};
 use futures_util::TryStreamExt;
 
 fn config(g: &garage::Garage, root: &str) -> S3Config {
-    S3Config {
-        bucket: g.bucket().into(),
-        region: Some(g.region().into()),
-        endpoint: Some(g.endpoint()),
-        access_key: Some(g.access_key().into()),
-        secret_key: Some(g.secret_key().into()),
-        root: Some(root.into()),
-        path_style: true,
-        // Garage has no conditional writes: the path without them is the one tested here
-        // (the conditional one is the memory store's).
-        conditional_writes: Some(false),
-        chunk_size: Some(5 * 1024 * 1024),
-        ..S3Config::default()
-    }
+    S3Config { chunk_size: Some(5 * 1024 * 1024), ..g.store_config(root) }
 }
 
 async fn store(g: &garage::Garage, root: String) -> Arc<dyn Store> {

@@ -6,7 +6,7 @@
 //!
 //! The binary is `garage` on PATH, else `~/.cargo/bin/garage` (what `.ci/s3-deps.sh` installs).
 //! Without it, `start` prints why and returns `None` so the caller can skip, unless `DONJON_S3=1`,
-//! where a missing binary is a failure. Only std and tempfile: no S3 client here (S3 needs SigV4).
+//! where a missing binary is a failure. Only std, tempfile and donjon-store's `S3Config`: no S3 client here (S3 needs SigV4).
 //!
 //! Use from an integration test of donjon-store with `mod garage;`.
 #![allow(dead_code)]
@@ -98,6 +98,23 @@ impl Garage {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// A donjon store configuration for this Garage's bucket, under `root`. Garage has no
+    /// conditional writes, so they are off (the conditional path is tested on object_store's
+    /// in-memory store).
+    pub fn store_config(&self, root: &str) -> donjon_store::S3Config {
+        donjon_store::S3Config {
+            bucket: self.bucket.clone(),
+            region: Some(REGION.into()),
+            endpoint: Some(self.endpoint()),
+            access_key: Some(self.access_key.clone()),
+            secret_key: Some(self.secret_key.clone()),
+            root: Some(root.into()),
+            path_style: true,
+            conditional_writes: Some(false),
+            ..Default::default()
+        }
     }
 
     /// Creates another bucket and allows the key on it (read + write + owner).
