@@ -1,6 +1,11 @@
 //! Listeners, TLS and graceful shutdown: HTTP/1.1 and HTTP/2 (h2c, and h2 over TLS by ALPN) with
 //! hyper-util's auto connection builder.
 //!
+//! The server owns what keeps connections healthy, so that no handler has to: an answer sent
+//! before the request body was read leaves an HTTP/1.1 connection usable ([`drain`]), and a
+//! connection closed after such an answer is read from a moment longer, so that the client can
+//! read the answer ([`linger`]).
+//!
 //! ```no_run
 //! # async fn f() -> std::io::Result<()> {
 //! use std::sync::Arc;
@@ -33,6 +38,12 @@ use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 use crate::BoxError;
+
+pub mod drain;
+pub mod linger;
+
+use drain::{Drain, RequestBody};
+use linger::Linger;
 
 /// Binds a listener, with a message that says what went wrong (port taken, no permission).
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -114,7 +125,10 @@ pub async fn serve<S, B>(
     drain: Duration,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<RequestBody<Incoming>>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -138,7 +152,8 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let hyper_svc = TowerToHyperService::new(svc.clone());
+        let hyper_svc = TowerToHyperService::new(Drain::new(svc.clone()));
+        let stream = Linger::new(stream);
         match &tls {
             None => {
                 let conn = builder.serve_connection(TokioIo::new(stream), hyper_svc).into_owned();

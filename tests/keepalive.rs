@@ -1,0 +1,217 @@
+//! Early answers on pooled connections: after a 416, 400, 404 or 413 sent before the request
+//! body was read, the next request on the same connection is answered — over raw HTTP/1.1,
+//! through a pooling client (hyper-util's, as Go's net/http pools), and over HTTP/2.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::connect::HttpInfo;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One HTTP/1.1 response read off a raw connection.
+struct RawResp {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl RawResp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn closes(&self) -> bool {
+        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// Reads one response (head and `Content-Length` body) from `c`, keeping what follows in `buf`.
+async fn read_response(c: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<RawResp> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head) = resp.parse(buf).map_err(std::io::Error::other)? {
+            let status = resp.code.unwrap_or(0);
+            let headers: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            let r = RawResp { status, headers };
+            let len: usize = r.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            while buf.len() < head + len {
+                read_more(c, buf).await?;
+            }
+            buf.drain(..head + len);
+            return Ok(r);
+        }
+        read_more(c, buf).await?;
+    }
+}
+
+async fn read_more(c: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut chunk))
+        .await
+        .map_err(|_| std::io::Error::other("timed out waiting for a response"))??;
+    if n == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+fn head(method: &str, path: &str, extra: &str, body_len: usize) -> String {
+    format!("{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {body_len}\r\n{extra}\r\n")
+}
+
+async fn new_session(s: &TestServer) -> String {
+    let r = s.req("POST", "/v2/ka/blobs/uploads/", &[], Bytes::new()).await;
+    assert_eq!(r.status, 202);
+    r.header("location").to_string()
+}
+
+/// Sends `head` and a body of `body_len` bytes, the body in 16 KiB writes after a pause (as a
+/// client streaming a chunk does), reads the answer, then sends a `GET /v2/` on the same
+/// connection and expects it answered.
+async fn early_answer_then_reuse(s: &TestServer, head: String, body_len: usize, want: u16) {
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for chunk in vec![b'x'; body_len].chunks(16 * 1024) {
+        c.write_all(chunk).await.unwrap();
+    }
+    let mut buf = vec![];
+    let r = read_response(&mut c, &mut buf).await.unwrap();
+    assert_eq!(r.status, want, "{head}");
+    assert!(!r.closes(), "a small unread body is drained, the connection kept: {head}");
+    c.write_all(b"GET /v2/ HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    let next = read_response(&mut c, &mut buf).await.unwrap_or_else(|e| panic!("after {want}: {e}"));
+    assert_eq!(next.status, 200);
+}
+
+#[tokio::test]
+async fn early_answers_keep_the_connection() {
+    let s = TestServer::start_with(|b| b.max_manifest_size(1024)).await;
+    let n = 200 * 1024;
+    // 416: a chunk at the wrong offset.
+    let loc = new_session(&s).await;
+    let range = format!("content-range: 10-{}\r\n", 10 + n - 1);
+    early_answer_then_reuse(&s, head("PATCH", &loc, &range, n), n, 416).await;
+    // 400: an invalid digest on the closing PUT, with a last chunk.
+    let loc = new_session(&s).await;
+    let put = format!("{loc}?digest=sha256:nothex");
+    early_answer_then_reuse(&s, head("PUT", &put, "", n), n, 400).await;
+    // 404: an unknown session.
+    let gone = "/v2/ka/blobs/uploads/00000000-0000-0000-0000-000000000000";
+    early_answer_then_reuse(&s, head("PATCH", gone, "", n), n, 404).await;
+    // 413: a manifest over the limit.
+    let ct = "content-type: application/vnd.oci.image.manifest.v1+json\r\n";
+    early_answer_then_reuse(&s, head("PUT", "/v2/ka/manifests/t", ct, n), n, 413).await;
+}
+
+#[tokio::test]
+async fn an_oversized_manifest_gets_its_413_and_a_clean_close() {
+    let s = TestServer::start().await;
+    // 5 MiB against the 4 MiB limit, declared: more than is worth draining.
+    let n = 5 << 20;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    let ct = "content-type: application/vnd.oci.image.manifest.v1+json\r\n";
+    c.write_all(head("PUT", "/v2/ka/manifests/big", ct, n).as_bytes()).await.unwrap();
+    // The whole body is sent before the answer is read, as a simple client does: the server
+    // must keep reading after its answer, or the client's writes fail and the 413 is lost.
+    let body = vec![b' '; n];
+    tokio::time::timeout(Duration::from_secs(10), c.write_all(&body))
+        .await
+        .expect("the server stopped reading")
+        .expect("sending the rest of the body after the server's answer");
+    let mut buf = vec![];
+    let r = read_response(&mut c, &mut buf).await.expect("the 413 is readable");
+    assert_eq!(r.status, 413);
+    assert!(r.closes(), "the unread remainder was too large: the server says it closes");
+    let mut rest = vec![];
+    let eof = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest)).await;
+    assert!(matches!(eof, Ok(Ok(0))), "then a clean close: {eof:?}");
+}
+
+#[tokio::test]
+async fn an_unsolicited_100_continue_body_closes_with_an_announcement() {
+    let s = TestServer::start().await;
+    let gone = "/v2/ka/blobs/uploads/00000000-0000-0000-0000-000000000000";
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(head("PATCH", gone, "expect: 100-continue\r\n", 1000).as_bytes()).await.unwrap();
+    let mut buf = vec![];
+    let r = read_response(&mut c, &mut buf).await.unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.closes(), "the body was never asked for: the connection cannot be reused");
+}
+
+type Chunked = StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>;
+
+/// A body that streams `n` chunks of 64 KiB, 5 ms apart: still arriving when the server answers.
+fn slow_body(n: usize) -> Chunked {
+    use futures_util::StreamExt;
+    let s = futures_util::stream::iter(0..n)
+        .then(|_| async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))
+        })
+        .boxed();
+    StreamBody::new(s)
+}
+
+async fn pooled_client_reuses_its_connection(http2: bool) {
+    let s = TestServer::start().await;
+    let client: Client<_, Chunked> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .http2_only(http2)
+        .build_http();
+    let send = |method: &str, path: String, body: Chunked| {
+        let req = Request::builder().method(method).uri(s.url(&path)).body(body).unwrap();
+        let client = client.clone();
+        async move {
+            let r = client.request(req).await.expect("answered");
+            let local = r.extensions().get::<HttpInfo>().map(|i| i.local_addr());
+            let status = r.status();
+            let _ = r.into_body().collect().await;
+            (status, local)
+        }
+    };
+    let (status, first) = send("POST", "/v2/ka/blobs/uploads/".into(), slow_body(0)).await;
+    assert_eq!(status, 202);
+    let loc = s.req("POST", "/v2/ka/blobs/uploads/", &[], Bytes::new()).await.header("location").to_string();
+    // A PATCH at the wrong offset: 416 while its three chunks are still on their way.
+    let req = Request::builder()
+        .method("PATCH")
+        .uri(s.url(&loc))
+        .header("content-range", format!("7-{}", 7 + 3 * 64 * 1024 - 1))
+        .header("content-length", 3 * 64 * 1024)
+        .body(slow_body(3))
+        .unwrap();
+    let r = client.request(req).await.expect("the 416 is answered");
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.extensions().get::<HttpInfo>().map(|i| i.local_addr()), first, "one connection");
+    let _ = r.into_body().collect().await;
+    // Go does not retry a POST on a dead pooled connection: this one must be answered.
+    let (status, again) = send("POST", "/v2/ka/blobs/uploads/".into(), slow_body(0)).await;
+    assert_eq!(status, 202);
+    assert_eq!(again, first, "the next request went over the same connection");
+}
+
+#[tokio::test]
+async fn a_pooling_http1_client_is_answered_after_an_early_416() {
+    pooled_client_reuses_its_connection(false).await;
+}
+
+#[tokio::test]
+async fn a_pooling_http2_client_is_answered_after_an_early_416() {
+    pooled_client_reuses_its_connection(true).await;
+}
