@@ -84,6 +84,8 @@ pub struct Settings {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The largest catalog page (Distribution's `catalog.maxentries`).
     pub catalog_max_entries: usize,
+    /// Log level, format and the access log.
+    pub log: Logging,
     /// Things in the configuration that were ignored.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -114,7 +116,8 @@ struct File {
     image_validation: Option<Value>,
     // Distribution's
     version: Option<Value>,
-    log: Option<Value>,
+    log: Option<LogFile>,
+    loglevel: Option<String>,
     storage: Option<StorageFile>,
     http: Option<Http>,
     auth: Option<Value>,
@@ -126,6 +129,44 @@ struct File {
     middleware: Option<Value>,
     compatibility: Option<Value>,
     catalog: Option<Catalog>,
+}
+
+/// Distribution's `log` section.
+#[derive(Deserialize, Default, Debug)]
+struct LogFile {
+    level: Option<String>,
+    formatter: Option<String>,
+    fields: Option<Value>,
+    accesslog: Option<AccessLogFile>,
+    hooks: Option<Value>,
+    reportcaller: Option<Value>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct AccessLogFile {
+    disabled: Option<bool>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines (colour only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object a line, for log shippers (Distribution's `json` and `logstash`).
+    Json,
+}
+
+/// Logging, from Distribution's `log` section.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Logging {
+    /// The level when `RUST_LOG` is not set: `error`, `warn`, `info` (default), `debug`.
+    pub level: String,
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// One line per request (default on).
+    pub access_log: bool,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -520,9 +561,30 @@ impl Settings {
                 ));
             }
         }
+        let log = file.log.unwrap_or_default();
+        not_yet(log.fields.is_some(), "log.fields", &mut warnings);
+        not_yet(log.hooks.is_some(), "log.hooks", &mut warnings);
+        let format = match log.formatter.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") | Some("logstash") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "log.formatter: unknown formatter {other:?} (text, json or logstash)"
+                )))
+            }
+        };
+        let level = log.level.or(file.loglevel).unwrap_or_else(|| "info".into()).to_ascii_lowercase();
+        if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+            return Err(ConfigError(format!("log.level: unknown level {level:?} (error, warn, info or debug)")));
+        }
+        let logging = Logging {
+            level,
+            format,
+            access_log: !log.accesslog.and_then(|a| a.disabled).unwrap_or(false),
+        };
         let _ = (
             &file.version,
-            &file.log,
+            &log.reportcaller,
             &file.health,
             &file.compatibility,
             &http.secret,
@@ -563,6 +625,7 @@ impl Settings {
             drain_timeout: drain.unwrap_or(Duration::from_secs(30)),
             headers,
             catalog_max_entries: file.catalog.and_then(|c| c.maxentries).unwrap_or(1000),
+            log: logging,
             warnings,
         })
     }

@@ -4,18 +4,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use donjon::config::{Cli, Settings, Storage};
+use donjon::config::{Cli, LogFormat, Logging, Settings, Storage};
 use donjon::{server, stack, FsStore, Registry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let settings = match Settings::load(&cli, std::env::vars()) {
         Ok(s) => s,
         Err(e) => {
@@ -23,6 +16,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(&settings.log);
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
@@ -65,16 +59,42 @@ async fn run(settings: Settings) -> std::io::Result<()> {
         .build();
     let listener = server::bind(settings.bind).await?;
     let addr = listener.local_addr()?;
+    let content = match &settings.storage {
+        Storage::Filesystem => {
+            let dir = std::path::absolute(&settings.data_dir).unwrap_or_else(|_| settings.data_dir.clone());
+            format!("{}", dir.display())
+        }
+        Storage::S3(s3) => s3.to_string(),
+    };
     tracing::info!(
         %addr,
-        storage = ?settings.storage,
         tls = tls.is_some(),
-        "donjon {} serving", env!("CARGO_PKG_VERSION")
+        "donjon {} serving {content} on {}://{addr}",
+        env!("CARGO_PKG_VERSION"),
+        if tls.is_some() { "https" } else { "http" },
     );
     let svc = stack::wrap_with_headers(registry, settings.headers.clone());
     server::serve(listener, tls, svc, server::shutdown_signal(), settings.drain_timeout).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs go to stderr: `RUST_LOG` if set, else the configured level; colour only on a terminal;
+/// one JSON object a line with `log.formatter: json`.
+fn init_logging(log: &Logging) {
+    use std::io::IsTerminal;
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    if !log.access_log {
+        if let Ok(off) = "donjon::access=off".parse() {
+            filter = filter.add_directive(off);
+        }
+    }
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
 }
 
 #[cfg(feature = "s3")]

@@ -323,3 +323,95 @@ fn distribution_http_headers_are_sent() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-content-type-options"), "nosniff");
 }
+
+/// Starts donjon with stderr captured; returns it and the lines it has logged so far, up to and
+/// including the start-up line.
+fn start_logged(data: &Path, extra: &[&str]) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--bind", &addr.to_string(), "-d"])
+        .arg(data)
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, addr, rx)
+}
+
+fn lines_until(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let mut lines = vec![];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            let done = l.contains(needle);
+            lines.push(l);
+            if done {
+                return lines;
+            }
+        }
+    }
+    panic!("no log line with {needle:?}: {lines:?}");
+}
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_and_name_what_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, addr, rx) = start_logged(&data, &[]);
+    let lines = lines_until(&rx, "serving");
+    let _ = rt().block_on(send(&client(), "GET", &format!("http://{addr}/v2/"), &[], Bytes::new()));
+    let access = lines_until(&rx, "/v2/");
+    let _ = child.kill();
+    let _ = child.wait();
+    for l in lines.iter().chain(&access) {
+        assert!(!l.contains('\x1b'), "an escape code in a log line written to a pipe: {l:?}");
+    }
+    let start = lines.last().unwrap();
+    assert!(start.contains(&data.display().to_string()), "the start-up line names the data directory: {start}");
+}
+
+#[test]
+fn distribution_log_formatter_json_writes_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, "version: 0.1\nlog:\n  level: info\n  formatter: json\n").unwrap();
+    let (mut child, addr, rx) = start_logged(&dir.path().join("data"), &["--config-file", cfg.to_str().unwrap()]);
+    let mut lines = lines_until(&rx, "serving");
+    let _ = rt().block_on(send(&client(), "GET", &format!("http://{addr}/v2/"), &[], Bytes::new()));
+    lines.extend(lines_until(&rx, "/v2/"));
+    let _ = child.kill();
+    let _ = child.wait();
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
+    let access: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(access["path"], "/v2/", "the access line's fields are JSON fields: {access}");
+}
+
+#[test]
+fn a_disabled_access_log_writes_no_request_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, "log:\n  accesslog:\n    disabled: true\n").unwrap();
+    let (mut child, addr, rx) = start_logged(&dir.path().join("data"), &["--config-file", cfg.to_str().unwrap()]);
+    lines_until(&rx, "serving");
+    let r = rt().block_on(send(&client(), "GET", &format!("http://{addr}/v2/"), &[], Bytes::new()));
+    assert_eq!(r.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(rest.iter().all(|l| !l.contains("/v2/")), "{rest:?}");
+}

@@ -8,7 +8,7 @@
 //! ```
 
 /// How to reach the bucket: Distribution's `storage.s3` keys.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct S3Config {
     /// `bucket`
     pub bucket: String,
@@ -41,5 +41,57 @@ fn secs<S: serde::Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S
     match d {
         Some(d) => s.serialize_str(&format!("{}s", d.as_secs())),
         None => s.serialize_none(),
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    /// Everything but the secret key, which never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field("root", &self.root)
+            .field("path_style", &self.path_style)
+            .field("skip_verify", &self.skip_verify)
+            .field("chunk_size", &self.chunk_size)
+            .field("conditional_writes", &self.conditional_writes)
+            .field("redirect", &self.redirect)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for S3Config {
+    /// Where the content is: `s3://bucket/prefix at endpoint`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}", self.bucket)?;
+        if let Some(root) = self.root.as_deref().map(|r| r.trim_matches('/')).filter(|r| !r.is_empty()) {
+            write!(f, "/{root}")?;
+        }
+        match (&self.endpoint, &self.region) {
+            (Some(e), _) => write!(f, " at {e}"),
+            (None, Some(r)) => write!(f, " in {r}"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_key_is_never_printed() {
+        let c = S3Config {
+            bucket: "b".into(),
+            root: Some("/donjon/".into()),
+            endpoint: Some("http://127.0.0.1:3900".into()),
+            secret_key: Some("hunter2".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.to_string(), "s3://b/donjon at http://127.0.0.1:3900");
     }
 }
