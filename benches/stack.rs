@@ -60,7 +60,7 @@ async fn seed(store: &Arc<dyn Store>, blob_size: usize) -> Digest {
         digest,
         media_type: donjon_core::manifest::OCI_MANIFEST.into(),
         bytes: Bytes::from(m),
-        tag: Some("latest".parse().unwrap()),
+        tags: vec!["latest".parse().unwrap()],
         referrer: None,
     };
     store.manifest_put(&repo, put).await.unwrap();

@@ -54,7 +54,8 @@ macro_rules! __contract_cases {
             empty_blob, sha512_commit, same_blob_twice_concurrently, manifests_by_tag_and_digest,
             tag_moves_atomically, tag_delete_keeps_manifest, manifest_delete_removes_tags,
             referrers_index, catalog_pages_in_order, unknown_repository, blob_put_verifies,
-            large_blob_in_many_chunks, purge_ends_old_sessions, emptied_repository_lists_no_tags);
+            large_blob_in_many_chunks, purge_ends_old_sessions, emptied_repository_lists_no_tags,
+            sha512_session, one_manifest_many_tags);
     };
 }
 
@@ -84,7 +85,7 @@ fn name(s: &str) -> Name {
 }
 
 async fn push(store: &dyn Store, repo: &Name, data: &[u8]) -> Digest {
-    let id = store.upload_create(repo).await.expect("create");
+    let id = store.upload_create(repo, Algorithm::Sha256).await.expect("create");
     store.upload_write(repo, &id, 0, bytes_stream(Bytes::copy_from_slice(data))).await.expect("write");
     let d = Digest::sha256_of(data);
     store.upload_commit(repo, &id, &d).await.expect("commit");
@@ -118,7 +119,7 @@ async fn put_manifest(store: &dyn Store, repo: &Name, tag: Option<&str>, salt: &
                 digest: digest.clone(),
                 media_type: OCI_MANIFEST.into(),
                 bytes,
-                tag: tag.map(|t| t.parse().expect("tag")),
+                tags: tag.map(|t| t.parse().expect("tag")).into_iter().collect(),
                 referrer: None,
             },
         )
@@ -138,7 +139,7 @@ pub async fn upload_round_trip(store: Arc<dyn Store>) {
 /// Several writes, with a size check between them.
 pub async fn chunked_upload_resumes(store: Arc<dyn Store>) {
     let repo = name("contract/chunked");
-    let id = store.upload_create(&repo).await.expect("create");
+    let id = store.upload_create(&repo, Algorithm::Sha256).await.expect("create");
     assert_eq!(store.upload_size(&repo, &id).await.expect("size"), 0);
     let n = store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc"))).await.expect("w1");
     assert_eq!(n, 3);
@@ -154,7 +155,7 @@ pub async fn chunked_upload_resumes(store: Arc<dyn Store>) {
 /// A chunk that does not start at the end is refused, and nothing changes.
 pub async fn wrong_offset_is_refused(store: Arc<dyn Store>) {
     let repo = name("contract/offset");
-    let id = store.upload_create(&repo).await.expect("create");
+    let id = store.upload_create(&repo, Algorithm::Sha256).await.expect("create");
     store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc"))).await.expect("w1");
     for off in [0, 2, 4] {
         let r = store.upload_write(&repo, &id, off, bytes_stream(Bytes::from_static(b"x"))).await;
@@ -166,7 +167,7 @@ pub async fn wrong_offset_is_refused(store: Arc<dyn Store>) {
 /// A wrong digest makes nothing visible.
 pub async fn digest_mismatch_stores_nothing(store: Arc<dyn Store>) {
     let repo = name("contract/mismatch");
-    let id = store.upload_create(&repo).await.expect("create");
+    let id = store.upload_create(&repo, Algorithm::Sha256).await.expect("create");
     store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc"))).await.expect("w");
     let claimed = Digest::sha256_of(b"something else");
     let r = store.upload_commit(&repo, &id, &claimed).await;
@@ -180,21 +181,21 @@ pub async fn digest_mismatch_stores_nothing(store: Arc<dyn Store>) {
 /// Cancel ends the session.
 pub async fn cancel_ends_session(store: Arc<dyn Store>) {
     let repo = name("contract/cancel");
-    let id = store.upload_create(&repo).await.expect("create");
+    let id = store.upload_create(&repo, Algorithm::Sha256).await.expect("create");
     store.upload_cancel(&repo, &id).await.expect("cancel");
     assert!(matches!(store.upload_size(&repo, &id).await, Err(StoreError::UploadUnknown)));
     let w = store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"x"))).await;
     assert!(matches!(w, Err(StoreError::UploadUnknown)));
     assert!(matches!(store.upload_cancel(&repo, &id).await, Err(StoreError::UploadUnknown)));
     // a session of one repository is unknown in another
-    let id = store.upload_create(&repo).await.expect("create");
+    let id = store.upload_create(&repo, Algorithm::Sha256).await.expect("create");
     assert!(matches!(store.upload_size(&name("contract/other"), &id).await, Err(StoreError::UploadUnknown)));
 }
 
 /// A body that fails mid-way keeps what arrived; the upload continues from there.
 pub async fn body_error_keeps_prefix(store: Arc<dyn Store>) {
     let repo = name("contract/disconnect");
-    let id = store.upload_create(&repo).await.expect("create");
+    let id = store.upload_create(&repo, Algorithm::Sha256).await.expect("create");
     let items: Vec<Result<Bytes, BoxError>> =
         vec![Ok(Bytes::from_static(b"abc")), Err("client went away".into())];
     let broken: ByteStream = Box::pin(stream::iter(items));
@@ -255,11 +256,59 @@ pub async fn empty_blob(store: Arc<dyn Store>) {
 /// A sha512 digest verifies too.
 pub async fn sha512_commit(store: Arc<dyn Store>) {
     let repo = name("contract/sha512");
-    let id = store.upload_create(&repo).await.expect("create");
+    let id = store.upload_create(&repo, Algorithm::Sha256).await.expect("create");
     store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"xyz"))).await.expect("w");
     let d = Digest::of(Algorithm::Sha512, b"xyz");
     store.upload_commit(&repo, &id, &d).await.expect("commit");
     assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"xyz");
+}
+
+/// A session started for sha512 (`digest-algorithm`) hashes as its chunks arrive, across
+/// requests; a sha256 commit of it still verifies (by hashing again).
+pub async fn sha512_session(store: Arc<dyn Store>) {
+    let repo = name("contract/sha512-session");
+    for (commit_with, data) in [(Algorithm::Sha512, &b"abcdef"[..]), (Algorithm::Sha256, b"ghijkl")] {
+        let id = store.upload_create(&repo, Algorithm::Sha512).await.expect("create");
+        let first = Bytes::copy_from_slice(&data[..3]);
+        store.upload_write(&repo, &id, 0, bytes_stream(first)).await.expect("w1");
+        let rest = Bytes::copy_from_slice(&data[3..]);
+        store.upload_write(&repo, &id, 3, bytes_stream(rest)).await.expect("w2");
+        let d = Digest::of(commit_with, data);
+        assert_eq!(store.upload_commit(&repo, &id, &d).await.expect("commit"), 6);
+        assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, data);
+    }
+    let id = store.upload_create(&repo, Algorithm::Sha512).await.expect("create");
+    store.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"xyz"))).await.expect("w");
+    let wrong = Digest::of(Algorithm::Sha512, b"xyZ");
+    let r = store.upload_commit(&repo, &id, &wrong).await;
+    assert!(matches!(r, Err(StoreError::DigestMismatch { .. })), "{r:?}");
+    assert!(matches!(store.blob_size(&repo, &wrong).await, Err(StoreError::BlobUnknown(_))));
+}
+
+/// One manifest push sets several tags (`?tag=`), sha512 digests included.
+pub async fn one_manifest_many_tags(store: Arc<dyn Store>) {
+    let repo = name("contract/many-tags");
+    let bytes = Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#);
+    for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+        let digest = Digest::of(algorithm, &bytes);
+        let tags = ["1.2.3", "1.2", "1", algorithm.as_str()];
+        let put = ManifestPut {
+            digest: digest.clone(),
+            media_type: OCI_MANIFEST.into(),
+            bytes: bytes.clone(),
+            tags: tags.iter().map(|t| t.parse().expect("tag")).collect(),
+            referrer: None,
+        };
+        store.manifest_put(&repo, put).await.expect("put");
+        for t in tags {
+            let m = store.manifest_get(&repo, &Reference::Tag(t.parse().expect("tag"))).await.expect("get");
+            assert_eq!(m.digest, digest, "tag {t}");
+            assert_eq!(m.bytes, bytes);
+        }
+        assert!(store.manifest_exists(&repo, &digest).await.expect("exists"));
+    }
+    let listed = store.tags(&repo).await.expect("tags");
+    assert_eq!(listed, ["1", "1.2", "1.2.3", "sha256", "sha512"]);
 }
 
 /// Two clients pushing the same blob at once both succeed, and the blob is whole.
@@ -270,7 +319,7 @@ pub async fn same_blob_twice_concurrently(store: Arc<dyn Store>) {
     for _ in 0..4 {
         let (store, repo, data) = (store.clone(), repo.clone(), data.clone());
         tasks.push(async move {
-            let id = store.upload_create(&repo).await.expect("create");
+            let id = store.upload_create(&repo, Algorithm::Sha256).await.expect("create");
             store.upload_write(&repo, &id, 0, bytes_stream(data.clone())).await.expect("w");
             store.upload_commit(&repo, &id, &Digest::sha256_of(&data)).await.expect("commit")
         });
@@ -329,7 +378,7 @@ pub async fn tag_delete_keeps_manifest(store: Arc<dyn Store>) {
                 digest: d.clone(),
                 media_type: OCI_MANIFEST.into(),
                 bytes: store.manifest_get(&repo, &Reference::Digest(d.clone())).await.expect("get").bytes,
-                tag: Some("b".parse().expect("tag")),
+                tags: vec!["b".parse().expect("tag")],
                 referrer: None,
             },
         )
@@ -383,7 +432,7 @@ pub async fn referrers_index(store: Arc<dyn Store>) {
                 digest: digest.clone(),
                 media_type: OCI_MANIFEST.into(),
                 bytes,
-                tag: None,
+                tags: vec![],
                 referrer: Some((subject.clone(), desc.clone())),
             },
         )
@@ -446,7 +495,7 @@ pub async fn large_blob_in_many_chunks(store: Arc<dyn Store>) {
     let repo = name("contract/large");
     let data: Vec<u8> =
         (0..(13 * 1024 * 1024 + 17) as u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
-    let id = store.upload_create(&repo).await.expect("create");
+    let id = store.upload_create(&repo, Algorithm::Sha256).await.expect("create");
     let mut offset = 0usize;
     let sizes = [3usize, 100, 6 * 1024 * 1024, 1, 5 * 1024 * 1024 + 7, 4096];
     for (i, &n) in sizes.iter().cycle().enumerate() {
@@ -477,7 +526,7 @@ pub async fn large_blob_in_many_chunks(store: Arc<dyn Store>) {
 pub async fn purge_ends_old_sessions(store: Arc<dyn Store>) {
     use std::time::{Duration, SystemTime};
     let repo = name("contract/purge");
-    let old = store.upload_create(&repo).await.expect("create");
+    let old = store.upload_create(&repo, Algorithm::Sha256).await.expect("create");
     store.upload_write(&repo, &old, 0, bytes_stream(Bytes::from_static(b"stale"))).await.expect("w");
     let later = SystemTime::now() + Duration::from_secs(3600);
     let n = store.purge_uploads(later, true).await.expect("dry run");

@@ -39,6 +39,16 @@ impl Algorithm {
         }
     }
 
+    /// The algorithm a name (`sha256`, `sha512`) stands for; `None` for one donjon does not
+    /// verify.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "sha256" => Some(Self::Sha256),
+            "sha512" => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+
     fn hex_len(self) -> usize {
         match self {
             Self::Sha256 => 64,
@@ -117,11 +127,7 @@ impl FromStr for Digest {
         if !alg_ok || !enc_ok {
             return Err(malformed());
         }
-        let algorithm = match alg {
-            "sha256" => Algorithm::Sha256,
-            "sha512" => Algorithm::Sha512,
-            other => return Err(DigestError::Unsupported(other.to_string())),
-        };
+        let algorithm = Algorithm::from_name(alg).ok_or_else(|| DigestError::Unsupported(alg.to_string()))?;
         let n = algorithm.hex_len();
         if hex.len() != n || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(DigestError::BadHex(s.chars().take(200).collect(), n));
@@ -139,6 +145,19 @@ impl fmt::Display for Digest {
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Digest({})", self.text)
+    }
+}
+
+impl serde::Serialize for Algorithm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Algorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::from_name(&s).ok_or_else(|| serde::de::Error::custom(format!("unsupported digest algorithm {s:?}")))
     }
 }
 

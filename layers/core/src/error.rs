@@ -124,12 +124,20 @@ pub struct Error {
     detail: Option<serde_json::Value>,
     status: StatusCode,
     headers: Vec<(HeaderName, HeaderValue)>,
+    warnings: Vec<Cow<'static, str>>,
 }
 
 impl Error {
     /// An error with the code's own status.
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, message: message.into(), detail: None, status: code.status(), headers: vec![] }
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+            status: code.status(),
+            headers: vec![],
+            warnings: vec![],
+        }
     }
 
     /// Sets the `detail` field.
@@ -147,6 +155,12 @@ impl Error {
     /// Adds a response header (`Range`, `Location`, `WWW-Authenticate`…).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
+        self
+    }
+
+    /// Adds a `Warning` header ([`crate::response::add_warning`]).
+    pub fn with_warning(mut self, text: impl Into<Cow<'static, str>>) -> Self {
+        self.warnings.push(text.into());
         self
     }
 
@@ -184,6 +198,9 @@ impl Error {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         for (k, v) in self.headers {
             h.insert(k, v);
+        }
+        for w in &self.warnings {
+            crate::response::add_warning(h, w);
         }
         resp
     }

@@ -23,6 +23,10 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker schema 2 manifest list.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker schema 1 (deprecated everywhere; refused).
+pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+/// Docker schema 1, signed (deprecated everywhere; refused).
+pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 /// The OCI empty descriptor's media type.
 pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
@@ -102,6 +106,20 @@ fn is_foreign(d: &RawDescriptor) -> bool {
 /// with: when the body names a `mediaType`, the two must agree; when it names none, the
 /// header decides, then the shape (`manifests` → index, otherwise image manifest).
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> {
+    let schema1 = |media_type: &str| {
+        Error::new(
+            ErrorCode::ManifestInvalid,
+            format!(
+                "{media_type} (Docker schema 1) is deprecated and not accepted: push the image as \
+                 Docker schema 2 or OCI (for example `skopeo copy --format v2s2`)"
+            ),
+        )
+        .with_warning("Docker schema 1 manifests are deprecated and not accepted by this registry")
+    };
+    let header = content_type.map(|c| c.split(';').next().unwrap_or("").trim());
+    if let Some(h @ (DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)) = header {
+        return Err(schema1(h));
+    }
     let raw: RawManifest = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("manifest is not valid JSON of a known shape: {e}")))?;
     let content_type = content_type
@@ -118,12 +136,15 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> 
         (None, None) if raw.manifests.is_some() => OCI_INDEX.to_string(),
         (None, None) => OCI_MANIFEST.to_string(),
     };
+    if raw.schema_version == Some(1) || [DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED].contains(&media_type.as_str()) {
+        let named = if media_type == DOCKER_SCHEMA1_SIGNED { DOCKER_SCHEMA1_SIGNED } else { DOCKER_SCHEMA1 };
+        return Err(schema1(named));
+    }
     if raw.media_type.is_none() && media_type.contains("docker") {
         return Err(invalid("a Docker manifest must carry its mediaType"));
     }
     match raw.schema_version {
         Some(2) => {}
-        Some(1) => return Err(invalid("schema 1 manifests are not supported")),
         _ => return Err(invalid("schemaVersion must be 2")),
     }
     let is_index = media_type == OCI_INDEX || media_type == DOCKER_LIST;

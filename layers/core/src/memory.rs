@@ -108,11 +108,11 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn upload_create(&self, repo: &Name) -> Result<String> {
+    async fn upload_create(&self, repo: &Name, algorithm: Algorithm) -> Result<String> {
         let id = format!("{:032x}", rand_id());
         let up = Upload {
             data: BytesMut::new(),
-            hasher: Digester::new(Algorithm::Sha256),
+            hasher: Digester::new(algorithm),
             started: std::time::SystemTime::now(),
         };
         self.lock().uploads.insert((repo.to_string(), id.clone()), Arc::new(tokio::sync::Mutex::new(up)));
@@ -214,8 +214,8 @@ impl Store for MemoryStore {
         if let Some((subject, desc)) = m.referrer {
             r.referrers.entry(subject).or_default().insert(m.digest.clone(), desc);
         }
-        if let Some(tag) = m.tag {
-            r.tags.insert(tag.to_string(), m.digest);
+        for tag in m.tags {
+            r.tags.insert(tag.to_string(), m.digest.clone());
         }
         Ok(())
     }

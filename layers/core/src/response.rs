@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use http::{HeaderName, HeaderValue, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
 
 /// `Docker-Content-Digest`
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -21,8 +21,52 @@ pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-uploa
 pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 /// `OCI-Filters-Applied`
 pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+/// `OCI-Tag`: one for each tag a manifest push set.
+pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
 /// `OCI-Chunk-Min-Length`
 pub const OCI_CHUNK_MIN_LENGTH: HeaderName = HeaderName::from_static("oci-chunk-min-length");
+
+/// The most bytes of `Warning` headers one response may carry, all together (the spec's bound).
+pub const MAX_WARNING_BYTES: usize = 4096;
+
+/// Adds `Warning: 299 - "<text>"` to a response's headers: the spec's only form (code 299,
+/// agent `-`, no date), the text quoted and reduced to visible ASCII. Returns `false`, adding
+/// nothing, when the response's warnings would then exceed [`MAX_WARNING_BYTES`].
+///
+/// ```
+/// use donjon_core::response::add_warning;
+///
+/// let mut h = http::HeaderMap::new();
+/// assert!(add_warning(&mut h, r#"the repository "old" is deprecated"#));
+/// assert_eq!(h["warning"], r#"299 - "the repository \"old\" is deprecated""#);
+/// assert!(!add_warning(&mut h, &"x".repeat(5000)));
+/// ```
+pub fn add_warning(headers: &mut HeaderMap, text: &str) -> bool {
+    let mut value = String::with_capacity(text.len() + 8);
+    value.push_str("299 - \"");
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                value.push('\\');
+                value.push(c);
+            }
+            ' '..='~' => value.push(c),
+            _ => value.push('?'),
+        }
+    }
+    value.push('"');
+    let used: usize = headers.get_all(header::WARNING).iter().map(|v| v.len()).sum();
+    if used + value.len() > MAX_WARNING_BYTES {
+        return false;
+    }
+    match HeaderValue::from_str(&value) {
+        Ok(v) => {
+            headers.append(header::WARNING, v);
+            true
+        }
+        Err(_) => false,
+    }
+}
 
 /// The `Range` value of an upload holding `size` bytes: `0-<size-1>`, and `0-0` when empty
 /// (Distribution's convention, which clients expect).
@@ -39,6 +83,14 @@ pub fn header_value(s: &str) -> HeaderValue {
 pub fn query_param<'a>(uri: &'a Uri, key: &str) -> Option<Cow<'a, str>> {
     let query = uri.query()?;
     query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+    })
+}
+
+/// Every value of query parameter `key`, in order, percent-decoded.
+pub fn query_params<'a>(uri: &'a Uri, key: &'a str) -> impl Iterator<Item = Cow<'a, str>> + 'a {
+    uri.query().into_iter().flat_map(|q| q.split('&')).filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == key).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
     })
@@ -62,6 +114,24 @@ mod tests {
         assert_eq!(query_param(&uri, "d").as_deref(), Some("A"));
         assert_eq!(query_param(&uri, "e"), None);
         assert!(!has_query_param(&"/x".parse().unwrap(), "a"));
+        let uri: Uri = "/x?tag=a&n=1&tag=b%2Dc&tag=".parse().unwrap();
+        assert_eq!(super::query_params(&uri, "tag").collect::<Vec<_>>(), ["a", "b-c", ""]);
+    }
+
+    #[test]
+    fn warnings_stay_within_the_spec_bound() {
+        let mut h = HeaderMap::new();
+        let text = "w".repeat(1000);
+        let mut n = 0;
+        while add_warning(&mut h, &text) {
+            n += 1;
+        }
+        assert_eq!(n, 4, "four of 1009 bytes fit in 4096");
+        let total: usize = h.get_all(header::WARNING).iter().map(|v| v.len()).sum();
+        assert!(total <= MAX_WARNING_BYTES);
+        let mut h = HeaderMap::new();
+        assert!(add_warning(&mut h, "caf\u{e9}\nline"));
+        assert_eq!(h[header::WARNING], "299 - \"caf??line\"");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //!
 //! let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
 //! let repo: Name = "demo".parse().unwrap();
-//! let id = store.upload_create(&repo).await.unwrap();
+//! let id = store.upload_create(&repo, donjon_core::Algorithm::Sha256).await.unwrap();
 //! let body = donjon_core::store::bytes_stream(bytes::Bytes::from_static(b"hi"));
 //! store.upload_write(&repo, &id, 0, body).await.unwrap();
 //! let digest = Digest::sha256_of(b"hi");
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::body::BoxError;
 pub use crate::body::ByteStream;
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest};
 use crate::name::{Name, Reference, Tag};
 
 /// What a store operation can fail with.
@@ -194,8 +194,8 @@ pub struct ManifestPut {
     pub media_type: String,
     /// The bytes.
     pub bytes: Bytes,
-    /// The tag to point at it, if pushed by tag.
-    pub tag: Option<Tag>,
+    /// The tags to point at it: the tag it was pushed by, and any `?tag=` parameters.
+    pub tags: Vec<Tag>,
     /// The manifest it refers to (`subject`), and its own descriptor for the referrers index.
     pub referrer: Option<(Digest, Descriptor)>,
 }
@@ -224,8 +224,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Removes the repository's link to a blob. `BlobUnknown` when it was not linked.
     async fn blob_unlink(&self, repo: &Name, digest: &Digest) -> Result<()>;
 
-    /// Starts an upload session; returns its id.
-    async fn upload_create(&self, repo: &Name) -> Result<String>;
+    /// Starts an upload session that hashes with `algorithm` as its bytes arrive (the spec's
+    /// `digest-algorithm`); returns its id. A commit with a digest of another algorithm still
+    /// works, at the cost of hashing the whole content again.
+    async fn upload_create(&self, repo: &Name, algorithm: Algorithm) -> Result<String>;
 
     /// The number of bytes a session holds.
     async fn upload_size(&self, repo: &Name, id: &str) -> Result<u64>;
@@ -246,7 +248,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// links it into `repo`. The bytes are verified like any upload's. The default goes through
     /// an upload session; backends that can write straight to the final place override it.
     async fn blob_put(&self, repo: &Name, digest: &Digest, data: ByteStream) -> Result<u64> {
-        let id = self.upload_create(repo).await?;
+        let id = self.upload_create(repo, digest.algorithm()).await?;
         let result = match self.upload_write(repo, &id, 0, data).await {
             Ok(_) => self.upload_commit(repo, &id, digest).await,
             Err(e) => Err(e),
@@ -255,6 +257,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
             let _ = self.upload_cancel(repo, &id).await;
         }
         result
+    }
+
+    /// The smallest chunk, except the last, that the backend stores without buffering it
+    /// (the spec's `OCI-Chunk-Min-Length`, sent when a session starts); `None` for any size.
+    fn chunk_min_length(&self) -> Option<u64> {
+        None
     }
 
     /// Ends the upload sessions started before `cutoff` (Distribution's upload purging), and

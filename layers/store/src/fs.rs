@@ -404,7 +404,9 @@ impl FsStore {
 
     /// The session's current size and hash state, resuming the saved state when it matches the
     /// data, re-hashing the data otherwise (after a crash mid-write, or a Distribution session).
-    async fn session_state(&self, dir: PathBuf, algorithm: Algorithm) -> Result<(u64, Digester)> {
+    /// `algorithm` asks for a given one; `None` takes the session's own (sha256 unless it was
+    /// started with another).
+    async fn session_state(&self, dir: PathBuf, algorithm: Option<Algorithm>) -> Result<(u64, Digester)> {
         blocking(move || {
             let data = dir.join("data");
             let size = match fs::metadata(&data) {
@@ -414,13 +416,14 @@ impl FsStore {
                 }
                 Err(e) => return Err(e),
             };
-            if let Ok(saved) = fs::read(dir.join(HASHSTATE)) {
-                if saved.len() > 9 && saved[8] == algorithm as u8 {
-                    let off = u64::from_le_bytes(saved[..8].try_into().unwrap_or_default());
-                    if off == size {
-                        if let Some(h) = Digester::resume(algorithm, &saved[9..]) {
-                            return Ok((size, h));
-                        }
+            let saved = fs::read(dir.join(HASHSTATE)).ok().filter(|s| s.len() > 9);
+            let saved_algorithm = saved.as_ref().and_then(|s| algorithm_of_byte(s[8]));
+            let algorithm = algorithm.or(saved_algorithm).unwrap_or(Algorithm::Sha256);
+            if let Some(saved) = saved.filter(|_| saved_algorithm == Some(algorithm)) {
+                let off = u64::from_le_bytes(saved[..8].try_into().unwrap_or_default());
+                if off == size {
+                    if let Some(h) = Digester::resume(algorithm, &saved[9..]) {
+                        return Ok((size, h));
                     }
                 }
             }
@@ -444,10 +447,26 @@ impl FsStore {
 
     async fn save_hashstate(&self, dir: PathBuf, size: u64, h: &Digester) -> io::Result<()> {
         let mut state = size.to_le_bytes().to_vec();
-        state.push(h.algorithm() as u8);
+        state.push(algorithm_byte(h.algorithm()));
         state.extend_from_slice(&h.state());
         // Not fsynced: a stale or missing state is detected by its offset and re-hashed.
         blocking(move || write_atomic(&dir.join(HASHSTATE), &state, false)).await
+    }
+}
+
+/// How a hash state file names its algorithm.
+fn algorithm_byte(a: Algorithm) -> u8 {
+    match a {
+        Algorithm::Sha256 => 0,
+        Algorithm::Sha512 => 1,
+    }
+}
+
+fn algorithm_of_byte(b: u8) -> Option<Algorithm> {
+    match b {
+        0 => Some(Algorithm::Sha256),
+        1 => Some(Algorithm::Sha512),
+        _ => None,
     }
 }
 
@@ -527,12 +546,19 @@ impl Store for FsStore {
         removed.then_some(()).ok_or_else(|| StoreError::BlobUnknown(digest.clone()))
     }
 
-    async fn upload_create(&self, repo: &Name) -> Result<String> {
+    async fn upload_create(&self, repo: &Name, algorithm: Algorithm) -> Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.upload_dir(repo, &id);
         blocking(move || {
             fs::create_dir_all(&dir)?;
             fs::File::create(dir.join("data"))?;
+            if algorithm != Algorithm::Sha256 {
+                // The session's algorithm lives in its hash state; none means sha256.
+                let mut state = 0u64.to_le_bytes().to_vec();
+                state.push(algorithm_byte(algorithm));
+                state.extend_from_slice(&Digester::new(algorithm).state());
+                write_atomic(&dir.join(HASHSTATE), &state, false)?;
+            }
             write_atomic(&dir.join("startedat"), rfc3339_now().as_bytes(), false)
         })
         .await?;
@@ -553,7 +579,7 @@ impl Store for FsStore {
     async fn upload_write(&self, repo: &Name, id: &str, offset: u64, mut data: ByteStream) -> Result<u64> {
         let _guard = self.session_lock(repo, id).await?;
         let dir = self.upload_dir(repo, id);
-        let (size, hasher) = self.session_state(dir.clone(), Algorithm::Sha256).await?;
+        let (size, hasher) = self.session_state(dir.clone(), None).await?;
         if offset != size {
             return Err(StoreError::UploadOffset { size });
         }
@@ -616,7 +642,7 @@ impl Store for FsStore {
     async fn upload_commit(&self, repo: &Name, id: &str, digest: &Digest) -> Result<u64> {
         let _guard = self.session_lock(repo, id).await?;
         let dir = self.upload_dir(repo, id);
-        let (size, hasher) = self.session_state(dir.clone(), digest.algorithm()).await?;
+        let (size, hasher) = self.session_state(dir.clone(), Some(digest.algorithm())).await?;
         let actual = hasher.finish();
         if &actual != digest {
             blocking(move || remove_dir(&dir)).await?;
@@ -748,7 +774,7 @@ impl Store for FsStore {
     async fn manifest_put(&self, repo: &Name, m: ManifestPut) -> Result<()> {
         let blob = self.blob_path(&m.digest);
         let rev = self.revision_dir(repo, &m.digest);
-        let tag = m.tag.as_ref().map(|t| self.tag_dir(repo, t.as_str()));
+        let tags: Vec<PathBuf> = m.tags.iter().map(|t| self.tag_dir(repo, t.as_str())).collect();
         let referrer = m.referrer.as_ref().map(|(subject, desc)| {
             let path = self.referrers_dir(repo, subject).join(format!(
                 "{}-{}.json",
@@ -771,9 +797,10 @@ impl Store for FsStore {
                 let json = serde_json::to_vec(&desc).map_err(io::Error::other)?;
                 write_atomic(&path, &json, true)?;
             }
-            if let Some(tag) = tag {
+            // Last: a tag moves only once everything it points at is in place; each tag moves
+            // whole (one rename), whatever happens to the others.
+            for tag in tags {
                 write_atomic(&tag.join(format!("index/{alg}/{hex}/link")), text.as_bytes(), true)?;
-                // Last: the tag moves only once everything it points at is in place.
                 write_atomic(&tag.join("current/link"), text.as_bytes(), true)?;
             }
             Ok(())
@@ -928,7 +955,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).await.unwrap();
         let repo = name("library/x");
-        let id = store.upload_create(&repo).await.unwrap();
+        let id = store.upload_create(&repo, Algorithm::Sha256).await.unwrap();
         let base = dir.path().join("docker/registry/v2");
         assert!(base.join(format!("repositories/library/x/_uploads/{id}/startedat")).exists());
         store
@@ -950,7 +977,7 @@ mod tests {
         let repo = name("resume");
         let id = {
             let a = FsStore::open(dir.path()).await.unwrap();
-            let id = a.upload_create(&repo).await.unwrap();
+            let id = a.upload_create(&repo, Algorithm::Sha256).await.unwrap();
             a.upload_write(&repo, &id, 0, donjon_core::store::bytes_stream(Bytes::from_static(b"hello ")))
                 .await
                 .unwrap();
@@ -970,7 +997,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).await.unwrap();
         let repo = name("crash");
-        let id = store.upload_create(&repo).await.unwrap();
+        let id = store.upload_create(&repo, Algorithm::Sha256).await.unwrap();
         store
             .upload_write(&repo, &id, 0, donjon_core::store::bytes_stream(Bytes::from_static(b"abc")))
             .await

@@ -108,8 +108,11 @@ fn is_not_found(e: &object_store::Error) -> bool {
 struct Session {
     /// Bytes received.
     size: u64,
-    /// The SHA-256 state over those bytes, hex.
+    /// The hash state over those bytes, hex.
     hash: String,
+    /// Its algorithm (`digest-algorithm`); sessions saved before it existed are sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    algorithm: Option<Algorithm>,
     /// The multipart upload at the session's `data` key, once a part was sent.
     multipart: Option<String>,
     /// ETags of the parts sent, in order.
@@ -324,7 +327,7 @@ impl S3Store {
 
     fn hasher(s: &Session) -> Result<Digester> {
         let state = hex::decode(&s.hash).map_err(|_| StoreError::Corrupt("session hash state".into()))?;
-        Digester::resume(Algorithm::Sha256, &state)
+        Digester::resume(s.algorithm.unwrap_or(Algorithm::Sha256), &state)
             .ok_or_else(|| StoreError::Corrupt("session hash state".into()))
     }
 
@@ -489,12 +492,22 @@ impl Store for S3Store {
         self.inner.s3.delete(&link).await.map_err(io)
     }
 
-    async fn upload_create(&self, repo: &Name) -> Result<String> {
+    async fn upload_create(&self, repo: &Name, algorithm: Algorithm) -> Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
-        let s = Session { hash: hex::encode(Digester::new(Algorithm::Sha256).state()), ..Session::default() };
+        let s = Session {
+            hash: hex::encode(Digester::new(algorithm).state()),
+            algorithm: (algorithm != Algorithm::Sha256).then_some(algorithm),
+            ..Session::default()
+        };
         self.put(&self.upload(repo, &id, "startedat"), Bytes::from(crate::fs::rfc3339_now())).await?;
         self.save(repo, &id, &s, None).await?;
         Ok(id)
+    }
+
+    fn chunk_min_length(&self) -> Option<u64> {
+        // S3's smallest multipart part: a shorter chunk waits as a segment object, to be read
+        // back when the part is sent.
+        Some(MIN_PART as u64)
     }
 
     async fn upload_size(&self, repo: &Name, id: &str) -> Result<u64> {
@@ -582,8 +595,10 @@ impl Store for S3Store {
         let (mut s, _) = self.load(repo, id).await?;
         let size = s.size;
         let blob = self.blob_key(digest);
-        // sha256 is verified from the saved state, before anything is assembled.
-        if digest.algorithm() == Algorithm::Sha256 {
+        // The session's own algorithm is verified from the saved state, before anything is
+        // assembled; another one needs the whole content hashed again.
+        let from_state = digest.algorithm() == s.algorithm.unwrap_or(Algorithm::Sha256);
+        if from_state {
             let actual = Self::hasher(&s)?.finish();
             if &actual != digest {
                 self.end_session(repo, id, &s).await?;
@@ -597,7 +612,7 @@ impl Store for S3Store {
         }
         let tail = self.segments(repo, id, &s).await?.freeze();
         let temp = self.upload(repo, id, "data");
-        if s.multipart.is_none() && digest.algorithm() == Algorithm::Sha256 {
+        if s.multipart.is_none() && from_state {
             // Smaller than one part: one PUT at the content address.
             self.put(&blob, tail).await?;
         } else {
@@ -612,8 +627,7 @@ impl Store for S3Store {
                 self.inner.s3.complete_multipart(&temp, &mp, parts).await.map_err(io)?;
                 s.multipart = None;
             }
-            if digest.algorithm() != Algorithm::Sha256 {
-                // Only sha256 state is kept while uploading: other algorithms hash the whole.
+            if !from_state {
                 let mut h = Digester::new(digest.algorithm());
                 let mut st = self.inner.s3.get(&temp).await.map_err(io)?.into_stream();
                 while let Some(c) = st.next().await {
@@ -782,12 +796,17 @@ impl Store for S3Store {
             let name = format!("{}-{}.json", m.digest.algorithm().as_str(), m.digest.hex());
             self.put(&self.referrer(repo, subject, &name), json).await?;
         }
-        if let Some(tag) = &m.tag {
-            // `current` first: a tag is listed only once it resolves.
-            self.put(&self.tag(repo, tag.as_str(), "current/link"), text.clone()).await?;
-            let index = format!("index/{}/{}/link", m.digest.algorithm().as_str(), m.digest.hex());
-            self.put(&self.tag(repo, tag.as_str(), &index), text).await?;
-        }
+        let index = format!("index/{}/{}/link", m.digest.algorithm().as_str(), m.digest.hex());
+        let tag_puts = m.tags.iter().map(|tag| {
+            let text = text.clone();
+            let index = &index;
+            async move {
+                // `current` first: a tag is listed only once it resolves.
+                self.put(&self.tag(repo, tag.as_str(), "current/link"), text.clone()).await?;
+                self.put(&self.tag(repo, tag.as_str(), index), text).await
+            }
+        });
+        futures_util::future::try_join_all(tag_puts).await?;
         Ok(())
     }
 

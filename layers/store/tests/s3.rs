@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use donjon_core::store::{bytes_stream, RangeSpec, Store};
-use donjon_core::{Digest, Name};
+use donjon_core::{Algorithm, Digest, Name};
 use donjon_store::{S3Config, S3Store};
 use futures_util::TryStreamExt;
 
@@ -47,7 +47,7 @@ async fn replicas_share_sessions() {
         (store(&g, root.clone()).await, store(&g, root.clone()).await, store(&g, root.clone()).await);
     let repo: Name = "shared/repo".parse().unwrap();
     let data: Vec<u8> = (0..(12 * 1024 * 1024u32)).map(|i| (i % 253) as u8).collect();
-    let id = a.upload_create(&repo).await.unwrap();
+    let id = a.upload_create(&repo, Algorithm::Sha256).await.unwrap();
     let mut off = 0usize;
     for (i, n) in [7usize, 3 * 1024 * 1024, 4 * 1024 * 1024, 1, 100_000].iter().cycle().enumerate() {
         if off >= data.len() {
@@ -84,7 +84,7 @@ async fn replicas_share_sessions() {
                     digest: digest.clone(),
                     media_type: donjon_core::manifest::OCI_MANIFEST.into(),
                     bytes: Bytes::from(m),
-                    tag: Some("latest".parse().unwrap()),
+                    tags: vec!["latest".parse().unwrap()],
                     referrer: None,
                 },
             )
@@ -105,7 +105,7 @@ async fn small_chunks_survive_a_restart() {
     let repo: Name = "small".parse().unwrap();
     let id = {
         let s = store(&g, root.clone()).await;
-        let id = s.upload_create(&repo).await.unwrap();
+        let id = s.upload_create(&repo, Algorithm::Sha256).await.unwrap();
         s.upload_write(&repo, &id, 0, bytes_stream(Bytes::from_static(b"abc"))).await.unwrap();
         s.upload_write(&repo, &id, 3, bytes_stream(Bytes::from_static(b"def"))).await.unwrap();
         id
@@ -203,7 +203,7 @@ async fn store_contract_with_conditional_writes() {
 async fn racing_writes_on_one_session() {
     let store = in_memory(true);
     let repo: Name = "race".parse().unwrap();
-    let id = store.upload_create(&repo).await.unwrap();
+    let id = store.upload_create(&repo, Algorithm::Sha256).await.unwrap();
     let (go, wait) = tokio::sync::oneshot::channel::<()>();
     let slow: donjon_core::store::ByteStream = Box::pin(futures_util::stream::once(async move {
         let _ = wait.await;

@@ -5,10 +5,11 @@ use bytes::Bytes;
 use donjon_core::body::into_stream;
 use donjon_core::future::ResponseFuture;
 use donjon_core::response::{
-    header_value, query_param, upload_range, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_SUBJECT,
+    header_value, query_param, query_params, upload_range, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID,
+    OCI_CHUNK_MIN_LENGTH, OCI_SUBJECT, OCI_TAG,
 };
 use donjon_core::store::{ManifestPut, StoreError};
-use donjon_core::{manifest, Body, BoxError, Digest, Error, ErrorCode, Name, Reference, Route};
+use donjon_core::{manifest, Algorithm, Body, BoxError, Digest, Error, ErrorCode, Name, Reference, Route, Tag};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower_service::Service;
@@ -154,6 +155,15 @@ where
     B::Error: Into<BoxError>,
 {
     let uri = req.uri().clone();
+    let algorithm = match query_param(&uri, "digest-algorithm") {
+        None => None,
+        Some(a) => Some(Algorithm::from_name(&a).ok_or_else(|| {
+            Error::new(
+                ErrorCode::DigestInvalid,
+                format!("unsupported digest-algorithm {a:?}: sha256 and sha512 are supported"),
+            )
+        })?),
+    };
     if let Some(mount) = query_param(&uri, "mount") {
         let digest: Digest = mount.parse().map_err(|e: donjon_core::digest::DigestError| {
             Error::new(ErrorCode::DigestInvalid, e.to_string())
@@ -170,12 +180,22 @@ where
             }
         }
     } else if let Some(digest) = digest_param(&uri)? {
+        if algorithm.is_some_and(|a| a != digest.algorithm()) {
+            return Err(Error::new(
+                ErrorCode::DigestInvalid,
+                format!("digest-algorithm does not match the digest {digest}"),
+            ));
+        }
         // Monolithic: POST ?digest= with the whole blob as the body.
         s.store.blob_put(name, &digest, into_stream(req.into_body())).await?;
         return Ok(blob_created(name, &digest));
     }
-    let id = s.store.upload_create(name).await?;
-    Ok(progress(StatusCode::ACCEPTED, name, &id, 0))
+    let id = s.store.upload_create(name, algorithm.unwrap_or(Algorithm::Sha256)).await?;
+    let mut r = progress(StatusCode::ACCEPTED, name, &id, 0);
+    if let Some(n) = s.store.chunk_min_length() {
+        r.headers_mut().insert(OCI_CHUNK_MIN_LENGTH, HeaderValue::from(n));
+    }
+    Ok(r)
 }
 
 /// Writes the request body into the session at the offset its `Content-Range` names (or at
@@ -247,6 +267,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let tags = tags_to_set(reference, req.uri())?;
     let too_big = || {
         Error::new(ErrorCode::ManifestInvalid, format!("manifest exceeds the {} byte limit", s.max_manifest))
             .with_status(StatusCode::PAYLOAD_TOO_LARGE)
@@ -268,7 +289,7 @@ where
         })?
         .to_bytes();
     let parsed = manifest::parse(&bytes, content_type.as_deref())?;
-    let (digest, tag) = match reference {
+    let digest = match reference {
         Reference::Digest(d) => {
             let actual = Digest::of(d.algorithm(), &bytes);
             if &actual != d {
@@ -278,9 +299,9 @@ where
                 )
                 .with_detail(serde_json::json!({ "expected": d.as_str(), "actual": actual.as_str() })));
             }
-            (actual, None)
+            actual
         }
-        Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t.clone())),
+        Reference::Tag(_) => Digest::sha256_of(&bytes),
     };
     let blob_checks = parsed.blobs.iter().map(|d| async move {
         match s.store.blob_size(name, d).await {
@@ -309,7 +330,7 @@ where
                 digest: digest.clone(),
                 media_type: parsed.media_type.clone(),
                 bytes,
-                tag,
+                tags: tags.clone(),
                 referrer,
             },
         )
@@ -321,7 +342,40 @@ where
     if let Some(subject) = &parsed.subject {
         h.insert(OCI_SUBJECT, header_value(subject.as_str()));
     }
+    for t in &tags {
+        h.append(OCI_TAG, header_value(t.as_str()));
+    }
     Ok(r)
+}
+
+/// The most `?tag=` parameters one manifest push may carry (the spec asks for at least 10;
+/// more is `414 URI Too Long`).
+pub const MAX_TAGS_PER_PUSH: usize = 100;
+
+/// The tags a manifest push sets: the one in the path, and every `?tag=` (spec: end-7b), in
+/// order, without repeats. One invalid tag refuses the whole push, before anything is read.
+fn tags_to_set(reference: &Reference, uri: &http::Uri) -> HResult<Vec<Tag>> {
+    let mut tags: Vec<Tag> = match reference {
+        Reference::Tag(t) => vec![t.clone()],
+        Reference::Digest(_) => vec![],
+    };
+    for t in query_params(uri, "tag") {
+        let tag: Tag = t.parse().map_err(|e: donjon_core::name::TagError| {
+            Error::new(ErrorCode::TagInvalid, format!("tag parameter: {e}"))
+                .with_detail(serde_json::json!({ "tag": t.chars().take(200).collect::<String>() }))
+        })?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+        if tags.len() > MAX_TAGS_PER_PUSH {
+            return Err(Error::new(
+                ErrorCode::TagInvalid,
+                format!("at most {MAX_TAGS_PER_PUSH} tags can be set by one push"),
+            )
+            .with_status(StatusCode::URI_TOO_LONG));
+        }
+    }
+    Ok(tags)
 }
 
 fn missing(d: &Digest, what: &str) -> Error {
