@@ -951,6 +951,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sha512_session_keeps_sha512_state_between_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let repo = name("five12");
+        let id = store.upload_create(&repo, Algorithm::Sha512).await.unwrap();
+        let state = dir.path().join(format!("docker/registry/v2/repositories/five12/_uploads/{id}/{HASHSTATE}"));
+        for (off, chunk) in [(0, &b"abc"[..]), (3, b"def")] {
+            let data = donjon_core::store::bytes_stream(Bytes::from_static(chunk));
+            store.upload_write(&repo, &id, off, data).await.unwrap();
+            let saved = std::fs::read(&state).unwrap();
+            assert_eq!(saved[8], algorithm_byte(Algorithm::Sha512), "hashed as sha512 from the start");
+            assert_eq!(u64::from_le_bytes(saved[..8].try_into().unwrap()), off + 3);
+        }
+        let d = Digest::of(Algorithm::Sha512, b"abcdef");
+        store.upload_commit(&repo, &id, &d).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn layout_is_distributions() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).await.unwrap();
