@@ -21,6 +21,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use donjon_upload::IndexChildren;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
@@ -86,9 +87,75 @@ pub struct Settings {
     pub catalog_max_entries: usize,
     /// Log level, format and the access log.
     pub log: Logging,
+    /// Which children of a pushed index must be present (`validation.manifests.indexes`).
+    #[serde(serialize_with = "index_children")]
+    pub index_children: IndexChildren,
     /// Things in the configuration that were ignored.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+fn index_children<S: serde::Serializer>(rule: &IndexChildren, s: S) -> Result<S::Ok, S::Error> {
+    match rule {
+        IndexChildren::All => s.serialize_str("all"),
+        IndexChildren::None => s.serialize_str("none"),
+        IndexChildren::Platforms(list) => s.collect_seq(list.iter().map(ToString::to_string)),
+    }
+}
+
+/// `validation.manifests.indexes`: Distribution's `platforms: All|None|List` with its
+/// `platformlist`, or a list of `os/arch[/variant]` directly. `validation.disabled` turns the
+/// check off, as in Distribution.
+fn index_rule(v: Option<ValidationFile>, warnings: &mut Vec<String>) -> Result<IndexChildren, ConfigError> {
+    let Some(v) = v else { return Ok(IndexChildren::All) };
+    let _ = v.enabled;
+    let manifests = v.manifests.unwrap_or_default();
+    if manifests.urls.is_some() {
+        warnings.push("`validation.manifests.urls` is not implemented by this donjon version; ignored".into());
+    }
+    if v.disabled == Some(true) {
+        return Ok(IndexChildren::None);
+    }
+    let indexes = manifests.indexes.unwrap_or_default();
+    let key = "validation.manifests.indexes.platforms";
+    let list_of = |items: Vec<String>| {
+        items
+            .iter()
+            .map(|p| p.parse().map_err(|e| ConfigError(format!("{key}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()
+            .map(IndexChildren::Platforms)
+    };
+    match indexes.platforms {
+        None | Some(Value::Null) => Ok(IndexChildren::All),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "all" => Ok(IndexChildren::All),
+            "none" => Ok(IndexChildren::None),
+            "list" => {
+                let list = indexes.platformlist.unwrap_or_default();
+                if list.is_empty() {
+                    return Err(ConfigError(format!(
+                        "{key} is List, but validation.manifests.indexes.platformlist names no platform"
+                    )));
+                }
+                list_of(
+                    list.into_iter()
+                        .map(|p| match p.variant {
+                            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                            None => format!("{}/{}", p.os, p.architecture),
+                        })
+                        .collect(),
+                )
+            }
+            other => Err(ConfigError(format!("{key}: {other:?} is not All, None, List or a list of os/arch"))),
+        },
+        Some(Value::Sequence(items)) => list_of(
+            items
+                .into_iter()
+                .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| ConfigError(format!("{key}: entries are os/arch strings"))))
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(_) => Err(ConfigError(format!("{key}: expected All, None, List or a list of os/arch"))),
+    }
 }
 
 mod secs {
@@ -125,10 +192,39 @@ struct File {
     notifications: Option<Value>,
     redis: Option<Value>,
     health: Option<Value>,
-    validation: Option<Value>,
+    validation: Option<ValidationFile>,
     middleware: Option<Value>,
     compatibility: Option<Value>,
     catalog: Option<Catalog>,
+}
+
+/// Distribution 3's `validation` section.
+#[derive(Deserialize, Default, Debug)]
+struct ValidationFile {
+    /// Deprecated in Distribution for `disabled`; only `disabled` decides.
+    enabled: Option<Value>,
+    disabled: Option<bool>,
+    manifests: Option<ManifestValidationFile>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct ManifestValidationFile {
+    urls: Option<Value>,
+    indexes: Option<IndexesFile>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+struct IndexesFile {
+    /// `All`, `None`, `List` (Distribution's), or a list of `os/arch[/variant]`.
+    platforms: Option<Value>,
+    platformlist: Option<Vec<PlatformFile>>,
+}
+
+#[derive(Deserialize, Debug)]
+struct PlatformFile {
+    architecture: String,
+    os: String,
+    variant: Option<String>,
 }
 
 /// Distribution's `log` section.
@@ -450,7 +546,6 @@ impl Settings {
         not_yet(file.proxy.is_some(), "proxy", &mut warnings);
         not_yet(file.notifications.is_some(), "notifications", &mut warnings);
         not_yet(file.redis.is_some(), "redis", &mut warnings);
-        not_yet(file.validation.is_some(), "validation", &mut warnings);
         not_yet(file.middleware.is_some(), "middleware", &mut warnings);
         let maintenance = storage.maintenance.unwrap_or_default();
         not_yet(maintenance.readonly.is_some(), "storage.maintenance.readonly", &mut warnings);
@@ -626,6 +721,7 @@ impl Settings {
             headers,
             catalog_max_entries: file.catalog.and_then(|c| c.maxentries).unwrap_or(1000),
             log: logging,
+            index_children: index_rule(file.validation, &mut warnings)?,
             warnings,
         })
     }
@@ -805,5 +901,28 @@ storage:
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn distribution_index_validation() {
+        let p = |s: &str| -> donjon_core::manifest::Platform { s.parse().unwrap() };
+        let rule = |yaml: &str| load(&[], Some(yaml), &[]).map(|s| s.index_children);
+        assert_eq!(rule("version: 0.1").unwrap(), IndexChildren::All);
+        let list = "validation:\n  manifests:\n    indexes:\n      platforms: List\n      platformlist:\n      - architecture: amd64\n        os: linux\n      - {architecture: arm, os: linux, variant: v7}\n";
+        assert_eq!(rule(list).unwrap(), IndexChildren::Platforms(vec![p("linux/amd64"), p("linux/arm/v7")]));
+        assert_eq!(rule("validation: {manifests: {indexes: {platforms: none}}}").unwrap(), IndexChildren::None);
+        assert_eq!(rule("validation: {manifests: {indexes: {platforms: All}}}").unwrap(), IndexChildren::All);
+        assert_eq!(
+            rule("validation: {manifests: {indexes: {platforms: [linux/arm64]}}}").unwrap(),
+            IndexChildren::Platforms(vec![p("linux/arm64")])
+        );
+        assert_eq!(rule("validation: {disabled: true}").unwrap(), IndexChildren::None);
+        let e = rule("validation: {manifests: {indexes: {platforms: List}}}").unwrap_err().to_string();
+        assert!(e.contains("platformlist"), "{e}");
+        let e = rule("validation: {manifests: {indexes: {platforms: [amd64]}}}").unwrap_err().to_string();
+        assert!(e.contains("validation.manifests.indexes.platforms") && e.contains("amd64"), "{e}");
+        let s = load(&[], Some("validation: {manifests: {urls: {allow: [x]}}}"), &[]).unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("validation.manifests.urls")), "{:?}", s.warnings);
+        assert!(s.to_yaml().contains("index_children: all"), "{}", s.to_yaml());
     }
 }

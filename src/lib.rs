@@ -41,7 +41,7 @@ pub mod stack;
 
 pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Store};
 pub use donjon_store::{ContentStoreLayer, FsStore};
-pub use donjon_upload::UploadLayer;
+pub use donjon_upload::{IndexChildren, UploadLayer};
 
 type Stack<S> = donjon_core::RouteService<donjon_upload::Upload<donjon_store::ContentStore<Fallback<S>>>>;
 
@@ -52,6 +52,7 @@ pub struct RegistryBuilder {
     delete_enabled: bool,
     max_manifest_size: usize,
     catalog_max_entries: usize,
+    index_children: IndexChildren,
 }
 
 impl RegistryBuilder {
@@ -67,6 +68,12 @@ impl RegistryBuilder {
         self
     }
 
+    /// Which children of a pushed index must be present (default: all of them).
+    pub fn index_children(mut self, rule: IndexChildren) -> Self {
+        self.index_children = rule;
+        self
+    }
+
     /// The largest catalog page (default 1000).
     pub fn catalog_max_entries(mut self, n: usize) -> Self {
         self.catalog_max_entries = n;
@@ -76,7 +83,9 @@ impl RegistryBuilder {
     /// The layer, to wrap an application's own service.
     pub fn layer(self) -> RegistryLayer {
         RegistryLayer {
-            upload: UploadLayer::new(self.store.clone()).max_manifest_size(self.max_manifest_size),
+            upload: UploadLayer::new(self.store.clone())
+                .max_manifest_size(self.max_manifest_size)
+                .index_children(self.index_children),
             content: ContentStoreLayer::new(self.store)
                 .delete_enabled(self.delete_enabled)
                 .catalog_max_entries(self.catalog_max_entries),
@@ -156,6 +165,7 @@ impl Registry {
             delete_enabled: true,
             max_manifest_size: donjon_upload::DEFAULT_MAX_MANIFEST_SIZE,
             catalog_max_entries: 1000,
+            index_children: IndexChildren::All,
         }
     }
 }

@@ -56,6 +56,7 @@ async fn run(settings: Settings) -> std::io::Result<()> {
         .delete_enabled(settings.delete_enabled)
         .max_manifest_size(settings.max_manifest_size)
         .catalog_max_entries(settings.catalog_max_entries)
+        .index_children(settings.index_children.clone())
         .build();
     let listener = server::bind(settings.bind).await?;
     let addr = listener.local_addr()?;

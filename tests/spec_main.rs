@@ -174,3 +174,76 @@ async fn a_session_start_names_the_backends_minimum_chunk() {
         assert!(r.headers.get("oci-chunk-min-length").is_none(), "the filesystem takes any chunk");
     }
 }
+
+fn index_of(children: &[(&[u8], &str)]) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = children
+        .iter()
+        .map(|(m, platform)| {
+            let mut parts = platform.split('/');
+            let (os, arch) = (parts.next().unwrap(), parts.next().unwrap());
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": digest(m), "size": m.len(),
+                "platform": {"os": os, "architecture": arch}})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn complete_indexes_are_the_default() {
+    let s = TestServer::start().await;
+    let amd = image(&s, "sparse", "amd").await;
+    let idx = index_of(&[(&amd, "linux/amd64")]);
+    let r = s.push_manifest("sparse", "v1", OCI_INDEX, &idx).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.code(), "MANIFEST_BLOB_UNKNOWN");
+}
+
+#[tokio::test]
+async fn a_sparse_index_is_served_and_its_children_arrive_later() {
+    let s = TestServer::start_with(|b| b.index_children(donjon::IndexChildren::None)).await;
+    let amd = image(&s, "sparse", "amd").await;
+    let arm = image(&s, "sparse", "arm").await;
+    let idx = index_of(&[(&amd, "linux/amd64"), (&arm, "linux/arm64")]);
+    let r = s.push_manifest("sparse", "v1", OCI_INDEX, &idx).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let g = s.get("/v2/sparse/manifests/v1").await;
+    assert_eq!(g.status, 200);
+    assert_eq!(&g.body[..], &idx[..]);
+    let child = s.get(&format!("/v2/sparse/manifests/{}", digest(&amd))).await;
+    assert_eq!(child.status, 404, "an absent child answers 404");
+    assert_eq!(child.code(), "MANIFEST_UNKNOWN");
+    // The child arrives; the index is unchanged.
+    assert_eq!(s.push_manifest("sparse", &digest(&amd), OCI_MANIFEST, &amd).await.status, 201);
+    assert_eq!(s.get(&format!("/v2/sparse/manifests/{}", digest(&amd))).await.status, 200);
+    assert_eq!(s.get(&format!("/v2/sparse/manifests/{}", digest(&arm))).await.status, 404);
+    // A referrer of the sparse index, then its deletion.
+    let cfg = s.push_blob("sparse", b"{}").await;
+    let sig = image_manifest(&cfg, 2, &cfg, 2, Some((&digest(&idx), idx.len())));
+    let r = s.push_manifest("sparse", &digest(&sig), OCI_MANIFEST, &sig).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let refs = s.get(&format!("/v2/sparse/referrers/{}", digest(&idx))).await.json();
+    assert_eq!(refs["manifests"][0]["digest"], digest(&sig));
+    let r = s.req("DELETE", &format!("/v2/sparse/manifests/{}", digest(&idx)), &[], Bytes::new()).await;
+    assert_eq!(r.status, 202);
+    assert_eq!(s.get("/v2/sparse/manifests/v1").await.status, 404);
+    let r = s.req("DELETE", &format!("/v2/sparse/manifests/{}", digest(&arm)), &[], Bytes::new()).await;
+    assert_eq!(r.status, 404, "the never-pushed child is not there to delete");
+    assert_eq!(s.get(&format!("/v2/sparse/manifests/{}", digest(&amd))).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_platform_list_requires_only_those_children() {
+    let want = vec!["linux/amd64".parse().unwrap()];
+    let s = TestServer::start_with(move |b| b.index_children(donjon::IndexChildren::Platforms(want.clone()))).await;
+    let amd = image(&s, "plat", "amd").await;
+    let arm = image(&s, "plat", "arm").await;
+    let idx = index_of(&[(&amd, "linux/amd64"), (&arm, "linux/arm64")]);
+    let r = s.push_manifest("plat", "v1", OCI_INDEX, &idx).await;
+    assert_eq!(r.status, 400, "linux/amd64 is required and absent");
+    assert_eq!(r.code(), "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(r.json()["errors"][0]["detail"]["digest"], digest(&amd));
+    assert_eq!(s.push_manifest("plat", &digest(&amd), OCI_MANIFEST, &amd).await.status, 201);
+    let r = s.push_manifest("plat", "v1", OCI_INDEX, &idx).await;
+    assert_eq!(r.status, 201, "linux/arm64 may be absent: {:?}", r.body);
+}

@@ -40,6 +40,85 @@ struct RawDescriptor {
     size: Option<i64>,
     #[serde(default)]
     urls: Option<Vec<String>>,
+    #[serde(default)]
+    platform: Option<RawPlatform>,
+}
+
+#[derive(Deserialize)]
+struct RawPlatform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// A platform, as an index names its children's: `os/architecture[/variant]`.
+///
+/// ```
+/// use donjon_core::manifest::Platform;
+///
+/// let want: Platform = "linux/arm64".parse().unwrap();
+/// assert!(want.matches(&"linux/arm64/v8".parse().unwrap()));
+/// assert!(!want.matches(&"linux/amd64".parse().unwrap()));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Platform {
+    /// `os`, e.g. `linux`.
+    pub os: String,
+    /// `architecture`, e.g. `amd64`.
+    pub architecture: String,
+    /// `variant`, e.g. `v8`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Whether `other` is this platform: same os and architecture, and the same variant when
+    /// this one names a variant.
+    pub fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && (self.variant.is_none() || self.variant == other.variant)
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        match parts[..] {
+            [os, arch] if [os, arch].iter().all(ok) => {
+                Ok(Self { os: os.into(), architecture: arch.into(), variant: None })
+            }
+            [os, arch, variant] if [os, arch, variant].iter().all(ok) => {
+                Ok(Self { os: os.into(), architecture: arch.into(), variant: Some(variant.into()) })
+            }
+            _ => Err(format!("{s:?} is not a platform: expected os/architecture[/variant]")),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A child manifest an index lists.
+#[derive(Clone, Debug)]
+pub struct Child {
+    /// Its digest.
+    pub digest: Digest,
+    /// The platform the index says it is for.
+    pub platform: Option<Platform>,
 }
 
 #[derive(Deserialize)]
@@ -70,7 +149,7 @@ pub struct Parsed {
     /// Blobs it references (config and layers), excluding foreign layers fetched from `urls`.
     pub blobs: Vec<Digest>,
     /// Child manifests (indexes and lists).
-    pub manifests: Vec<Digest>,
+    pub manifests: Vec<Child>,
     /// The manifest it refers to.
     pub subject: Option<Digest>,
     /// `artifactType`, or for an image manifest without one, its config's media type.
@@ -94,6 +173,15 @@ impl Parsed {
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorCode::ManifestInvalid, msg.into())
+}
+
+fn child(d: &RawDescriptor) -> Child {
+    let platform = d.platform.as_ref().map(|p| Platform {
+        os: p.os.clone(),
+        architecture: p.architecture.clone(),
+        variant: p.variant.clone().filter(|v| !v.is_empty()),
+    });
+    Child { digest: d.digest.clone(), platform }
 }
 
 fn is_foreign(d: &RawDescriptor) -> bool {
@@ -163,7 +251,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> 
     }
     if is_index {
         let children = raw.manifests.as_ref().ok_or_else(|| invalid("an index needs manifests"))?;
-        manifests.extend(children.iter().map(|d| d.digest.clone()));
+        manifests.extend(children.iter().map(child));
     } else if is_image {
         let config = raw.config.as_ref().ok_or_else(|| invalid("an image manifest needs a config"))?;
         blobs.push(config.digest.clone());
@@ -173,7 +261,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> 
         // Another manifest type: check what it references by shape.
         blobs.extend(raw.config.iter().map(|d| d.digest.clone()));
         blobs.extend(raw.layers.iter().flatten().filter(|d| !is_foreign(d)).map(|d| d.digest.clone()));
-        manifests.extend(raw.manifests.iter().flatten().map(|d| d.digest.clone()));
+        manifests.extend(raw.manifests.iter().flatten().map(child));
     }
     let artifact_type = raw
         .artifact_type
@@ -276,6 +364,10 @@ mod tests {
         let m = parse(idx.as_bytes(), Some(OCI_INDEX)).unwrap();
         assert_eq!(m.media_type, OCI_INDEX);
         assert_eq!(m.manifests.len(), 1);
+        assert!(m.manifests[0].platform.is_none());
+        let with_platform = idx.replace(r#""size":5"#, r#""size":5,"platform":{"os":"linux","architecture":"arm","variant":"v7"}"#);
+        let m = parse(with_platform.as_bytes(), Some(OCI_INDEX)).unwrap();
+        assert_eq!(m.manifests[0].platform.as_ref().map(ToString::to_string).as_deref(), Some("linux/arm/v7"));
         assert_eq!(media_type_of(idx.as_bytes()).as_deref(), Some(OCI_INDEX));
     }
 

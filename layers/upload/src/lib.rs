@@ -30,5 +30,5 @@
 mod layer;
 mod service;
 
-pub use layer::{UploadLayer, DEFAULT_MAX_MANIFEST_SIZE};
+pub use layer::{IndexChildren, UploadLayer, DEFAULT_MAX_MANIFEST_SIZE};
 pub use service::Upload;

@@ -310,10 +310,11 @@ where
             Err(e) => Err(e.into()),
         }
     });
-    let manifest_checks = parsed.manifests.iter().map(|d| async move {
-        match s.store.manifest_exists(name, d).await {
+    let required = parsed.manifests.iter().filter(|c| s.index_children.requires(c));
+    let manifest_checks = required.map(|c| async move {
+        match s.store.manifest_exists(name, &c.digest).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(missing(d, "manifest")),
+            Ok(false) => Err(missing(&c.digest, "manifest")),
             Err(e) => Err(Error::from(e)),
         }
     });
