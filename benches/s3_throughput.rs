@@ -96,7 +96,7 @@ async fn main() {
         None,
         registry,
         std::future::pending(),
-        Duration::from_secs(1),
+        donjon::server::Options { drain_timeout: Duration::from_secs(1), ..Default::default() },
     ));
     let client: Client<_, BoxBody<Bytes, std::io::Error>> =
         Client::builder(TokioExecutor::new()).build_http();

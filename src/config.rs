@@ -77,9 +77,9 @@ pub struct Settings {
     pub delete_enabled: bool,
     /// Manifest size limit in bytes.
     pub max_manifest_size: usize,
-    /// How long shutdown waits for transfers in flight.
-    #[serde(with = "secs")]
-    pub drain_timeout: Duration,
+    /// Connection timeouts and limits (donjon's `connections` section), and the drain on
+    /// shutdown (`drain_timeout`, Distribution's `http.draintimeout`).
+    pub connections: crate::server::Options,
     /// Headers added to every response (Distribution's `http.headers`).
     #[serde(serialize_with = "header_list")]
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
@@ -179,6 +179,7 @@ struct File {
     tls: Option<TlsFile>,
     max_manifest_size: Option<usize>,
     drain_timeout: Option<String>,
+    connections: Option<crate::server::Options>,
     registry_proxies: Option<Value>,
     image_validation: Option<Value>,
     // Distribution's
@@ -452,23 +453,10 @@ fn parse_bind(s: &str) -> Result<SocketAddr, ConfigError> {
 
 fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
     let s = s.trim();
-    let bad = || ConfigError(format!("invalid duration {s:?}: expected e.g. 30s, 2m, 500ms"));
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.trim().parse().map_err(|_| bad())?;
-    if !(0.0..1e9).contains(&v) {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(v * mult))
+    // Go's forms (`168h`, `1h30m`, `500ms`) are humantime's; a bare number is seconds.
+    humantime::parse_duration(s)
+        .or_else(|e| s.parse::<u64>().map(Duration::from_secs).map_err(|_| e))
+        .map_err(|e| ConfigError(format!("invalid duration {s:?} ({e}): expected e.g. 30s, 2m, 1h30m, 500ms")))
 }
 
 /// Applies `REGISTRY_A_B_C=value` as `a.b.c: value` on the YAML tree (Distribution's override
@@ -717,7 +705,14 @@ impl Settings {
             tls,
             delete_enabled: storage.delete.and_then(|d| d.enabled).unwrap_or(true),
             max_manifest_size: file.max_manifest_size.unwrap_or(donjon_upload::DEFAULT_MAX_MANIFEST_SIZE),
-            drain_timeout: drain.unwrap_or(Duration::from_secs(30)),
+            connections: {
+                let mut c = file.connections.unwrap_or_default();
+                if let Some(d) = drain {
+                    c.drain_timeout = d;
+                }
+                c.validate().map_err(ConfigError)?;
+                c
+            },
             headers,
             catalog_max_entries: file.catalog.and_then(|c| c.maxentries).unwrap_or(1000),
             log: logging,
@@ -901,6 +896,9 @@ storage:
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("168h").unwrap(), Duration::from_secs(168 * 3600));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
     }
 
     #[test]

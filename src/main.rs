@@ -17,6 +17,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings.log);
+    if let Some(n) = server::raise_nofile_limit() {
+        tracing::debug!(limit = n, "open file limit");
+    }
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
@@ -75,7 +78,9 @@ async fn run(settings: Settings) -> std::io::Result<()> {
         if tls.is_some() { "https" } else { "http" },
     );
     let svc = stack::wrap_with_headers(registry, settings.headers.clone());
-    server::serve(listener, tls, svc, server::shutdown_signal(), settings.drain_timeout).await?;
+    let options = settings.connections.clone();
+    tracing::debug!(connections = options.connection_limit(), "connection limit");
+    server::serve(listener, tls, svc, server::shutdown_signal(), options).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -14,7 +14,7 @@
 //! let store = FsStore::open("./data").await?;
 //! let svc = stack::wrap(Registry::builder(Arc::new(store)).build());
 //! let listener = server::bind("127.0.0.1:8000".parse().unwrap()).await?;
-//! server::serve(listener, None, svc, server::shutdown_signal(), std::time::Duration::from_secs(30)).await
+//! server::serve(listener, None, svc, server::shutdown_signal(), server::Options::default()).await
 //! # }
 //! ```
 
@@ -31,7 +31,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -39,11 +38,15 @@ use tower_service::Service;
 
 use crate::BoxError;
 
+pub mod conn;
 pub mod drain;
 pub mod linger;
+mod options;
 
+use conn::{ConnState, Connections, TimedBody, Tracked, Verdict, Watched};
 use drain::{Drain, RequestBody};
 use linger::Linger;
+pub use options::{raise_nofile_limit, Options};
 
 /// Binds a listener, with a message that says what went wrong (port taken, no permission).
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -115,78 +118,200 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The request body the served service sees: hyper's, with the body timeout
+/// ([`conn::TimedBody`]) and the early-answer drain ([`drain::RequestBody`]).
+pub type ServerBody = RequestBody<TimedBody<Incoming>>;
+
 /// Serves `svc` on `listener` until `shutdown` resolves, then stops accepting and lets the
-/// connections in flight finish their transfers, for at most `drain`.
+/// connections in flight finish their transfers, for at most `options.drain_timeout`.
 pub async fn serve<S, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     svc: S,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
+    options: Options,
 ) -> io::Result<()>
 where
-    S: Service<Request<RequestBody<Incoming>>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<ServerBody>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    options.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let options = Arc::new(options);
+    let builder = Arc::new(builder(&options));
+    let conns = Connections::new(options.connection_limit());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Every connection task holds a sender; when all are gone, the drain is over.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut backoff = AcceptBackoff::default();
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = conns.slot() => slot,
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
                 Err(e) => {
-                    // Out of file descriptors and the like: wait a moment, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if is_descriptor_exhaustion(&e) {
+                        // Make room: the idlest connection goes, its descriptor comes back.
+                        conns.shed_idle();
+                    }
+                    backoff.failed(&e).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        backoff.succeeded();
         let _ = stream.set_nodelay(true);
-        let hyper_svc = TowerToHyperService::new(Drain::new(svc.clone()));
-        let stream = Linger::new(stream);
-        match &tls {
-            None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), hyper_svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls =
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        let state = slot.state.clone();
+        let stream = Linger::new(Watched::new(stream, state.clone()));
+        let svc = Tracked::new(Drain::new(svc.clone()), state.clone(), options.body_timeout);
+        let hyper_svc = TowerToHyperService::new(svc);
+        let (tls, builder, options, stop, done) =
+            (tls.clone(), builder.clone(), options.clone(), stop_rx.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _done = done;
+            match tls {
+                None => drive(&builder, TokioIo::new(stream), hyper_svc, &state, &options, stop, peer).await,
+                Some(acceptor) => {
+                    let accept = acceptor.accept(stream);
+                    let tls = tokio::select! {
+                        r = tokio::time::timeout(options.tls_handshake_timeout, accept) => match r {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                        };
-                    let conn = builder.serve_connection(TokioIo::new(tls), hyper_svc).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                        },
+                        () = state.shed_requested() => return,
+                    };
+                    drive(&builder, TokioIo::new(tls), hyper_svc, &state, &options, stop, peer).await
+                }
             }
-        }
+        });
     }
     drop(listener);
+    let drain = options.drain_timeout;
     tracing::info!("shutting down: draining connections for up to {drain:?}");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    let _ = stop_tx.send(true);
+    drop(done_tx);
+    if tokio::time::timeout(drain, done_rx.recv()).await.is_err() {
         tracing::warn!("connections still open after {drain:?}; closing them");
     }
     Ok(())
+}
+
+/// hyper-util's auto (HTTP/1.1 and HTTP/2) connection builder with `options` applied.
+fn builder(o: &Options) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(o.header_read_timeout)
+        .max_headers(o.max_headers)
+        .max_buf_size(o.max_header_bytes);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(o.h2_max_concurrent_streams)
+        .max_header_list_size(o.h2_max_header_list_size)
+        .max_pending_accept_reset_streams(o.h2_max_pending_accept_reset_streams)
+        .keep_alive_interval(o.h2_keep_alive_interval)
+        .keep_alive_timeout(o.h2_keep_alive_timeout);
+    b
+}
+
+/// Runs one connection until it ends, closing it when it has been idle for the idle timeout,
+/// when its client stopped reading for the send timeout, when the connection limit needs its
+/// room, or (gracefully) when the server stops.
+async fn drive<I, S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    svc: S,
+    state: &ConnState,
+    options: &Options,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// After a graceful close began, how long the connection may take to end.
+    const CLOSE_GRACE: Duration = Duration::from_secs(1);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let mut closing: Option<tokio::time::Instant> = None;
+    let mut stopping = false;
+    loop {
+        let check = tokio::time::sleep_until(state.next_check(options));
+        let grace = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now));
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !stopping => {
+                // The server's drain timeout bounds this one.
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = state.shed_requested(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            () = check => match state.check(options) {
+                Err(Verdict::Stalled) => {
+                    tracing::debug!(%peer, "closing a connection whose client stopped reading (send timeout)");
+                    return;
+                }
+                Err(Verdict::Idle) if closing.is_none() => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+                _ => {}
+            },
+            () = grace, if closing.is_some() => return,
+        }
+    }
+}
+
+fn is_descriptor_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::MFILE.raw_os_error() || code == rustix::io::Errno::NFILE.raw_os_error())
+}
+
+/// `accept` errors are waited out with a growing pause (5 ms doubling to 1 s, as Go's server
+/// does) and logged at most every 5 s, with the count of those not logged.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    pause: Option<Duration>,
+    last_log: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptBackoff {
+    async fn failed(&mut self, e: &io::Error) {
+        let now = tokio::time::Instant::now();
+        if self.last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5)) {
+            tracing::warn!(error = %e, suppressed = self.unlogged, "accept failed; backing off");
+            self.last_log = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        let pause = self.pause.map_or(Duration::from_millis(5), |p| (p * 2).min(Duration::from_secs(1)));
+        self.pause = Some(pause);
+        tokio::time::sleep(pause).await;
+    }
+
+    fn succeeded(&mut self) {
+        self.pause = None;
+    }
 }

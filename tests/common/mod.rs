@@ -80,6 +80,19 @@ impl TestServer {
     /// A registry on the filesystem; with `DONJON_TEST_STORE=s3`, two registries (replicas) on
     /// one Garage bucket instead, every request going to the other one than the last.
     pub async fn start_with(f: impl Fn(donjon::RegistryBuilder) -> donjon::RegistryBuilder) -> Self {
+        let options = donjon::server::Options { drain_timeout: Duration::from_secs(5), ..Default::default() };
+        Self::start_full(options, f).await
+    }
+
+    /// A registry served with these connection options.
+    pub async fn start_options(options: donjon::server::Options) -> Self {
+        Self::start_full(options, |b| b).await
+    }
+
+    pub async fn start_full(
+        options: donjon::server::Options,
+        f: impl Fn(donjon::RegistryBuilder) -> donjon::RegistryBuilder,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let listener = donjon::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -87,7 +100,6 @@ impl TestServer {
         let stop = async move {
             let _ = rx.await;
         };
-        let drain = Duration::from_secs(5);
         let mut garage = None;
         let task = if std::env::var("DONJON_TEST_STORE").as_deref() == Ok("s3") {
             let g = garage::Garage::start("replicas")
@@ -101,13 +113,13 @@ impl TestServer {
             let svc = RoundRobin { replicas: replicas.into(), next: Arc::default() };
             garage = Some(g);
             tokio::spawn(async move {
-                donjon::server::serve(listener, None, donjon::stack::wrap(svc), stop, drain).await.unwrap();
+                donjon::server::serve(listener, None, donjon::stack::wrap(svc), stop, options).await.unwrap();
             })
         } else {
             let store = donjon::FsStore::open(dir.path()).await.unwrap();
             let registry = f(donjon::Registry::builder(Arc::new(store))).build();
             tokio::spawn(async move {
-                donjon::server::serve(listener, None, donjon::stack::wrap(registry), stop, drain)
+                donjon::server::serve(listener, None, donjon::stack::wrap(registry), stop, options)
                     .await
                     .unwrap();
             })
