@@ -111,7 +111,8 @@ fn index_rule(v: Option<ValidationFile>, warnings: &mut Vec<String>) -> Result<I
     let _ = v.enabled;
     let manifests = v.manifests.unwrap_or_default();
     if manifests.urls.is_some() {
-        warnings.push("`validation.manifests.urls` is not implemented by this donjon version; ignored".into());
+        warnings
+            .push("`validation.manifests.urls` is not implemented by this donjon version; ignored".into());
     }
     if v.disabled == Some(true) {
         return Ok(IndexChildren::None);
@@ -146,12 +147,18 @@ fn index_rule(v: Option<ValidationFile>, warnings: &mut Vec<String>) -> Result<I
                         .collect(),
                 )
             }
-            other => Err(ConfigError(format!("{key}: {other:?} is not All, None, List or a list of os/arch"))),
+            other => {
+                Err(ConfigError(format!("{key}: {other:?} is not All, None, List or a list of os/arch")))
+            }
         },
         Some(Value::Sequence(items)) => list_of(
             items
                 .into_iter()
-                .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| ConfigError(format!("{key}: entries are os/arch strings"))))
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| ConfigError(format!("{key}: entries are os/arch strings")))
+                })
                 .collect::<Result<_, _>>()?,
         ),
         Some(_) => Err(ConfigError(format!("{key}: expected All, None, List or a list of os/arch"))),
@@ -456,7 +463,9 @@ fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
     // Go's forms (`168h`, `1h30m`, `500ms`) are humantime's; a bare number is seconds.
     humantime::parse_duration(s)
         .or_else(|e| s.parse::<u64>().map(Duration::from_secs).map_err(|_| e))
-        .map_err(|e| ConfigError(format!("invalid duration {s:?} ({e}): expected e.g. 30s, 2m, 1h30m, 500ms")))
+        .map_err(|e| {
+            ConfigError(format!("invalid duration {s:?} ({e}): expected e.g. 30s, 2m, 1h30m, 500ms"))
+        })
 }
 
 /// Applies `REGISTRY_A_B_C=value` as `a.b.c: value` on the YAML tree (Distribution's override
@@ -658,13 +667,12 @@ impl Settings {
         };
         let level = log.level.or(file.loglevel).unwrap_or_else(|| "info".into()).to_ascii_lowercase();
         if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
-            return Err(ConfigError(format!("log.level: unknown level {level:?} (error, warn, info or debug)")));
+            return Err(ConfigError(format!(
+                "log.level: unknown level {level:?} (error, warn, info or debug)"
+            )));
         }
-        let logging = Logging {
-            level,
-            format,
-            access_log: !log.accesslog.and_then(|a| a.disabled).unwrap_or(false),
-        };
+        let logging =
+            Logging { level, format, access_log: !log.accesslog.and_then(|a| a.disabled).unwrap_or(false) };
         let _ = (
             &file.version,
             &log.reportcaller,
@@ -908,7 +916,10 @@ storage:
         assert_eq!(rule("version: 0.1").unwrap(), IndexChildren::All);
         let list = "validation:\n  manifests:\n    indexes:\n      platforms: List\n      platformlist:\n      - architecture: amd64\n        os: linux\n      - {architecture: arm, os: linux, variant: v7}\n";
         assert_eq!(rule(list).unwrap(), IndexChildren::Platforms(vec![p("linux/amd64"), p("linux/arm/v7")]));
-        assert_eq!(rule("validation: {manifests: {indexes: {platforms: none}}}").unwrap(), IndexChildren::None);
+        assert_eq!(
+            rule("validation: {manifests: {indexes: {platforms: none}}}").unwrap(),
+            IndexChildren::None
+        );
         assert_eq!(rule("validation: {manifests: {indexes: {platforms: All}}}").unwrap(), IndexChildren::All);
         assert_eq!(
             rule("validation: {manifests: {indexes: {platforms: [linux/arm64]}}}").unwrap(),

@@ -378,7 +378,10 @@ fn logs_to_a_pipe_have_no_colour_and_name_what_is_served() {
         assert!(!l.contains('\x1b'), "an escape code in a log line written to a pipe: {l:?}");
     }
     let start = lines.last().unwrap();
-    assert!(start.contains(&data.display().to_string()), "the start-up line names the data directory: {start}");
+    assert!(
+        start.contains(&data.display().to_string()),
+        "the start-up line names the data directory: {start}"
+    );
 }
 
 #[test]
@@ -386,7 +389,8 @@ fn distribution_log_formatter_json_writes_one_object_a_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yml");
     std::fs::write(&cfg, "version: 0.1\nlog:\n  level: info\n  formatter: json\n").unwrap();
-    let (mut child, addr, rx) = start_logged(&dir.path().join("data"), &["--config-file", cfg.to_str().unwrap()]);
+    let (mut child, addr, rx) =
+        start_logged(&dir.path().join("data"), &["--config-file", cfg.to_str().unwrap()]);
     let mut lines = lines_until(&rx, "serving");
     let _ = rt().block_on(send(&client(), "GET", &format!("http://{addr}/v2/"), &[], Bytes::new()));
     lines.extend(lines_until(&rx, "/v2/"));
@@ -405,7 +409,8 @@ fn a_disabled_access_log_writes_no_request_lines() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yml");
     std::fs::write(&cfg, "log:\n  accesslog:\n    disabled: true\n").unwrap();
-    let (mut child, addr, rx) = start_logged(&dir.path().join("data"), &["--config-file", cfg.to_str().unwrap()]);
+    let (mut child, addr, rx) =
+        start_logged(&dir.path().join("data"), &["--config-file", cfg.to_str().unwrap()]);
     lines_until(&rx, "serving");
     let r = rt().block_on(send(&client(), "GET", &format!("http://{addr}/v2/"), &[], Bytes::new()));
     assert_eq!(r.status, 200);

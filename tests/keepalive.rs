@@ -170,10 +170,8 @@ fn slow_body(n: usize) -> Chunked {
 
 async fn pooled_client_reuses_its_connection(http2: bool) {
     let s = TestServer::start().await;
-    let client: Client<_, Chunked> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1)
-        .http2_only(http2)
-        .build_http();
+    let client: Client<_, Chunked> =
+        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).http2_only(http2).build_http();
     let send = |method: &str, path: String, body: Chunked| {
         let req = Request::builder().method(method).uri(s.url(&path)).body(body).unwrap();
         let client = client.clone();

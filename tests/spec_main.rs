@@ -27,7 +27,8 @@ async fn one_push_sets_every_tag_parameter() {
     let s = TestServer::start().await;
     let m = image(&s, "multi", "a").await;
     let d = digest(&m);
-    let r = s.push_manifest("multi", &format!("{d}?tag=1.2.3&tag=1.2&tag=1&tag=latest"), OCI_MANIFEST, &m).await;
+    let r =
+        s.push_manifest("multi", &format!("{d}?tag=1.2.3&tag=1.2&tag=1&tag=latest"), OCI_MANIFEST, &m).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     assert_eq!(r.header("docker-content-digest"), d);
     let tags: Vec<&str> = r.headers.get_all("oci-tag").iter().map(|v| v.to_str().unwrap()).collect();
@@ -114,7 +115,12 @@ async fn digest_algorithm_sha512_sessions_monolithic_chunked_and_streamed() {
     // Monolithic: POST ?digest-algorithm=sha512&digest=sha512:…
     let d3 = sha512(b"mono");
     let r = s
-        .req("POST", &format!("/v2/alg/blobs/uploads/?digest-algorithm=sha512&digest={d3}"), &[], &b"mono"[..])
+        .req(
+            "POST",
+            &format!("/v2/alg/blobs/uploads/?digest-algorithm=sha512&digest={d3}"),
+            &[],
+            &b"mono"[..],
+        )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     assert_eq!(&s.get(&format!("/v2/alg/blobs/{d3}")).await.body[..], b"mono");
@@ -139,7 +145,9 @@ async fn unknown_digest_algorithms_are_refused() {
     }
     // An algorithm that contradicts the digest given with it.
     let d = digest(b"x");
-    let r = s.req("POST", &format!("/v2/alg/blobs/uploads/?digest-algorithm=sha512&digest={d}"), &[], &b"x"[..]).await;
+    let r = s
+        .req("POST", &format!("/v2/alg/blobs/uploads/?digest-algorithm=sha512&digest={d}"), &[], &b"x"[..])
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(s.get(&format!("/v2/alg/blobs/{d}")).await.status, 404);
 }
@@ -147,7 +155,8 @@ async fn unknown_digest_algorithms_are_refused() {
 #[tokio::test]
 async fn a_schema1_manifest_is_refused_by_name_with_a_warning() {
     let s = TestServer::start().await;
-    let m = br#"{"schemaVersion":1,"name":"old","tag":"v1","architecture":"amd64","fsLayers":[],"history":[]}"#;
+    let m =
+        br#"{"schemaVersion":1,"name":"old","tag":"v1","architecture":"amd64","fsLayers":[],"history":[]}"#;
     for ct in [
         "application/vnd.docker.distribution.manifest.v1+prettyjws",
         "application/vnd.docker.distribution.manifest.v1+json",
@@ -157,7 +166,10 @@ async fn a_schema1_manifest_is_refused_by_name_with_a_warning() {
         assert_eq!(r.status, 400, "{ct}");
         assert_eq!(r.code(), "MANIFEST_INVALID");
         let msg = r.json()["errors"][0]["message"].as_str().unwrap().to_string();
-        assert!(msg.contains("application/vnd.docker.distribution.manifest.v1"), "names the media type: {msg}");
+        assert!(
+            msg.contains("application/vnd.docker.distribution.manifest.v1"),
+            "names the media type: {msg}"
+        );
         let w = r.header("warning");
         assert!(w.starts_with("299 - \"") && w.ends_with('"') && w.contains("schema 1"), "{w}");
     }
@@ -185,8 +197,10 @@ fn index_of(children: &[(&[u8], &str)]) -> Vec<u8> {
                 "platform": {"os": os, "architecture": arch}})
         })
         .collect();
-    serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
-        .unwrap()
+    serde_json::to_vec(
+        &serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -235,7 +249,8 @@ async fn a_sparse_index_is_served_and_its_children_arrive_later() {
 #[tokio::test]
 async fn a_platform_list_requires_only_those_children() {
     let want = vec!["linux/amd64".parse().unwrap()];
-    let s = TestServer::start_with(move |b| b.index_children(donjon::IndexChildren::Platforms(want.clone()))).await;
+    let s = TestServer::start_with(move |b| b.index_children(donjon::IndexChildren::Platforms(want.clone())))
+        .await;
     let amd = image(&s, "plat", "amd").await;
     let arm = image(&s, "plat", "arm").await;
     let idx = index_of(&[(&amd, "linux/amd64"), (&arm, "linux/arm64")]);

@@ -197,10 +197,11 @@ impl Connections {
         })
     }
 
-    /// Room for one more connection. At the limit, the longest-idle connection is asked to
-    /// close; when none is idle, this waits (asking again every second) until one ends.
-    pub async fn slot(self: &Arc<Self>) -> Slot {
-        let permit = match self.limit.clone().try_acquire_owned() {
+    /// Room for one more connection, taken before `accept`. At the limit, the longest-idle
+    /// connection is asked to close; when none is idle, this waits (asking again every second)
+    /// until one ends.
+    pub async fn room(&self) -> OwnedSemaphorePermit {
+        match self.limit.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => loop {
                 self.shed_idle();
@@ -213,7 +214,11 @@ impl Connections {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             },
-        };
+        }
+    }
+
+    /// Registers a connection just accepted into the room taken for it; it starts idle, now.
+    pub fn register(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Slot {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState::new());
         self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id, state.clone());
@@ -267,7 +272,11 @@ impl<T> Watched<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -388,7 +397,10 @@ impl<B: Body<Data = Bytes>> Body for GuardedBody<B> {
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         self.project().body.poll_frame(cx)
     }
 
@@ -429,7 +441,10 @@ where
     type Data = B::Data;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let this = &mut *self;
         if this.timed_out {
             return Poll::Ready(Some(Err(BodyTimeout(this.timeout).into())));
@@ -477,7 +492,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_and_stalled_verdicts() {
-        let o = Options { idle_timeout: Duration::from_secs(10), send_timeout: Duration::from_secs(5), ..Options::default() };
+        let o = Options {
+            idle_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(5),
+            ..Options::default()
+        };
         let s = ConnState::new();
         assert_eq!(s.next_check(&o), s.start + Duration::from_secs(5));
         tokio::time::advance(Duration::from_secs(9)).await;
@@ -503,13 +522,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_idlest_connection_makes_room() {
         let conns = Connections::new(2);
-        let a = conns.slot().await;
+        let a = conns.register(conns.room().await);
         tokio::time::advance(Duration::from_secs(5)).await;
-        let b = conns.slot().await;
+        let b = conns.register(conns.room().await);
         b.state.begin();
         let waiting = tokio::spawn({
             let conns = conns.clone();
-            async move { conns.slot().await }
+            async move { conns.register(conns.room().await) }
         });
         // `a` is asked to go, not `b` (busy); its end frees the room.
         tokio::time::timeout(Duration::from_secs(1), a.state.shed_requested()).await.unwrap();
@@ -524,7 +543,12 @@ mod tests {
     async fn a_body_that_stops_fails_and_a_slow_one_does_not() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
         let stream = futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|f| (f, rx)) });
-        let mut body = TimedBody { body: StreamBody::new(Box::pin(stream)), timeout: Duration::from_secs(3), timer: None, timed_out: false };
+        let mut body = TimedBody {
+            body: StreamBody::new(Box::pin(stream)),
+            timeout: Duration::from_secs(3),
+            timer: None,
+            timed_out: false,
+        };
         let feeder = tokio::spawn(async move {
             for _ in 0..5 {
                 tokio::time::sleep(Duration::from_secs(2)).await;

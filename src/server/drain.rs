@@ -181,9 +181,8 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // HTTP/2 resets the unread stream and keeps the connection: nothing to do.
-        let slot = (req.version() <= Version::HTTP_11).then(|| {
-            Arc::new(Slot { body: Mutex::new(None), polled: Default::default() })
-        });
+        let slot = (req.version() <= Version::HTTP_11)
+            .then(|| Arc::new(Slot { body: Mutex::new(None), polled: Default::default() }));
         let expect_continue = req
             .headers()
             .get(header::EXPECT)
@@ -308,7 +307,8 @@ mod tests {
     use std::convert::Infallible;
     use tower::ServiceExt;
 
-    type Chunks = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+    type Chunks =
+        StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
     fn chunks(n: usize, size: usize) -> Chunks {
         let v: Vec<_> = (0..n).map(|_| Ok(Frame::data(Bytes::from(vec![0u8; size])))).collect();

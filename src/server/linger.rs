@@ -66,7 +66,11 @@ impl<T> AsyncRead for Linger<T>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let room = buf.remaining() > 0;
         let r = Pin::new(self.io()?).poll_read(cx, buf);

@@ -147,8 +147,8 @@ where
     let mut backoff = AcceptBackoff::default();
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            slot = conns.slot() => slot,
+        let room = tokio::select! {
+            room = conns.room() => room,
             () = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
@@ -166,6 +166,7 @@ where
             () = &mut shutdown => break,
         };
         backoff.succeeded();
+        let slot = conns.register(room);
         let _ = stream.set_nodelay(true);
         let state = slot.state.clone();
         let stream = Linger::new(Watched::new(stream, state.clone()));

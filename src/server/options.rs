@@ -144,7 +144,8 @@ mod tests {
 
     #[test]
     fn yaml_names_and_durations() {
-        let o: Options = serde_yaml::from_str("idle_timeout: 5s\nmax_connections: 10\nbody_timeout: 1m").unwrap();
+        let o: Options =
+            serde_yaml::from_str("idle_timeout: 5s\nmax_connections: 10\nbody_timeout: 1m").unwrap();
         assert_eq!(o.idle_timeout, Duration::from_secs(5));
         assert_eq!(o.body_timeout, Duration::from_secs(60));
         assert_eq!(o.connection_limit(), 10);

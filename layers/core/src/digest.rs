@@ -157,7 +157,8 @@ impl serde::Serialize for Algorithm {
 impl<'de> serde::Deserialize<'de> for Algorithm {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Self::from_name(&s).ok_or_else(|| serde::de::Error::custom(format!("unsupported digest algorithm {s:?}")))
+        Self::from_name(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unsupported digest algorithm {s:?}")))
     }
 }
 

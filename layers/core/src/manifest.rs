@@ -89,7 +89,8 @@ impl std::str::FromStr for Platform {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        let ok =
+            |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         match parts[..] {
             [os, arch] if [os, arch].iter().all(ok) => {
                 Ok(Self { os: os.into(), architecture: arch.into(), variant: None })
@@ -224,7 +225,8 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> 
         (None, None) if raw.manifests.is_some() => OCI_INDEX.to_string(),
         (None, None) => OCI_MANIFEST.to_string(),
     };
-    if raw.schema_version == Some(1) || [DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED].contains(&media_type.as_str()) {
+    if raw.schema_version == Some(1) || [DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED].contains(&media_type.as_str())
+    {
         let named = if media_type == DOCKER_SCHEMA1_SIGNED { DOCKER_SCHEMA1_SIGNED } else { DOCKER_SCHEMA1 };
         return Err(schema1(named));
     }
@@ -365,9 +367,15 @@ mod tests {
         assert_eq!(m.media_type, OCI_INDEX);
         assert_eq!(m.manifests.len(), 1);
         assert!(m.manifests[0].platform.is_none());
-        let with_platform = idx.replace(r#""size":5"#, r#""size":5,"platform":{"os":"linux","architecture":"arm","variant":"v7"}"#);
+        let with_platform = idx.replace(
+            r#""size":5"#,
+            r#""size":5,"platform":{"os":"linux","architecture":"arm","variant":"v7"}"#,
+        );
         let m = parse(with_platform.as_bytes(), Some(OCI_INDEX)).unwrap();
-        assert_eq!(m.manifests[0].platform.as_ref().map(ToString::to_string).as_deref(), Some("linux/arm/v7"));
+        assert_eq!(
+            m.manifests[0].platform.as_ref().map(ToString::to_string).as_deref(),
+            Some("linux/arm/v7")
+        );
         assert_eq!(media_type_of(idx.as_bytes()).as_deref(), Some(OCI_INDEX));
     }
 

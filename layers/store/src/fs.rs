@@ -956,7 +956,8 @@ mod tests {
         let store = FsStore::open(dir.path()).await.unwrap();
         let repo = name("five12");
         let id = store.upload_create(&repo, Algorithm::Sha512).await.unwrap();
-        let state = dir.path().join(format!("docker/registry/v2/repositories/five12/_uploads/{id}/{HASHSTATE}"));
+        let state =
+            dir.path().join(format!("docker/registry/v2/repositories/five12/_uploads/{id}/{HASHSTATE}"));
         for (off, chunk) in [(0, &b"abc"[..]), (3, b"def")] {
             let data = donjon_core::store::bytes_stream(Bytes::from_static(chunk));
             store.upload_write(&repo, &id, off, data).await.unwrap();

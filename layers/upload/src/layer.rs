@@ -107,7 +107,8 @@ mod tests {
 
     #[test]
     fn which_children_are_required() {
-        let list = IndexChildren::Platforms(vec!["linux/amd64".parse().unwrap(), "linux/arm/v7".parse().unwrap()]);
+        let list =
+            IndexChildren::Platforms(vec!["linux/amd64".parse().unwrap(), "linux/arm/v7".parse().unwrap()]);
         assert!(list.requires(&child(Some("linux/amd64"))));
         assert!(list.requires(&child(Some("linux/arm/v7"))));
         assert!(!list.requires(&child(Some("linux/arm/v6"))));

@@ -9,7 +9,9 @@ use donjon_core::response::{
     OCI_CHUNK_MIN_LENGTH, OCI_SUBJECT, OCI_TAG,
 };
 use donjon_core::store::{ManifestPut, StoreError};
-use donjon_core::{manifest, Algorithm, Body, BoxError, Digest, Error, ErrorCode, Name, Reference, Route, Tag};
+use donjon_core::{
+    manifest, Algorithm, Body, BoxError, Digest, Error, ErrorCode, Name, Reference, Route, Tag,
+};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower_service::Service;

@@ -1,0 +1,224 @@
+//! Hostile and broken clients over real TCP: silent connections, half an HTTP/2 preface,
+//! slowloris headers, bodies that stall, downloads nobody reads, oversized heads, more
+//! connections than the limit — and the binary under a low descriptor limit. Each case failed
+//! before the defence it checks (DESIGN: the server owns connection health).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use donjon::server::Options;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn short() -> Options {
+    Options {
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        send_timeout: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(2),
+        ..Options::default()
+    }
+}
+
+/// Reads until the server closes; returns how long that took and what arrived.
+async fn until_closed(c: &mut TcpStream, limit: Duration) -> (Duration, Vec<u8>) {
+    let start = Instant::now();
+    let mut got = vec![];
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (start.elapsed(), got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("still open after {limit:?}; got {} bytes", got.len()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_and_half_open_connections_are_closed() {
+    let s = TestServer::start_options(short()).await;
+    // Nothing at all; half an HTTP/2 preface; a whole preface and SETTINGS, then nothing.
+    let settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+    let preface_and_settings = [&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], &settings].concat();
+    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n", &preface_and_settings] {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(sent).await.unwrap();
+        let (took, _) = until_closed(&mut c, Duration::from_secs(5)).await;
+        assert!(took >= Duration::from_millis(900), "closed too soon: {took:?}");
+    }
+    // The server still serves.
+    assert_eq!(s.get("/v2/").await.status, 200);
+}
+
+#[tokio::test]
+async fn slowloris_headers_are_cut_at_the_header_read_timeout() {
+    let options = Options { idle_timeout: Duration::from_secs(30), ..short() };
+    let s = TestServer::start_options(options).await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    let start = Instant::now();
+    c.write_all(b"GET /v2/ HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let trickle = async {
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if c.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(8), trickle).await;
+    let (_, got) = until_closed(&mut c, Duration::from_secs(5)).await;
+    assert!(start.elapsed() < Duration::from_secs(5), "the trickle was not cut: {:?}", start.elapsed());
+    assert!(!String::from_utf8_lossy(&got).contains("200 OK"));
+}
+
+#[tokio::test]
+async fn a_stalled_patch_ends_keeps_what_arrived_and_does_not_block_delete() {
+    let s = TestServer::start_options(short()).await;
+    let r = s.req("POST", "/v2/stall/blobs/uploads/", &[], Bytes::new()).await;
+    let loc = r.header("location").to_string();
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    let head = format!("PATCH {loc} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n");
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&[b'a'; 100]).await.unwrap();
+    // The client goes silent but keeps its connection: the PATCH ends after the body timeout,
+    // with an error answer, and keeps what arrived.
+    let (took, got) = until_closed(&mut c, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 4"), "the stalled PATCH got an error answer: {text}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(s.get(&loc).await.header("range"), "0-99", "what arrived is kept");
+    // Stalled again; a DELETE of the session waits for the PATCH at most about the body timeout.
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    let head =
+        format!("PATCH {loc} HTTP/1.1\r\nhost: x\r\ncontent-range: 100-999\r\ncontent-length: 900\r\n\r\n");
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&[b'b'; 10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    let r = s.req("DELETE", &loc, &[], Bytes::new()).await;
+    assert_eq!(r.status, 204);
+    assert!(start.elapsed() < Duration::from_secs(3), "DELETE waited {:?}", start.elapsed());
+    assert_eq!(s.get(&loc).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_slow_but_moving_push_succeeds() {
+    let s = TestServer::start_options(short()).await;
+    let r = s.req("POST", "/v2/slow/blobs/uploads/", &[], Bytes::new()).await;
+    let loc = r.header("location").to_string();
+    let chunk = vec![7u8; 64 * 1024];
+    let n = 8;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    let head = format!("PATCH {loc} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", n * chunk.len());
+    c.write_all(head.as_bytes()).await.unwrap();
+    // A chunk every 600 ms: under the 1 s body timeout each time, 4.8 s in all.
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        c.write_all(&chunk).await.unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let k = c.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..k]);
+    assert!(text.starts_with("HTTP/1.1 202"), "{text}");
+    assert!(text.to_ascii_lowercase().contains(&format!("range: 0-{}", n * chunk.len() - 1)), "{text}");
+}
+
+#[tokio::test]
+async fn a_download_nobody_reads_is_ended_by_the_send_timeout() {
+    let s = TestServer::start_options(short()).await;
+    let blob = vec![3u8; 48 << 20];
+    let d = s.push_blob("unread", &blob).await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(format!("GET /v2/unread/blobs/{d} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, got) = until_closed(&mut c, Duration::from_secs(10)).await;
+    assert!(got.len() < blob.len(), "the server gave up: {} of {} bytes", got.len(), blob.len());
+    assert_eq!(s.get("/v2/").await.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_request_heads_get_431() {
+    let s =
+        TestServer::start_options(Options { max_headers: 20, max_header_bytes: 16 * 1024, ..short() }).await;
+    let many: String = (0..40).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let huge = format!("x-big: {}\r\n", "a".repeat(32 * 1024));
+    for extra in [many, huge] {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(format!("GET /v2/ HTTP/1.1\r\nhost: x\r\n{extra}\r\n").as_bytes()).await.unwrap();
+        let (_, got) = until_closed(&mut c, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 431"), "{}", &text[..text.len().min(200)]);
+    }
+}
+
+#[tokio::test]
+async fn at_the_connection_limit_the_idlest_connection_makes_room() {
+    let options = Options { max_connections: 4, idle_timeout: Duration::from_secs(60), ..short() };
+    let s = TestServer::start_options(options).await;
+    let mut silent = vec![];
+    for _ in 0..4 {
+        silent.push(TcpStream::connect(s.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.get("/v2/")).await.expect("served");
+    assert_eq!(r.status, 200);
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+}
+
+/// The binary with 128 descriptors, 150 silent connections, a connection limit set above what
+/// the descriptors allow (so `accept` fails with EMFILE): a normal client is still served, and
+/// the failures are logged a few times, not 20 times a second.
+#[test]
+fn under_a_low_descriptor_limit_silent_clients_do_not_lock_others_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("donjon.yml");
+    std::fs::write(
+        &cfg,
+        "connections:\n  max_connections: 1000\n  idle_timeout: 3s\n  header_read_timeout: 3s\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=128:128", "--"])
+        .arg(env!("CARGO_BIN_EXE_donjon"))
+        .args(["--bind", &addr, "--config-file", cfg.to_str().unwrap(), "-d"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux) runs donjon");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "donjon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let silent: Vec<_> = (0..150).filter_map(|_| std::net::TcpStream::connect(&addr).ok()).collect();
+    assert!(silent.len() >= 140, "the backlog took the connections: {}", silent.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let r = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(8),
+            send(&client(), "GET", &format!("http://{addr}/v2/"), &[], Bytes::new()),
+        )
+        .await
+    });
+    let served = start.elapsed();
+    drop(silent);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(r.expect("a normal client is served within the timeouts").status, 200);
+    assert!(served < Duration::from_secs(6), "{served:?}");
+    let accept_lines = log.lines().filter(|l| l.contains("accept failed")).count();
+    assert!(accept_lines <= 4, "accept errors are logged with a backoff, {accept_lines} lines:\n{log}");
+}
