@@ -222,3 +222,67 @@ fn under_a_low_descriptor_limit_silent_clients_do_not_lock_others_out() {
     let accept_lines = log.lines().filter(|l| l.contains("accept failed")).count();
     assert!(accept_lines <= 4, "accept errors are logged with a backoff, {accept_lines} lines:\n{log}");
 }
+
+#[tokio::test]
+async fn a_content_range_whose_length_wraps_is_refused() {
+    let s = TestServer::start().await;
+    let r = s.req("POST", "/v2/edge/blobs/uploads/", &[], Bytes::new()).await;
+    let loc = r.header("location").to_string();
+    let r = s.req("PATCH", &loc, &[("content-range", "0-18446744073709551615")], Bytes::new()).await;
+    assert_eq!(r.status, 416, "{:?}", r.body);
+    assert_eq!(s.get(&loc).await.header("range"), "0-0", "nothing changed");
+}
+
+#[tokio::test]
+async fn a_suffix_range_of_an_empty_blob_is_unsatisfiable() {
+    let s = TestServer::start().await;
+    let d = s.push_blob("edge", b"").await;
+    let r = s.req("GET", &format!("/v2/edge/blobs/{d}"), &[("range", "bytes=-5")], Bytes::new()).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), "bytes */0");
+    assert_eq!(s.get(&format!("/v2/edge/blobs/{d}")).await.status, 200, "the whole empty blob is fine");
+}
+
+#[tokio::test]
+async fn a_descriptor_size_that_is_not_the_blobs_is_refused() {
+    let s = TestServer::start().await;
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = vec![1u8; 1024];
+    let cd = s.push_blob("edge", config).await;
+    let ld = s.push_blob("edge", &layer).await;
+    let m = image_manifest(&cd, config.len(), &ld, layer.len(), None);
+    let lie =
+        String::from_utf8(m.clone()).unwrap().replace(r#""size":1024"#, r#""size":9223372036854775807"#);
+    let r = s.push_manifest("edge", "lie", OCI_MANIFEST, lie.as_bytes()).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.code(), "MANIFEST_INVALID");
+    let msg = r.json()["errors"][0]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("layers[0]") && msg.contains(&ld) && msg.contains("1024"), "{msg}");
+    assert_eq!(s.push_manifest("edge", "true", OCI_MANIFEST, &m).await.status, 201);
+}
+
+#[tokio::test]
+async fn markup_and_deep_nesting_are_not_stored_and_nothing_is_sniffable() {
+    let s = TestServer::start().await;
+    let (_, m) = s.push_image("edge", "ok", "a").await;
+    let html = String::from_utf8(m.clone())
+        .unwrap()
+        .replace(OCI_MANIFEST, "text/html")
+        .replace(r#""layers""#, r#""annotations":{"x":"<script>alert(1)</script>"},"layers""#);
+    let r = s.push_manifest("edge", "html", "text/html", html.as_bytes()).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["errors"][0]["message"].as_str().unwrap().contains("text/html"));
+    // 10,000 levels inside a field donjon ignores: Go's decoder would refuse it at every pull.
+    let deep = String::from_utf8(m.clone())
+        .unwrap()
+        .replace(r#""layers""#, &format!(r#""x":{}0{},"layers""#, "[".repeat(10_000), "]".repeat(10_000)));
+    let r = s.push_manifest("edge", "deep", OCI_MANIFEST, deep.as_bytes()).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.code(), "MANIFEST_INVALID");
+    // What is served is never content a browser would run.
+    for path in ["/v2/edge/manifests/ok", "/v2/edge/manifests/missing", "/v2/edge/tags/list"] {
+        let r = s.get(path).await;
+        assert_eq!(r.header("x-content-type-options"), "nosniff", "{path}");
+        assert!(r.header("content-security-policy").contains("default-src 'none'"), "{path}");
+    }
+}

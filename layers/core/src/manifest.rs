@@ -113,6 +113,62 @@ impl std::fmt::Display for Platform {
     }
 }
 
+/// A blob a manifest references, with the size its descriptor claims.
+#[derive(Clone, Debug)]
+pub struct BlobRef {
+    /// Its digest.
+    pub digest: Digest,
+    /// The descriptor's `size`.
+    pub size: Option<u64>,
+    /// What it is to the manifest (`config`, `layers[3]`), for messages.
+    pub role: String,
+}
+
+/// How deep a manifest's JSON may nest. Real manifests nest about 5 levels; clients stop far
+/// sooner than an attacker would like (serde_json at 128, Go's `encoding/json` at 10,000), so a
+/// deeper manifest, even in fields the registry ignores, would break every client that pulls it.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// The deepest nesting of arrays and objects in `bytes`, counted outside strings; stops
+/// counting past `limit`.
+pub fn json_depth(bytes: &[u8], limit: usize) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+                if max > limit {
+                    return max;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Whether `media_type` can be a manifest's: the OCI and Docker types, or another
+/// `application/…+json` (artifact manifests of other tools). Anything else (`text/html`, say)
+/// would be served back with that type.
+pub fn is_manifest_media_type(media_type: &str) -> bool {
+    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&media_type)
+        || media_type.strip_prefix("application/").is_some_and(|rest| {
+            rest.ends_with("+json") && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b".+-_".contains(&b))
+        })
+}
+
 /// A child manifest an index lists.
 #[derive(Clone, Debug)]
 pub struct Child {
@@ -148,7 +204,7 @@ pub struct Parsed {
     /// Its media type.
     pub media_type: String,
     /// Blobs it references (config and layers), excluding foreign layers fetched from `urls`.
-    pub blobs: Vec<Digest>,
+    pub blobs: Vec<BlobRef>,
     /// Child manifests (indexes and lists).
     pub manifests: Vec<Child>,
     /// The manifest it refers to.
@@ -176,6 +232,19 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorCode::ManifestInvalid, msg.into())
 }
 
+fn blob_ref(d: &RawDescriptor, role: String) -> BlobRef {
+    BlobRef { digest: d.digest.clone(), size: d.size.and_then(|s| u64::try_from(s).ok()), role }
+}
+
+fn layer_refs<'a>(layers: impl IntoIterator<Item = &'a RawDescriptor>) -> Vec<BlobRef> {
+    layers
+        .into_iter()
+        .enumerate()
+        .filter(|(_, d)| !is_foreign(d))
+        .map(|(i, d)| blob_ref(d, format!("layers[{i}]")))
+        .collect()
+}
+
 fn child(d: &RawDescriptor) -> Child {
     let platform = d.platform.as_ref().map(|p| Platform {
         os: p.os.clone(),
@@ -195,6 +264,12 @@ fn is_foreign(d: &RawDescriptor) -> bool {
 /// with: when the body names a `mediaType`, the two must agree; when it names none, the
 /// header decides, then the shape (`manifests` → index, otherwise image manifest).
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> {
+    let depth = json_depth(bytes, MAX_JSON_DEPTH);
+    if depth > MAX_JSON_DEPTH {
+        return Err(invalid(format!(
+            "the manifest's JSON nests deeper than {MAX_JSON_DEPTH} levels; clients could not decode it"
+        )));
+    }
     let schema1 = |media_type: &str| {
         Error::new(
             ErrorCode::ManifestInvalid,
@@ -230,6 +305,12 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> 
         let named = if media_type == DOCKER_SCHEMA1_SIGNED { DOCKER_SCHEMA1_SIGNED } else { DOCKER_SCHEMA1 };
         return Err(schema1(named));
     }
+    if !is_manifest_media_type(&media_type) {
+        return Err(invalid(format!(
+            "{media_type:?} is not a manifest media type: expected an OCI or Docker manifest or index, \
+             or another application/…+json type"
+        )));
+    }
     if raw.media_type.is_none() && media_type.contains("docker") {
         return Err(invalid("a Docker manifest must carry its mediaType"));
     }
@@ -256,13 +337,13 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Error> 
         manifests.extend(children.iter().map(child));
     } else if is_image {
         let config = raw.config.as_ref().ok_or_else(|| invalid("an image manifest needs a config"))?;
-        blobs.push(config.digest.clone());
+        blobs.push(blob_ref(config, "config".into()));
         let layers = raw.layers.as_ref().ok_or_else(|| invalid("an image manifest needs layers"))?;
-        blobs.extend(layers.iter().filter(|d| !is_foreign(d)).map(|d| d.digest.clone()));
+        blobs.extend(layer_refs(layers));
     } else {
         // Another manifest type: check what it references by shape.
-        blobs.extend(raw.config.iter().map(|d| d.digest.clone()));
-        blobs.extend(raw.layers.iter().flatten().filter(|d| !is_foreign(d)).map(|d| d.digest.clone()));
+        blobs.extend(raw.config.iter().map(|d| blob_ref(d, "config".into())));
+        blobs.extend(layer_refs(raw.layers.iter().flatten()));
         manifests.extend(raw.manifests.iter().flatten().map(child));
     }
     let artifact_type = raw
@@ -377,6 +458,30 @@ mod tests {
             Some("linux/arm/v7")
         );
         assert_eq!(media_type_of(idx.as_bytes()).as_deref(), Some(OCI_INDEX));
+    }
+
+    #[test]
+    fn deep_nesting_and_foreign_media_types_are_refused() {
+        let deep = |n: usize| image(&format!(r#","x":{}1{}"#, "[".repeat(n), "]".repeat(n)));
+        assert!(parse(deep(50).as_bytes(), None).is_ok());
+        let e = parse(deep(10_000).as_bytes(), None).unwrap_err();
+        assert!(e.message().contains("nests deeper"), "{}", e.message());
+        // Brackets inside strings do not count.
+        let quoted = image(&format!(r#","x":"{}\"[""#, "[".repeat(500)));
+        assert!(parse(quoted.as_bytes(), None).is_ok());
+        let html = image("").replace(OCI_MANIFEST, "text/html");
+        let e = parse(html.as_bytes(), None).unwrap_err();
+        assert!(e.message().contains("text/html"), "{}", e.message());
+        assert!(is_manifest_media_type("application/vnd.cncf.helm.chart.content.v1+json"));
+        assert!(!is_manifest_media_type("application/xhtml+xml"));
+        assert!(!is_manifest_media_type("application/<script>+json"));
+    }
+
+    #[test]
+    fn descriptor_sizes_and_roles() {
+        let m = parse(image("").as_bytes(), None).unwrap();
+        assert_eq!((m.blobs[0].role.as_str(), m.blobs[0].size), ("config", Some(2)));
+        assert_eq!((m.blobs[1].role.as_str(), m.blobs[1].size), ("layers[0]", Some(3)));
     }
 
     #[test]

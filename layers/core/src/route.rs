@@ -253,8 +253,15 @@ where
     }
 }
 
+/// The headers of every registry response: the API version, and what keeps a browser from
+/// reading manifests and blobs as pages (`nosniff`, and a policy that allows nothing to run).
+/// A layer's own value of either wins.
 fn stamp(mut resp: Response<Body>) -> Response<Body> {
-    resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+    let h = resp.headers_mut();
+    h.insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+    h.entry(http::header::X_CONTENT_TYPE_OPTIONS).or_insert(HeaderValue::from_static("nosniff"));
+    h.entry(http::header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("default-src 'none'; sandbox"));
     resp
 }
 

@@ -134,7 +134,9 @@ impl RangeSpec {
                 let end = end.map_or(size, |e| e.saturating_add(1).min(size));
                 Some(start..end)
             }
+            // RFC 9110 §14.1.3: a suffix range of an empty representation is unsatisfiable.
             Self::Suffix(0) => None,
+            Self::Suffix(_) if size == 0 => None,
             Self::Suffix(n) => Some(size.saturating_sub(n)..size),
         }
     }
@@ -331,5 +333,10 @@ mod tests {
         assert_eq!(r("bytes=-9").resolve(5), Some(0..5));
         assert_eq!(r("bytes=-0").resolve(5), None);
         assert_eq!(RangeSpec::Full.resolve(0), Some(0..0));
+        assert_eq!(r("bytes=-5").resolve(0), None, "no byte to describe in an empty blob");
+        assert_eq!(r("bytes=0-").resolve(0), None);
+        assert_eq!(r(&format!("bytes=0-{}", u64::MAX)).resolve(5), Some(0..5));
+        assert_eq!(r(&format!("bytes=-{}", u64::MAX)).resolve(5), Some(0..5));
+        assert_eq!(RangeSpec::parse("bytes=0-18446744073709551616"), None, "past u64: not a range");
     }
 }

@@ -266,7 +266,7 @@ fn file_stream(file: fs::File, offset: u64, len: u64) -> ByteStream {
         if pos >= end {
             return Ok(None);
         }
-        let mut buf = vec![0; (end - pos).min(IO_BUF as u64) as usize];
+        let mut buf = vec![0; usize::try_from(end - pos).map_or(IO_BUF, |n| n.min(IO_BUF))];
         let n = match read_cached(&file, &mut buf, pos) {
             Some(n) => n,
             None => {
@@ -311,7 +311,9 @@ fn read_cached(_: &fs::File, _: &mut [u8], _: u64) -> Option<usize> {
 
 /// RFC 3339 UTC time, as Distribution writes `startedat`.
 pub(crate) fn rfc3339_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // civil-from-days (Howard Hinnant)
     let z = days + 719_468;

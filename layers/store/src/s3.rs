@@ -334,7 +334,8 @@ impl S3Store {
     /// Reads the session's segments back, in order.
     async fn segments(&self, repo: &Name, id: &str, s: &Session) -> Result<BytesMut> {
         let total: u64 = s.segments.iter().map(|(_, n, _)| n).sum();
-        let mut out = BytesMut::with_capacity(total as usize);
+        // Capacity from a stored number: bounded by what a part can hold, whatever it says.
+        let mut out = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0).min(self.inner.chunk));
         for (off, _, name) in &s.segments {
             let b = self
                 .get_bytes(&self.upload(repo, id, name))
@@ -520,7 +521,9 @@ impl Store for S3Store {
             return Err(StoreError::UploadOffset { size: s.size });
         }
         let mut hasher = Self::hasher(&s)?;
-        let seg_len = |s: &Session| s.segments.iter().map(|(_, n, _)| n).sum::<u64>() as usize;
+        let seg_len = |s: &Session| {
+            usize::try_from(s.segments.iter().map(|(_, n, _)| n).sum::<u64>()).unwrap_or(usize::MAX)
+        };
         let mut fresh = BytesMut::new();
         let mut garbage: Vec<String> = vec![];
         let mut failure = None;

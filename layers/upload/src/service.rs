@@ -137,7 +137,9 @@ fn content_range(headers: &HeaderMap) -> HResult<Option<(u64, u64)>> {
     let s = s.split('/').next().unwrap_or("");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
     let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
-    if b < a {
+    // The end must leave room for its length: a range to u64::MAX describes more bytes than
+    // any upload can hold.
+    if b < a || b == u64::MAX {
         return Err(bad());
     }
     Ok(Some((a, b)))
@@ -210,7 +212,8 @@ where
     let range = content_range(req.headers())?;
     let length = content_length(req.headers());
     if let (Some((a, b)), Some(len)) = (range, length) {
-        if b - a + 1 != len {
+        // `content_range` guarantees a <= b; the span of a range ending at u64::MAX does not fit.
+        if b.checked_sub(a).and_then(|d| d.checked_add(1)) != Some(len) {
             return Err(Error::new(
                 ErrorCode::SizeInvalid,
                 format!("Content-Range {a}-{b} does not match Content-Length {len}"),
@@ -229,10 +232,10 @@ where
         e => e.into(),
     })?;
     if let Some((_, b)) = range {
-        if size != b + 1 {
+        if b.checked_add(1) != Some(size) {
             return Err(Error::new(
                 ErrorCode::SizeInvalid,
-                format!("the body ended at byte {size}, Content-Range announced {}", b + 1),
+                format!("the body ended at byte {size}, Content-Range announced {}", b.saturating_add(1)),
             )
             .with_range(size)
             .with_header(header::LOCATION, session_location(name, id)));
@@ -305,10 +308,22 @@ where
         }
         Reference::Tag(_) => Digest::sha256_of(&bytes),
     };
-    let blob_checks = parsed.blobs.iter().map(|d| async move {
-        match s.store.blob_size(name, d).await {
+    let blob_checks = parsed.blobs.iter().map(|b| async move {
+        match s.store.blob_size(name, &b.digest).await {
+            // Clients size buffers and progress from descriptors: a size that is not the
+            // blob's would mislead every one of them.
+            Ok(size) if b.size.is_some_and(|claimed| claimed != size) => Err(Error::new(
+                ErrorCode::ManifestInvalid,
+                format!(
+                    "{} descriptor {} claims {} bytes; the blob has {size}",
+                    b.role,
+                    b.digest,
+                    b.size.unwrap_or(0)
+                ),
+            )
+            .with_detail(serde_json::json!({ "digest": b.digest.as_str(), "size": size }))),
             Ok(_) => Ok(()),
-            Err(StoreError::BlobUnknown(_)) => Err(missing(d, "blob")),
+            Err(StoreError::BlobUnknown(_)) => Err(missing(&b.digest, "blob")),
             Err(e) => Err(e.into()),
         }
     });
@@ -466,6 +481,8 @@ mod tests {
         assert_eq!(h("bytes 22-41/42").unwrap(), Some((22, 41)));
         assert_eq!(h("bytes=5-5").unwrap(), Some((5, 5)));
         assert!(h("9-1").is_err());
+        assert!(h("0-18446744073709551615").is_err(), "its length would wrap");
+        assert!(h("0-18446744073709551616").is_err());
         assert!(h("x-y").is_err());
         assert_eq!(content_range(&HeaderMap::new()).unwrap(), None);
     }
