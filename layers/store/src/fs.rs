@@ -27,7 +27,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -456,6 +456,14 @@ impl FsStore {
     }
 }
 
+/// How old a temporary file or a half-made session must be before the purger takes it as left
+/// over by a crash.
+const LEFTOVER_AGE: Duration = Duration::from_secs(600);
+
+fn modified_before(path: &Path, t: SystemTime) -> bool {
+    fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|m| m < t)
+}
+
 /// How a hash state file names its algorithm.
 fn algorithm_byte(a: Algorithm) -> u8 {
     match a {
@@ -552,16 +560,23 @@ impl Store for FsStore {
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.upload_dir(repo, &id);
         blocking(move || {
-            fs::create_dir_all(&dir)?;
-            fs::File::create(dir.join("data"))?;
-            if algorithm != Algorithm::Sha256 {
-                // The session's algorithm lives in its hash state; none means sha256.
-                let mut state = 0u64.to_le_bytes().to_vec();
-                state.push(algorithm_byte(algorithm));
-                state.extend_from_slice(&Digester::new(algorithm).state());
-                write_atomic(&dir.join(HASHSTATE), &state, false)?;
+            let made = (|| {
+                fs::create_dir_all(&dir)?;
+                fs::File::create(dir.join("data"))?;
+                if algorithm != Algorithm::Sha256 {
+                    // The session's algorithm lives in its hash state; none means sha256.
+                    let mut state = 0u64.to_le_bytes().to_vec();
+                    state.push(algorithm_byte(algorithm));
+                    state.extend_from_slice(&Digester::new(algorithm).state());
+                    write_atomic(&dir.join(HASHSTATE), &state, false)?;
+                }
+                write_atomic(&dir.join("startedat"), rfc3339_now().as_bytes(), false)
+            })();
+            if made.is_err() {
+                // A full disk, say: no client knows this session, so none stays behind.
+                let _ = remove_dir(&dir);
             }
-            write_atomic(&dir.join("startedat"), rfc3339_now().as_bytes(), false)
+            made
         })
         .await?;
         Ok(id)
@@ -684,29 +699,43 @@ impl Store for FsStore {
 
     async fn purge_uploads(&self, cutoff: SystemTime, dry_run: bool) -> Result<usize> {
         let root = self.inner.base.join("repositories");
+        let blobs = self.inner.base.join("blobs");
+        // What a crash leaves: temporary files of interrupted writes, and sessions it stopped
+        // while they were being made. Old enough, no write can still be using them.
+        let leftover = SystemTime::now().checked_sub(LEFTOVER_AGE).unwrap_or(UNIX_EPOCH);
         Ok(blocking(move || {
             let mut purged = 0;
-            let mut stack = vec![root];
-            while let Some(dir) = stack.pop() {
+            let mut temps = 0;
+            // (folder, whether it is inside a repository's links or the blob store, where
+            // names are tags and digests: a tag may be called `_uploads`)
+            let mut stack = vec![(root, false), (blobs, true)];
+            while let Some((dir, in_links)) = stack.pop() {
                 let Some(entries) = read_dir(&dir)? else { continue };
                 for e in entries {
                     let e = e?;
+                    let name = e.file_name();
                     if !e.file_type()?.is_dir() {
+                        if name.to_string_lossy().starts_with(".tmp-") && modified_before(&e.path(), leftover) {
+                            temps += 1;
+                            if !dry_run {
+                                let _ = fs::remove_file(e.path());
+                            }
+                        }
                         continue;
                     }
-                    let name = e.file_name();
-                    if name == "_uploads" {
+                    if in_links {
+                        stack.push((e.path(), true));
+                    } else if name == "_uploads" {
                         for s in fs::read_dir(e.path())? {
                             let session = s?.path();
                             // `startedat` is written once, when the session starts.
                             let started = fs::metadata(session.join("startedat")).and_then(|m| m.modified());
+                            let half_made = !session.join("data").exists() || started.is_err();
                             let stale = match started {
                                 Ok(t) => t < cutoff,
-                                // no startedat: a session dir left half-made; judge by the dir
-                                Err(_) => fs::metadata(&session)
-                                    .and_then(|m| m.modified())
-                                    .is_ok_and(|t| t < cutoff),
-                            };
+                                // no startedat: judge by the dir
+                                Err(_) => modified_before(&session, cutoff),
+                            } || (half_made && modified_before(&session, leftover));
                             if stale {
                                 purged += 1;
                                 if !dry_run {
@@ -714,10 +743,16 @@ impl Store for FsStore {
                                 }
                             }
                         }
+                    } else if ["_layers", "_manifests", "_referrers"].contains(&&*name.to_string_lossy()) {
+                        // Where tag and link writes leave their temporary files.
+                        stack.push((e.path(), true));
                     } else if !name.to_string_lossy().starts_with('_') {
-                        stack.push(e.path());
+                        stack.push((e.path(), false));
                     }
                 }
+            }
+            if temps > 0 {
+                tracing::info!(files = temps, dry_run, "upload purging: temporary files left by interrupted writes");
             }
             Ok(purged)
         })
@@ -969,6 +1004,61 @@ mod tests {
         }
         let d = Digest::of(Algorithm::Sha512, b"abcdef");
         store.upload_commit(&repo, &id, &d).await.unwrap();
+    }
+
+    fn age(path: &Path) {
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::open(path).unwrap().set_modified(old).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_purger_removes_what_a_crash_left_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let repo = name("crash/left");
+        // A tag that looks like the uploads folder, and a live session.
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let put = ManifestPut {
+            digest: Digest::sha256_of(m),
+            media_type: manifest::OCI_INDEX.into(),
+            bytes: Bytes::from_static(m),
+            tags: vec!["_uploads".parse().unwrap()],
+            referrer: None,
+        };
+        store.manifest_put(&repo, put).await.unwrap();
+        let live = store.upload_create(&repo, Algorithm::Sha256).await.unwrap();
+        let base = dir.path().join("docker/registry/v2");
+        let r = base.join("repositories/crash/left");
+        // Left by a crash: temporary files beside a blob and a tag link, and a session that
+        // holds only its start time and hash state.
+        let blob_tmp = base.join(format!("blobs/sha256/{}/.tmp-dead", &put_hex(m)[..2]));
+        let tag_tmp = r.join("_manifests/tags/_uploads/current/.tmp-dead");
+        let half = r.join("_uploads/half-made");
+        fs::create_dir_all(&half).unwrap();
+        fs::write(half.join("startedat"), "2026-01-01T00:00:00Z").unwrap();
+        fs::write(half.join(HASHSTATE), "x").unwrap();
+        for f in [&blob_tmp, &tag_tmp] {
+            fs::write(f, "partial").unwrap();
+            age(f);
+        }
+        age(&half);
+        // A fresh temporary file may belong to a write in progress.
+        let fresh_tmp = r.join("_layers/.tmp-busy");
+        fs::create_dir_all(fresh_tmp.parent().unwrap()).unwrap();
+        fs::write(&fresh_tmp, "busy").unwrap();
+
+        assert_eq!(store.purge_uploads(SystemTime::now() - Duration::from_secs(86400), true).await.unwrap(), 1);
+        assert!(blob_tmp.exists() && half.exists(), "a dry run removes nothing");
+        assert_eq!(store.purge_uploads(SystemTime::now() - Duration::from_secs(86400), false).await.unwrap(), 1);
+        assert!(!blob_tmp.exists() && !tag_tmp.exists() && !half.exists());
+        assert!(fresh_tmp.exists());
+        let tag = Reference::Tag("_uploads".parse().unwrap());
+        assert!(store.manifest_get(&repo, &tag).await.is_ok(), "the tag named _uploads is intact");
+        assert_eq!(store.upload_size(&repo, &live).await.unwrap(), 0, "the live session is intact");
+    }
+
+    fn put_hex(m: &[u8]) -> String {
+        Digest::sha256_of(m).hex().to_string()
     }
 
     #[tokio::test]
