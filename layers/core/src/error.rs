@@ -257,6 +257,19 @@ impl From<StoreError> for Error {
             StoreError::Body(e) => {
                 Self::new(ErrorCode::BlobUploadInvalid, format!("reading the request body failed: {e}"))
             }
+            StoreError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                tracing::error!(error = %e, "storage full");
+                Self::new(
+                    ErrorCode::Unavailable,
+                    "the registry's storage is full: no space left for this upload",
+                )
+                .with_status(StatusCode::INSUFFICIENT_STORAGE)
+            }
             StoreError::Io(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Self::new(ErrorCode::Unavailable, "storage backend failure")

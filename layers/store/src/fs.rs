@@ -715,7 +715,8 @@ impl Store for FsStore {
                     let e = e?;
                     let name = e.file_name();
                     if !e.file_type()?.is_dir() {
-                        if name.to_string_lossy().starts_with(".tmp-") && modified_before(&e.path(), leftover) {
+                        if name.to_string_lossy().starts_with(".tmp-") && modified_before(&e.path(), leftover)
+                        {
                             temps += 1;
                             if !dry_run {
                                 let _ = fs::remove_file(e.path());
@@ -752,7 +753,11 @@ impl Store for FsStore {
                 }
             }
             if temps > 0 {
-                tracing::info!(files = temps, dry_run, "upload purging: temporary files left by interrupted writes");
+                tracing::info!(
+                    files = temps,
+                    dry_run,
+                    "upload purging: temporary files left by interrupted writes"
+                );
             }
             Ok(purged)
         })
@@ -1017,7 +1022,8 @@ mod tests {
         let store = FsStore::open(dir.path()).await.unwrap();
         let repo = name("crash/left");
         // A tag that looks like the uploads folder, and a live session.
-        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let m =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
         let put = ManifestPut {
             digest: Digest::sha256_of(m),
             media_type: manifest::OCI_INDEX.into(),
@@ -1047,9 +1053,15 @@ mod tests {
         fs::create_dir_all(fresh_tmp.parent().unwrap()).unwrap();
         fs::write(&fresh_tmp, "busy").unwrap();
 
-        assert_eq!(store.purge_uploads(SystemTime::now() - Duration::from_secs(86400), true).await.unwrap(), 1);
+        assert_eq!(
+            store.purge_uploads(SystemTime::now() - Duration::from_secs(86400), true).await.unwrap(),
+            1
+        );
         assert!(blob_tmp.exists() && half.exists(), "a dry run removes nothing");
-        assert_eq!(store.purge_uploads(SystemTime::now() - Duration::from_secs(86400), false).await.unwrap(), 1);
+        assert_eq!(
+            store.purge_uploads(SystemTime::now() - Duration::from_secs(86400), false).await.unwrap(),
+            1
+        );
         assert!(!blob_tmp.exists() && !tag_tmp.exists() && !half.exists());
         assert!(fresh_tmp.exists());
         let tag = Reference::Tag("_uploads".parse().unwrap());
