@@ -502,15 +502,24 @@ impl Settings {
     /// Reads the file named by `--config-file`, applies the environment overrides (pass
     /// `std::env::vars()`), then the flags.
     pub fn load(cli: &Cli, env: impl Iterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut tree = match &cli.config_file {
+        match &cli.config_file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
-                serde_yaml::from_str::<Value>(&text)
-                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+                Self::from_yaml(cli, &text, env).map_err(|e| ConfigError(format!("{}: {}", p.display(), e.0)))
             }
-            None => Value::Mapping(Default::default()),
-        };
+            None => Self::from_yaml(cli, "", env),
+        }
+    }
+
+    /// [`Settings::load`] with the file's text given: the YAML, then the environment
+    /// overrides, then the flags (`cli.config_file` is not read).
+    pub fn from_yaml(
+        cli: &Cli,
+        yaml: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree = serde_yaml::from_str::<Value>(yaml).map_err(|e| ConfigError(e.to_string()))?;
         if tree.is_null() {
             tree = Value::Mapping(Default::default());
         }

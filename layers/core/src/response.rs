@@ -88,6 +88,26 @@ pub fn query_param<'a>(uri: &'a Uri, key: &str) -> Option<Cow<'a, str>> {
     })
 }
 
+/// An upload chunk's `Content-Range`: `<start>-<end>` (inclusive), also in the
+/// `bytes <start>-<end>/<total>` form; `None` unless `start <= end < u64::MAX` (a range to
+/// u64::MAX describes more bytes than a length can count).
+///
+/// ```
+/// use donjon_core::response::parse_content_range;
+///
+/// assert_eq!(parse_content_range("0-1023"), Some((0, 1023)));
+/// assert_eq!(parse_content_range("bytes 10-19/20"), Some((10, 19)));
+/// assert_eq!(parse_content_range("9-1"), None);
+/// ```
+pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
+    let s = value.trim();
+    let s = s.strip_prefix("bytes").map_or(s, |r| r.trim_start_matches([' ', '=']));
+    let s = s.split('/').next().unwrap_or("");
+    let (a, b) = s.split_once('-')?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b && b < u64::MAX).then_some((a, b))
+}
+
 /// Every value of query parameter `key`, in order, percent-decoded.
 pub fn query_params<'a>(uri: &'a Uri, key: &'a str) -> impl Iterator<Item = Cow<'a, str>> + 'a {
     uri.query().into_iter().flat_map(|q| q.split('&')).filter_map(move |pair| {

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use donjon_core::body::into_stream;
 use donjon_core::future::ResponseFuture;
 use donjon_core::response::{
-    header_value, query_param, query_params, upload_range, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID,
+    header_value, parse_content_range, query_param, query_params, upload_range, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID,
     OCI_CHUNK_MIN_LENGTH, OCI_SUBJECT, OCI_TAG,
 };
 use donjon_core::store::{ManifestPut, StoreError};
@@ -132,17 +132,8 @@ fn content_range(headers: &HeaderMap) -> HResult<Option<(u64, u64)>> {
         Error::new(ErrorCode::BlobUploadInvalid, "invalid Content-Range: expected <start>-<end>")
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
     };
-    let s = v.to_str().map_err(|_| bad())?.trim();
-    let s = s.strip_prefix("bytes").map_or(s, |r| r.trim_start_matches([' ', '=']));
-    let s = s.split('/').next().unwrap_or("");
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
-    // The end must leave room for its length: a range to u64::MAX describes more bytes than
-    // any upload can hold.
-    if b < a || b == u64::MAX {
-        return Err(bad());
-    }
-    Ok(Some((a, b)))
+    let s = v.to_str().map_err(|_| bad())?;
+    parse_content_range(s).map(Some).ok_or_else(bad)
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
