@@ -25,8 +25,7 @@ impl Donjon {
     }
 
     fn start_with(data: &Path, extra: &[&str]) -> Self {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = common::free_addr();
         let child = Command::new(BIN)
             .args(["--bind", &addr.to_string(), "-d"])
             .arg(data)
@@ -42,11 +41,7 @@ impl Donjon {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(self.addr).is_err() {
-            assert!(Instant::now() < deadline, "donjon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_listening(self.addr);
     }
 
     fn url(&self, p: &str) -> String {
@@ -75,10 +70,6 @@ impl Drop for Donjon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
@@ -327,8 +318,7 @@ fn distribution_http_headers_are_sent() {
 /// Starts donjon with stderr captured; returns it and the lines it has logged so far, up to and
 /// including the start-up line.
 fn start_logged(data: &Path, extra: &[&str]) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = common::free_addr();
     let mut child = Command::new(BIN)
         .args(["--bind", &addr.to_string(), "-d"])
         .arg(data)

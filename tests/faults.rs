@@ -31,8 +31,7 @@ struct Server {
 
 impl Server {
     fn start(args: &[String]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = common::free_addr();
         let child = Command::new(env!("CARGO_BIN_EXE_donjon"))
             .args(["--bind", &addr.to_string()])
             .args(args)
@@ -41,11 +40,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "donjon did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        common::wait_listening(addr);
         Self { child, addr }
     }
 

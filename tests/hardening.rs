@@ -183,24 +183,19 @@ fn under_a_low_descriptor_limit_silent_clients_do_not_lock_others_out() {
         "connections:\n  max_connections: 1000\n  idle_timeout: 3s\n  header_read_timeout: 3s\n",
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut child = Command::new("prlimit")
         .args(["--nofile=128:128", "--"])
         .arg(env!("CARGO_BIN_EXE_donjon"))
-        .args(["--bind", &addr, "--config-file", cfg.to_str().unwrap(), "-d"])
+        .args(["--bind", &addr.to_string(), "--config-file", cfg.to_str().unwrap(), "-d"])
         .arg(dir.path().join("data"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("prlimit (util-linux) runs donjon");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "donjon did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let silent: Vec<_> = (0..150).filter_map(|_| std::net::TcpStream::connect(&addr).ok()).collect();
+    wait_listening(addr);
+    let silent: Vec<_> = (0..150).filter_map(|_| std::net::TcpStream::connect(addr).ok()).collect();
     assert!(silent.len() >= 140, "the backlog took the connections: {}", silent.len());
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();

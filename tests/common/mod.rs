@@ -220,6 +220,21 @@ pub async fn send(
     Resp { status: parts.status, headers: parts.headers, body }
 }
 
+/// A loopback address with a port free right now, for a server process to bind.
+pub fn free_addr() -> SocketAddr {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Waits (up to 20 s) until something listens on `addr`.
+pub fn wait_listening(addr: SocketAddr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn digest(data: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(data)))
 }
