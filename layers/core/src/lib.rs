@@ -20,8 +20,10 @@ pub mod body;
 pub mod digest;
 pub mod error;
 pub mod future;
+pub mod layout;
 pub mod manifest;
 pub mod name;
+pub mod principal;
 pub mod response;
 pub mod route;
 pub mod store;
@@ -35,7 +37,8 @@ pub use body::{Body, BoxError};
 pub use digest::{Algorithm, Digest, Digester};
 pub use error::{Error, ErrorCode};
 pub use name::{Name, Reference, Tag};
-pub use route::{Route, RouteLayer, RouteService};
+pub use principal::Principal;
+pub use route::{Action, Route, RouteLayer, RouteService};
 pub use store::{Store, StoreError};
 
 /// The header every `/v2/` response carries.

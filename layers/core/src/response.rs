@@ -26,6 +26,38 @@ pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
 /// `OCI-Chunk-Min-Length`
 pub const OCI_CHUNK_MIN_LENGTH: HeaderName = HeaderName::from_static("oci-chunk-min-length");
 
+/// A response with no body: `status`, `Content-Length: 0`.
+pub fn empty(status: http::StatusCode) -> http::Response<crate::Body> {
+    let mut r = http::Response::new(crate::Body::empty());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    r
+}
+
+/// A response with `bytes` as its body (none for a `HEAD`, with the same `Content-Length`).
+pub fn with_body(
+    status: http::StatusCode,
+    content_type: &str,
+    bytes: bytes::Bytes,
+    head: bool,
+) -> http::Response<crate::Body> {
+    let len = bytes.len();
+    let mut r = http::Response::new(if head { crate::Body::empty() } else { crate::Body::from(bytes) });
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, header_value(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+/// [`with_body`] as `application/json`.
+pub fn json(status: http::StatusCode, bytes: bytes::Bytes, head: bool) -> http::Response<crate::Body> {
+    with_body(status, "application/json", bytes, head)
+}
+
+/// What a handler returns: its response, or the OCI error that becomes one.
+pub type HandlerResult<T = http::Response<crate::Body>> = Result<T, crate::Error>;
+
 /// The most bytes of `Warning` headers one response may carry, all together (the spec's bound).
 pub const MAX_WARNING_BYTES: usize = 4096;
 

@@ -214,6 +214,67 @@ impl<S> Layer<S> for RouteLayer {
     }
 }
 
+/// What a request does to a repository: the rights an auth layer checks, and how the other
+/// layers tell which requests are theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Read blobs, manifests, tags, referrers.
+    Pull,
+    /// Upload blobs, push manifests and tags, mount.
+    Push,
+    /// Delete blobs, manifests, tags.
+    Delete,
+    /// List the repositories (`/v2/_catalog`).
+    Catalog,
+}
+
+impl Action {
+    /// The action's name in a token scope (`repository:<name>:pull,push`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pull => "pull",
+            Self::Push => "push",
+            Self::Delete => "delete",
+            Self::Catalog => "*",
+        }
+    }
+}
+
+impl Route {
+    /// What `method` on this route does; `None` for `/v2/` (which needs no right) and for
+    /// methods the route does not take.
+    ///
+    /// ```
+    /// use donjon_core::route::{parse, Action};
+    /// use http::Method;
+    ///
+    /// let r = parse("/v2/a/manifests/v1").unwrap().unwrap();
+    /// assert_eq!(r.action(&Method::GET), Some(Action::Pull));
+    /// assert_eq!(r.action(&Method::PUT), Some(Action::Push));
+    /// assert_eq!(r.action(&Method::DELETE), Some(Action::Delete));
+    /// assert_eq!(r.action(&Method::PATCH), None);
+    /// ```
+    pub fn action(&self, method: &http::Method) -> Option<Action> {
+        use http::Method;
+        let read = method == Method::GET || method == Method::HEAD;
+        match self {
+            Self::Base => None,
+            Self::Catalog if read => Some(Action::Catalog),
+            Self::Tags { .. } | Self::Referrers { .. } if read => Some(Action::Pull),
+            Self::Manifest { .. } | Self::Blob { .. } if read => Some(Action::Pull),
+            Self::Manifest { .. } if method == Method::PUT => Some(Action::Push),
+            Self::Manifest { .. } | Self::Blob { .. } if method == Method::DELETE => Some(Action::Delete),
+            Self::UploadStart { .. } if method == Method::POST => Some(Action::Push),
+            Self::Upload { .. }
+                if [Method::GET, Method::PATCH, Method::PUT, Method::DELETE].contains(method) =>
+            {
+                Some(Action::Push)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The service of [`RouteLayer`].
 #[derive(Clone, Debug)]
 pub struct RouteService<S> {

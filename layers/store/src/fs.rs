@@ -35,6 +35,7 @@ use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 
 use donjon_core::digest::{Algorithm, Digest, Digester};
+use donjon_core::layout;
 use donjon_core::manifest;
 use donjon_core::store::{
     BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError,
@@ -334,7 +335,7 @@ impl FsStore {
     /// Nothing is scanned.
     pub async fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        let base = root.join("docker/registry/v2");
+        let base = root.join(layout::BASE);
         let probe_dir = base.clone();
         blocking(move || {
             fs::create_dir_all(probe_dir.join("repositories"))?;
@@ -357,32 +358,31 @@ impl FsStore {
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
-        let hex = d.hex();
-        self.inner.base.join(format!("blobs/{}/{}/{}/data", d.algorithm().as_str(), &hex[..2], hex))
+        self.inner.base.join(layout::blob_data(d))
     }
 
     fn repo(&self, repo: &Name) -> PathBuf {
-        self.inner.base.join("repositories").join(repo.as_str())
+        self.inner.base.join(layout::repository(repo))
     }
 
     fn layer_link(&self, repo: &Name, d: &Digest) -> PathBuf {
-        self.repo(repo).join(format!("_layers/{}/{}/link", d.algorithm().as_str(), d.hex()))
+        self.inner.base.join(layout::layer_link(repo, d))
     }
 
     fn revision_dir(&self, repo: &Name, d: &Digest) -> PathBuf {
-        self.repo(repo).join(format!("_manifests/revisions/{}/{}", d.algorithm().as_str(), d.hex()))
+        self.inner.base.join(layout::revision_dir(repo, d))
     }
 
     fn tag_dir(&self, repo: &Name, tag: &str) -> PathBuf {
-        self.repo(repo).join("_manifests/tags").join(tag)
+        self.inner.base.join(layout::tag_dir(repo, tag))
     }
 
     fn upload_dir(&self, repo: &Name, id: &str) -> PathBuf {
-        self.repo(repo).join("_uploads").join(id)
+        self.inner.base.join(layout::upload_dir(repo, id))
     }
 
     fn referrers_dir(&self, repo: &Name, subject: &Digest) -> PathBuf {
-        self.repo(repo).join(format!("_referrers/{}/{}", subject.algorithm().as_str(), subject.hex()))
+        self.inner.base.join(layout::referrers_dir(repo, subject))
     }
 
     async fn session_lock(&self, repo: &Name, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>> {

@@ -54,6 +54,7 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 
 use donjon_core::digest::{Algorithm, Digest, Digester};
+use donjon_core::layout;
 use donjon_core::manifest;
 use donjon_core::store::{
     BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError,
@@ -97,6 +98,14 @@ impl fmt::Debug for S3Store {
 
 fn io(e: object_store::Error) -> StoreError {
     StoreError::Io(std::io::Error::other(e))
+}
+
+/// The layout's key prefix under `rootdirectory`.
+fn base_key(root: &str) -> String {
+    match root.trim_matches('/') {
+        "" => layout::BASE.to_string(),
+        root => format!("{root}/{}", layout::BASE),
+    }
 }
 
 fn is_not_found(e: &object_store::Error) -> bool {
@@ -158,12 +167,7 @@ impl S3Store {
                 .with_allow_http(config.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
         );
         let s3 = b.build().map_err(|e| format!("S3 configuration: {e}"))?;
-        let root = config.root.as_deref().unwrap_or("").trim_matches('/');
-        let base = if root.is_empty() {
-            "docker/registry/v2".to_string()
-        } else {
-            format!("{root}/docker/registry/v2")
-        };
+        let base = base_key(config.root.as_deref().unwrap_or(""));
         let chunk = config.chunk_size.unwrap_or(10 * 1024 * 1024).max(MIN_PART);
         let signer: Option<Arc<dyn Signer>> =
             config.redirect.map(|_| Arc::new(s3.clone()) as Arc<dyn Signer>);
@@ -183,12 +187,7 @@ impl S3Store {
         chunk_size: usize,
         conditional_writes: bool,
     ) -> Self {
-        let root = root.trim_matches('/');
-        let base = if root.is_empty() {
-            "docker/registry/v2".to_string()
-        } else {
-            format!("{root}/docker/registry/v2")
-        };
+        let base = base_key(root);
         Self::assemble(backend, None, &base, chunk_size.max(1), conditional_writes, None)
     }
 
@@ -211,32 +210,31 @@ impl S3Store {
     }
 
     fn blob_key(&self, d: &Digest) -> Path {
-        let hex = d.hex();
-        self.key(&format!("blobs/{}/{}/{}/data", d.algorithm().as_str(), &hex[..2], hex))
+        self.key(&layout::blob_data(d))
     }
 
     fn repo(&self, repo: &Name, rel: &str) -> Path {
-        self.key(&format!("repositories/{repo}/{rel}"))
+        self.key(&format!("{}/{rel}", layout::repository(repo)))
     }
 
     fn layer_link(&self, repo: &Name, d: &Digest) -> Path {
-        self.repo(repo, &format!("_layers/{}/{}/link", d.algorithm().as_str(), d.hex()))
+        self.key(&layout::layer_link(repo, d))
     }
 
     fn revision(&self, repo: &Name, d: &Digest, file: &str) -> Path {
-        self.repo(repo, &format!("_manifests/revisions/{}/{}/{file}", d.algorithm().as_str(), d.hex()))
+        self.key(&format!("{}/{file}", layout::revision_dir(repo, d)))
     }
 
     fn tag(&self, repo: &Name, tag: &str, rel: &str) -> Path {
-        self.repo(repo, &format!("_manifests/tags/{tag}/{rel}"))
+        self.key(&format!("{}/{rel}", layout::tag_dir(repo, tag)))
     }
 
     fn upload(&self, repo: &Name, id: &str, rel: &str) -> Path {
-        self.repo(repo, &format!("_uploads/{id}/{rel}"))
+        self.key(&format!("{}/{rel}", layout::upload_dir(repo, id)))
     }
 
     fn referrer(&self, repo: &Name, subject: &Digest, rel: &str) -> Path {
-        self.repo(repo, &format!("_referrers/{}/{}/{rel}", subject.algorithm().as_str(), subject.hex()))
+        self.key(&format!("{}/{rel}", layout::referrers_dir(repo, subject)))
     }
 
     async fn exists(&self, p: &Path) -> Result<bool> {

@@ -7,6 +7,7 @@ use donjon_core::response::{header_value, query_param, DOCKER_CONTENT_DIGEST, OC
 use donjon_core::store::RangeSpec;
 use donjon_core::{manifest, Body, Digest, Error, ErrorCode, Name, Reference, Route};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tower_service::Service;
 
 use crate::layer::Shared;
@@ -42,7 +43,10 @@ where
     }
 }
 
-type HResult<T = Response<Body>> = std::result::Result<T, Error>;
+use donjon_core::response::{empty, json, with_body, HandlerResult as HResult};
+
+/// What a `last` in a `Link` is encoded with: all but RFC 3986's unreserved characters.
+const LINK_PARAM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 async fn dispatch(s: &Shared, route: Route, req: http::request::Parts) -> HResult {
     let m = &req.method;
@@ -81,24 +85,7 @@ fn deletable(s: &Shared) -> HResult<()> {
 }
 
 fn accepted() -> Response<Body> {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::ACCEPTED;
-    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-    r
-}
-
-fn json(status: StatusCode, bytes: Bytes, head: bool) -> Response<Body> {
-    with_body(status, "application/json", bytes, head)
-}
-
-fn with_body(status: StatusCode, content_type: &str, bytes: Bytes, head: bool) -> Response<Body> {
-    let len = bytes.len();
-    let mut r = Response::new(if head { Body::empty() } else { Body::from(bytes) });
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, header_value(content_type));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    r
+    empty(StatusCode::ACCEPTED)
 }
 
 /// `n` and `last` of a paginated listing. `n` absent: `None`.
@@ -115,17 +102,8 @@ fn page(req: &http::request::Parts) -> HResult<(Option<usize>, Option<String>)> 
 }
 
 fn next_link(path: &str, n: usize, last: &str) -> HeaderValue {
-    let last = percent_encode(last);
+    let last = utf8_percent_encode(last, LINK_PARAM);
     header_value(&format!("<{path}?n={n}&last={last}>; rel=\"next\""))
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn catalog(s: &Shared, req: &http::request::Parts) -> HResult {

@@ -5,12 +5,12 @@ use bytes::Bytes;
 use donjon_core::body::into_stream;
 use donjon_core::future::ResponseFuture;
 use donjon_core::response::{
-    header_value, parse_content_range, query_param, query_params, upload_range, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID,
-    OCI_CHUNK_MIN_LENGTH, OCI_SUBJECT, OCI_TAG,
+    header_value, parse_content_range, query_param, query_params, upload_range, DOCKER_CONTENT_DIGEST,
+    DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH, OCI_SUBJECT, OCI_TAG,
 };
 use donjon_core::store::{ManifestPut, StoreError};
 use donjon_core::{
-    manifest, Algorithm, Body, BoxError, Digest, Error, ErrorCode, Name, Reference, Route, Tag,
+    manifest, Action, Algorithm, Body, BoxError, Digest, Error, ErrorCode, Name, Reference, Route, Tag,
 };
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -40,14 +40,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let mine = match (req.extensions().get::<Route>(), req.method()) {
-            (Some(Route::UploadStart { .. }), &Method::POST) => true,
-            (Some(Route::Upload { .. }), m) => {
-                [Method::GET, Method::PATCH, Method::PUT, Method::DELETE].contains(m)
-            }
-            (Some(Route::Manifest { .. }), &Method::PUT) => true,
-            _ => false,
-        };
+        // Every push: upload sessions, mounts, manifest PUTs.
+        let mine = req.extensions().get::<Route>().and_then(|r| r.action(req.method())) == Some(Action::Push);
         if !mine {
             return ResponseFuture::inner(self.inner.call(req));
         }
@@ -58,7 +52,7 @@ where
     }
 }
 
-type HResult<T = Response<Body>> = Result<T, Error>;
+use donjon_core::response::{empty, HandlerResult as HResult};
 
 async fn dispatch<B>(s: &Shared, req: Request<B>) -> HResult
 where
@@ -83,13 +77,6 @@ where
         (Route::Manifest { name, reference }, _) => put_manifest(s, &name, &reference, req).await,
         _ => Err(Error::method_not_allowed()),
     }
-}
-
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-    r
 }
 
 fn session_location(name: &Name, id: &str) -> HeaderValue {
