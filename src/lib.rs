@@ -21,6 +21,29 @@
 //! assert_eq!(resp.headers()["docker-distribution-api-version"], "registry/2.0");
 //! # });
 //! ```
+//!
+//! # Layout
+//!
+//! One request goes down the stack, each layer handling what is its own and passing the rest
+//! on, unchanged:
+//!
+//! ```text
+//! server (src/server): connections, timeouts, keep-alive after early answers, TLS
+//!  └─ middleware (src/middleware): request id, access log, extra headers, health, catch-panic
+//!      └─ Registry: one boxed service, composed once in RegistryBuilder::compose
+//!          └─ RouteLayer (donjon-core)       parse the path once → Route in the extensions
+//!              └─ UploadLayer (donjon-upload)   every Action::Push: sessions, mounts, manifest PUT
+//!                  └─ ContentStoreLayer (donjon-store)   reads, deletes, tags, catalog, referrers
+//!                      └─ fallback: 404, or the application RegistryLayer wraps
+//! ```
+//!
+//! A new layer (auth, the pull-through cache, image validation) is a crate that depends on
+//! `donjon-core` only, a field of [`RegistryBuilder`], a method that sets it, and one line in
+//! `RegistryBuilder::compose`, where the stack is assembled and its type erased. Shared words
+//! (the `Route` and its `Action`, the `Principal`, the OCI `Error`, the `Store` trait, the
+//! storage layout) live in `donjon-core`. Configuration files map onto the layers' own
+//! settings in `config`.
+
 #![forbid(unsafe_code)]
 
 use std::convert::Infallible;
@@ -32,6 +55,8 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -43,67 +68,89 @@ pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Sto
 pub use donjon_store::{ContentStoreLayer, FsStore};
 pub use donjon_upload::{IndexChildren, UploadLayer};
 
-type Stack<S> = donjon_core::RouteService<donjon_upload::Upload<donjon_store::ContentStore<Fallback<S>>>>;
+/// The composed registry, its type erased once: a boxed, clone-able service over requests with
+/// a boxed body.
+pub type BoxRegistry = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
-/// Builds a [`Registry`] or a [`RegistryLayer`].
+/// Builds a [`Registry`] or a [`RegistryLayer`]: the layers, each with its own defaults.
 #[derive(Clone, Debug)]
 pub struct RegistryBuilder {
-    store: Arc<dyn Store>,
-    delete_enabled: bool,
-    max_manifest_size: usize,
-    catalog_max_entries: usize,
-    index_children: IndexChildren,
+    upload: UploadLayer,
+    content: ContentStoreLayer,
 }
 
 impl RegistryBuilder {
     /// Whether clients may delete blobs, manifests and tags (default: yes).
     pub fn delete_enabled(mut self, enabled: bool) -> Self {
-        self.delete_enabled = enabled;
+        self.content = self.content.delete_enabled(enabled);
         self
     }
 
     /// The manifest size limit (default 4 MiB).
     pub fn max_manifest_size(mut self, bytes: usize) -> Self {
-        self.max_manifest_size = bytes;
+        self.upload = self.upload.max_manifest_size(bytes);
         self
     }
 
     /// Which children of a pushed index must be present (default: all of them).
     pub fn index_children(mut self, rule: IndexChildren) -> Self {
-        self.index_children = rule;
+        self.upload = self.upload.index_children(rule);
         self
     }
 
     /// The largest catalog page (default 1000).
     pub fn catalog_max_entries(mut self, n: usize) -> Self {
-        self.catalog_max_entries = n;
+        self.content = self.content.catalog_max_entries(n);
         self
+    }
+
+    /// The upload layer, built elsewhere.
+    pub fn upload(mut self, layer: UploadLayer) -> Self {
+        self.upload = layer;
+        self
+    }
+
+    /// The content store layer, built elsewhere.
+    pub fn content(mut self, layer: ContentStoreLayer) -> Self {
+        self.content = layer;
+        self
+    }
+
+    /// The one place the stack is assembled, outermost first; its type is erased here.
+    fn compose<F>(&self, fallback: F) -> BoxRegistry
+    where
+        F: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        F::Future: Send + 'static,
+    {
+        let stack = ServiceBuilder::new()
+            .layer(donjon_core::RouteLayer::new())
+            .layer(self.upload.clone())
+            .layer(self.content.clone())
+            .service(fallback);
+        BoxCloneSyncService::new(stack)
     }
 
     /// The layer, to wrap an application's own service.
     pub fn layer(self) -> RegistryLayer {
-        RegistryLayer {
-            upload: UploadLayer::new(self.store.clone())
-                .max_manifest_size(self.max_manifest_size)
-                .index_children(self.index_children),
-            content: ContentStoreLayer::new(self.store)
-                .delete_enabled(self.delete_enabled)
-                .catalog_max_entries(self.catalog_max_entries),
-        }
+        RegistryLayer { builder: self }
     }
 
     /// The standalone registry: requests outside `/v2/` get a 404.
     pub fn build(self) -> Registry {
-        Registry { inner: self.layer().layer(NotFound) }
+        Registry { inner: self.compose(NotFound) }
     }
 }
 
 /// The registry's layers as one [`Layer`]: routing, uploads, content store. Requests that are
-/// not registry requests reach the wrapped service unchanged; its response body is boxed once.
+/// not registry requests reach the wrapped service with their body boxed into [`Body`]; its
+/// response body is boxed once.
 #[derive(Clone, Debug)]
 pub struct RegistryLayer {
-    upload: UploadLayer,
-    content: ContentStoreLayer,
+    builder: RegistryBuilder,
 }
 
 impl RegistryLayer {
@@ -113,60 +160,36 @@ impl RegistryLayer {
     }
 }
 
-impl<S> Layer<S> for RegistryLayer {
-    type Service = RegistryService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        let fallback = Fallback { inner };
-        let content = self.content.layer(fallback);
-        let upload = self.upload.layer(content);
-        RegistryService { inner: donjon_core::RouteLayer::new().layer(upload) }
-    }
-}
-
-/// The service of [`RegistryLayer`].
-#[derive(Clone, Debug)]
-pub struct RegistryService<S> {
-    inner: Stack<S>,
-}
-
-impl<S, B, ResB> Service<Request<B>> for RegistryService<S>
+impl<S, ResB> Layer<S> for RegistryLayer
 where
-    S: Service<Request<B>, Response = Response<ResB>>,
+    S: Service<Request<Body>, Response = Response<ResB>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
     ResB: http_body::Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
 {
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = <Stack<S> as Service<Request<B>>>::Future;
+    type Service = Registry;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.inner.call(req)
+    fn layer(&self, inner: S) -> Registry {
+        Registry { inner: self.builder.compose(Fallback { inner }) }
     }
 }
 
-/// The whole registry as one service. See the crate docs.
-#[derive(Clone, Debug)]
+/// The whole registry as one service, generic over the request body. See the crate docs.
+#[derive(Clone)]
 pub struct Registry {
-    inner: RegistryService<NotFound>,
+    inner: BoxRegistry,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 impl Registry {
     /// A builder over `store`.
     pub fn builder(store: Arc<dyn Store>) -> RegistryBuilder {
-        RegistryBuilder {
-            store,
-            delete_enabled: true,
-            max_manifest_size: donjon_upload::DEFAULT_MAX_MANIFEST_SIZE,
-            catalog_max_entries: 1000,
-            index_children: IndexChildren::All,
-        }
+        RegistryBuilder { upload: UploadLayer::new(store.clone()), content: ContentStoreLayer::new(store) }
     }
 }
 
@@ -177,14 +200,14 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = <RegistryService<NotFound> as Service<Request<B>>>::Future;
+    type Future = <BoxRegistry as Service<Request<Body>>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Service::<Request<B>>::poll_ready(&mut self.inner, cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.inner.call(req)
+        self.inner.call(req.map(Body::new))
     }
 }
 
