@@ -61,8 +61,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub mod config;
+pub mod middleware;
 pub mod server;
-pub mod stack;
 
 pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Store};
 pub use donjon_store::{ContentStoreLayer, FsStore};

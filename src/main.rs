@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use donjon::config::{Cli, LogFormat, Logging, Settings, Storage};
-use donjon::{server, stack, FsStore, Registry};
+use donjon::{middleware, server, FsStore, Registry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -77,7 +77,7 @@ async fn run(settings: Settings) -> std::io::Result<()> {
         env!("CARGO_PKG_VERSION"),
         if tls.is_some() { "https" } else { "http" },
     );
-    let svc = stack::wrap_with_headers(registry, settings.headers.clone());
+    let svc = middleware::wrap(registry, settings.headers.clone());
     let options = settings.connections.clone();
     tracing::debug!(connections = options.connection_limit(), "connection limit");
     server::serve(listener, tls, svc, server::shutdown_signal(), options).await?;

@@ -9,10 +9,10 @@
 //! ```no_run
 //! # async fn f() -> std::io::Result<()> {
 //! use std::sync::Arc;
-//! use donjon::{server, stack, FsStore, Registry};
+//! use donjon::{middleware, server, FsStore, Registry};
 //!
 //! let store = FsStore::open("./data").await?;
-//! let svc = stack::wrap(Registry::builder(Arc::new(store)).build());
+//! let svc = middleware::wrap(Registry::builder(Arc::new(store)).build(), vec![]);
 //! let listener = server::bind("127.0.0.1:8000".parse().unwrap()).await?;
 //! server::serve(listener, None, svc, server::shutdown_signal(), server::Options::default()).await
 //! # }

@@ -113,15 +113,23 @@ impl TestServer {
             let svc = RoundRobin { replicas: replicas.into(), next: Arc::default() };
             garage = Some(g);
             tokio::spawn(async move {
-                donjon::server::serve(listener, None, donjon::stack::wrap(svc), stop, options).await.unwrap();
+                donjon::server::serve(listener, None, donjon::middleware::wrap(svc, vec![]), stop, options)
+                    .await
+                    .unwrap();
             })
         } else {
             let store = donjon::FsStore::open(dir.path()).await.unwrap();
             let registry = f(donjon::Registry::builder(Arc::new(store))).build();
             tokio::spawn(async move {
-                donjon::server::serve(listener, None, donjon::stack::wrap(registry), stop, options)
-                    .await
-                    .unwrap();
+                donjon::server::serve(
+                    listener,
+                    None,
+                    donjon::middleware::wrap(registry, vec![]),
+                    stop,
+                    options,
+                )
+                .await
+                .unwrap();
             })
         };
         Self { addr, dir, shutdown: Some(tx), task: Some(task), client: client(), _garage: garage }
