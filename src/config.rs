@@ -165,12 +165,6 @@ fn index_rule(v: Option<ValidationFile>, warnings: &mut Vec<String>) -> Result<I
     }
 }
 
-mod secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}s", d.as_secs()))
-    }
-}
-
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -306,18 +300,7 @@ struct UploadPurgingFile {
     dryrun: Option<bool>,
 }
 
-/// Upload purging: sessions older than `age` are ended every `interval`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct UploadPurging {
-    /// Sessions older than this are purged.
-    #[serde(with = "secs")]
-    pub age: Duration,
-    /// How often.
-    #[serde(with = "secs")]
-    pub interval: Duration,
-    /// Count, but do not delete.
-    pub dry_run: bool,
-}
+pub use donjon_store::UploadPurging;
 
 /// Distribution's `storage.s3` keys.
 #[derive(Deserialize, Default, Debug, Clone)]
@@ -558,18 +541,10 @@ impl Settings {
         let purging = maintenance.uploadpurging.unwrap_or_default();
         // Distribution's defaults: on, a week, daily.
         let upload_purging = if purging.enabled.unwrap_or(true) {
-            let age = purging
-                .age
-                .as_deref()
-                .map(parse_duration)
-                .transpose()?
-                .unwrap_or(Duration::from_secs(168 * 3600));
-            let interval = purging
-                .interval
-                .as_deref()
-                .map(parse_duration)
-                .transpose()?
-                .unwrap_or(Duration::from_secs(24 * 3600));
+            let defaults = UploadPurging::default();
+            let age = purging.age.as_deref().map(parse_duration).transpose()?.unwrap_or(defaults.age);
+            let interval =
+                purging.interval.as_deref().map(parse_duration).transpose()?.unwrap_or(defaults.interval);
             if interval.is_zero() {
                 return Err(ConfigError(
                     "storage.maintenance.uploadpurging.interval must be above zero".into(),

@@ -65,7 +65,7 @@ pub mod middleware;
 pub mod server;
 
 pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Store};
-pub use donjon_store::{ContentStoreLayer, FsStore};
+pub use donjon_store::{ContentStoreLayer, FsStore, UploadPurging};
 pub use donjon_upload::{IndexChildren, UploadLayer};
 
 /// The composed registry, its type erased once: a boxed, clone-able service over requests with
@@ -114,6 +114,18 @@ impl RegistryBuilder {
     pub fn content(mut self, layer: ContentStoreLayer) -> Self {
         self.content = layer;
         self
+    }
+
+    /// The background work of the layers, as one future to spawn: upload purging when `p` is
+    /// given (the binary passes Distribution's `storage.maintenance.uploadpurging`).
+    pub fn background(&self, purging: Option<UploadPurging>) -> impl Future<Output = ()> + Send + 'static {
+        let purger = purging.map(|p| self.content.upload_purger(p));
+        async move {
+            match purger {
+                Some(p) => p.await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// The one place the stack is assembled, outermost first; its type is erased here.

@@ -52,15 +52,14 @@ async fn run(settings: Settings) -> std::io::Result<()> {
         Storage::Filesystem => Arc::new(FsStore::open(&settings.data_dir).await?),
         Storage::S3(s3) => open_s3(s3).await?,
     };
-    if let Some(p) = settings.upload_purging.clone() {
-        tokio::spawn(purge_uploads(store.clone(), p));
-    }
-    let registry = Registry::builder(store)
+    let builder = Registry::builder(store)
         .delete_enabled(settings.delete_enabled)
         .max_manifest_size(settings.max_manifest_size)
         .catalog_max_entries(settings.catalog_max_entries)
-        .index_children(settings.index_children.clone())
-        .build();
+        .index_children(settings.index_children.clone());
+    // Background work the layers hand out (upload purging): it runs until the process ends.
+    tokio::spawn(builder.background(settings.upload_purging.clone()));
+    let registry = builder.build();
     let listener = server::bind(settings.bind).await?;
     let addr = listener.local_addr()?;
     let content = match &settings.storage {
@@ -112,20 +111,4 @@ async fn open_s3(config: &donjon_store::S3Config) -> std::io::Result<Arc<dyn don
 #[cfg(not(feature = "s3"))]
 async fn open_s3(_: &donjon_store::S3Config) -> std::io::Result<Arc<dyn donjon::Store>> {
     Err(std::io::Error::other("this donjon was built without the `s3` feature"))
-}
-
-/// Distribution's upload purging: ends sessions older than `age`, every `interval`. The first
-/// run waits (up to ten minutes) so that a start-up never waits on a walk of the store.
-async fn purge_uploads(store: Arc<dyn donjon::Store>, p: donjon::config::UploadPurging) {
-    let mut wait = p.interval.min(std::time::Duration::from_secs(600));
-    loop {
-        tokio::time::sleep(wait).await;
-        wait = p.interval;
-        let cutoff = std::time::SystemTime::now() - p.age;
-        match store.purge_uploads(cutoff, p.dry_run).await {
-            Ok(n) if p.dry_run => tracing::info!(sessions = n, "upload purging (dry run): would purge"),
-            Ok(n) => tracing::info!(sessions = n, "upload purging: purged"),
-            Err(e) => tracing::warn!(error = %e, "upload purging failed"),
-        }
-    }
 }

@@ -59,6 +59,17 @@ impl ContentStoreLayer {
     }
 }
 
+impl ContentStoreLayer {
+    /// The background future of upload purging over this layer's store
+    /// ([`crate::purge::upload_purger`]): spawn it to run it.
+    pub fn upload_purger(
+        &self,
+        p: crate::UploadPurging,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::purge::upload_purger(self.shared.store.clone(), p)
+    }
+}
+
 impl<S> Layer<S> for ContentStoreLayer {
     type Service = ContentStore<S>;
 

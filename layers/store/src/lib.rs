@@ -24,6 +24,7 @@
 
 mod fs;
 mod layer;
+pub mod purge;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod s3_config;
@@ -31,6 +32,7 @@ mod service;
 
 pub use fs::FsStore;
 pub use layer::ContentStoreLayer;
+pub use purge::{upload_purger, UploadPurging};
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
 pub use s3_config::S3Config;
