@@ -1,7 +1,7 @@
 //! Hostile and broken clients over real TCP: silent connections, half an HTTP/2 preface,
 //! slowloris headers, bodies that stall, downloads nobody reads, oversized heads, more
 //! connections than the limit — and the binary under a low descriptor limit. Each case failed
-//! before the defence it checks (DESIGN: the server owns connection health).
+//! before the defence it checks; the server owns connection health, so these go through it.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The storage contract every backend (memory, filesystem, object storage) implements.
 //!
-//! The rules (DESIGN.md §3): blobs are content-addressed and shared, but a repository reads only
+//! The rules: blobs are content-addressed and shared, but a repository reads only
 //! the blobs it links; a blob becomes visible only after its digest is verified; upload sessions
 //! live in the store, not in process memory, with their hash state; tag moves are atomic.
 //!
