@@ -184,38 +184,4 @@ impl Drop for LoggedBody {
     }
 }
 
-impl<S> AccessLog<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
-    }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Unwraps it.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-/// The layer of [`AccessLog`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AccessLogLayer;
-
-impl AccessLogLayer {
-    /// The layer.
-    pub fn new() -> Self {
-        Self
-    }
-}
-
-impl<S> tower_layer::Layer<S> for AccessLogLayer {
-    type Service = AccessLog<S>;
-
-    fn layer(&self, inner: S) -> AccessLog<S> {
-        AccessLog::new(inner)
-    }
-}
+crate::middleware::layer_for!(AccessLog, AccessLogLayer);

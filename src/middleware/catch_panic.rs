@@ -85,38 +85,4 @@ where
     }
 }
 
-impl<S> CatchPanic<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
-    }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Unwraps it.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-/// The layer of [`CatchPanic`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CatchPanicLayer;
-
-impl CatchPanicLayer {
-    /// The layer.
-    pub fn new() -> Self {
-        Self
-    }
-}
-
-impl<S> tower_layer::Layer<S> for CatchPanicLayer {
-    type Service = CatchPanic<S>;
-
-    fn layer(&self, inner: S) -> CatchPanic<S> {
-        CatchPanic::new(inner)
-    }
-}
+crate::middleware::layer_for!(CatchPanic, CatchPanicLayer);

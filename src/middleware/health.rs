@@ -47,38 +47,4 @@ where
     }
 }
 
-impl<S> Health<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
-    }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Unwraps it.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-/// The layer of [`Health`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HealthLayer;
-
-impl HealthLayer {
-    /// The layer.
-    pub fn new() -> Self {
-        Self
-    }
-}
-
-impl<S> tower_layer::Layer<S> for HealthLayer {
-    type Service = Health<S>;
-
-    fn layer(&self, inner: S) -> Health<S> {
-        Health::new(inner)
-    }
-}
+crate::middleware::layer_for!(Health, HealthLayer);

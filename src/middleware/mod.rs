@@ -23,6 +23,49 @@ use tower_service::Service;
 
 use crate::Body;
 
+/// `new`, `get_ref` and `into_inner` for a middleware service `$svc { inner }`, and `$layer`,
+/// its `Layer` (tower-http's shape).
+macro_rules! layer_for {
+    ($svc:ident, $layer:ident) => {
+        impl<S> $svc<S> {
+            /// Wraps `inner`.
+            pub fn new(inner: S) -> Self {
+                Self { inner }
+            }
+
+            /// The wrapped service.
+            pub fn get_ref(&self) -> &S {
+                &self.inner
+            }
+
+            /// Unwraps it.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
+        }
+
+        #[doc = concat!("The layer of [`", stringify!($svc), "`].")]
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct $layer;
+
+        impl $layer {
+            /// The layer.
+            pub fn new() -> Self {
+                Self
+            }
+        }
+
+        impl<S> tower_layer::Layer<S> for $layer {
+            type Service = $svc<S>;
+
+            fn layer(&self, inner: S) -> $svc<S> {
+                $svc::new(inner)
+            }
+        }
+    };
+}
+pub(crate) use layer_for;
+
 pub mod access_log;
 pub mod catch_panic;
 pub mod extra_headers;
