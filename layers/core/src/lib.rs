@@ -14,6 +14,18 @@
 //! assert!(matches!(reference, Reference::Tag(_)));
 //! assert!(digest.as_str().starts_with("sha256:"));
 //! ```
+//!
+//! # Layout
+//!
+//! - [`route`]: the path parser, [`Route`], its [`Action`], and [`RouteLayer`], which puts the
+//!   route in the request's extensions; [`name`] and [`digest`]: the spec's grammar.
+//! - [`error`]: the OCI [`Error`] and its response; [`response`]: header names and response
+//!   helpers (`empty`, `json`, `add_warning`, `parse_content_range`); [`body`]: the [`Body`].
+//! - [`manifest`]: what a manifest references and how it describes itself; [`principal`]: who
+//!   is calling (set by an auth layer).
+//! - [`store`]: the [`Store`] contract; [`layout`]: Distribution's storage paths;
+//!   `memory` and `contract` (feature `test-util`): a store for tests and the suite every
+//!   backend runs.
 #![forbid(unsafe_code)]
 
 pub mod body;

@@ -20,6 +20,14 @@
 //! assert_eq!(resp.status(), 200);
 //! # });
 //! ```
+//!
+//! # Layout
+//!
+//! - `layer` and `service`: [`ContentStoreLayer`] and [`ContentStore`], the reads and deletes.
+//! - `fs`: [`FsStore`], the filesystem backend (durable writes, page-cache reads without a
+//!   thread hop, hashing on a thread of its own for large uploads).
+//! - `s3` (feature `s3`): `S3Store`, on any `object_store` backend; `s3_config`: its keys.
+//! - [`purge`]: upload purging, the future the layer hands out.
 #![forbid(unsafe_code)]
 
 mod fs;

@@ -25,6 +25,14 @@
 //! assert!(resp.headers()["location"].to_str().unwrap().starts_with("/v2/demo/blobs/uploads/"));
 //! # });
 //! ```
+//!
+//! # Layout
+//!
+//! - `layer`: [`UploadLayer`], its limits and [`IndexChildren`] (which children of an index
+//!   must be present).
+//! - `service`: the handlers — session start, mount, monolithic upload, `PATCH`, the closing
+//!   `PUT`, status, cancel, and manifest `PUT` with its checks (media type, depth, digest,
+//!   referenced blobs with their sizes, tags, referrers).
 #![forbid(unsafe_code)]
 
 mod layer;
