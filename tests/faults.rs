@@ -20,9 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{client, digest, OCI_MANIFEST};
-use http::Request;
-use http_body_util::{BodyExt, Full};
+use common::{client, digest, Resp, OCI_MANIFEST};
+use http_body_util::Full;
 
 struct Server {
     child: Child,
@@ -64,22 +63,10 @@ impl Drop for Server {
     }
 }
 
-struct Resp {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Resp {
-    fn header(&self, k: &str) -> String {
-        self.headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
-    }
-}
-
 type Client =
     hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
-/// A request that may fail (the server is being killed).
+/// A request that may fail (the server is being killed), bounded in time.
 async fn try_send(
     c: &Client,
     method: &str,
@@ -87,18 +74,9 @@ async fn try_send(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Result<Resp, String> {
-    let mut b = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let resp = tokio::time::timeout(Duration::from_secs(20), c.request(b.body(Full::new(body)).unwrap()))
+    tokio::time::timeout(Duration::from_secs(20), common::try_send(c, method, url, headers, body))
         .await
         .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Resp { status, headers: parts.headers, body })
 }
 
 /// What the client tried, to check after the crash.
@@ -141,7 +119,7 @@ async fn push_until_killed(s: &str, c: &Client, rng: &mut fastrand::Rng, tried: 
                 else {
                     return;
                 };
-                let path = r.header("location");
+                let path = r.header("location").to_string();
                 tried.sessions.push((path.clone(), data.clone()));
                 let loc = format!("{s}{path}");
                 for (i, chunk) in data.chunks(256 * 1024).enumerate() {
@@ -189,7 +167,7 @@ async fn check_after_restart(s: &str, c: &Client, tried: &Tried) {
     };
     for (d, data) in &tried.blobs {
         let r = get(format!("{s}/v2/{repo}/blobs/{d}")).await;
-        match r.status {
+        match r.status.as_u16() {
             200 => assert!(r.body == data[..] && digest(&r.body) == *d, "blob {d} is torn"),
             404 => {}
             other => panic!("blob {d}: {other}"),
@@ -215,7 +193,7 @@ async fn check_after_restart(s: &str, c: &Client, tried: &Tried) {
     for (path, data) in &tried.sessions {
         let loc = &format!("{s}{path}");
         let r = get(loc.clone()).await;
-        match r.status {
+        match r.status.as_u16() {
             404 => {}
             204 => {
                 // Resumable: finish it from where it says it is.
@@ -431,7 +409,7 @@ fn a_full_disk_is_a_clear_error_that_loses_nothing_and_recovers() {
             .unwrap();
         let before = sessions_on_disk(&data, "full");
         let r = try_send(&c, "POST", &s("/v2/full/blobs/uploads/"), &[], Bytes::new()).await.unwrap();
-        assert!(r.status >= 500, "{}", r.status);
+        assert!(r.status.is_server_error(), "{}", r.status);
         assert_eq!(sessions_on_disk(&data, "full"), before, "the failed start left a session folder");
 
         // Space comes back: the session resumes from what it holds, and new pushes work.

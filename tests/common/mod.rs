@@ -218,14 +218,25 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Resp {
+    try_send(client, method, url, headers, body).await.unwrap()
+}
+
+/// [`send`] for a request that may fail (a server being killed, say): the error as text.
+pub async fn try_send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Resp, String> {
     let mut b = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = client.request(b.body(Full::new(body)).unwrap()).await.unwrap();
+    let resp = client.request(b.body(Full::new(body)).unwrap()).await.map_err(|e| e.to_string())?;
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Resp { status: parts.status, headers: parts.headers, body }
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Resp { status: parts.status, headers: parts.headers, body })
 }
 
 /// A loopback address with a port free right now, for a server process to bind.

@@ -113,11 +113,7 @@ pub fn header_value(s: &str) -> HeaderValue {
 
 /// The first value of query parameter `key`, percent-decoded (`+` stays `+`).
 pub fn query_param<'a>(uri: &'a Uri, key: &str) -> Option<Cow<'a, str>> {
-    let query = uri.query()?;
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
-    })
+    query_params(uri, key).next()
 }
 
 /// An upload chunk's `Content-Range`: `<start>-<end>` (inclusive), also in the
@@ -141,7 +137,7 @@ pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
 }
 
 /// Every value of query parameter `key`, in order, percent-decoded.
-pub fn query_params<'a>(uri: &'a Uri, key: &'a str) -> impl Iterator<Item = Cow<'a, str>> + 'a {
+pub fn query_params<'a, 'k>(uri: &'a Uri, key: &'k str) -> impl Iterator<Item = Cow<'a, str>> + use<'a, 'k> {
     uri.query().into_iter().flat_map(|q| q.split('&')).filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == key).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy())

@@ -448,9 +448,7 @@ impl FsStore {
     }
 
     async fn save_hashstate(&self, dir: PathBuf, size: u64, h: &Digester) -> io::Result<()> {
-        let mut state = size.to_le_bytes().to_vec();
-        state.push(algorithm_byte(h.algorithm()));
-        state.extend_from_slice(&h.state());
+        let state = hashstate(size, h);
         // Not fsynced: a stale or missing state is detected by its offset and re-hashed.
         blocking(move || write_atomic(&dir.join(HASHSTATE), &state, false)).await
     }
@@ -462,6 +460,14 @@ const LEFTOVER_AGE: Duration = Duration::from_secs(600);
 
 fn modified_before(path: &Path, t: SystemTime) -> bool {
     fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|m| m < t)
+}
+
+/// A hash state file: the size hashed (8 bytes, little-endian), the algorithm, the state.
+fn hashstate(size: u64, h: &Digester) -> Vec<u8> {
+    let mut state = size.to_le_bytes().to_vec();
+    state.push(algorithm_byte(h.algorithm()));
+    state.extend_from_slice(&h.state());
+    state
 }
 
 /// How a hash state file names its algorithm.
@@ -565,10 +571,7 @@ impl Store for FsStore {
                 fs::File::create(dir.join("data"))?;
                 if algorithm != Algorithm::Sha256 {
                     // The session's algorithm lives in its hash state; none means sha256.
-                    let mut state = 0u64.to_le_bytes().to_vec();
-                    state.push(algorithm_byte(algorithm));
-                    state.extend_from_slice(&Digester::new(algorithm).state());
-                    write_atomic(&dir.join(HASHSTATE), &state, false)?;
+                    write_atomic(&dir.join(HASHSTATE), &hashstate(0, &Digester::new(algorithm)), false)?;
                 }
                 write_atomic(&dir.join("startedat"), rfc3339_now().as_bytes(), false)
             })();
