@@ -41,8 +41,10 @@
 //! `donjon-core` only, a field of [`RegistryBuilder`], a method that sets it, and one line in
 //! `RegistryBuilder::compose`, where the stack is assembled and its type erased. Shared words
 //! (the `Route` and its `Action`, the `Principal`, the OCI `Error`, the `Store` trait, the
-//! storage layout) live in `donjon-core`. Configuration files map onto the layers' own
-//! settings in `config`.
+//! storage layout, `ConfigError`) live in `donjon-core`. Each layer crate owns its settings
+//! (`StorageConfig`, `ContentConfig`, `UploadConfig`: serde structs with their defaults, a
+//! `check` and a `build` that makes the layer); [`config`] only maps Distribution's and
+//! Trow's file shapes and flags onto them, so a new layer's section is one more field there.
 
 #![forbid(unsafe_code)]
 
@@ -65,8 +67,8 @@ pub mod middleware;
 pub mod server;
 
 pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Store};
-pub use donjon_store::{ContentStoreLayer, FsStore, UploadPurging};
-pub use donjon_upload::{IndexChildren, UploadLayer};
+pub use donjon_store::{ContentConfig, ContentStoreLayer, FsStore, StorageConfig, UploadPurging};
+pub use donjon_upload::{IndexChildren, UploadConfig, UploadLayer};
 
 /// The composed registry, its type erased once: a boxed, clone-able service over requests with
 /// a boxed body.

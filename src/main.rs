@@ -1,11 +1,10 @@
 //! The `donjon` binary: parse the flags and configuration, open the store, serve.
 
-use std::process::ExitCode;
-use std::sync::Arc;
-
 use clap::Parser;
-use donjon::config::{Cli, LogFormat, Logging, Settings, Storage};
-use donjon::{middleware, server, FsStore, Registry};
+use donjon::config::{Cli, LogFormat, Logging, Settings};
+use donjon::{middleware, server, Registry};
+use donjon_store::Backend;
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -48,26 +47,21 @@ fn main() -> ExitCode {
 
 async fn run(settings: Settings) -> std::io::Result<()> {
     let tls = settings.tls.as_ref().map(|t| server::tls_acceptor(&t.cert, &t.key)).transpose()?;
-    let store: Arc<dyn donjon::Store> = match &settings.storage {
-        Storage::Filesystem => Arc::new(FsStore::open(&settings.data_dir).await?),
-        Storage::S3(s3) => open_s3(s3).await?,
-    };
-    let builder = Registry::builder(store)
-        .delete_enabled(settings.delete_enabled)
-        .max_manifest_size(settings.max_manifest_size)
-        .catalog_max_entries(settings.catalog_max_entries)
-        .index_children(settings.index_children.clone());
+    let store = settings.storage.open(&settings.data_dir).await?;
+    let builder = Registry::builder(store.clone())
+        .content(settings.content.build(store.clone()))
+        .upload(settings.upload.build(store));
     // Background work the layers hand out (upload purging): it runs until the process ends.
-    tokio::spawn(builder.background(settings.upload_purging.clone()));
+    tokio::spawn(builder.background(settings.storage.upload_purging()));
     let registry = builder.build();
     let listener = server::bind(settings.bind).await?;
     let addr = listener.local_addr()?;
-    let content = match &settings.storage {
-        Storage::Filesystem => {
+    let content = match settings.storage.backend().map_err(std::io::Error::other)? {
+        Backend::Filesystem => {
             let dir = std::path::absolute(&settings.data_dir).unwrap_or_else(|_| settings.data_dir.clone());
             format!("{}", dir.display())
         }
-        Storage::S3(s3) => s3.to_string(),
+        Backend::S3(s3) => s3.to_string(),
     };
     tracing::info!(
         %addr,
@@ -100,15 +94,4 @@ fn init_logging(log: &Logging) {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
-}
-
-#[cfg(feature = "s3")]
-async fn open_s3(config: &donjon_store::S3Config) -> std::io::Result<Arc<dyn donjon::Store>> {
-    let store = donjon_store::S3Store::connect(config.clone()).await.map_err(std::io::Error::other)?;
-    Ok(Arc::new(store))
-}
-
-#[cfg(not(feature = "s3"))]
-async fn open_s3(_: &donjon_store::S3Config) -> std::io::Result<Arc<dyn donjon::Store>> {
-    Err(std::io::Error::other("this donjon was built without the `s3` feature"))
 }

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use donjon_core::config::{duration, ConfigError};
 use serde::{Deserialize, Serialize};
 
 /// How the server treats connections. Every field has a default (see [`Options::default`]);
@@ -20,21 +21,21 @@ use serde::{Deserialize, Serialize};
 pub struct Options {
     /// HTTP/1.1: the longest a client may take to send a request's headers, counted from the
     /// moment the server waits for them (so it also ends keep-alive connections idle this long).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     /// A connection with no request in flight is closed after this long: before the protocol
     /// is known, between requests, and HTTP/2 connections without streams.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub idle_timeout: Duration,
     /// A request body that delivers nothing for this long ends its request (the upload keeps
     /// what arrived). A slow body that keeps moving is never cut.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub body_timeout: Duration,
     /// A connection whose client reads nothing of a response for this long is closed.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub send_timeout: Duration,
     /// The TLS handshake's time limit.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub tls_handshake_timeout: Duration,
     /// The most connections at once; at the limit the longest-idle connection is closed to
     /// make room, and when none is idle new connections wait in the listen backlog. `0`: from
@@ -52,13 +53,13 @@ pub struct Options {
     /// rapid reset, CVE-2023-44487).
     pub h2_max_pending_accept_reset_streams: usize,
     /// HTTP/2: how often an idle peer is pinged, to find dead connections.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub h2_keep_alive_interval: Duration,
     /// HTTP/2: how long a ping may go unanswered.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub h2_keep_alive_timeout: Duration,
     /// On SIGINT/SIGTERM, how long transfers in flight may take to finish.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub drain_timeout: Duration,
 }
 
@@ -100,7 +101,7 @@ impl Options {
     }
 
     /// Checks the values, naming the first that cannot work.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("header_read_timeout", self.header_read_timeout),
             ("idle_timeout", self.idle_timeout),
@@ -111,13 +112,14 @@ impl Options {
             ("h2_keep_alive_timeout", self.h2_keep_alive_timeout),
         ];
         if let Some((k, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
-            return Err(format!("connections.{k} must be above zero"));
+            return Err(ConfigError::new(format!("connections.{k}"), "must be above zero"));
         }
         if self.max_header_bytes < 8192 {
-            return Err("connections.max_header_bytes must be at least 8192".into());
+            return Err(ConfigError::new("connections.max_header_bytes", "must be at least 8192"));
         }
         if self.max_headers == 0 || self.h2_max_concurrent_streams == 0 {
-            return Err("connections.max_headers and h2_max_concurrent_streams must be above zero".into());
+            let key = if self.max_headers == 0 { "max_headers" } else { "h2_max_concurrent_streams" };
+            return Err(ConfigError::new(format!("connections.{key}"), "must be above zero"));
         }
         Ok(())
     }
@@ -152,7 +154,7 @@ mod tests {
         assert_eq!(o.send_timeout, Options::default().send_timeout);
         assert!(serde_yaml::from_str::<Options>("idle_timeout: soon").is_err());
         let zero = Options { body_timeout: Duration::ZERO, ..Options::default() };
-        assert!(zero.validate().unwrap_err().contains("body_timeout"));
+        assert!(zero.validate().unwrap_err().to_string().contains("body_timeout"));
         assert!(Options::default().connection_limit() >= 16);
     }
 }

@@ -23,12 +23,15 @@
 //!   helpers (`empty`, `json`, `add_warning`, `parse_content_range`); [`body`]: the [`Body`].
 //! - [`manifest`]: what a manifest references and how it describes itself; [`principal`]: who
 //!   is calling (set by an auth layer).
+//! - [`config`]: what the layers' configuration sections share: [`config::ConfigError`]
+//!   naming key and file, warnings, the duration format.
 //! - [`store`]: the [`Store`] contract; [`layout`]: Distribution's storage paths;
 //!   `memory` and `contract` (feature `test-util`): a store for tests and the suite every
 //!   backend runs.
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod config;
 pub mod digest;
 pub mod error;
 pub mod future;

@@ -4,6 +4,7 @@ use donjon_core::Store;
 use tower_layer::Layer;
 
 use crate::service::ContentStore;
+use crate::ContentConfig;
 
 /// Answers registry reads and deletes from a [`Store`]: `GET /v2/`, blobs (with `Range`),
 /// manifests, tags, catalog and referrers. Requests without a registry route pass to the inner
@@ -32,9 +33,17 @@ pub(crate) struct Shared {
 }
 
 impl ContentStoreLayer {
-    /// Serves `store`, with deletes enabled and catalog pages of at most 1000 entries.
+    /// Serves `store` with [`ContentConfig`]'s defaults: deletes enabled, catalog pages of at
+    /// most 1000 entries.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { shared: Arc::new(Shared { store, delete_enabled: true, catalog_max: 1000 }) }
+        Self::with_config(store, &ContentConfig::default())
+    }
+
+    /// Serves `store` as `config` says ([`ContentConfig::build`]).
+    pub fn with_config(store: Arc<dyn Store>, config: &ContentConfig) -> Self {
+        let shared =
+            Shared { store, delete_enabled: config.delete_enabled, catalog_max: config.catalog_max_entries };
+        Self { shared: Arc::new(shared) }
     }
 
     fn with(self, f: impl FnOnce(&mut Shared)) -> Self {

@@ -27,9 +27,12 @@
 //! - `fs`: [`FsStore`], the filesystem backend (durable writes, page-cache reads without a
 //!   thread hop, hashing on a thread of its own for large uploads).
 //! - `s3` (feature `s3`): `S3Store`, on any `object_store` backend; `s3_config`: its keys.
+//! - `config`: [`StorageConfig`] (Distribution's `storage` section: which backend, upload
+//!   purging) and [`ContentConfig`] (deletes, catalog size), with their defaults and checks.
 //! - [`purge`]: upload purging, the future the layer hands out.
 #![forbid(unsafe_code)]
 
+mod config;
 mod fs;
 mod layer;
 pub mod purge;
@@ -38,6 +41,10 @@ pub mod s3;
 mod s3_config;
 mod service;
 
+pub use config::{
+    Backend, ContentConfig, DeleteConfig, FilesystemConfig, MaintenanceConfig, RedirectConfig, S3Section,
+    StorageConfig, UploadPurgingConfig,
+};
 pub use fs::FsStore;
 pub use layer::ContentStoreLayer;
 pub use purge::{upload_purger, UploadPurging};

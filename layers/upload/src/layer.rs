@@ -5,9 +5,7 @@ use donjon_core::Store;
 use tower_layer::Layer;
 
 use crate::service::Upload;
-
-/// The default manifest size limit: 4 MiB, as Distribution and most clients assume.
-pub const DEFAULT_MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
+use crate::DEFAULT_MAX_MANIFEST_SIZE;
 
 /// Which children of a pushed index must already be in the repository (Distribution 3's
 /// `validation.manifests.indexes.platforms`). The blobs of an image manifest are always

@@ -30,13 +30,16 @@
 //!
 //! - `layer`: [`UploadLayer`], its limits and [`IndexChildren`] (which children of an index
 //!   must be present).
+//! - `config`: [`UploadConfig`], the layer's settings and their defaults.
 //! - `service`: the handlers — session start, mount, monolithic upload, `PATCH`, the closing
 //!   `PUT`, status, cancel, and manifest `PUT` with its checks (media type, depth, digest,
 //!   referenced blobs with their sizes, tags, referrers).
 #![forbid(unsafe_code)]
 
+mod config;
 mod layer;
 mod service;
 
-pub use layer::{IndexChildren, UploadLayer, DEFAULT_MAX_MANIFEST_SIZE};
+pub use config::{UploadConfig, DEFAULT_MAX_MANIFEST_SIZE};
+pub use layer::{IndexChildren, UploadLayer};
 pub use service::Upload;

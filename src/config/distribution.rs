@@ -1,0 +1,315 @@
+//! CNCF Distribution's `config.yml`, mapped onto the layers' settings: `storage` is the store's
+//! own section ([`StorageConfig`]); `storage.delete` and `catalog` go to the content layer,
+//! `validation.manifests.indexes` to the upload layer, `http` and `log` to the server and the
+//! binary. `REGISTRY_<SECTION>_<KEY>` environment variables override the file, as in
+//! Distribution.
+//!
+//! Sections this version reads but does not implement are reported; those that would leave
+//! the registry less protected than asked (`auth`) stop the start-up.
+
+use std::path::PathBuf;
+
+use donjon_core::config::{duration, ConfigError, Warnings};
+use donjon_store::StorageConfig;
+use donjon_upload::IndexChildren;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::{LogFormat, Logging, Settings, Tls};
+
+/// The keys of Distribution's `config.yml` donjon reads.
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+pub(super) struct File {
+    version: Option<IgnoredAny>,
+    log: LogFile,
+    loglevel: Option<String>,
+    storage: StorageConfig,
+    http: Http,
+    auth: Option<Value>,
+    proxy: Option<IgnoredAny>,
+    notifications: Option<IgnoredAny>,
+    redis: Option<IgnoredAny>,
+    health: Option<IgnoredAny>,
+    validation: Option<ValidationFile>,
+    middleware: Option<IgnoredAny>,
+    compatibility: Option<IgnoredAny>,
+    catalog: Catalog,
+}
+
+/// Distribution 3's `validation` section.
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct ValidationFile {
+    /// Deprecated in Distribution for `disabled`; only `disabled` decides.
+    enabled: Option<IgnoredAny>,
+    disabled: Option<bool>,
+    manifests: ManifestValidationFile,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct ManifestValidationFile {
+    urls: Option<IgnoredAny>,
+    indexes: IndexesFile,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct IndexesFile {
+    /// `All`, `None`, `List` (Distribution's), or a list of `os/arch[/variant]`.
+    platforms: Option<Value>,
+    platformlist: Vec<PlatformFile>,
+}
+
+#[derive(Deserialize, Debug)]
+struct PlatformFile {
+    architecture: String,
+    os: String,
+    variant: Option<String>,
+}
+
+/// Distribution's `log` section.
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct LogFile {
+    level: Option<String>,
+    formatter: Option<String>,
+    fields: Option<IgnoredAny>,
+    accesslog: AccessLogFile,
+    hooks: Option<IgnoredAny>,
+    reportcaller: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct AccessLogFile {
+    disabled: bool,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct Catalog {
+    maxentries: Option<usize>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct Http {
+    addr: Option<String>,
+    host: Option<String>,
+    net: Option<IgnoredAny>,
+    prefix: Option<IgnoredAny>,
+    secret: Option<IgnoredAny>,
+    relativeurls: Option<IgnoredAny>,
+    #[serde(with = "duration::option")]
+    draintimeout: Option<std::time::Duration>,
+    tls: Option<HttpTls>,
+    headers: Option<Value>,
+    debug: Option<IgnoredAny>,
+    http2: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct HttpTls {
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
+    clientcas: Option<IgnoredAny>,
+    minimumtls: Option<IgnoredAny>,
+    ciphersuites: Option<IgnoredAny>,
+    letsencrypt: Option<IgnoredAny>,
+}
+
+impl File {
+    /// Maps the file onto `s`: what Distribution's keys say, over the defaults.
+    pub(super) fn apply(self, s: &mut Settings, w: &mut Warnings) -> Result<(), ConfigError> {
+        if self.auth.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(ConfigError::new(
+                "auth",
+                "is configured, but this donjon version has no authentication yet; refusing to start an open registry",
+            ));
+        }
+        w.not_implemented(self.proxy.is_some(), "proxy");
+        w.not_implemented(self.notifications.is_some(), "notifications");
+        w.not_implemented(self.redis.is_some(), "redis");
+        w.not_implemented(self.middleware.is_some(), "middleware");
+        let _ = (&self.version, &self.health, &self.compatibility);
+
+        self.storage.check(w)?;
+        if let Some(root) = self.storage.root_directory() {
+            s.data_dir = root.to_path_buf();
+        }
+        if let Some(enabled) = self.storage.delete.enabled {
+            s.content.delete_enabled = enabled;
+        }
+        s.storage = self.storage;
+        if let Some(n) = self.catalog.maxentries {
+            s.content.catalog_max_entries = n;
+        }
+        if let Some(v) = self.validation {
+            s.upload.index_children = index_rule(v, w)?;
+        }
+
+        let http = self.http;
+        w.not_implemented(http.prefix.is_some(), "http.prefix");
+        let _ = (&http.secret, &http.relativeurls, &http.debug, &http.http2, &http.net);
+        s.headers = parse_headers(http.headers.as_ref())?;
+        if let Some(addr) = http.addr {
+            s.bind = super::parse_bind(&addr).map_err(|e| ConfigError::new("http.addr", e))?;
+        }
+        if let Some(host) = http.host {
+            s.hostname = Some(host);
+        }
+        if let Some(d) = http.draintimeout {
+            s.connections.drain_timeout = d;
+        }
+        if let Some(tls) = http.tls {
+            let _ = (&tls.minimumtls, &tls.ciphersuites);
+            if tls.clientcas.is_some() || tls.letsencrypt.is_some() {
+                return Err(ConfigError::new("http.tls", "clientcas and letsencrypt are not supported"));
+            }
+            if let (Some(cert), Some(key)) = (tls.certificate, tls.key) {
+                s.tls = Some(Tls { cert, key });
+            }
+        }
+        s.log = logging(self.log, self.loglevel, w)?;
+        Ok(())
+    }
+}
+
+fn logging(log: LogFile, loglevel: Option<String>, w: &mut Warnings) -> Result<Logging, ConfigError> {
+    w.not_implemented(log.fields.is_some(), "log.fields");
+    w.not_implemented(log.hooks.is_some(), "log.hooks");
+    let _ = &log.reportcaller;
+    let format = match log.formatter.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") | Some("logstash") => LogFormat::Json,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "log.formatter",
+                format!("unknown formatter {other:?} (text, json or logstash)"),
+            ))
+        }
+    };
+    let level = log.level.or(loglevel).unwrap_or_else(|| "info".into()).to_ascii_lowercase();
+    if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+        return Err(ConfigError::new(
+            "log.level",
+            format!("unknown level {level:?} (error, warn, info or debug)"),
+        ));
+    }
+    Ok(Logging { level, format, access_log: !log.accesslog.disabled })
+}
+
+/// `validation.manifests.indexes`: Distribution's `platforms: All|None|List` with its
+/// `platformlist`, or a list of `os/arch[/variant]` directly. `validation.disabled` turns the
+/// check off, as in Distribution.
+fn index_rule(v: ValidationFile, w: &mut Warnings) -> Result<IndexChildren, ConfigError> {
+    let _ = v.enabled;
+    w.not_implemented(v.manifests.urls.is_some(), "validation.manifests.urls");
+    if v.disabled == Some(true) {
+        return Ok(IndexChildren::None);
+    }
+    let indexes = v.manifests.indexes;
+    let key = "validation.manifests.indexes.platforms";
+    let list_of = |items: Vec<String>| IndexChildren::platforms(&items).map_err(|e| ConfigError::new(key, e));
+    match indexes.platforms {
+        None | Some(Value::Null) => Ok(IndexChildren::All),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("list") => {
+            if indexes.platformlist.is_empty() {
+                return Err(ConfigError::new(
+                    key,
+                    "is List, but validation.manifests.indexes.platformlist names no platform",
+                ));
+            }
+            list_of(
+                indexes
+                    .platformlist
+                    .into_iter()
+                    .map(|p| match p.variant {
+                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                        None => format!("{}/{}", p.os, p.architecture),
+                    })
+                    .collect(),
+            )
+        }
+        Some(Value::String(s)) => IndexChildren::from_word(&s).ok_or_else(|| {
+            ConfigError::new(key, format!("{s:?} is not All, None, List or a list of os/arch"))
+        }),
+        Some(Value::Sequence(items)) => list_of(
+            items
+                .into_iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| ConfigError::new(key, "entries are os/arch strings"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(_) => Err(ConfigError::new(key, "expected All, None, List or a list of os/arch")),
+    }
+}
+
+/// Distribution's `http.headers`: a map of names to lists of values (a plain string is taken too).
+fn parse_headers(v: Option<&Value>) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigError> {
+    let key = "http.headers";
+    let Some(map) = v.and_then(Value::as_mapping) else {
+        return match v {
+            None | Some(Value::Null) => Ok(vec![]),
+            Some(_) => Err(ConfigError::new(key, "must map header names to values")),
+        };
+    };
+    let mut out = vec![];
+    for (k, vals) in map {
+        let name = k.as_str().and_then(|k| http::HeaderName::from_bytes(k.as_bytes()).ok());
+        let name = name.ok_or_else(|| ConfigError::new(key, format!("invalid header name {k:?}")))?;
+        let vals: Vec<&Value> = match vals {
+            Value::Sequence(seq) => seq.iter().collect(),
+            other => vec![other],
+        };
+        for v in vals {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err(ConfigError::new(format!("{key}.{name}"), "values must be strings")),
+            };
+            let value = http::HeaderValue::from_str(&text)
+                .map_err(|_| ConfigError::new(format!("{key}.{name}"), format!("invalid value {text:?}")))?;
+            out.push((name.clone(), value));
+        }
+    }
+    Ok(out)
+}
+
+/// Applies `REGISTRY_A_B_C=value` as `a.b.c: value` on the YAML tree (Distribution's override
+/// rule). Values are parsed as YAML scalars, so `true` and `5000` keep their types.
+pub(super) fn apply_env(root: &mut Value, env: impl Iterator<Item = (String, String)>) {
+    for (k, v) in env {
+        let Some(path) = k.strip_prefix("REGISTRY_") else {
+            continue;
+        };
+        let keys: Vec<String> = path.split('_').map(str::to_ascii_lowercase).collect();
+        if keys.iter().any(String::is_empty) {
+            continue;
+        }
+        let value: Value = serde_yaml::from_str(&v).unwrap_or(Value::String(v));
+        let mut node = &mut *root;
+        for (i, key) in keys.iter().enumerate() {
+            if !node.is_mapping() {
+                *node = Value::Mapping(Default::default());
+            }
+            let Some(map) = node.as_mapping_mut() else {
+                break;
+            };
+            let key = Value::String(key.clone());
+            if i == keys.len() - 1 {
+                map.insert(key, value.clone());
+                break;
+            }
+            node = map.entry(key).or_insert(Value::Mapping(Default::default()));
+        }
+    }
+}

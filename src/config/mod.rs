@@ -1,0 +1,451 @@
+//! Configuration: a YAML file (`--config-file`), Distribution's `REGISTRY_<SECTION>_<KEY>`
+//! environment overrides, then flags; flags win.
+//!
+//! The settings are the layers' own: [`StorageConfig`](donjon_store::StorageConfig) and
+//! [`ContentConfig`](donjon_store::ContentConfig) from the store crate,
+//! [`UploadConfig`](donjon_upload::UploadConfig) from the upload crate, and the server's
+//! [`Options`](crate::server::Options). This module only maps file shapes onto them:
+//!
+//! - `distribution`: a CNCF Distribution `config.yml` (`storage`, `http`, `log`, `catalog`,
+//!   `validation`) and the `REGISTRY_*` environment;
+//! - `trow`: Trow's flags ([`Cli`]) and donjon's and Trow's own top-level keys, which win over
+//!   Distribution's for the same thing.
+//!
+//! A file may mix both. Keys neither shape knows are reported as warnings with their full
+//! path; sections read but not implemented yet are reported too, and those that would leave
+//! the registry less protected than the user asked for (`auth`, `image_validation`) stop the
+//! start-up. Errors name the key and the file.
+//!
+//! ```
+//! use donjon::config::{Cli, Settings};
+//! use clap::Parser;
+//!
+//! let cli = Cli::parse_from(["donjon", "--bind", "127.0.0.1:5000", "-d", "/var/lib/donjon"]);
+//! let settings = Settings::load(&cli, std::iter::empty()).unwrap();
+//! assert_eq!(settings.bind.port(), 5000);
+//! assert_eq!(settings.data_dir, std::path::PathBuf::from("/var/lib/donjon"));
+//! ```
+
+mod distribution;
+mod trow;
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+pub use donjon_core::config::ConfigError;
+use donjon_core::config::Warnings;
+use donjon_store::{ContentConfig, StorageConfig};
+use donjon_upload::UploadConfig;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_yaml::Value;
+pub use trow::Cli;
+
+/// TLS files.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The effective settings: the layers' configuration and the binary's own.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Data directory (the filesystem store's root).
+    pub data_dir: PathBuf,
+    /// Public host name, if set.
+    pub hostname: Option<String>,
+    /// TLS, if set.
+    pub tls: Option<Tls>,
+    /// The store: which backend, upload purging (Distribution's `storage` section).
+    pub storage: StorageConfig,
+    /// The content layer: deletes, catalog page size.
+    pub content: ContentConfig,
+    /// The upload layer: manifest size, index children.
+    pub upload: UploadConfig,
+    /// Connection timeouts and limits (donjon's `connections` section), and the drain on
+    /// shutdown (`drain_timeout`, Distribution's `http.draintimeout`).
+    pub connections: crate::server::Options,
+    /// Headers added to every response (Distribution's `http.headers`).
+    #[serde(serialize_with = "header_list")]
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Log level, format and the access log.
+    pub log: Logging,
+    /// Things in the configuration that were ignored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            data_dir: PathBuf::from("./data"),
+            hostname: None,
+            tls: None,
+            storage: StorageConfig::default(),
+            content: ContentConfig::default(),
+            upload: UploadConfig::default(),
+            connections: crate::server::Options::default(),
+            headers: vec![],
+            log: Logging::default(),
+            warnings: vec![],
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines (colour only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object a line, for log shippers (Distribution's `json` and `logstash`).
+    Json,
+}
+
+/// Logging, from Distribution's `log` section.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Logging {
+    /// The level when `RUST_LOG` is not set: `error`, `warn`, `info` (default), `debug`.
+    pub level: String,
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// One line per request (default on).
+    pub access_log: bool,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text, access_log: true }
+    }
+}
+
+fn header_list<S: serde::Serializer>(
+    h: &[(http::HeaderName, http::HeaderValue)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(h.len()))?;
+    for (k, v) in h {
+        m.serialize_entry(k.as_str(), v.to_str().unwrap_or(""))?;
+    }
+    m.end()
+}
+
+/// `HOST:PORT`, `:PORT` (all interfaces) or `PORT` (loopback).
+fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let with_host = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else if s.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{s}")
+    } else {
+        s.to_string()
+    };
+    with_host
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("invalid listen address {s:?}: expected HOST:PORT, :PORT or PORT"))
+}
+
+/// Reads `tree` as one file shape: the value, and the paths of the keys the shape ignored.
+/// A type error names the key's full path.
+fn read_shape<T: DeserializeOwned>(tree: &Value) -> Result<(T, Vec<String>), ConfigError> {
+    let mut ignored = vec![];
+    let mut note = |path: serde_ignored::Path<'_>| ignored.push(path.to_string().replace(".?", ""));
+    let de = serde_ignored::Deserializer::new(tree.clone(), &mut note);
+    let value = serde_path_to_error::deserialize(de)
+        .map_err(|e| ConfigError::new(e.path().to_string().replace(".?", ""), e.inner().to_string()))?;
+    Ok((value, ignored))
+}
+
+/// The keys that neither shape knows: a key one shape ignored counts when the other shape
+/// ignored its whole top-level section too (the two shapes' top-level keys are disjoint).
+fn unknown_keys(a: Vec<String>, b: Vec<String>) -> BTreeSet<String> {
+    let top = |p: &str| p.split(['.', '[']).next().unwrap_or("").to_owned();
+    let sections_a: BTreeSet<String> = a.iter().filter(|p| top(p) == **p).cloned().collect();
+    let sections_b: BTreeSet<String> = b.iter().filter(|p| top(p) == **p).cloned().collect();
+    let from_a = a.iter().filter(|p| sections_b.contains(&top(p)));
+    let from_b = b.iter().filter(|p| sections_a.contains(&top(p)));
+    from_a.chain(from_b).cloned().collect()
+}
+
+impl Settings {
+    /// Reads the file named by `--config-file`, applies the environment overrides (pass
+    /// `std::env::vars()`), then the flags.
+    pub fn load(cli: &Cli, env: impl Iterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        match &cli.config_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::new("", format!("cannot read it: {e}")).in_file(p))?;
+                Self::from_yaml(cli, &text, env).map_err(|e| e.in_file(p))
+            }
+            None => Self::from_yaml(cli, "", env),
+        }
+    }
+
+    /// [`Settings::load`] with the file's text given: the YAML, then the environment
+    /// overrides, then the flags (`cli.config_file` is not read).
+    pub fn from_yaml(
+        cli: &Cli,
+        yaml: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree =
+            serde_yaml::from_str::<Value>(yaml).map_err(|e| ConfigError::new("", e.to_string()))?;
+        if tree.is_null() {
+            tree = Value::Mapping(Default::default());
+        }
+        distribution::apply_env(&mut tree, env);
+        let (dist, ignored_dist) = read_shape::<distribution::File>(&tree)?;
+        let (own, ignored_own) = read_shape::<trow::File>(&tree)?;
+
+        let mut warnings = Warnings::default();
+        for key in unknown_keys(ignored_dist, ignored_own) {
+            warnings.push(format!("unknown configuration key `{key}` ignored"));
+        }
+        let mut s = Settings::default();
+        dist.apply(&mut s, &mut warnings)?;
+        own.apply(&mut s, &mut warnings)?;
+        cli.apply(&mut s)?;
+        s.content.check()?;
+        s.upload.check()?;
+        s.connections.validate()?;
+        s.warnings = warnings.into_vec();
+        Ok(s)
+    }
+
+    /// The settings as YAML, for `--dry-run`.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use donjon_store::Backend;
+    use donjon_upload::IndexChildren;
+
+    use super::*;
+
+    fn load(args: &[&str], yaml: Option<&str>, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv: Vec<String> = vec!["donjon".into()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        if let Some(y) = yaml {
+            let p = dir.path().join("config.yml");
+            std::fs::write(&p, y).unwrap();
+            argv.push("--config-file".into());
+            argv.push(p.display().to_string());
+        }
+        let cli = Cli::parse_from(argv);
+        Settings::load(&cli, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults() {
+        let s = load(&[], None, &[]).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert!(s.content.delete_enabled);
+        assert!(s.tls.is_none());
+        assert_eq!(s.upload.max_manifest_size, 4 << 20);
+    }
+
+    #[test]
+    fn distribution_config_yml() {
+        let yaml = r#"
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+  delete:
+    enabled: false
+http:
+  addr: :5000
+  secret: asecretforlocaldevelopment
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+"#;
+        let s = load(&[], Some(yaml), &[]).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/registry"));
+        assert_eq!(s.bind, "0.0.0.0:5000".parse().unwrap());
+        assert!(!s.content.delete_enabled);
+        assert!(s.warnings.iter().any(|w| w.contains("storage.cache")), "{:?}", s.warnings);
+        assert_eq!(s.headers.len(), 1);
+        assert_eq!(s.headers[0].0, "x-content-type-options");
+        assert_eq!(s.headers[0].1, "nosniff");
+        assert!(load(&[], Some("http:\n  headers:\n    \"bad name\": [x]\n"), &[]).is_err());
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let yaml = "storage:\n  filesystem:\n    rootdirectory: /a\n";
+        let env = [
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/b"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "false"),
+        ];
+        let s = load(&[], Some(yaml), &env).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/b"));
+        assert!(!s.content.delete_enabled);
+        let s = load(&["-d", "/c"], Some(yaml), &env).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/c"));
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let s = load(&[], Some("storage:\n  filesystem:\n    rootdirectry: /typo\nfoo: 1\n"), &[]).unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("storage.filesystem.rootdirectry")), "{:?}", s.warnings);
+        assert!(s.warnings.iter().any(|w| w.contains("`foo`")), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn auth_is_refused_rather_than_ignored() {
+        let e = load(&[], Some("auth:\n  htpasswd:\n    realm: r\n    path: /x\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("auth"), "{e}");
+    }
+
+    #[test]
+    fn tls_and_bind_flags() {
+        let s = load(&["--tls", "c.pem,k.pem", "--bind", "9000", "-n", "reg.example"], None, &[]).unwrap();
+        assert_eq!(s.tls, Some(Tls { cert: "c.pem".into(), key: "k.pem".into() }));
+        assert_eq!(s.bind.port(), 9000);
+        assert_eq!(s.hostname.as_deref(), Some("reg.example"));
+        assert!(load(&["--tls", "only.pem"], None, &[]).is_err());
+        assert!(load(&["--bind", "nonsense:port"], None, &[]).is_err());
+    }
+
+    #[test]
+    fn bad_yaml_names_the_file() {
+        let e = load(&[], Some("storage: [unclosed"), &[]).unwrap_err();
+        assert!(e.to_string().contains("config.yml"), "{e}");
+    }
+
+    #[test]
+    fn distribution_s3_section() {
+        let yaml = r#"
+storage:
+  s3:
+    bucket: registry
+    region: garage
+    regionendpoint: http://127.0.0.1:3900
+    accesskey: GK1
+    secretkey: SECRET
+    rootdirectory: /donjon
+    forcepathstyle: true
+    skipverify: false
+    chunksize: 10485760
+    v4auth: true
+  redirect:
+    disable: true
+"#;
+        let s = load(&[], Some(yaml), &[("REGISTRY_STORAGE_S3_BUCKET", "other")]).unwrap();
+        let Backend::S3(s3) = &s.storage.backend().unwrap() else { panic!("{:?}", s.storage) };
+        assert_eq!(s3.bucket, "other");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(s3.root.as_deref(), Some("/donjon"));
+        assert!(s3.path_style);
+        assert_eq!(s3.chunk_size, Some(10 << 20));
+        assert!(s.warnings.iter().any(|w| w.contains("v4auth")), "{:?}", s.warnings);
+        assert!(s3.redirect.is_none(), "redirect.disable: true");
+        assert!(!s.to_yaml().contains("SECRET"), "the secret is never printed");
+        // the same from the environment alone
+        let env = [
+            ("REGISTRY_STORAGE_S3_BUCKET", "b"),
+            ("REGISTRY_STORAGE_S3_REGIONENDPOINT", "minio:9000"),
+            ("REGISTRY_STORAGE_S3_SECURE", "false"),
+        ];
+        let s = load(&[], None, &env).unwrap();
+        let Backend::S3(s3) = &s.storage.backend().unwrap() else { panic!() };
+        assert_eq!(s3.endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(s3.redirect, Some(Duration::from_secs(1200)), "Distribution's default: redirects on");
+        let e = load(&[], Some("storage:\n  s3:\n    region: x\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("bucket"), "{e}");
+        let both = "storage:\n  filesystem: {rootdirectory: /a}\n  s3: {bucket: b}\n";
+        assert!(load(&[], Some(both), &[]).is_err());
+    }
+
+    #[test]
+    fn upload_purging() {
+        let s = load(&[], None, &[]).unwrap();
+        let p = s.storage.upload_purging().unwrap();
+        assert_eq!((p.age.as_secs(), p.interval.as_secs(), p.dry_run), (168 * 3600, 24 * 3600, false));
+        let yaml = "storage:\n  maintenance:\n    uploadpurging: {enabled: true, age: 2h, interval: 30m, dryrun: true}\n";
+        let p = load(&[], Some(yaml), &[]).unwrap().storage.upload_purging().unwrap();
+        assert_eq!((p.age.as_secs(), p.interval.as_secs(), p.dry_run), (7200, 1800, true));
+        let off = "storage:\n  maintenance:\n    uploadpurging: {enabled: false}\n";
+        assert!(load(&[], Some(off), &[]).unwrap().storage.upload_purging().is_none());
+        assert!(load(&[], Some("storage:\n  maintenance:\n    uploadpurging: {age: soon}\n"), &[]).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let e =
+            load(&[], Some("storage:\n  maintenance:\n    uploadpurging: {age: soon}\n"), &[]).unwrap_err();
+        assert_eq!(e.key, "storage.maintenance.uploadpurging.age", "{e}");
+        assert!(e.to_string().contains("config.yml") && e.to_string().contains("soon"), "{e}");
+        let e = load(&[], Some("connections: {idle_timeout: 0s}\n"), &[]).unwrap_err();
+        assert_eq!(e.key, "connections.idle_timeout", "{e}");
+        let e = load(&[], Some("catalog: {maxentries: many}\n"), &[]).unwrap_err();
+        assert_eq!(e.key, "catalog.maxentries", "{e}");
+        let e = load(&["--bind", "nowhere"], None, &[]).unwrap_err();
+        assert_eq!((e.key.as_str(), e.file.is_none()), ("--bind", true), "{e}");
+    }
+
+    #[test]
+    fn both_shapes_in_one_file_and_typos_in_either() {
+        let yaml = "bind: 127.0.0.1:7000\nhttp: {addr: ':5000'}\nconnections: {idel_timeout: 5s}\n\
+                    max_manifest_size: 8388608\ncatalog: {maxentries: 50}\nstorage: {delete: {enabled: false}}\n";
+        let s = load(&[], Some(yaml), &[]).unwrap();
+        assert_eq!(s.bind.port(), 7000, "donjon's key wins over Distribution's");
+        assert_eq!((s.upload.max_manifest_size, s.content.catalog_max_entries), (8 << 20, 50));
+        assert!(!s.content.delete_enabled);
+        assert_eq!(s.warnings, ["unknown configuration key `connections.idel_timeout` ignored"]);
+        assert!(s.to_yaml().contains("catalog_max_entries: 50"), "{}", s.to_yaml());
+    }
+
+    #[test]
+    fn distribution_index_validation() {
+        let p = |s: &str| -> donjon_core::manifest::Platform { s.parse().unwrap() };
+        let rule = |yaml: &str| load(&[], Some(yaml), &[]).map(|s| s.upload.index_children);
+        assert_eq!(rule("version: 0.1").unwrap(), IndexChildren::All);
+        let list = "validation:\n  manifests:\n    indexes:\n      platforms: List\n      platformlist:\n      - architecture: amd64\n        os: linux\n      - {architecture: arm, os: linux, variant: v7}\n";
+        assert_eq!(rule(list).unwrap(), IndexChildren::Platforms(vec![p("linux/amd64"), p("linux/arm/v7")]));
+        assert_eq!(
+            rule("validation: {manifests: {indexes: {platforms: none}}}").unwrap(),
+            IndexChildren::None
+        );
+        assert_eq!(rule("validation: {manifests: {indexes: {platforms: All}}}").unwrap(), IndexChildren::All);
+        assert_eq!(
+            rule("validation: {manifests: {indexes: {platforms: [linux/arm64]}}}").unwrap(),
+            IndexChildren::Platforms(vec![p("linux/arm64")])
+        );
+        assert_eq!(rule("validation: {disabled: true}").unwrap(), IndexChildren::None);
+        let e = rule("validation: {manifests: {indexes: {platforms: List}}}").unwrap_err().to_string();
+        assert!(e.contains("platformlist"), "{e}");
+        let e = rule("validation: {manifests: {indexes: {platforms: [amd64]}}}").unwrap_err().to_string();
+        assert!(e.contains("validation.manifests.indexes.platforms") && e.contains("amd64"), "{e}");
+        let s = load(&[], Some("validation: {manifests: {urls: {allow: [x]}}}"), &[]).unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("validation.manifests.urls")), "{:?}", s.warnings);
+        assert!(s.to_yaml().contains("index_children: all"), "{}", s.to_yaml());
+    }
+}

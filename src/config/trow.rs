@@ -1,0 +1,125 @@
+//! Trow's flags and donjon's (and Trow's) own top-level keys, mapped onto the settings. These
+//! win over Distribution's keys for the same thing (`bind` over `http.addr`, `data_dir` over
+//! `storage.filesystem.rootdirectory`), and flags win over everything.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use donjon_core::config::{duration, ConfigError, Warnings};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::{Settings, Tls};
+
+/// Command-line flags (Trow's names).
+#[derive(clap::Parser, Debug, Clone, Default)]
+#[command(name = "donjon", version, about = "An OCI container image registry")]
+pub struct Cli {
+    /// Address to listen on: HOST:PORT, :PORT or PORT [default: 127.0.0.1:8000]
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Directory for images and uploads [default: ./data]
+    #[arg(short = 'd', long)]
+    pub data_dir: Option<PathBuf>,
+    /// YAML configuration file (donjon's, Trow's or a Distribution config.yml)
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+    /// The registry's public host name
+    #[arg(short = 'n', long)]
+    pub hostname: Option<String>,
+    /// Serve TLS with this PEM certificate chain and key: --tls CERT,KEY
+    #[arg(long, value_delimiter = ',', num_args = 1, value_name = "CERT,KEY")]
+    pub tls: Option<Vec<PathBuf>>,
+    /// Check the configuration, print the effective settings and exit
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// donjon's and Trow's own top-level keys.
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+pub(super) struct File {
+    bind: Option<String>,
+    data_dir: Option<PathBuf>,
+    hostname: Option<String>,
+    tls: Option<TlsFile>,
+    max_manifest_size: Option<usize>,
+    #[serde(with = "duration::option")]
+    drain_timeout: Option<Duration>,
+    connections: Option<crate::server::Options>,
+    registry_proxies: Option<Value>,
+    image_validation: Option<Value>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct TlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    certificate: Option<PathBuf>,
+}
+
+impl File {
+    /// Maps the keys onto `s`, over what Distribution's keys said.
+    pub(super) fn apply(self, s: &mut Settings, w: &mut Warnings) -> Result<(), ConfigError> {
+        if self.image_validation.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(ConfigError::new(
+                "image_validation",
+                "is configured, but this donjon version does not validate images yet; refusing to start",
+            ));
+        }
+        w.not_implemented(self.registry_proxies.is_some(), "registry_proxies");
+        if let Some(bind) = self.bind {
+            s.bind = super::parse_bind(&bind).map_err(|e| ConfigError::new("bind", e))?;
+        }
+        if let Some(dir) = self.data_dir {
+            s.data_dir = dir;
+        }
+        if let Some(host) = self.hostname {
+            s.hostname = Some(host);
+        }
+        if let Some(t) = self.tls {
+            match (t.cert.or(t.certificate), t.key) {
+                (Some(cert), Some(key)) => s.tls = Some(Tls { cert, key }),
+                _ => return Err(ConfigError::new("tls", "needs both cert and key")),
+            }
+        }
+        if let Some(n) = self.max_manifest_size {
+            s.upload.max_manifest_size = n;
+        }
+        if let Some(mut c) = self.connections {
+            // Distribution's `http.draintimeout`, when given, names the same thing and wins.
+            if s.connections.drain_timeout != crate::server::Options::default().drain_timeout {
+                c.drain_timeout = s.connections.drain_timeout;
+            }
+            s.connections = c;
+        }
+        if let Some(d) = self.drain_timeout {
+            s.connections.drain_timeout = d;
+        }
+        Ok(())
+    }
+}
+
+impl Cli {
+    /// Applies the flags, which win over every file and environment value.
+    pub(super) fn apply(&self, s: &mut Settings) -> Result<(), ConfigError> {
+        if let Some(bind) = &self.bind {
+            s.bind = super::parse_bind(bind).map_err(|e| ConfigError::new("--bind", e))?;
+        }
+        if let Some(dir) = &self.data_dir {
+            s.data_dir = dir.clone();
+        }
+        if let Some(host) = &self.hostname {
+            s.hostname = Some(host.clone());
+        }
+        match &self.tls {
+            Some(v) if v.len() == 2 => s.tls = Some(Tls { cert: v[0].clone(), key: v[1].clone() }),
+            Some(v) => {
+                return Err(ConfigError::new("--tls", format!("takes CERT,KEY; got {} value(s)", v.len())))
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
