@@ -11,8 +11,7 @@
 //! (`POST ?digest=` with a streamed body over HTTP/1.1 on loopback) + streamed pull, in
 //! alternation (A B A B …) so that a noisy machine affects both alike.
 
-#[path = "../layers/store/tests/garage/mod.rs"]
-mod garage;
+use donjon_test_support::garage;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -24,14 +24,14 @@
 //! `DONJON_E2E_KEEP=1` (keep the temporary directories, printing where they are).
 
 mod fixtures;
-#[path = "../layers/store/tests/garage/mod.rs"]
-mod garage;
+use donjon_test_support::garage;
+use donjon_test_support::net::free_port;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -429,12 +429,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A free TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
 }
 
 /// A `donjon` binary serving `data` on 127.0.0.1.

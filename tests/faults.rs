@@ -10,21 +10,19 @@
 
 mod common;
 
-#[path = "../layers/store/tests/garage/mod.rs"]
-#[allow(dead_code)]
-mod garage;
+use donjon_test_support::garage;
+use donjon_test_support::process::Process;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::{client, digest, Resp, OCI_MANIFEST};
-use http_body_util::Full;
 
 struct Server {
-    child: Child,
+    process: Process,
     addr: SocketAddr,
 }
 
@@ -40,7 +38,7 @@ impl Server {
             .spawn()
             .unwrap();
         common::wait_listening(addr);
-        Self { child, addr }
+        Self { process: Process(child), addr }
     }
 
     fn url(&self, p: &str) -> String {
@@ -52,19 +50,12 @@ impl Server {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-type Client =
-    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type Client = common::HttpClient;
 
 /// A request that may fail (the server is being killed), bounded in time.
 async fn try_send(
@@ -244,7 +235,7 @@ fn kill_loop(args: Vec<String>, n: usize) {
         // Blobs committed in earlier rounds stay: manifests may reference them.
         let mut tried = Tried { committed: std::mem::take(&mut committed), tags, ..Tried::default() };
         let delay = Duration::from_millis(rng.u64(30..600));
-        let pid = server.child.id();
+        let pid = server.process.id();
         let killer = std::thread::spawn(move || {
             std::thread::sleep(delay);
             let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();

@@ -1,27 +1,25 @@
 //! Shared helpers of the black-box tests: an in-process donjon on 127.0.0.1:0 over real TCP,
-//! and a raw HTTP client.
-#![allow(dead_code)]
+//! and what the test-support crate shares (a pooling HTTP client, free ports, OCI fixtures).
+// Each test binary uses part of it.
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
-use sha2::{Digest as _, Sha256};
-
-#[path = "../../layers/store/tests/garage/mod.rs"]
-mod garage;
+pub use donjon_test_support::client::{client, send, try_send, HttpClient, Resp};
+use donjon_test_support::garage;
+pub use donjon_test_support::net::{free_addr, wait_listening};
+pub use donjon_test_support::oci::{digest, image_manifest, OCI_INDEX, OCI_MANIFEST};
+use http::Request;
 
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     _garage: Option<garage::Garage>,
 }
 
@@ -48,27 +46,6 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.replicas.len();
         self.replicas[i].clone().call(req)
-    }
-}
-
-pub struct Resp {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    /// The first OCI error code of the body.
-    pub fn code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
     }
 }
 
@@ -202,81 +179,4 @@ impl Drop for TestServer {
             t.abort();
         }
     }
-}
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-pub fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-pub async fn send(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-) -> Resp {
-    try_send(client, method, url, headers, body).await.unwrap()
-}
-
-/// [`send`] for a request that may fail (a server being killed, say): the error as text.
-pub async fn try_send(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-) -> Result<Resp, String> {
-    let mut b = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let resp = client.request(b.body(Full::new(body)).unwrap()).await.map_err(|e| e.to_string())?;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Resp { status: parts.status, headers: parts.headers, body })
-}
-
-/// A loopback address with a port free right now, for a server process to bind.
-pub fn free_addr() -> SocketAddr {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Waits (up to 20 s) until something listens on `addr`.
-pub fn wait_listening(addr: SocketAddr) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(std::time::Instant::now() < deadline, "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-pub fn digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(data)))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub fn image_manifest(
-    config: &str,
-    config_size: usize,
-    layer: &str,
-    layer_size: usize,
-    subject: Option<(&str, usize)>,
-) -> Vec<u8> {
-    let mut m = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}],
-    });
-    if let Some((d, size)) = subject {
-        m["subject"] = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d, "size": size});
-    }
-    serde_json::to_vec(&m).unwrap()
 }

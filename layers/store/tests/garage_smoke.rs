@@ -3,7 +3,7 @@
 //! and DELETE an object (signed by curl's --aws-sigv4). Skips when garage is absent, unless
 //! DONJON_S3=1 (then a missing garage fails). Install it with .ci/s3-deps.sh.
 
-mod garage;
+use donjon_test_support::garage;
 
 use std::process::Command;
 

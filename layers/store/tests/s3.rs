@@ -2,7 +2,7 @@
 //! Skipped when Garage is not installed, unless `DONJON_S3=1`, where its absence fails.
 #![cfg(feature = "s3")]
 
-mod garage;
+use donjon_test_support::garage;
 
 use std::sync::Arc;
 

@@ -6,14 +6,12 @@
 //!
 //! The binary is `garage` on PATH, else `~/.cargo/bin/garage` (what `.ci/s3-deps.sh` installs).
 //! Without it, `start` prints why and returns `None` so the caller can skip, unless `DONJON_S3=1`,
-//! where a missing binary is a failure. Only std, tempfile and donjon-store's `S3Config`: no S3 client here (S3 needs SigV4).
-//!
-//! Use from an integration test of donjon-store with `mod garage;`.
-#![allow(dead_code)]
+//! where a missing binary is a failure. Only std, tempfile and donjon-store's `S3Config`: no S3
+//! client here (S3 needs SigV4).
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,7 +141,7 @@ impl Garage {
             .prefix("donjon-garage-")
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
-        let ports = free_ports(2)?;
+        let ports = crate::net::free_ports(2)?;
         let (s3_port, rpc_port) = (ports[0], ports[1]);
         let config = dir.path().join("garage.toml");
         let toml = config_toml(dir.path(), s3_port, rpc_port, &random_hex(32)?);
@@ -343,14 +341,6 @@ api_bind_addr = "127.0.0.1:{s3_port}"
 s3_region = "{REGION}"
 "#
     )
-}
-
-/// `n` distinct free ports on 127.0.0.1 (held together while probing, so distinct).
-fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("probe a free port: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())).collect()
 }
 
 fn random_hex(bytes: usize) -> Result<String, String> {

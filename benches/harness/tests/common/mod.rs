@@ -1,31 +1,15 @@
-//! What the harness's integration tests share: a child process killed on drop, free ports, and
-//! running `donjon-bench` for its JSON report.
+//! What the harness's integration tests share: the test-support crate's process guard and free
+//! ports, and running `donjon-bench` for its JSON report.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-/// A server process, killed (by its PID) when dropped.
-pub struct Server(pub Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use donjon_test_support::net::free_port;
+pub use donjon_test_support::process::Process as Server;
 
 /// Waits up to 20 s for something to listen on `addr`; `why` says what to show if nothing does.
 pub fn wait_listening(addr: &str, why: impl Fn() -> String) {
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "nothing listens on {addr}: {}", why());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let addr = addr.parse().expect("a socket address");
+    donjon_test_support::net::wait_listening_or(addr, why)
 }
 
 /// Runs donjon-bench with `--json -` and returns the JSON report that follows the table.
