@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real clients the end-to-end suite (tests/e2e.rs) drives: skopeo, containerd + ctr,
+# Installs the real clients the end-to-end suite (tests/e2e/) drives: skopeo, containerd + ctr,
 # runc, podman, buildah, docker (dockerd + CLI) and a static busybox for the test images.
 # Idempotent and quiet: does nothing when every package is already installed; runs
 # `apt-get update` only when something is missing. Debian 12, as root (or via sudo).

@@ -50,7 +50,7 @@ fi
 PKGS=(
   haproxy           # fronts the S3 backends in the S3 tests
   docker-registry   # CNCF Distribution 2.8 (/usr/bin/docker-registry)
-  curl              # lists and reads the bucket in tests/e2e.rs (--aws-sigv4: curl >= 7.75)
+  curl              # lists and reads the bucket in tests/e2e/ (--aws-sigv4: curl >= 7.75)
 )
 
 if apt_install s3-deps "${PKGS[@]}"; then

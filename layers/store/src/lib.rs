@@ -24,8 +24,9 @@
 //! # Layout
 //!
 //! - `layer` and `service`: [`ContentStoreLayer`] and [`ContentStore`], the reads and deletes.
-//! - `fs`: [`FsStore`], the filesystem backend (durable writes, page-cache reads without a
-//!   thread hop, hashing on a thread of its own for large uploads).
+//! - `fs`: [`FsStore`], the filesystem backend; `fs/file.rs` its file I/O (durable writes,
+//!   links, page-cache reads without a thread hop), `fs/hashing.rs` the hashing and early
+//!   syncing of uploads (on a thread of their own past 1 MiB) and the hash state file.
 //! - `s3` (feature `s3`): `S3Store`, on any `object_store` backend; `s3_config`: its keys.
 //! - `config`: [`StorageConfig`] (Distribution's `storage` section: which backend, upload
 //!   purging) and [`ContentConfig`] (deletes, catalog size), with their defaults and checks.

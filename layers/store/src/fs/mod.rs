@@ -23,15 +23,14 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use donjon_core::digest::{Algorithm, Digest, Digester};
@@ -42,9 +41,12 @@ use donjon_core::store::{
 };
 use donjon_core::{Name, Reference, Tag};
 
-/// Size of the buffers used to stream blobs to and from disk.
-const IO_BUF: usize = 256 * 1024;
-const HASHSTATE: &str = "donjon-hashstate";
+mod file;
+mod hashing;
+
+use file::*;
+use hashing::*;
+
 const MEDIATYPE: &str = "donjon-mediatype";
 
 /// The filesystem store.
@@ -67,247 +69,6 @@ impl std::fmt::Debug for FsStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FsStore").field("root", &self.inner.root).finish()
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(io::Error::other)?
-}
-
-fn not_found(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound
-}
-
-/// Writes `data` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
-fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path without parent"))?;
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        if durable {
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-        if durable {
-            sync_dir(dir)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
-/// The entries of directory `dir`, or `None` if it does not exist.
-fn read_dir(dir: &Path) -> io::Result<Option<fs::ReadDir>> {
-    match fs::read_dir(dir) {
-        Ok(e) => Ok(Some(e)),
-        Err(e) if not_found(&e) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn read_link(path: &Path) -> io::Result<Option<Digest>> {
-    match fs::read_to_string(path) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
-        Err(e) if not_found(&e) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn remove_dir(path: &Path) -> io::Result<bool> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(true),
-        Err(e) if not_found(&e) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Streams `len` bytes of `file` from its current position: each chunk is read by the blocking
-/// pool straight into the buffer that goes to the socket (tokio's `File` would read into its
-/// own buffer and copy).
-/// Bytes an upload request hashes on its own task before it may move the hash to a thread.
-const HASH_AWAY: u64 = 1024 * 1024;
-
-/// Body chunks queued for an upload's hashing thread (each at most hyper's read buffer, about
-/// 400 KiB): enough to keep it busy, little enough to bound what an upload holds.
-const HASH_QUEUE: usize = 8;
-
-/// Uploads of one store that may hash on threads of their own at once; the others hash inline.
-const HASH_THREADS: usize = 8;
-
-/// An upload's SHA-256, computed in order beside the task that receives and writes the body.
-///
-/// Small requests hash on their task. Past `HASH_AWAY` bytes the state moves to a thread of its
-/// own, fed through a queue of `HASH_QUEUE` chunks, so that receiving, hashing and writing use
-/// three threads: 1 GiB pushes at 0.80-1.10 GB/s against 0.67-0.85 inline (7 rounds each,
-/// alternating); a hop to the blocking pool per chunk instead gave 0.85-0.94. The thread is not the blocking pool's (a client
-/// that trickles its body would hold a pool thread the file operations of every other request
-/// need), and at most `HASH_THREADS` exist per store: past that an upload hashes inline.
-#[allow(clippy::large_enum_variant)] // one per upload request, on its stack
-enum Hashing {
-    Here { digester: Digester, seen: u64 },
-    Away { queue: tokio::sync::mpsc::Sender<Bytes>, result: tokio::sync::oneshot::Receiver<Digester> },
-}
-
-impl Hashing {
-    fn new(digester: Digester) -> Self {
-        Hashing::Here { digester, seen: 0 }
-    }
-
-    async fn update(&mut self, chunk: Bytes, threads: &Arc<tokio::sync::Semaphore>) -> io::Result<()> {
-        match self {
-            Hashing::Away { queue, .. } => {
-                queue.send(chunk).await.map_err(|_| io::Error::other("the hashing thread stopped"))
-            }
-            Hashing::Here { digester, seen } => {
-                *seen += chunk.len() as u64;
-                let permit = (*seen >= HASH_AWAY).then(|| Arc::clone(threads).try_acquire_owned().ok());
-                let Some(Some(permit)) = permit else {
-                    digester.update(&chunk);
-                    return Ok(());
-                };
-                let mut d = std::mem::replace(digester, Digester::new(digester.algorithm()));
-                let (queue, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
-                let (tx, result) = tokio::sync::oneshot::channel();
-                std::thread::Builder::new().name("donjon-hash".into()).spawn(move || {
-                    let _permit = permit;
-                    while let Some(c) = rx.blocking_recv() {
-                        d.update(&c);
-                    }
-                    let _ = tx.send(d);
-                })?;
-                queue.send(chunk).await.map_err(|_| io::Error::other("the hashing thread stopped"))?;
-                *self = Hashing::Away { queue, result };
-                Ok(())
-            }
-        }
-    }
-
-    async fn done(self) -> io::Result<Digester> {
-        match self {
-            Hashing::Here { digester, .. } => Ok(digester),
-            Hashing::Away { queue, result } => {
-                drop(queue);
-                result.await.map_err(|_| io::Error::other("the hashing thread stopped"))
-            }
-        }
-    }
-}
-
-/// Bytes an upload request writes between two early `fdatasync`s.
-const EARLY_SYNC: u64 = 32 * 1024 * 1024;
-
-/// Puts an upload's bytes on the disk while more arrive: every `EARLY_SYNC` bytes an
-/// `fdatasync` starts on the blocking pool (one at a time), so that the commit's `fsync` waits
-/// for the tail of the blob only, not for all of it. Without it a 1 GiB push was the sum of
-/// receiving it into the page cache and then writing it out; with it the two overlap.
-struct EarlySync {
-    file: Arc<fs::File>,
-    synced_at: u64,
-    running: Option<tokio::task::JoinHandle<io::Result<()>>>,
-    failed: Option<io::Error>,
-}
-
-impl EarlySync {
-    fn new(file: fs::File, size: u64) -> Self {
-        Self { file: Arc::new(file), synced_at: size, running: None, failed: None }
-    }
-
-    /// Notes that the file now holds `written` bytes, and starts a sync if one is due, none is
-    /// running and none has failed.
-    fn wrote(&mut self, written: u64) {
-        if written - self.synced_at < EARLY_SYNC || self.failed.is_some() {
-            return;
-        }
-        if let Some(done) = self.running.take_if(|h| h.is_finished()) {
-            match done.now_or_never() {
-                Some(Ok(Ok(()))) | None => {}
-                Some(Ok(Err(e))) => self.failed = Some(e),
-                Some(Err(e)) => self.failed = Some(io::Error::other(e)),
-            }
-        }
-        if self.running.is_none() && self.failed.is_none() {
-            let file = Arc::clone(&self.file);
-            self.running = Some(tokio::task::spawn_blocking(move || file.sync_data()));
-            self.synced_at = written;
-        }
-    }
-
-    /// Waits for the sync in flight; the first error of any.
-    async fn finish(self) -> io::Result<()> {
-        let last = match self.running {
-            Some(h) => h.await.map_err(io::Error::other)?,
-            None => Ok(()),
-        };
-        self.failed.map_or(last, Err)
-    }
-}
-
-/// Streams bytes `[offset, offset + len)` of `file`, in chunks of at most `IO_BUF`.
-///
-/// Each chunk is first read on the calling task with `preadv2(RWF_NOWAIT)`, which copies what the
-/// page cache holds and never waits for the disk; only a read that would wait goes to the blocking
-/// pool. A pull of a cached blob so makes no thread hop per chunk (three context switches per
-/// chunk before: 37,751 for 3 GiB, against Distribution's 2,258), and a cold one still never
-/// blocks the runtime. The kernel's own read-ahead keeps later chunks of a cold blob cached.
-fn file_stream(file: fs::File, offset: u64, len: u64) -> ByteStream {
-    let end = offset + len;
-    let stream = futures_util::stream::try_unfold((Arc::new(file), offset), move |(file, pos)| async move {
-        if pos >= end {
-            return Ok(None);
-        }
-        let mut buf = vec![0; usize::try_from(end - pos).map_or(IO_BUF, |n| n.min(IO_BUF))];
-        let n = match read_cached(&file, &mut buf, pos) {
-            Some(n) => n,
-            None => {
-                let f = Arc::clone(&file);
-                let (b, n) = blocking(move || {
-                    f.read_exact_at(&mut buf, pos).map_err(|e| match e.kind() {
-                        io::ErrorKind::UnexpectedEof => {
-                            io::Error::new(e.kind(), "blob shorter than its size")
-                        }
-                        _ => e,
-                    })?;
-                    let n = buf.len();
-                    Ok((buf, n))
-                })
-                .await?;
-                buf = b;
-                n
-            }
-        };
-        buf.truncate(n);
-        Ok(Some((Bytes::from(buf), (file, pos + n as u64))))
-    });
-    Box::pin(stream.map_err(|e: io::Error| Box::new(e) as donjon_core::BoxError))
-}
-
-/// Reads into `buf` at `pos` only what the page cache already holds; `None` when that is nothing
-/// (or the kernel cannot say: before Linux 4.14, or on a filesystem without `RWF_NOWAIT`).
-#[cfg(target_os = "linux")]
-fn read_cached(file: &fs::File, buf: &mut [u8], pos: u64) -> Option<usize> {
-    let flags = rustix::io::ReadWriteFlags::NOWAIT;
-    match rustix::io::preadv2(file, &mut [io::IoSliceMut::new(buf)], pos, flags) {
-        Ok(n) if n > 0 => Some(n),
-        // EAGAIN: not cached. 0 at a position inside the blob: truncated, the blocking read says so.
-        _ => None,
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn read_cached(_: &fs::File, _: &mut [u8], _: u64) -> Option<usize> {
-    None
 }
 
 /// RFC 3339 UTC time, as Distribution writes `startedat`.
@@ -457,34 +218,6 @@ impl FsStore {
 /// How old a temporary file or a half-made session must be before the purger takes it as left
 /// over by a crash.
 const LEFTOVER_AGE: Duration = Duration::from_secs(600);
-
-fn modified_before(path: &Path, t: SystemTime) -> bool {
-    fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|m| m < t)
-}
-
-/// A hash state file: the size hashed (8 bytes, little-endian), the algorithm, the state.
-fn hashstate(size: u64, h: &Digester) -> Vec<u8> {
-    let mut state = size.to_le_bytes().to_vec();
-    state.push(algorithm_byte(h.algorithm()));
-    state.extend_from_slice(&h.state());
-    state
-}
-
-/// How a hash state file names its algorithm.
-fn algorithm_byte(a: Algorithm) -> u8 {
-    match a {
-        Algorithm::Sha256 => 0,
-        Algorithm::Sha512 => 1,
-    }
-}
-
-fn algorithm_of_byte(b: u8) -> Option<Algorithm> {
-    match b {
-        0 => Some(Algorithm::Sha256),
-        1 => Some(Algorithm::Sha512),
-        _ => None,
-    }
-}
 
 #[async_trait]
 impl Store for FsStore {
@@ -984,6 +717,8 @@ impl Store for FsStore {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     donjon_core::store_contract_tests!(async {
@@ -1181,140 +916,5 @@ mod tests {
         let s = rfc3339_now();
         assert_eq!(s.len(), 20, "{s}");
         assert!(s.ends_with('Z') && &s[4..5] == "-" && &s[10..11] == "T", "{s}");
-    }
-
-    /// A file of `len` patterned bytes, and the bytes.
-    fn patterned(dir: &Path, len: usize) -> (fs::File, Vec<u8>) {
-        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4093) as u8).collect();
-        let path = dir.join("blob");
-        fs::write(&path, &data).unwrap();
-        (fs::File::open(path).unwrap(), data)
-    }
-
-    async fn collect(mut s: ByteStream) -> (Vec<u8>, Vec<usize>, Option<String>) {
-        let (mut all, mut sizes) = (Vec::new(), Vec::new());
-        while let Some(chunk) = s.next().await {
-            match chunk {
-                Ok(c) => {
-                    sizes.push(c.len());
-                    all.extend_from_slice(&c);
-                }
-                Err(e) => return (all, sizes, Some(e.to_string())),
-            }
-        }
-        (all, sizes, None)
-    }
-
-    #[tokio::test]
-    async fn file_stream_reads_any_range_in_bounded_chunks() {
-        let dir = tempfile::tempdir().unwrap();
-        let len = 3 * IO_BUF + 12_345;
-        let (file, data) = patterned(dir.path(), len);
-        for (start, n) in [(0, len), (1, len - 1), (IO_BUF - 1, IO_BUF + 2), (len - 1, 1), (5, 0)] {
-            let f = file.try_clone().unwrap();
-            let (got, sizes, err) = collect(file_stream(f, start as u64, n as u64)).await;
-            assert_eq!(err, None);
-            assert!(got == data[start..start + n], "range {start}+{n}");
-            assert!(sizes.iter().all(|&c| c > 0 && c <= IO_BUF), "chunks {sizes:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn file_stream_fails_when_the_file_is_shorter_than_its_size() {
-        // A blob truncated behind the registry's back must end the body with an error (the
-        // connection is cut), never a clean short body that a client could take as complete.
-        let dir = tempfile::tempdir().unwrap();
-        let (file, data) = patterned(dir.path(), IO_BUF + 100);
-        let (got, _, err) = collect(file_stream(file, 0, (IO_BUF + 200) as u64)).await;
-        assert_eq!(got, data);
-        assert!(err.unwrap().contains("blob shorter than its size"));
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn cached_bytes_are_read_without_the_blocking_pool() {
-        // What was just written is in the page cache: RWF_NOWAIT reads it on the calling thread.
-        // (ext4 does, as on the CI machine; a `None` here would mean a thread hop per chunk.)
-        let dir = tempfile::tempdir().unwrap();
-        let (file, data) = patterned(dir.path(), 100_000);
-        let mut buf = vec![0; 4096];
-        assert_eq!(read_cached(&file, &mut buf, 1000), Some(4096));
-        assert!(buf == data[1000..5096]);
-        // At the end of the file there is nothing to read: the caller falls back and reports it.
-        assert_eq!(read_cached(&file, &mut buf, 100_000), None);
-    }
-
-    #[tokio::test]
-    async fn early_sync_starts_every_early_sync_bytes_one_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let (file, _) = patterned(dir.path(), 10);
-        let mut early = EarlySync::new(file, 10);
-        early.wrote(10 + EARLY_SYNC - 1);
-        assert!(early.running.is_none(), "nothing is due before EARLY_SYNC bytes");
-        early.wrote(10 + EARLY_SYNC);
-        assert!(early.running.is_some());
-        assert_eq!(early.synced_at, 10 + EARLY_SYNC);
-        early.finish().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn early_sync_failures_are_reported_and_stop_further_syncs() {
-        // fdatasync on /dev/null fails (EINVAL): the upload must hear of it, because the error
-        // it consumed would not show at the commit's fsync.
-        let null = fs::File::open("/dev/null").unwrap();
-        let mut early = EarlySync::new(null, 0);
-        early.wrote(EARLY_SYNC);
-        while !early.running.as_ref().unwrap().is_finished() {
-            tokio::task::yield_now().await;
-        }
-        early.wrote(2 * EARLY_SYNC);
-        assert!(early.failed.is_some() && early.running.is_none(), "no new sync after a failure");
-        assert!(early.finish().await.is_err());
-    }
-
-    async fn hash_in_chunks(h: &mut Hashing, data: &[u8], threads: &Arc<tokio::sync::Semaphore>) {
-        for c in data.chunks(300_000) {
-            h.update(Bytes::copy_from_slice(c), threads).await.unwrap();
-        }
-    }
-
-    #[tokio::test]
-    async fn hashing_moves_to_a_thread_past_hash_away_and_stays_in_order() {
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let threads = Arc::new(tokio::sync::Semaphore::new(1));
-        let mut h = Hashing::new(Digester::new(Algorithm::Sha256));
-        hash_in_chunks(&mut h, &data, &threads).await;
-        assert!(matches!(h, Hashing::Away { .. }));
-        assert_eq!(threads.available_permits(), 0, "the thread holds the slot");
-        assert_eq!(h.done().await.unwrap().finish(), Digest::sha256_of(&data));
-        // The slot comes back when the thread ends.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), threads.acquire()).await.unwrap();
-        // No slot free: the same bytes hash inline, to the same digest.
-        let none = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut h = Hashing::new(Digester::new(Algorithm::Sha256));
-        hash_in_chunks(&mut h, &data, &none).await;
-        assert!(matches!(h, Hashing::Here { .. }));
-        assert_eq!(h.done().await.unwrap().finish(), Digest::sha256_of(&data));
-    }
-
-    #[test]
-    fn a_trickling_upload_holds_no_blocking_pool_thread() {
-        // The binary bounds the blocking pool; every file operation needs it. An upload whose
-        // hash moved to a thread and whose client then goes quiet must not hold a pool thread.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .max_blocking_threads(1)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let threads = Arc::new(tokio::sync::Semaphore::new(1));
-            let mut h = Hashing::new(Digester::new(Algorithm::Sha256));
-            hash_in_chunks(&mut h, &[7; 2 * 1024 * 1024], &threads).await;
-            assert!(matches!(h, Hashing::Away { .. }));
-            let pool = tokio::task::spawn_blocking(|| 42);
-            let r = tokio::time::timeout(std::time::Duration::from_secs(5), pool).await;
-            assert_eq!(r.expect("the blocking pool is free").unwrap(), 42);
-            h.done().await.unwrap();
-        });
     }
 }
