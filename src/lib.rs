@@ -32,6 +32,8 @@
 //!  └─ middleware (src/middleware): request id, access log, extra headers, health, catch-panic
 //!      └─ Registry: one boxed service, composed once in RegistryBuilder::compose
 //!          └─ RouteLayer (donjon-core)       parse the path once → Route in the extensions
+//!              └─ AuthLayer (donjon-auth, optional)   who may do the Route's Action → Principal;
+//!                 the token endpoint
 //!              └─ UploadLayer (donjon-upload)   every Action::Push: sessions, mounts, manifest PUT
 //!                  └─ ContentStoreLayer (donjon-store)   reads, deletes, tags, catalog, referrers
 //!                      └─ fallback: 404, or the application RegistryLayer wraps
@@ -66,6 +68,7 @@ pub mod config;
 pub mod middleware;
 pub mod server;
 
+pub use donjon_auth::{self as auth, AuthConfig, AuthLayer};
 pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Store};
 pub use donjon_store::{ContentConfig, ContentStoreLayer, FsStore, StorageConfig, UploadPurging};
 pub use donjon_upload::{IndexChildren, UploadConfig, UploadLayer};
@@ -77,6 +80,7 @@ pub type BoxRegistry = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 /// Builds a [`Registry`] or a [`RegistryLayer`]: the layers, each with its own defaults.
 #[derive(Clone, Debug)]
 pub struct RegistryBuilder {
+    auth: Option<AuthLayer>,
     upload: UploadLayer,
     content: ContentStoreLayer,
 }
@@ -106,6 +110,12 @@ impl RegistryBuilder {
         self
     }
 
+    /// Authentication and access rules (default: none, everyone may do everything).
+    pub fn auth(mut self, layer: AuthLayer) -> Self {
+        self.auth = Some(layer);
+        self
+    }
+
     /// The upload layer, built elsewhere.
     pub fn upload(mut self, layer: UploadLayer) -> Self {
         self.upload = layer;
@@ -119,14 +129,25 @@ impl RegistryBuilder {
     }
 
     /// The background work of the layers, as one future to spawn: upload purging when `p` is
-    /// given (the binary passes Distribution's `storage.maintenance.uploadpurging`).
+    /// given (the binary passes Distribution's `storage.maintenance.uploadpurging`), and the
+    /// auth layer's htpasswd reloading.
     pub fn background(&self, purging: Option<UploadPurging>) -> impl Future<Output = ()> + Send + 'static {
         let purger = purging.map(|p| self.content.upload_purger(p));
+        let auth = self.auth.as_ref().map(AuthLayer::background);
         async move {
-            match purger {
-                Some(p) => p.await,
-                None => std::future::pending().await,
-            }
+            let purger = async move {
+                match purger {
+                    Some(p) => p.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let auth = async move {
+                match auth {
+                    Some(a) => a.await,
+                    None => std::future::pending().await,
+                }
+            };
+            futures_util::future::join(purger, auth).await;
         }
     }
 
@@ -142,6 +163,7 @@ impl RegistryBuilder {
     {
         let stack = ServiceBuilder::new()
             .layer(donjon_core::RouteLayer::new())
+            .option_layer(self.auth.clone())
             .layer(self.upload.clone())
             .layer(self.content.clone())
             .service(fallback);
@@ -203,7 +225,11 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// A builder over `store`.
     pub fn builder(store: Arc<dyn Store>) -> RegistryBuilder {
-        RegistryBuilder { upload: UploadLayer::new(store.clone()), content: ContentStoreLayer::new(store) }
+        RegistryBuilder {
+            auth: None,
+            upload: UploadLayer::new(store.clone()),
+            content: ContentStoreLayer::new(store),
+        }
     }
 }
 

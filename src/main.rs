@@ -48,9 +48,16 @@ fn main() -> ExitCode {
 async fn run(settings: Settings) -> std::io::Result<()> {
     let tls = settings.tls.as_ref().map(|t| server::tls_acceptor(&t.cert, &t.key)).transpose()?;
     let store = settings.storage.open(&settings.data_dir).await?;
-    let builder = Registry::builder(store.clone())
+    let mut builder = Registry::builder(store.clone())
         .content(settings.content.build(store.clone()))
         .upload(settings.upload.build(store));
+    let auth = settings
+        .auth
+        .build(&settings.data_dir, settings.hostname.as_deref())
+        .map_err(std::io::Error::other)?;
+    if let Some(layer) = auth {
+        builder = builder.auth(layer);
+    }
     // Background work the layers hand out (upload purging): it runs until the process ends.
     tokio::spawn(builder.background(settings.storage.upload_purging()));
     let registry = builder.build();

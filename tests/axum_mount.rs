@@ -33,7 +33,7 @@ async fn push_and_pull_through_axum() {
     let store = donjon::FsStore::open(dir.path()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = example::app(Arc::new(store));
+    let app = example::app(Arc::new(store), None);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let c = Client::builder(TokioExecutor::new()).build_http();
     let base = format!("http://{addr}");
@@ -77,5 +77,52 @@ async fn push_and_pull_through_axum() {
     // the app's unknown paths are still the app's
     let (st, _, _) = call(&c, "GET", format!("{base}/nope"), None, vec![]).await;
     assert_eq!(st, 404);
+    server.abort();
+}
+
+#[tokio::test]
+async fn the_apps_routes_stay_public_while_the_registry_needs_credentials() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = donjon::FsStore::open(dir.path()).await.unwrap();
+    let auth = example::one_user(dir.path(), "admin", "secret").unwrap();
+    let app =
+        example::app(Arc::new(store), Some(auth)).layer(axum::middleware::from_fn(example::client_conn));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    });
+    let c = Client::builder(TokioExecutor::new()).build_http();
+    let base = format!("http://{addr}");
+    let (st, _, _) = call(&c, "GET", format!("{base}/hello"), None, vec![]).await;
+    assert_eq!(st, 200, "the app's route needs nothing");
+    let (st, h, _) = call(&c, "GET", format!("{base}/v2/"), None, vec![]).await;
+    assert_eq!(st, 401);
+    assert!(h["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with(&format!(r#"Bearer realm="http://{addr}/v2/token""#)));
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("admin:secret"));
+    let get = |url: String, auth: String| {
+        let c = c.clone();
+        async move {
+            let req =
+                http::Request::get(url).header("authorization", auth).body(Full::new(Bytes::new())).unwrap();
+            let r = c.request(req).await.unwrap();
+            let (p, body) = r.into_parts();
+            (p.status.as_u16(), body.collect().await.unwrap().to_bytes())
+        }
+    };
+    assert_eq!(get(format!("{base}/v2/"), basic.clone()).await.0, 200);
+    let (st, body) = get(format!("{base}/v2/token?scope=repository:app/img:pull,push"), basic).await;
+    assert_eq!(st, 200);
+    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    assert_eq!(
+        get(format!("{base}/v2/app/img/tags/list"), bearer).await.0,
+        404,
+        "authorized: the repository is just empty"
+    );
     server.abort();
 }

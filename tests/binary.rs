@@ -410,3 +410,51 @@ fn a_disabled_access_log_writes_no_request_lines() {
     let rest: Vec<String> = rx.try_iter().collect();
     assert!(rest.iter().all(|l| !l.contains("/v2/")), "{rest:?}");
 }
+
+/// Trow's `--user`/`--password` (from a file) and Distribution's `auth.htpasswd` together: both
+/// users log in, the signing key is made in the data directory, and `--dry-run` never prints
+/// a password.
+#[test]
+fn auth_from_flags_and_from_an_htpasswd_file() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("carol:{}\n", bcrypt::hash("carol-pw", 4).unwrap())).unwrap();
+    let pw = dir.path().join("password");
+    std::fs::write(&pw, "flag-pw\n").unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, format!("auth:\n  htpasswd: {{realm: test, path: {}}}\n", htpasswd.display()))
+        .unwrap();
+    let password = format!("file://{}", pw.display());
+    let flags = ["--config-file", cfg.to_str().unwrap(), "--user", "trow", "--password", &password];
+
+    let out = Command::new(BIN).args(flags).arg("--dry-run").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("htpasswd") && !text.contains("flag-pw") && !text.contains("file://"), "{text}");
+
+    let data = dir.path().join("data");
+    let d = Donjon::start_with(&data, &flags);
+    let rt = rt();
+    rt.block_on(async {
+        let c = client();
+        let anon = send(&c, "GET", &d.url("/v2/"), &[], Bytes::new()).await;
+        assert_eq!(anon.status, 401);
+        assert!(
+            anon.header("www-authenticate").starts_with("Bearer realm="),
+            "{}",
+            anon.header("www-authenticate")
+        );
+        for (user, pass) in [("trow", "flag-pw"), ("carol", "carol-pw")] {
+            let basic = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+            );
+            let r = send(&c, "GET", &d.url("/v2/"), &[("authorization", &basic)], Bytes::new()).await;
+            assert_eq!(r.status, 200, "{user}");
+        }
+    });
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = data.join("auth/token-signing-key.pem");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+}

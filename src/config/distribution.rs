@@ -4,8 +4,10 @@
 //! binary. `REGISTRY_<SECTION>_<KEY>` environment variables override the file, as in
 //! Distribution.
 //!
-//! Sections this version reads but does not implement are reported; those that would leave
-//! the registry less protected than asked (`auth`) stop the start-up.
+//! `auth` is the auth layer's own section ([`AuthConfig`](donjon_auth::AuthConfig)): the
+//! `htpasswd` provider, with donjon's access rules beside it. Sections this version reads but
+//! does not implement are reported; those that would leave the registry less protected than
+//! asked (`auth.token`, an external issuer) stop the start-up.
 
 use std::path::PathBuf;
 
@@ -27,7 +29,7 @@ pub(super) struct File {
     loglevel: Option<String>,
     storage: StorageConfig,
     http: Http,
-    auth: Option<Value>,
+    auth: donjon_auth::AuthConfig,
     proxy: Option<IgnoredAny>,
     notifications: Option<IgnoredAny>,
     redis: Option<IgnoredAny>,
@@ -125,12 +127,7 @@ struct HttpTls {
 impl File {
     /// Maps the file onto `s`: what Distribution's keys say, over the defaults.
     pub(super) fn apply(self, s: &mut Settings, w: &mut Warnings) -> Result<(), ConfigError> {
-        if self.auth.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(ConfigError::new(
-                "auth",
-                "is configured, but this donjon version has no authentication yet; refusing to start an open registry",
-            ));
-        }
+        s.auth = self.auth;
         w.not_implemented(self.proxy.is_some(), "proxy");
         w.not_implemented(self.notifications.is_some(), "notifications");
         w.not_implemented(self.redis.is_some(), "redis");

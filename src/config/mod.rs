@@ -13,8 +13,8 @@
 //!
 //! A file may mix both. Keys neither shape knows are reported as warnings with their full
 //! path; sections read but not implemented yet are reported too, and those that would leave
-//! the registry less protected than the user asked for (`auth`, `image_validation`) stop the
-//! start-up. Errors name the key and the file.
+//! the registry less protected than the user asked for (`auth.token`, `image_validation`) stop
+//! the start-up. Errors name the key and the file.
 //!
 //! ```
 //! use donjon::config::{Cli, Settings};
@@ -68,6 +68,8 @@ pub struct Settings {
     pub content: ContentConfig,
     /// The upload layer: manifest size, index children.
     pub upload: UploadConfig,
+    /// The auth layer: users, rules, tokens (Distribution's `auth` section, Trow's `--user`).
+    pub auth: donjon_auth::AuthConfig,
     /// Connection timeouts and limits (donjon's `connections` section), and the drain on
     /// shutdown (`drain_timeout`, Distribution's `http.draintimeout`).
     pub connections: crate::server::Options,
@@ -91,6 +93,7 @@ impl Default for Settings {
             storage: StorageConfig::default(),
             content: ContentConfig::default(),
             upload: UploadConfig::default(),
+            auth: donjon_auth::AuthConfig::default(),
             connections: crate::server::Options::default(),
             headers: vec![],
             log: Logging::default(),
@@ -216,6 +219,15 @@ impl Settings {
         dist.apply(&mut s, &mut warnings)?;
         own.apply(&mut s, &mut warnings)?;
         cli.apply(&mut s)?;
+        s.auth.check(&mut warnings)?;
+        if s.auth.enabled() && s.auth.signing_key.is_none() && s.storage.s3.is_some() {
+            return Err(ConfigError::new(
+                "auth.signing_key",
+                "is required with object storage: every replica must sign tokens with the same key \
+                 (a PEM file, e.g. from a Kubernetes secret; make one with `openssl genpkey -algorithm EC \
+                 -pkeyopt ec_paramgen_curve:P-256`)",
+            ));
+        }
         s.content.check()?;
         s.upload.check()?;
         s.connections.validate()?;
@@ -319,7 +331,7 @@ health:
     }
 
     #[test]
-    fn auth_is_refused_rather_than_ignored() {
+    fn an_auth_file_that_cannot_be_read_stops_the_start() {
         let e = load(&[], Some("auth:\n  htpasswd:\n    realm: r\n    path: /x\n"), &[]).unwrap_err();
         assert!(e.to_string().contains("auth"), "{e}");
     }

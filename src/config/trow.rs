@@ -30,6 +30,12 @@ pub struct Cli {
     /// Serve TLS with this PEM certificate chain and key: --tls CERT,KEY
     #[arg(long, value_delimiter = ',', num_args = 1, value_name = "CERT,KEY")]
     pub tls: Option<Vec<PathBuf>>,
+    /// A user who may log in (with --password), beside any htpasswd file
+    #[arg(long, requires = "password")]
+    pub user: Option<String>,
+    /// The --user's password, or file://PATH to read it from a file
+    #[arg(long, requires = "user")]
+    pub password: Option<String>,
     /// Check the configuration, print the effective settings and exit
     #[arg(long)]
     pub dry_run: bool,
@@ -112,6 +118,9 @@ impl Cli {
         }
         if let Some(host) = &self.hostname {
             s.hostname = Some(host.clone());
+        }
+        if let (Some(u), Some(p)) = (&self.user, &self.password) {
+            s.auth.user = Some((u.clone(), p.clone()));
         }
         match &self.tls {
             Some(v) if v.len() == 2 => s.tls = Some(Tls { cert: v[0].clone(), key: v[1].clone() }),

@@ -170,7 +170,12 @@ where
         let _ = stream.set_nodelay(true);
         let state = slot.state.clone();
         let stream = Linger::new(Watched::new(stream, state.clone()));
-        let svc = Tracked::new(Drain::new(svc.clone()), state.clone(), options.body_timeout);
+        let conn = donjon_core::ClientConn { peer, tls: tls.is_some() };
+        let svc = tower::ServiceExt::map_request(svc.clone(), move |mut req: Request<ServerBody>| {
+            req.extensions_mut().insert(conn);
+            req
+        });
+        let svc = Tracked::new(Drain::new(svc), state.clone(), options.body_timeout);
         let hyper_svc = TowerToHyperService::new(svc);
         let (tls, builder, options, stop, done) =
             (tls.clone(), builder.clone(), options.clone(), stop_rx.clone(), done_tx.clone());

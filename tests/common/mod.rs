@@ -85,7 +85,9 @@ impl TestServer {
             for _ in 0..2 {
                 let config = g.store_config("replicas");
                 let store = donjon_store::S3Store::connect(config).await.unwrap();
-                replicas.push(f(donjon::Registry::builder(Arc::new(store))).build());
+                let builder = f(donjon::Registry::builder(Arc::new(store)));
+                tokio::spawn(builder.background(None));
+                replicas.push(builder.build());
             }
             let svc = RoundRobin { replicas: replicas.into(), next: Arc::default() };
             garage = Some(g);
@@ -96,7 +98,11 @@ impl TestServer {
             })
         } else {
             let store = donjon::FsStore::open(dir.path()).await.unwrap();
-            let registry = f(donjon::Registry::builder(Arc::new(store))).build();
+            let builder = f(donjon::Registry::builder(Arc::new(store)));
+            // The layers' background work (the auth layer's htpasswd reloading), as the binary
+            // runs it; upload purging stays off.
+            tokio::spawn(builder.background(None));
+            let registry = builder.build();
             tokio::spawn(async move {
                 donjon::server::serve(
                     listener,

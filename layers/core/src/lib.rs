@@ -22,7 +22,8 @@
 //! - [`error`]: the OCI [`Error`] and its response; [`response`]: header names and response
 //!   helpers (`empty`, `json`, `add_warning`, `parse_content_range`); [`body`]: the [`Body`].
 //! - [`manifest`]: what a manifest references and how it describes itself; [`principal`]: who
-//!   is calling (set by an auth layer).
+//!   is calling (set by an auth layer) and from where ([`ClientConn`], set by the server);
+//!   [`time`]: RFC 3339 timestamps.
 //! - [`config`]: what the layers' configuration sections share: [`config::ConfigError`]
 //!   naming key and file, warnings, the duration format.
 //! - [`store`]: the [`Store`] contract; [`layout`]: Distribution's storage paths;
@@ -42,6 +43,7 @@ pub mod principal;
 pub mod response;
 pub mod route;
 pub mod store;
+pub mod time;
 
 #[cfg(feature = "test-util")]
 pub mod contract;
@@ -52,7 +54,7 @@ pub use body::{Body, BoxError};
 pub use digest::{Algorithm, Digest, Digester};
 pub use error::{Error, ErrorCode};
 pub use name::{Name, Reference, Tag};
-pub use principal::Principal;
+pub use principal::{ClientConn, Principal};
 pub use route::{Action, Route, RouteLayer, RouteService};
 pub use store::{Store, StoreError};
 

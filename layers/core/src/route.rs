@@ -37,6 +37,9 @@ pub enum Route {
     Base,
     /// `/v2/_catalog`
     Catalog,
+    /// `/v2/token`: the token endpoint (the realm of the Docker token flow), answered by an
+    /// auth layer; a 404 without one.
+    Token,
     /// `/v2/<name>/tags/list`
     Tags {
         /// Repository.
@@ -81,7 +84,7 @@ impl Route {
     /// The repository the route addresses, if any.
     pub fn name(&self) -> Option<&Name> {
         match self {
-            Self::Base | Self::Catalog => None,
+            Self::Base | Self::Catalog | Self::Token => None,
             Self::Tags { name }
             | Self::Manifest { name, .. }
             | Self::Blob { name, .. }
@@ -118,6 +121,9 @@ pub fn parse(path: &str) -> Result<Option<Route>, Error> {
     };
     if rest == "_catalog" {
         return Ok(Some(Route::Catalog));
+    }
+    if rest == "token" {
+        return Ok(Some(Route::Token));
     }
     if rest.contains('%') {
         // Names, tags, digests and ids never need escapes; an escape can only smuggle in

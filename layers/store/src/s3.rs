@@ -498,7 +498,7 @@ impl Store for S3Store {
             algorithm: (algorithm != Algorithm::Sha256).then_some(algorithm),
             ..Session::default()
         };
-        self.put(&self.upload(repo, &id, "startedat"), Bytes::from(crate::fs::rfc3339_now())).await?;
+        self.put(&self.upload(repo, &id, "startedat"), Bytes::from(donjon_core::time::rfc3339_now())).await?;
         self.save(repo, &id, &s, None).await?;
         Ok(id)
     }

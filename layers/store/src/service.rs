@@ -72,6 +72,8 @@ async fn dispatch(s: &Shared, route: Route, req: http::request::Parts) -> HResul
             Ok(accepted())
         }
         Route::Referrers { name, digest } if m == Method::GET => referrers(s, &name, &digest, &req).await,
+        Route::Token => Err(Error::new(ErrorCode::NameUnknown, "no token endpoint: authentication is off")
+            .with_status(StatusCode::NOT_FOUND)),
         _ => Err(Error::method_not_allowed()),
     }
 }
@@ -112,11 +114,17 @@ async fn catalog(s: &Shared, req: &http::request::Parts) -> HResult {
     let mut repos = if n == 0 { vec![] } else { s.store.catalog(last.as_deref(), n + 1).await? };
     let more = repos.len() > n;
     repos.truncate(n);
+    // Behind an auth layer, the caller sees only what it may pull (a page may so be short;
+    // the `Link` still follows the store's order).
+    let page_end = repos.last().cloned();
+    if let Some(p) = req.extensions.get::<donjon_core::Principal>() {
+        repos.retain(|r| r.parse::<Name>().is_ok_and(|n| p.may(&n, donjon_core::route::Action::Pull)));
+    }
     let body = serde_json::json!({ "repositories": repos }).to_string();
     let mut r = json(StatusCode::OK, body.into(), false);
     if more {
-        if let Some(l) = repos.last() {
-            r.headers_mut().insert(header::LINK, next_link("/v2/_catalog", n, l));
+        if let Some(l) = page_end {
+            r.headers_mut().insert(header::LINK, next_link("/v2/_catalog", n, &l));
         }
     }
     Ok(r)

@@ -156,7 +156,13 @@ where
             let from: Name = from.parse().map_err(|e: donjon_core::name::NameError| {
                 Error::new(ErrorCode::NameInvalid, e.to_string())
             })?;
-            if s.store.blob_size(&from, &digest).await.is_ok() {
+            // A caller who may not pull `from` gets a plain session, as the spec allows for any
+            // mount that is not made: nothing tells it whether the blob is there.
+            let may_pull = req
+                .extensions()
+                .get::<donjon_core::Principal>()
+                .is_none_or(|p| p.may(&from, donjon_core::route::Action::Pull));
+            if may_pull && s.store.blob_size(&from, &digest).await.is_ok() {
                 s.store.blob_link(name, &digest).await?;
                 return Ok(blob_created(name, &digest));
             }

@@ -1,0 +1,294 @@
+//! The auth layer's settings: Distribution's `auth` section (`htpasswd: {realm, path}`) and
+//! donjon's own keys beside it: the access rules, groups, the token service and lifetimes, and
+//! the signing key. Trow's `--user`/`--password` arrive as [`AuthConfig::user`].
+//!
+//! ```
+//! use donjon_auth::AuthConfig;
+//! use donjon_core::config::Warnings;
+//!
+//! let yaml = r#"
+//! access:
+//!   - {repository: "public/**", who: anyone, actions: [pull]}
+//!   - {repository: "**", who: authenticated, actions: [pull, push, delete]}
+//! "#;
+//! let c: AuthConfig = serde_yaml::from_str(yaml).unwrap();
+//! c.check(&mut Warnings::default()).unwrap();
+//! assert!(c.enabled());
+//! let rules = c.rules().unwrap();
+//! assert_eq!(rules.actions(None, "public/x").len(), 1);
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use donjon_core::config::{duration, ConfigError, Warnings};
+use donjon_core::route::Action;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{Rule, Rules, Who};
+use crate::token::{SigningKey, Tokens};
+use crate::users::Users;
+use crate::AuthLayer;
+
+/// Access tokens live five minutes, as Docker Hub's do.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The `auth` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Distribution's `auth.htpasswd`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub htpasswd: Option<HtpasswdConfig>,
+    /// Distribution's `auth.token` (an external issuer): not supported yet, refused.
+    #[serde(skip_serializing)]
+    pub token: Option<IgnoredAny>,
+    /// Distribution's `auth.silly`: refused (it lets anyone in).
+    #[serde(skip_serializing)]
+    pub silly: Option<IgnoredAny>,
+    /// The service tokens are for (their audience; default: the host name, else `donjon`).
+    pub service: Option<String>,
+    /// The tokens' issuer (default `donjon`).
+    pub issuer: Option<String>,
+    /// The token endpoint's URL in challenges (default: built from each request's host).
+    pub realm: Option<String>,
+    /// The PEM file of the signing key (default: `auth/token-signing-key.pem` in the data
+    /// directory, made on first start). Replicas must share it.
+    pub signing_key: Option<PathBuf>,
+    /// How long access tokens live (default 5m).
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub token_lifetime: Option<Duration>,
+    /// How long refresh tokens (a `docker login`'s identity token) live (default 720h).
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub refresh_lifetime: Option<Duration>,
+    /// Groups of users, for rules (`group:NAME`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// The rules, first match wins. Without any: every authenticated user may do anything,
+    /// anonymous callers nothing (Distribution's behaviour).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<RuleConfig>,
+    /// Trow's `--user`/`--password`: one more user (the password may be `file://PATH`).
+    #[serde(skip)]
+    pub user: Option<(String, String)>,
+}
+
+/// Distribution's `auth.htpasswd`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HtpasswdConfig {
+    /// The realm of Basic challenges.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// The file (bcrypt entries).
+    pub path: PathBuf,
+}
+
+/// One rule: `{repository: GLOB, who: WHO | [WHO…], actions: [pull, push, delete]}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleConfig {
+    /// A repository name or glob (`*` within a component, `**` across).
+    pub repository: String,
+    /// `anyone`, `anonymous`, `authenticated`, `user:NAME`, `group:NAME`, or a list.
+    pub who: OneOrMany,
+    /// What they may do; `[]` denies.
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+/// A string or a list of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn items(&self) -> Vec<&str> {
+        match self {
+            Self::One(s) => vec![s.as_str()],
+            Self::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether the section asks for authentication at all.
+    pub fn enabled(&self) -> bool {
+        self.htpasswd.is_some() || self.user.is_some() || !self.access.is_empty() || self.token.is_some()
+    }
+
+    /// The rules, parsed.
+    pub fn rules(&self) -> Result<Rules, ConfigError> {
+        if self.access.is_empty() {
+            return Ok(Rules::authenticated_may_do_anything());
+        }
+        let mut rules = vec![];
+        for (i, r) in self.access.iter().enumerate() {
+            let at = |k: &str| format!("auth.access[{i}].{k}");
+            if r.repository.is_empty() {
+                return Err(ConfigError::new(at("repository"), "is empty"));
+            }
+            let who = r
+                .who
+                .items()
+                .iter()
+                .map(|w| w.parse::<Who>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ConfigError::new(at("who"), e))?;
+            let actions = r
+                .actions
+                .iter()
+                .map(|a| match a.as_str() {
+                    "pull" => Ok(vec![Action::Pull]),
+                    "push" => Ok(vec![Action::Push]),
+                    "delete" => Ok(vec![Action::Delete]),
+                    "*" => Ok(vec![Action::Pull, Action::Push, Action::Delete]),
+                    other => Err(ConfigError::new(
+                        at("actions"),
+                        format!("{other:?} is not pull, push, delete or *"),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .concat();
+            rules.push(Rule::new(r.repository.clone(), who, actions));
+        }
+        Ok(Rules::new(rules, self.groups.clone()))
+    }
+
+    /// Checks the section: what cannot work names its key; rules naming undefined groups are
+    /// warned about.
+    pub fn check(&self, warnings: &mut Warnings) -> Result<(), ConfigError> {
+        if self.token.is_some() {
+            return Err(ConfigError::new(
+                "auth.token",
+                "an external token issuer is not supported by this donjon version yet; use auth.htpasswd (donjon issues the tokens)",
+            ));
+        }
+        if self.silly.is_some() {
+            return Err(ConfigError::new("auth.silly", "is not supported: it lets anyone in"));
+        }
+        let rules = self.rules()?;
+        for g in rules.undefined_groups() {
+            warnings.push(format!("auth.access names group {g:?}, which auth.groups does not define"));
+        }
+        if let Some(h) = &self.htpasswd {
+            let text = std::fs::read_to_string(&h.path).map_err(|e| {
+                ConfigError::new("auth.htpasswd.path", format!("cannot read {}: {e}", h.path.display()))
+            })?;
+            crate::users::Htpasswd::parse(&text, &h.path.display().to_string())
+                .map_err(|e| ConfigError::new("auth.htpasswd.path", e))?;
+        }
+        if let Some((_, p)) = &self.user {
+            password(p).map_err(|e| ConfigError::new("--password", e))?;
+        }
+        if self.enabled() && self.htpasswd.is_none() && self.user.is_none() {
+            warnings
+                .push("auth has rules but no users (auth.htpasswd or --user): only anonymous access works");
+        }
+        Ok(())
+    }
+
+    /// The layer, when the section asks for one. `data_dir` holds the generated signing key
+    /// unless `signing_key` names one; `hostname` is the default service.
+    pub fn build(&self, data_dir: &Path, hostname: Option<&str>) -> Result<Option<AuthLayer>, ConfigError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        self.check(&mut Warnings::default())?;
+        let fixed = match &self.user {
+            Some((u, p)) => Some((u.clone(), password(p).map_err(|e| ConfigError::new("--password", e))?)),
+            None => None,
+        };
+        let users = Users::new(
+            self.htpasswd.as_ref().map(|h| h.path.as_path()),
+            fixed.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+        )
+        .map_err(|e| ConfigError::new("auth.htpasswd.path", e))?;
+        let key_file =
+            self.signing_key.clone().unwrap_or_else(|| data_dir.join("auth/token-signing-key.pem"));
+        let key =
+            SigningKey::load_or_create(&key_file).map_err(|e| ConfigError::new("auth.signing_key", e))?;
+        let service = self.service.as_deref().or(hostname).unwrap_or("donjon");
+        let mut tokens = Tokens::new(
+            key,
+            self.issuer.as_deref().unwrap_or("donjon"),
+            service,
+            self.token_lifetime.unwrap_or(TOKEN_LIFETIME),
+        );
+        if let Some(t) = self.refresh_lifetime {
+            tokens = tokens.refresh_lifetime(t);
+        }
+        let mut layer = AuthLayer::new(users, self.rules()?, tokens);
+        if let Some(r) = self.htpasswd.as_ref().and_then(|h| h.realm.clone()) {
+            layer = layer.basic_realm(r);
+        }
+        if let Some(r) = &self.realm {
+            layer = layer.realm(r.clone());
+        }
+        Ok(Some(layer))
+    }
+}
+
+/// A password as given, or the first line of the file a `file://PATH` names (a Kubernetes
+/// secret mounted as a file).
+fn password(p: &str) -> Result<String, String> {
+    match p.strip_prefix("file://") {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| t.lines().next().unwrap_or("").to_string())
+            .map_err(|e| format!("cannot read {path}: {e}")),
+        None => Ok(p.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> AuthConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn rules_errors_name_their_key() {
+        let mut w = Warnings::default();
+        let e = parse("access: [{repository: x, who: nobody, actions: [pull]}]").check(&mut w).unwrap_err();
+        assert_eq!(e.key, "auth.access[0].who");
+        let e = parse("access: [{repository: x, who: anyone, actions: [fly]}]").check(&mut w).unwrap_err();
+        assert_eq!(e.key, "auth.access[0].actions");
+        let e = parse("token: {realm: x}").check(&mut w).unwrap_err();
+        assert_eq!(e.key, "auth.token");
+        let e = parse("htpasswd: {realm: r, path: /nonexistent/htpasswd}").check(&mut w).unwrap_err();
+        assert_eq!(e.key, "auth.htpasswd.path");
+        parse("access: [{repository: x, who: [group:ops, anonymous], actions: [pull]}]")
+            .check(&mut w)
+            .unwrap();
+        assert!(w.iter().any(|m| m.contains("\"ops\"")), "{w:?}");
+    }
+
+    #[test]
+    fn passwords_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "hunter2\n").unwrap();
+        assert_eq!(password(&format!("file://{}", p.display())).unwrap(), "hunter2");
+        assert_eq!(password("plain").unwrap(), "plain");
+        assert!(password("file:///nonexistent").is_err());
+        let c =
+            AuthConfig { user: Some(("u".into(), format!("file://{}", p.display()))), ..Default::default() };
+        let layer = c.build(dir.path(), Some("reg.example")).unwrap().unwrap();
+        assert!(layer.anonymous().grants.is_empty());
+        assert!(dir.path().join("auth/token-signing-key.pem").exists());
+    }
+
+    #[test]
+    fn off_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(AuthConfig::default().build(dir.path(), None).unwrap().is_none());
+        assert!(!dir.path().join("auth").exists(), "no key is made for a registry without auth");
+    }
+}

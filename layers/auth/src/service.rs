@@ -1,0 +1,507 @@
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use donjon_core::principal::{ClientConn, Grant, Principal};
+use donjon_core::route::{Action, Route};
+use donjon_core::{Body, BoxError, Error, ErrorCode, Name};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use tower_service::Service;
+
+use crate::future::AuthFuture;
+use crate::layer::Shared;
+use crate::scope::{basic_challenge, challenge, Scope};
+use crate::token::{Access, Claims};
+
+/// The most verified tokens remembered.
+const VERIFIED_MAX: usize = 8192;
+/// The largest token request body (an OAuth2 form).
+const FORM_MAX: usize = 64 * 1024;
+
+/// The service of [`AuthLayer`](crate::AuthLayer).
+#[derive(Clone, Debug)]
+pub struct Auth<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S> Auth<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// What a verified token grants, remembered until it expires.
+#[derive(Clone, Debug)]
+pub(crate) struct Verified {
+    principal: Principal,
+    catalog: bool,
+    exp: u64,
+}
+
+/// Credentials a request carries.
+enum Credentials {
+    None,
+    Bearer(String),
+    Basic(String, String),
+    Malformed,
+}
+
+fn credentials(headers: &HeaderMap) -> Credentials {
+    let Some(v) = headers.get(header::AUTHORIZATION) else { return Credentials::None };
+    let Ok(v) = v.to_str() else { return Credentials::Malformed };
+    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+        return Credentials::Bearer(rest.to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok();
+        let text = decoded.and_then(|d| String::from_utf8(d).ok());
+        if let Some((u, p)) = text.as_deref().and_then(|t| t.split_once(':')) {
+            return Credentials::Basic(u.to_string(), p.to_string());
+        }
+    }
+    Credentials::Malformed
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn action_of(name: &str) -> Option<Action> {
+    match name {
+        "pull" => Some(Action::Pull),
+        "push" => Some(Action::Push),
+        "delete" => Some(Action::Delete),
+        _ => None,
+    }
+}
+
+/// The client's address, when the server (or the application) put a [`ClientConn`] on the
+/// request. Without one nothing is counted: one shared count would let anyone lock everyone
+/// out.
+fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
+    req.extensions().get::<ClientConn>().map(|c| c.peer.ip())
+}
+
+/// The token endpoint's URL: the configured one, or this request's scheme and host.
+fn realm<B>(s: &Shared, req: &Request<B>) -> String {
+    if let Some(r) = &s.realm {
+        return r.clone();
+    }
+    let tls = req.extensions().get::<ClientConn>().is_some_and(|c| c.tls);
+    let forwarded = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok());
+    let scheme = match forwarded {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        Some(p) if p.eq_ignore_ascii_case("http") => "http",
+        _ if tls || req.uri().scheme_str() == Some("https") => "https",
+        _ => "http",
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}/v2/token")
+}
+
+fn unauthorized<B>(
+    s: &Shared,
+    req: &Request<B>,
+    scope: Option<Scope>,
+    error: Option<&str>,
+) -> Response<Body> {
+    let mut scopes: Vec<Scope> = scope.into_iter().collect();
+    // A mount also needs pull on the repository it mounts from.
+    if let (Some(Route::UploadStart { .. }), Some(from)) = (
+        req.extensions().get::<Route>(),
+        donjon_core::response::query_param(req.uri(), "from").and_then(|f| f.parse::<Name>().ok()),
+    ) {
+        scopes.push(Scope::repository(from.as_str(), &["pull"]));
+    }
+    let mut resp = Error::new(ErrorCode::Unauthorized, "authentication required").into_response();
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, challenge(&realm(s, req), s.tokens.service(), &scopes, error));
+    resp
+}
+
+fn denied() -> Response<Body> {
+    Error::new(ErrorCode::Denied, "requested access to the resource is denied").into_response()
+}
+
+fn too_many(wait: std::time::Duration) -> Response<Body> {
+    let mut resp =
+        Error::new(ErrorCode::TooManyRequests, "too many failed logins from this address; try again later")
+            .into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+    resp
+}
+
+impl Shared {
+    /// What a token grants, from the cache or verified now.
+    fn token(&self, token: &str) -> Result<Verified, String> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = now();
+        if let Some(v) = self.verified.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            if v.exp > now {
+                return Ok(v);
+            }
+        }
+        let claims = self.tokens.verify(token)?;
+        let v = self.verified_of(claims);
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_MAX {
+                cache.retain(|_, v| v.exp > now);
+                if cache.len() >= VERIFIED_MAX {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, v.clone());
+        }
+        Ok(v)
+    }
+
+    fn verified_of(&self, c: Claims) -> Verified {
+        let mut catalog = false;
+        let mut grants: Vec<Grant> = vec![];
+        for a in &c.access {
+            match a.kind.as_str() {
+                "registry" if a.name == "catalog" => catalog = true,
+                "repository" => {
+                    let actions: Vec<Action> = if a.actions.iter().any(|x| x == "*") {
+                        vec![Action::Pull, Action::Push, Action::Delete]
+                    } else {
+                        a.actions.iter().filter_map(|x| action_of(x)).collect()
+                    };
+                    // Names never hold `*`, so a grant on one is that repository only.
+                    if !a.name.contains('*') {
+                        match grants.iter_mut().find(|g| g.pattern == a.name) {
+                            Some(g) => g.actions.extend(actions),
+                            None => grants.push(Grant::new(a.name.clone(), actions)),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let principal = match c.sub.as_str() {
+            "" => Principal::anonymous(grants),
+            sub => Principal::user(sub, grants),
+        };
+        Verified { principal, catalog, exp: c.exp }
+    }
+
+    /// The decision for a caller whose identity is settled: the principal to pass down, or the
+    /// refusal. `via_token`: the rights come from a token (so a refusal is a challenge for a
+    /// better one, never a bare 403).
+    fn decide<B>(
+        &self,
+        req: &Request<B>,
+        route: &Route,
+        caller: Caller,
+    ) -> Result<Principal, Response<Body>> {
+        let scope = Scope::needed(route, req.method());
+        let (principal, via_token, catalog) = match caller {
+            Caller::Token(v) => (v.principal, true, v.catalog),
+            Caller::User(u) => {
+                let catalog = self.rules.may_list(Some(&u));
+                (self.rules.principal(Some(&u)), false, catalog)
+            }
+            Caller::Anonymous => (self.rules.principal(None), false, self.rules.may_list(None)),
+        };
+        let known = principal.subject.is_some();
+        let allowed = match route.action(req.method()) {
+            // `/v2/`: a login, or any token.
+            None => known || via_token,
+            Some(Action::Catalog) => catalog,
+            Some(action) => route.name().is_some_and(|n| principal.may(n, action)),
+        };
+        if allowed {
+            // The catalog lists what the caller may pull: its rules, not the token's scopes.
+            if matches!(route, Route::Catalog) && via_token {
+                let sub = principal.subject.as_deref().map(str::to_string);
+                return Ok(self.rules.principal(sub.as_deref()));
+            }
+            return Ok(principal);
+        }
+        if known && !via_token {
+            return Err(denied());
+        }
+        let error = via_token.then_some("insufficient_scope");
+        Err(unauthorized(self, req, scope, error))
+    }
+}
+
+/// Who a request is from, once its credentials are checked.
+enum Caller {
+    Token(Verified),
+    User(String),
+    Anonymous,
+}
+
+impl<S, B> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = AuthFuture<S::Future, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let Some(route) = req.extensions().get::<Route>().cloned() else {
+            return AuthFuture::Inner { fut: self.inner.call(req) };
+        };
+        let shared = self.shared.clone();
+        if route == Route::Token {
+            return AuthFuture::Boxed {
+                fut: Box::pin(async move { Ok(token_endpoint(&shared, req).await) }),
+            };
+        }
+        let caller = match credentials(req.headers()) {
+            Credentials::None => Caller::Anonymous,
+            Credentials::Bearer(t) => match shared.token(&t) {
+                Ok(v) => Caller::Token(v),
+                Err(e) => {
+                    tracing::debug!(error = %e, "token refused");
+                    let resp = unauthorized(
+                        &shared,
+                        &req,
+                        Scope::needed(&route, req.method()),
+                        Some("invalid_token"),
+                    );
+                    return ready(resp);
+                }
+            },
+            Credentials::Malformed => {
+                return ready(unauthorized(&shared, &req, Scope::needed(&route, req.method()), None));
+            }
+            Credentials::Basic(user, password) => {
+                let ip = client_ip(&req);
+                if let Some(wait) = ip.and_then(|ip| shared.limiter.retry_after(ip)) {
+                    return ready(too_many(wait));
+                }
+                // bcrypt (or its cache) first; then the same decision as for the others.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                return AuthFuture::Boxed {
+                    fut: Box::pin(async move {
+                        if !shared.users.verify(&user, &password).await {
+                            if let Some(ip) = ip {
+                                shared.limiter.failed(ip);
+                            }
+                            let scope = Scope::needed(&route, req.method());
+                            return Ok(unauthorized(&shared, &req, scope, None));
+                        }
+                        if let Some(ip) = ip {
+                            shared.limiter.succeeded(ip);
+                        }
+                        match shared.decide(&req, &route, Caller::User(user)) {
+                            Ok(p) => {
+                                req.extensions_mut().insert(p);
+                                inner.call(req).await
+                            }
+                            Err(resp) => Ok(resp),
+                        }
+                    }),
+                };
+            }
+        };
+        match shared.decide(&req, &route, caller) {
+            Ok(p) => {
+                req.extensions_mut().insert(p);
+                AuthFuture::Inner { fut: self.inner.call(req) }
+            }
+            Err(resp) => ready(resp),
+        }
+    }
+}
+
+fn ready<F, E: Send + 'static>(resp: Response<Body>) -> AuthFuture<F, E> {
+    AuthFuture::Boxed { fut: Box::pin(std::future::ready(Ok(resp))) }
+}
+
+/// The parameters of a token request: the query of a `GET`, the form of a `POST`.
+#[derive(Default)]
+struct TokenRequest {
+    scopes: Vec<String>,
+    grant_type: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+    offline: bool,
+}
+
+impl TokenRequest {
+    fn from_pairs(pairs: form_urlencoded::Parse<'_>) -> Self {
+        let mut r = Self::default();
+        for (k, v) in pairs {
+            match k.as_ref() {
+                // Repeated (GET), or space-separated (the OAuth2 form): both are taken.
+                "scope" => r.scopes.extend(v.split(' ').filter(|s| !s.is_empty()).map(str::to_string)),
+                "grant_type" => r.grant_type = Some(v.into_owned()),
+                "username" => r.username = Some(v.into_owned()),
+                "password" => r.password = Some(v.into_owned()),
+                "refresh_token" => r.refresh_token = Some(v.into_owned()),
+                "offline_token" => r.offline |= v == "true",
+                "access_type" => r.offline |= v == "offline",
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// `GET`/`POST /v2/token`: who is asking (Basic credentials, the form's password or refresh
+/// token, or nobody), and a token for what the rules let them have of what they asked.
+async fn token_endpoint<B>(s: &Shared, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let ip = client_ip(&req);
+    if let Some(wait) = ip.and_then(|ip| s.limiter.retry_after(ip)) {
+        return too_many(wait);
+    }
+    let basic = match credentials(req.headers()) {
+        Credentials::Basic(u, p) => Some((u, p)),
+        _ => None,
+    };
+    let params = if req.method() == Method::GET || req.method() == Method::HEAD {
+        TokenRequest::from_pairs(form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()))
+    } else if req.method() == Method::POST {
+        let body = http_body_util::Limited::new(req.into_body(), FORM_MAX).collect().await;
+        match body {
+            Ok(b) => TokenRequest::from_pairs(form_urlencoded::parse(&b.to_bytes())),
+            Err(_) => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "unreadable or too large form",
+                )
+            }
+        }
+    } else {
+        return Error::method_not_allowed().into_response();
+    };
+
+    let bad_credentials = || {
+        if let Some(ip) = ip {
+            s.limiter.failed(ip);
+        }
+        let mut resp = Error::new(ErrorCode::Unauthorized, "invalid credentials").into_response();
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, basic_challenge(&s.basic_realm));
+        resp
+    };
+    let subject: Option<String> = match params.grant_type.as_deref() {
+        Some("refresh_token") => {
+            let Some(t) = params.refresh_token.as_deref() else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is missing");
+            };
+            match s.tokens.verify_refresh(t) {
+                Ok((sub, fp)) => {
+                    let current = s.users.fingerprint(&sub).unwrap_or_default();
+                    if !bool::from(current.as_bytes().ct_eq(fp.as_bytes())) || current.is_empty() {
+                        return bad_credentials();
+                    }
+                    Some(sub)
+                }
+                Err(_) => return bad_credentials(),
+            }
+        }
+        Some("password") | None => {
+            let given = match (params.username.clone(), params.password.clone()) {
+                (Some(u), Some(p)) => Some((u, p)),
+                _ => basic,
+            };
+            match given {
+                Some((u, p)) => {
+                    if !s.users.verify(&u, &p).await {
+                        return bad_credentials();
+                    }
+                    if let Some(ip) = ip {
+                        s.limiter.succeeded(ip);
+                    }
+                    Some(u)
+                }
+                None => None,
+            }
+        }
+        Some(other) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                &format!("grant_type {other:?}: use password or refresh_token"),
+            )
+        }
+    };
+
+    let user = subject.as_deref();
+    let mut access: Vec<Access> = vec![];
+    for scope in &params.scopes {
+        let Ok(scope) = scope.parse::<Scope>() else { continue };
+        match scope.kind.as_str() {
+            "repository" => {
+                let Ok(name) = scope.name.parse::<Name>() else { continue };
+                let allowed = s.rules.actions(user, name.as_str());
+                let granted: Vec<String> = allowed
+                    .iter()
+                    .filter(|a| scope.actions.iter().any(|asked| asked == "*" || asked == a.as_str()))
+                    .map(|a| a.as_str().to_string())
+                    .collect();
+                if !granted.is_empty() {
+                    access.push(Access::repository(name.as_str(), granted));
+                }
+            }
+            "registry" if scope.name == "catalog" && s.rules.may_list(user) => access.push(Access::catalog()),
+            _ => {}
+        }
+    }
+    let issued = s.tokens.issue(user, access);
+    let mut body = serde_json::json!({
+        "token": issued.token,
+        "access_token": issued.token,
+        "expires_in": issued.expires_in,
+        "issued_at": issued.issued_at,
+    });
+    let refresh = params.offline || params.grant_type.is_some();
+    if let (true, Some(u)) = (refresh, user) {
+        if let Some(fp) = s.users.fingerprint(u) {
+            body["refresh_token"] = serde_json::Value::String(s.tokens.issue_refresh(u, &fp));
+        }
+    }
+    let mut resp = Response::new(Body::from(body.to_string()));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}

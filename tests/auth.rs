@@ -1,0 +1,337 @@
+//! The auth layer in the composed registry over real TCP: the Docker token flow (anonymous,
+//! Basic, the OAuth2 form with refresh tokens), Basic credentials on registry requests, the
+//! access rules, and every refusal's status, error body and challenge. A third-party client
+//! (`oci-client`) runs the anonymous and the Basic token flows.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use common::*;
+use donjon_auth::config::{HtpasswdConfig, OneOrMany, RuleConfig};
+use donjon_auth::AuthConfig;
+
+struct Setup {
+    server: TestServer,
+    _dir: tempfile::TempDir,
+    htpasswd: std::path::PathBuf,
+}
+
+fn rule(repository: &str, who: &[&str], actions: &[&str]) -> RuleConfig {
+    RuleConfig {
+        repository: repository.into(),
+        who: OneOrMany::Many(who.iter().map(|w| w.to_string()).collect()),
+        actions: actions.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+/// alice may do anything; anyone may pull `public/**`; nobody else sees `hidden/**`; other
+/// users (bob) may pull the rest. The first matching rule wins, so alice's comes first.
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let line = |u: &str, p: &str| format!("{u}:{}\n", bcrypt::hash(p, 4).unwrap());
+    std::fs::write(&htpasswd, line("alice", "alice-pw") + &line("bob", "bob-pw")).unwrap();
+    let config = AuthConfig {
+        htpasswd: Some(HtpasswdConfig { realm: Some("donjon-test".into()), path: htpasswd.clone() }),
+        service: Some("donjon-test".into()),
+        access: vec![
+            rule("**", &["user:alice"], &["pull", "push", "delete"]),
+            rule("public/**", &["anyone"], &["pull"]),
+            rule("hidden/**", &["anyone"], &[]),
+            rule("**", &["authenticated"], &["pull"]),
+        ],
+        ..Default::default()
+    };
+    let layer = config.build(dir.path(), None).unwrap().unwrap();
+    let server = TestServer::start_with(move |b| b.auth(layer.clone())).await;
+    Setup { server, _dir: dir, htpasswd }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+impl Setup {
+    async fn token(&self, auth: Option<(&str, &str)>, scopes: &[&str]) -> Resp {
+        let q: String = scopes.iter().map(|s| format!("&scope={s}")).collect();
+        let path = format!("/v2/token?service=donjon-test{q}");
+        match auth {
+            Some((u, p)) => {
+                self.server.req("GET", &path, &[("authorization", &basic(u, p))], Bytes::new()).await
+            }
+            None => self.server.get(&path).await,
+        }
+    }
+
+    async fn bearer(&self, auth: Option<(&str, &str)>, scopes: &[&str]) -> String {
+        let r = self.token(auth, scopes).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        format!("Bearer {}", r.json()["token"].as_str().unwrap())
+    }
+
+    async fn with(&self, method: &str, path: &str, auth: &str, body: impl Into<Bytes>) -> Resp {
+        self.server.req(method, path, &[("authorization", auth)], body).await
+    }
+}
+
+/// A blob and an image manifest under `tag`, pushed with `auth`.
+async fn push_image(s: &Setup, auth: &str, repo: &str, tag: &str) -> Resp {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = format!("layer of {repo}").into_bytes();
+    for blob in [&config[..], &layer[..]] {
+        let r = s
+            .with("POST", &format!("/v2/{repo}/blobs/uploads/?digest={}", digest(blob)), auth, blob.to_vec())
+            .await;
+        if r.status != 201 {
+            return r;
+        }
+    }
+    let m = image_manifest(&digest(config), config.len(), &digest(&layer), layer.len(), None);
+    s.server
+        .req(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("authorization", auth), ("content-type", OCI_MANIFEST)],
+            m,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn anonymous_requests_are_challenged_with_the_scope_they_need() {
+    let s = setup().await;
+    let r = s.server.get("/v2/").await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (401, "UNAUTHORIZED"));
+    let realm = format!("http://{}/v2/token", s.server.addr);
+    assert_eq!(r.header("www-authenticate"), format!(r#"Bearer realm="{realm}",service="donjon-test""#));
+    let r = s.server.get("/v2/team/app/manifests/latest").await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate").ends_with(r#"scope="repository:team/app:pull""#),
+        "{}",
+        r.header("www-authenticate")
+    );
+    let r = s
+        .server
+        .req("POST", "/v2/team/app/blobs/uploads/?mount=sha256:aa&from=other/repo", &[], Bytes::new())
+        .await;
+    assert!(
+        r.header("www-authenticate")
+            .ends_with(r#"scope="repository:team/app:pull,push repository:other/repo:pull""#),
+        "a mount names the repository it mounts from: {}",
+        r.header("www-authenticate")
+    );
+    // the same refusal whether the repository exists or not
+    let a = s.bearer(Some(("alice", "alice-pw")), &["repository:hidden/x:push"]).await;
+    assert_eq!(push_image(&s, &a, "hidden/x", "1").await.status, 201);
+    let exists = s.server.get("/v2/hidden/x/manifests/1").await;
+    let absent = s.server.get("/v2/hidden/nothing/manifests/1").await;
+    assert_eq!((exists.status, exists.code()), (absent.status, absent.code()));
+    // paths outside the registry are not the auth layer's
+    assert_eq!(s.server.get("/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn the_basic_token_flow_pushes_and_pulls() {
+    let s = setup().await;
+    let r = s.token(Some(("alice", "alice-pw")), &["repository:team/app:pull,push"]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), "no-store");
+    let j = r.json();
+    assert_eq!(j["token"], j["access_token"]);
+    assert_eq!(j["expires_in"], 300);
+    assert!(j["issued_at"].as_str().unwrap().ends_with('Z'));
+    let auth = format!("Bearer {}", j["token"].as_str().unwrap());
+    assert_eq!(push_image(&s, &auth, "team/app", "v1").await.status, 201);
+    assert_eq!(s.with("GET", "/v2/team/app/manifests/v1", &auth, Bytes::new()).await.status, 200);
+    assert_eq!(s.with("GET", "/v2/", &auth, Bytes::new()).await.status, 200);
+    // a token for team/app does nothing on team/other
+    let r = s.with("GET", "/v2/team/other/manifests/v1", &auth, Bytes::new()).await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (401, "UNAUTHORIZED"));
+    assert!(r.header("www-authenticate").contains(r#"error="insufficient_scope""#));
+    // bob gets pull only, whatever he asks for
+    let r = s.token(Some(("bob", "bob-pw")), &["repository:team/app:pull,push,delete"]).await;
+    let access = &r.json()["access"];
+    assert!(access.is_null(), "the response does not echo the claims");
+    let bob = format!("Bearer {}", r.json()["token"].as_str().unwrap());
+    assert_eq!(s.with("GET", "/v2/team/app/manifests/v1", &bob, Bytes::new()).await.status, 200);
+    let r = push_image(&s, &bob, "team/app", "v2").await;
+    assert_eq!(r.status, 401, "a push with a pull-only token asks for a better token");
+    // a wrong password at the token endpoint: 401 with a Basic challenge
+    let r = s.token(Some(("alice", "nope")), &["repository:team/app:pull"]).await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (401, "UNAUTHORIZED"));
+    assert_eq!(r.header("www-authenticate"), r#"Basic realm="donjon-test""#);
+    // tampered or foreign tokens are refused as invalid
+    let tampered = format!("{}x", auth);
+    let r = s.with("GET", "/v2/team/app/manifests/v1", &tampered, Bytes::new()).await;
+    assert!(r.header("www-authenticate").contains(r#"error="invalid_token""#));
+}
+
+#[tokio::test]
+async fn basic_credentials_on_registry_requests() {
+    let s = setup().await;
+    // what `docker login` checks
+    assert_eq!(s.with("GET", "/v2/", &basic("alice", "alice-pw"), Bytes::new()).await.status, 200);
+    let r = s.with("GET", "/v2/", &basic("alice", "wrong"), Bytes::new()).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(push_image(&s, &basic("alice", "alice-pw"), "team/basic", "1").await.status, 201);
+    // bob is logged in, but may not push: DENIED, not a challenge
+    let r = push_image(&s, &basic("bob", "bob-pw"), "team/basic", "2").await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (403, "DENIED"));
+    let r = s.with("DELETE", "/v2/team/basic/manifests/1", &basic("bob", "bob-pw"), Bytes::new()).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        s.with("GET", "/v2/team/basic/manifests/1", &basic("bob", "bob-pw"), Bytes::new()).await.status,
+        200
+    );
+    // a malformed Authorization is a challenge
+    assert_eq!(s.with("GET", "/v2/", "Basic !!!", Bytes::new()).await.status, 401);
+}
+
+#[tokio::test]
+async fn anonymous_pull_where_the_rules_allow_it_and_nowhere_else() {
+    let s = setup().await;
+    let alice = s.bearer(Some(("alice", "alice-pw")), &["repository:public/busybox:push,pull"]).await;
+    assert_eq!(push_image(&s, &alice, "public/busybox", "1").await.status, 201);
+    // an anonymous token: pull granted on public/**, push never
+    let r = s.token(None, &["repository:public/busybox:pull,push", "repository:team/app:pull"]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.json().get("refresh_token").is_none(), "anonymous callers get no refresh token");
+    let anon = format!("Bearer {}", r.json()["token"].as_str().unwrap());
+    assert_eq!(s.with("GET", "/v2/public/busybox/manifests/1", &anon, Bytes::new()).await.status, 200);
+    assert_eq!(s.with("GET", "/v2/team/app/tags/list", &anon, Bytes::new()).await.status, 401);
+    assert_eq!(push_image(&s, &anon, "public/busybox", "2").await.status, 401);
+    // and without any token, straight away
+    assert_eq!(s.server.get("/v2/public/busybox/manifests/1").await.status, 200);
+}
+
+#[tokio::test]
+async fn the_catalog_lists_what_the_caller_may_pull() {
+    let s = setup().await;
+    let alice = basic("alice", "alice-pw");
+    for repo in ["public/a", "team/b", "hidden/c"] {
+        assert_eq!(push_image(&s, &alice, repo, "1").await.status, 201);
+    }
+    let list = |r: Resp| -> Vec<String> {
+        r.json()["repositories"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(
+        list(s.with("GET", "/v2/_catalog", &alice, Bytes::new()).await),
+        ["hidden/c", "public/a", "team/b"]
+    );
+    assert_eq!(
+        list(s.with("GET", "/v2/_catalog", &basic("bob", "bob-pw"), Bytes::new()).await),
+        ["public/a", "team/b"]
+    );
+    assert_eq!(list(s.server.get("/v2/_catalog").await), ["public/a"]);
+    let bob = s.bearer(Some(("bob", "bob-pw")), &["registry:catalog:*"]).await;
+    assert_eq!(list(s.with("GET", "/v2/_catalog", &bob, Bytes::new()).await), ["public/a", "team/b"]);
+}
+
+#[tokio::test]
+async fn a_mount_from_a_repository_the_caller_may_not_pull_is_a_plain_upload() {
+    let s = setup().await;
+    let alice = basic("alice", "alice-pw");
+    assert_eq!(push_image(&s, &alice, "hidden/src", "1").await.status, 201);
+    let layer = digest(b"layer of hidden/src");
+    // A token for bob/dst that does not grant pull on hidden/src.
+    let t = s.bearer(Some(("alice", "alice-pw")), &["repository:bob/dst:pull,push"]).await;
+    let r = s
+        .with("POST", &format!("/v2/bob/dst/blobs/uploads/?mount={layer}&from=hidden/src"), &t, Bytes::new())
+        .await;
+    assert_eq!(r.status, 202, "no pull on `from` in the token: a session, not a mount");
+    let t = s
+        .bearer(Some(("alice", "alice-pw")), &["repository:bob/dst:pull,push", "repository:hidden/src:pull"])
+        .await;
+    let r = s
+        .with("POST", &format!("/v2/bob/dst/blobs/uploads/?mount={layer}&from=hidden/src"), &t, Bytes::new())
+        .await;
+    assert_eq!(r.status, 201, "with it, the mount is made");
+}
+
+async fn form(s: &Setup, body: &str) -> Resp {
+    let headers = [("content-type", "application/x-www-form-urlencoded")];
+    s.server.req("POST", "/v2/token", &headers, body.to_string()).await
+}
+
+#[tokio::test]
+async fn the_oauth2_form_and_refresh_tokens() {
+    let s = setup().await;
+    let r = form(&s, "grant_type=password&username=alice&password=alice-pw&service=donjon-test&client_id=test&access_type=offline&scope=repository%3Ateam%2Fapp%3Apull+repository%3Ateam%2Fapp%3Apush").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let t = format!("Bearer {}", r.json()["access_token"].as_str().unwrap());
+    assert_eq!(
+        push_image(&s, &t, "team/app", "1").await.status,
+        201,
+        "space-separated scopes are all granted"
+    );
+    let r = form(&s, &format!("grant_type=refresh_token&refresh_token={refresh}&service=donjon-test&scope=repository%3Ateam%2Fapp%3Apull")).await;
+    assert_eq!(r.status, 200);
+    let t = format!("Bearer {}", r.json()["access_token"].as_str().unwrap());
+    assert_eq!(s.with("GET", "/v2/team/app/manifests/1", &t, Bytes::new()).await.status, 200);
+    // a refresh token is not an access token
+    let r = s.with("GET", "/v2/team/app/manifests/1", &format!("Bearer {refresh}"), Bytes::new()).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(form(&s, "grant_type=password&username=alice&password=bad").await.status, 401);
+    assert_eq!(form(&s, "grant_type=client_credentials").await.status, 400);
+    // a changed password ends the refresh tokens of the old one
+    std::fs::write(&s.htpasswd, format!("alice:{}\n", bcrypt::hash("new-pw", 4).unwrap())).unwrap();
+    let mut refused = false;
+    for _ in 0..100 {
+        let r = form(&s, &format!("grant_type=refresh_token&refresh_token={refresh}")).await;
+        if r.status == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the htpasswd file is read again and the old refresh token refused");
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_are_slowed_down() {
+    let s = setup().await;
+    for _ in 0..10 {
+        assert_eq!(s.with("GET", "/v2/", &basic("alice", "guess"), Bytes::new()).await.status, 401);
+    }
+    let r = s.with("GET", "/v2/", &basic("alice", "guess"), Bytes::new()).await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (429, "TOOMANYREQUESTS"));
+    assert!(r.header("retry-after").parse::<u64>().unwrap() >= 1);
+    let r = s.token(Some(("alice", "alice-pw")), &[]).await;
+    assert_eq!(r.status, 429, "the token endpoint counts the same failures");
+}
+
+#[tokio::test]
+async fn oci_client_runs_the_anonymous_and_the_basic_token_flows() {
+    use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+    use oci_client::secrets::RegistryAuth;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s = setup().await;
+    let client =
+        || oci_client::Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
+    let alice = RegistryAuth::Basic("alice".into(), "alice-pw".into());
+    let reference: oci_client::Reference = format!("{}/public/third:v1", s.server.addr).parse().unwrap();
+    let layers = vec![ImageLayer::oci_v1(Bytes::from_static(b"a layer"), None)];
+    let config = Config::oci_v1(Bytes::from_static(br#"{"architecture":"amd64","os":"linux"}"#), None);
+    client().push(&reference, &layers, config.clone(), &alice, None).await.expect("push as alice");
+    let image = client()
+        .pull(&reference, &RegistryAuth::Anonymous, vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE])
+        .await
+        .expect("anonymous pull of a public repository");
+    assert_eq!(&image.layers[0].data[..], b"a layer");
+    let private: oci_client::Reference = format!("{}/team/third:v1", s.server.addr).parse().unwrap();
+    client().push(&private, &layers, config.clone(), &alice, None).await.expect("push as alice");
+    let anon = client()
+        .pull(&private, &RegistryAuth::Anonymous, vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE])
+        .await;
+    assert!(anon.is_err(), "no anonymous pull outside public/**");
+    let bob = RegistryAuth::Basic("bob".into(), "bob-pw".into());
+    let pulled = client().pull(&private, &bob, vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE]).await;
+    assert!(pulled.is_ok(), "bob may pull");
+    let pushed = client().push(&private, &layers, config, &bob, None).await;
+    assert!(pushed.is_err(), "bob may not push");
+}
