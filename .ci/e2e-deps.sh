@@ -16,6 +16,7 @@ PKGS=(
   iptables                    # dockerd's (a dependency of docker.io; the suite passes --iptables=false)
   containernetworking-plugins # podman's network backend (its dependency; the suite uses --network none)
   openssl                     # the TLS suite's self-signed certificate
+  apache2-utils               # htpasswd -B: the auth suite writes its users as operators do
   ca-certificates
 )
 

@@ -160,6 +160,8 @@ async fn the_basic_token_flow_pushes_and_pulls() {
     assert_eq!(s.with("GET", "/v2/team/app/manifests/v1", &bob, Bytes::new()).await.status, 200);
     let r = push_image(&s, &bob, "team/app", "v2").await;
     assert_eq!(r.status, 401, "a push with a pull-only token asks for a better token");
+    assert_eq!(r.code(), "DENIED", "which bob's rules will never give him");
+    assert!(r.header("www-authenticate").contains(r#"error="insufficient_scope""#));
     // a wrong password at the token endpoint: 401 with a Basic challenge
     let r = s.token(Some(("alice", "nope")), &["repository:team/app:pull"]).await;
     assert_eq!((r.status.as_u16(), r.code().as_str()), (401, "UNAUTHORIZED"));

@@ -1,7 +1,5 @@
 //! docker: push, pull and run through donjon.
 
-use std::fs;
-
 use super::support::*;
 
 #[test]
@@ -14,34 +12,8 @@ fn docker_push_pull_run() {
     let (layout, img) = fixtures::busybox(s.join("in"), "v1").unwrap();
     skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("e2e/busybox:v1"));
 
-    let ctrd = Containerd::start(&s.dir("containerd"));
-    let d = s.dir("dockerd");
-    let sock = d.join("docker.sock");
-    fs::write(d.join("daemon.json"), "{}").unwrap();
-    let mut c = cmd("dockerd");
-    c.arg("--config-file").arg(d.join("daemon.json"));
-    c.arg("--data-root").arg(d.join("data"));
-    c.arg("--exec-root").arg(d.join("exec"));
-    c.arg("--pidfile").arg(d.join("docker.pid"));
-    c.arg("-H").arg(format!("unix://{}", sock.display()));
-    c.arg("--containerd").arg(&ctrd.sock);
-    c.args([
-        "--bridge=none",
-        "--iptables=false",
-        "--ip6tables=false",
-        "--ip-masq=false",
-        "--userland-proxy=false",
-    ]);
-    c.args(["--storage-driver", "vfs", "--insecure-registry", &host]);
-    c.env("DOCKER_CONFIG", d.join("cli"));
-    let mut dockerd = Daemon::spawn("dockerd", &mut c, &d.join("dockerd.log"));
-    let docker = || {
-        let mut c = cmd_path(&docker_cli());
-        c.env("DOCKER_CONFIG", d.join("cli"));
-        c.arg("-H").arg(format!("unix://{}", sock.display()));
-        c
-    };
-    dockerd.wait_until("serving", || sock.exists() && probe(docker().arg("version")));
+    let dockerd = Dockerd::start(&s, &host);
+    let docker = || dockerd.docker();
     ok(docker().arg("info"));
 
     let bb = format!("{host}/e2e/busybox:v1");
@@ -80,6 +52,5 @@ fn docker_push_pull_run() {
 
     let s1 = dockerd.stop();
     println!("dockerd exited: {s1}");
-    drop(ctrd);
     dj.stop();
 }

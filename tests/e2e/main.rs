@@ -28,12 +28,14 @@
 //! - `support`: tools and commands, daemons and the `donjon` binary, a raw HTTP client,
 //!   skopeo helpers, and `support::fixtures` (deterministic OCI layouts).
 //! - One module per client or concern: `skopeo` (with the restart test), `containerd`,
+//!   `auth` (every client logging in to an auth-enabled donjon),
 //!   `podman` (podman and buildah), `docker`, `migration` (to and from Distribution),
 //!   `replicas` (two donjons on one bucket behind haproxy).
 
 #[macro_use]
 mod support;
 
+mod auth;
 mod containerd;
 mod docker;
 mod migration;

@@ -1,32 +1,10 @@
 //! podman and buildah: build, push, pull and run through donjon.
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 use super::support::*;
-
-/// This process's hard limit named `name` in /proc/self/limits ("unlimited" as u64::MAX).
-fn hard_limit(name: &str) -> u64 {
-    let limits = fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
-    let line = limits.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} limit"));
-    let hard = line[name.len()..].split_whitespace().nth(1).expect("hard limit");
-    hard.parse().unwrap_or(u64::MAX)
-}
-
-/// Common flags of podman and buildah: private vfs storage under `dir`.
-fn containers_env(c: &mut Command, dir: &Path, registries: &Path) {
-    c.env("CONTAINERS_REGISTRIES_CONF", registries);
-    c.env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf"));
-    c.env("CONTAINERS_CONF", dir.join("containers.conf"));
-    c.env("REGISTRY_AUTH_FILE", auth_file(dir));
-    c.env("TMPDIR", dir.join("tmp"));
-    c.arg("--root").arg(dir.join("root"));
-    c.arg("--runroot").arg(dir.join("runroot"));
-    c.args(["--storage-driver", "vfs"]);
-}
 
 #[test]
 fn podman_and_buildah() {
@@ -40,57 +18,10 @@ fn podman_and_buildah() {
     skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("e2e/busybox:v1"));
     skopeo_copy(&s, &["--all"], &mlayout.reference("multi"), &dj.docker("e2e/multi:1"));
 
-    let store = s.dir("containers");
-    fs::create_dir_all(store.join("tmp")).unwrap();
-    fs::write(
-        store.join("storage.conf"),
-        format!(
-            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-            store.join("root").display(),
-            store.join("runroot").display()
-        ),
-    )
-    .unwrap();
-    fs::write(
-        store.join("containers.conf"),
-        format!(
-            "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\ntmp_dir = \"{}\"\n\
-             [containers]\nlog_driver = \"k8s-file\"\n",
-            store.join("libpod").display()
-        ),
-    )
-    .unwrap();
-    let registries = store.join("registries.conf");
-    fs::write(
-        &registries,
-        format!(
-            "unqualified-search-registries = []\n\n[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
-        ),
-    )
-    .unwrap();
-    let podman = || {
-        let mut c = cmd("podman");
-        containers_env(&mut c, &store, &registries);
-        c.arg("--tmpdir").arg(store.join("libpod"));
-        c.args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
-        c
-    };
-    let buildah = || {
-        let mut c = cmd("buildah");
-        containers_env(&mut c, &store, &registries);
-        c
-    };
-
-    // As root, podman asks the runtime for RLIMIT_NOFILE=1048576 and RLIMIT_NPROC=32768 unless
-    // told otherwise; above the hard limits of a process tree without CAP_SYS_RESOURCE (as in
-    // this sandbox: 20000 open files), runc fails with "error setting rlimit type 7: operation
-    // not permitted". So the limits are given, within our own hard limits.
-    let ulimits = [
-        "--ulimit".to_string(),
-        format!("nofile={0}:{0}", hard_limit("Max open files").min(1024)),
-        "--ulimit".to_string(),
-        format!("nproc={0}:{0}", hard_limit("Max processes").min(32768)),
-    ];
+    let containers = Containers::new(&s, &host);
+    let podman = || containers.podman();
+    let buildah = || containers.buildah();
+    let ulimits = Containers::ulimits();
 
     // pull and push
     let bb = format!("{host}/e2e/busybox:v1");

@@ -242,7 +242,27 @@ impl Shared {
             return Err(denied());
         }
         let error = via_token.then_some("insufficient_scope");
-        Err(unauthorized(self, req, scope, error))
+        let mut resp = unauthorized(self, req, scope, error);
+        // A logged-in user whose rules would not allow it either: a better token will not
+        // come, so the body says DENIED (what docker prints), beside the challenge.
+        if let (true, Some(sub)) = (via_token, principal.subject.as_deref()) {
+            let allowed_by_rules = match route.action(req.method()) {
+                None => true,
+                Some(Action::Catalog) => self.rules.may_list(Some(sub)),
+                Some(a) => {
+                    route.name().is_some_and(|n| self.rules.actions(Some(sub), n.as_str()).contains(&a))
+                }
+            };
+            if !allowed_by_rules {
+                let mut d = denied();
+                *d.status_mut() = StatusCode::UNAUTHORIZED;
+                if let Some(h) = resp.headers_mut().remove(header::WWW_AUTHENTICATE) {
+                    d.headers_mut().insert(header::WWW_AUTHENTICATE, h);
+                }
+                resp = d;
+            }
+        }
+        Err(resp)
     }
 }
 

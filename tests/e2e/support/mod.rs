@@ -4,17 +4,21 @@
 mod command;
 mod containerd;
 mod daemon;
+mod docker;
 pub(crate) mod fixtures;
 mod http;
+mod podman;
 mod registry;
 mod skopeo;
 
 pub(crate) use command::*;
 pub(crate) use containerd::*;
 pub(crate) use daemon::*;
+pub(crate) use docker::*;
 pub(crate) use donjon_test_support::garage;
 pub(crate) use donjon_test_support::net::free_port;
 pub(crate) use http::*;
+pub(crate) use podman::*;
 pub(crate) use registry::*;
 pub(crate) use skopeo::*;
 
