@@ -31,20 +31,23 @@
 //! server (src/server): connections, timeouts, keep-alive after early answers, TLS
 //!  └─ middleware (src/middleware): request id, access log, extra headers, health, catch-panic
 //!      └─ Registry: one boxed service, composed once in RegistryBuilder::compose
-//!          └─ RouteLayer (donjon-core)       parse the path once → Route in the extensions
-//!              └─ AuthLayer (donjon-auth, optional)   who may do the Route's Action → Principal;
-//!                 the token endpoint
-//!              └─ UploadLayer (donjon-upload)   every Action::Push: sessions, mounts, manifest PUT
-//!                  └─ ContentStoreLayer (donjon-store)   reads, deletes, tags, catalog, referrers
-//!                      └─ fallback: 404, or the application RegistryLayer wraps
+//!          └─ RouteLayer (donjon-core)      parse the path once → Route in the extensions
+//!              └─ AuthLayer (donjon-auth)    optional: who may do the Route's Action →
+//!                  │                          Principal; the token endpoint
+//!                  └─ UploadLayer (donjon-upload)   every Action::Push: sessions, mounts,
+//!                      │                             manifest PUT
+//!                      └─ ContentStoreLayer (donjon-store)   reads, deletes, tags, catalog,
+//!                          │                                  referrers
+//!                          └─ fallback: 404, or the application RegistryLayer wraps
 //! ```
 //!
-//! A new layer (auth, the pull-through cache, image validation) is a crate that depends on
-//! `donjon-core` only, a field of [`RegistryBuilder`], a method that sets it, and one line in
-//! `RegistryBuilder::compose`, where the stack is assembled and its type erased. Shared words
+//! A new layer (the pull-through cache, image validation) is what the auth layer was: a crate
+//! that depends on `donjon-core` only, a field of [`RegistryBuilder`], a method that sets it,
+//! and one line in `RegistryBuilder::compose`, where the stack is assembled and its type
+//! erased (`option_layer` when it is optional). Shared words
 //! (the `Route` and its `Action`, the `Principal`, the OCI `Error`, the `Store` trait, the
 //! storage layout, `ConfigError`) live in `donjon-core`. Each layer crate owns its settings
-//! (`StorageConfig`, `ContentConfig`, `UploadConfig`: serde structs with their defaults, a
+//! (`StorageConfig`, `ContentConfig`, `UploadConfig`, `AuthConfig`: serde structs with their defaults, a
 //! `check` and a `build` that makes the layer); [`config`] only maps Distribution's and
 //! Trow's file shapes and flags onto them, so a new layer's section is one more field there.
 

@@ -337,3 +337,31 @@ async fn oci_client_runs_the_anonymous_and_the_basic_token_flows() {
     let pushed = client().push(&private, &layers, config, &bob, None).await;
     assert!(pushed.is_err(), "bob may not push");
 }
+
+#[tokio::test]
+async fn scope_tricks_get_nothing() {
+    let s = setup().await;
+    let alice = basic("alice", "alice-pw");
+    assert_eq!(push_image(&s, &alice, "hidden/x", "1").await.status, 201);
+    // Names that are not names, or that climb out of public/**, are granted nothing.
+    for scope in [
+        "repository:public/../hidden/x:pull",
+        "repository:public/%2e%2e/hidden/x:pull",
+        "repository:PUBLIC/x:pull",
+        "repository:hidden/x:pull",
+        "repository:public/*:pull",
+        "registry:catalog:*",
+    ] {
+        let r = s.token(Some(("bob", "bob-pw")), &[scope]).await;
+        let t = format!("Bearer {}", r.json()["token"].as_str().unwrap());
+        let got = s.with("GET", "/v2/hidden/x/manifests/1", &t, Bytes::new()).await;
+        assert_eq!(got.status, 401, "{scope}");
+    }
+    // Escapes in the path are refused before any rule is read.
+    let r = s.with("GET", "/v2/public%2F..%2Fhidden/x/manifests/1", &alice, Bytes::new()).await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (400, "NAME_INVALID"));
+    // A token's claims cannot be widened by the request: ?ns= and the like change nothing here.
+    let t = s.bearer(Some(("bob", "bob-pw")), &["repository:public/x:pull"]).await;
+    let r = s.with("GET", "/v2/hidden/x/manifests/1?ns=public", &t, Bytes::new()).await;
+    assert_eq!(r.status, 401);
+}

@@ -460,4 +460,19 @@ storage:
         assert!(s.warnings.iter().any(|w| w.contains("validation.manifests.urls")), "{:?}", s.warnings);
         assert!(s.to_yaml().contains("index_children: all"), "{}", s.to_yaml());
     }
+
+    #[test]
+    fn auth_with_object_storage_needs_a_shared_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = dir.path().join("htpasswd");
+        std::fs::write(&h, "").unwrap();
+        let yaml = format!("auth: {{htpasswd: {{path: {}}}}}\nstorage: {{s3: {{bucket: b}}}}\n", h.display());
+        let e = load(&[], Some(&yaml), &[]).unwrap_err();
+        assert_eq!(e.key, "auth.signing_key", "{e}");
+        let yaml = yaml.replace("auth: {", "auth: {signing_key: /k.pem, ");
+        let s = load(&[], Some(&yaml), &[]).unwrap();
+        assert!(s.auth.enabled());
+        let s = load(&["--user", "u", "--password", "p"], None, &[]).unwrap();
+        assert!(s.auth.enabled() && !s.to_yaml().contains(": p\n"));
+    }
 }
