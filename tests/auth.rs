@@ -279,6 +279,8 @@ async fn the_oauth2_form_and_refresh_tokens() {
     let r = s.with("GET", "/v2/team/app/manifests/1", &format!("Bearer {refresh}"), Bytes::new()).await;
     assert_eq!(r.status, 401);
     assert_eq!(form(&s, "grant_type=password&username=alice&password=bad").await.status, 401);
+    let online = form(&s, "grant_type=password&username=alice&password=alice-pw").await;
+    assert!(online.json().get("refresh_token").is_none(), "no refresh token unless offline access is asked");
     assert_eq!(form(&s, "grant_type=client_credentials").await.status, 400);
     // a changed password ends the refresh tokens of the old one
     std::fs::write(&s.htpasswd, format!("alice:{}\n", bcrypt::hash("new-pw", 4).unwrap())).unwrap();

@@ -513,8 +513,10 @@ where
         "expires_in": issued.expires_in,
         "issued_at": issued.issued_at,
     });
-    let refresh = params.offline || params.grant_type.is_some();
-    if let (true, Some(u)) = (refresh, user) {
+    // A refresh token only when asked for offline access (docker's `offline_token=true` at
+    // login, the OAuth2 form's `access_type=offline`): it lives long, so it is not handed out
+    // unasked.
+    if let (true, Some(u)) = (params.offline, user) {
         if let Some(fp) = s.users.fingerprint(u) {
             body["refresh_token"] = serde_json::Value::String(s.tokens.issue_refresh(u, &fp));
         }
