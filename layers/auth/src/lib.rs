@@ -44,8 +44,8 @@
 //!
 //! # Layout
 //!
-//! - `layer`, `service`, `future`: [`AuthLayer`], [`Auth`] (the decision and the token
-//!   endpoint) and its future.
+//! - `layer`, `service`: [`AuthLayer`] and [`Auth`] (the decision and the token endpoint),
+//!   whose future is core's `ResponseFuture` (its `deferred` form waits for a bcrypt check).
 //! - [`config`]: [`AuthConfig`], Distribution's `auth` section with donjon's rules beside it.
 //! - [`users`]: htpasswd (bcrypt, off the async workers, cached briefly, reloaded on change)
 //!   and Trow's single user.
@@ -56,7 +56,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
-mod future;
 mod layer;
 pub mod limiter;
 pub mod rules;
@@ -66,6 +65,5 @@ pub mod token;
 pub mod users;
 
 pub use config::AuthConfig;
-pub use future::AuthFuture;
 pub use layer::AuthLayer;
 pub use service::Auth;

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use donjon_core::future::ResponseFuture;
 use donjon_core::principal::{ClientConn, Grant, Principal};
 use donjon_core::route::{Action, Route};
 use donjon_core::{Body, BoxError, Error, ErrorCode, Name};
@@ -14,7 +15,6 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use tower_service::Service;
 
-use crate::future::AuthFuture;
 use crate::layer::Shared;
 use crate::scope::{basic_challenge, challenge, Scope};
 use crate::token::{Access, Claims};
@@ -283,7 +283,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = AuthFuture<S::Future, S::Error>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -291,13 +291,11 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let Some(route) = req.extensions().get::<Route>().cloned() else {
-            return AuthFuture::Inner { fut: self.inner.call(req) };
+            return ResponseFuture::inner(self.inner.call(req));
         };
         let shared = self.shared.clone();
         if route == Route::Token {
-            return AuthFuture::Boxed {
-                fut: Box::pin(async move { Ok(token_endpoint(&shared, req).await) }),
-            };
+            return ResponseFuture::handled(async move { token_endpoint(&shared, req).await });
         }
         let caller = match credentials(req.headers()) {
             Credentials::None => Caller::Anonymous,
@@ -325,41 +323,39 @@ where
                 // bcrypt (or its cache) first; then the same decision as for the others.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                return AuthFuture::Boxed {
-                    fut: Box::pin(async move {
-                        if !shared.users.verify(&user, &password).await {
-                            if let Some(ip) = ip {
-                                shared.limiter.failed(ip);
-                            }
-                            let scope = Scope::needed(&route, req.method());
-                            return Ok(unauthorized(&shared, &req, scope, None));
-                        }
+                return ResponseFuture::deferred(async move {
+                    if !shared.users.verify(&user, &password).await {
                         if let Some(ip) = ip {
-                            shared.limiter.succeeded(ip);
+                            shared.limiter.failed(ip);
                         }
-                        match shared.decide(&req, &route, Caller::User(user)) {
-                            Ok(p) => {
-                                req.extensions_mut().insert(p);
-                                inner.call(req).await
-                            }
-                            Err(resp) => Ok(resp),
+                        let scope = Scope::needed(&route, req.method());
+                        return Ok(unauthorized(&shared, &req, scope, None));
+                    }
+                    if let Some(ip) = ip {
+                        shared.limiter.succeeded(ip);
+                    }
+                    match shared.decide(&req, &route, Caller::User(user)) {
+                        Ok(p) => {
+                            req.extensions_mut().insert(p);
+                            inner.call(req).await
                         }
-                    }),
-                };
+                        Err(resp) => Ok(resp),
+                    }
+                });
             }
         };
         match shared.decide(&req, &route, caller) {
             Ok(p) => {
                 req.extensions_mut().insert(p);
-                AuthFuture::Inner { fut: self.inner.call(req) }
+                ResponseFuture::inner(self.inner.call(req))
             }
             Err(resp) => ready(resp),
         }
     }
 }
 
-fn ready<F, E: Send + 'static>(resp: Response<Body>) -> AuthFuture<F, E> {
-    AuthFuture::Boxed { fut: Box::pin(std::future::ready(Ok(resp))) }
+fn ready<F: std::future::Future>(resp: Response<Body>) -> ResponseFuture<F> {
+    ResponseFuture::handled(std::future::ready(resp))
 }
 
 /// The parameters of a token request: the query of a `GET`, the form of a `POST`.

@@ -1,5 +1,7 @@
-//! The response future every registry layer returns: either the inner service's future
-//! (the request was not for this layer) or this layer's own handler.
+//! The response future every registry layer returns: the inner service's future (the request
+//! was not for this layer), this layer's own handler, or a boxed future that may still pass
+//! the request on (a layer that must wait before it decides, as the auth layer does for a
+//! bcrypt check).
 //!
 //! ```
 //! use donjon_core::future::ResponseFuture;
@@ -26,15 +28,17 @@ pub type Handler = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pin_project! {
     /// See the module docs.
     #[project = Proj]
-    pub enum ResponseFuture<F> {
+    pub enum ResponseFuture<F: Future> {
         /// Passed on to the inner service.
         Inner { #[pin] fut: F },
         /// Handled by this layer.
         Handled { fut: Handler },
+        /// Decided after a wait: answered here, or passed on.
+        Deferred { fut: Pin<Box<dyn Future<Output = F::Output> + Send>> },
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F: Future> ResponseFuture<F> {
     /// The inner service's future.
     pub fn inner(fut: F) -> Self {
         Self::Inner { fut }
@@ -43,6 +47,11 @@ impl<F> ResponseFuture<F> {
     /// This layer's handler.
     pub fn handled(fut: impl Future<Output = Response<Body>> + Send + 'static) -> Self {
         Self::Handled { fut: Box::pin(fut) }
+    }
+
+    /// A future that may answer or call the inner service (which it then owns) itself.
+    pub fn deferred(fut: impl Future<Output = F::Output> + Send + 'static) -> Self {
+        Self::Deferred { fut: Box::pin(fut) }
     }
 }
 
@@ -56,6 +65,7 @@ where
         match self.project() {
             Proj::Inner { fut } => fut.poll(cx),
             Proj::Handled { fut } => fut.as_mut().poll(cx).map(Ok),
+            Proj::Deferred { fut } => fut.as_mut().poll(cx),
         }
     }
 }
