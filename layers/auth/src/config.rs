@@ -163,15 +163,7 @@ impl AuthConfig {
     /// Checks the section: what cannot work names its key; rules naming undefined groups are
     /// warned about.
     pub fn check(&self, warnings: &mut Warnings) -> Result<(), ConfigError> {
-        if self.token.is_some() {
-            return Err(ConfigError::new(
-                "auth.token",
-                "an external token issuer is not supported by this donjon version yet; use auth.htpasswd (donjon issues the tokens)",
-            ));
-        }
-        if self.silly.is_some() {
-            return Err(ConfigError::new("auth.silly", "is not supported: it lets anyone in"));
-        }
+        self.refusals()?;
         let rules = self.rules()?;
         for g in rules.undefined_groups() {
             warnings.push(format!("auth.access names group {g:?}, which auth.groups does not define"));
@@ -193,13 +185,28 @@ impl AuthConfig {
         Ok(())
     }
 
+    /// The keys refused outright.
+    fn refusals(&self) -> Result<(), ConfigError> {
+        if self.token.is_some() {
+            return Err(ConfigError::new(
+                "auth.token",
+                "an external token issuer is not supported by this donjon version yet; use auth.htpasswd (donjon issues the tokens)",
+            ));
+        }
+        if self.silly.is_some() {
+            return Err(ConfigError::new("auth.silly", "is not supported: it lets anyone in"));
+        }
+        Ok(())
+    }
+
     /// The layer, when the section asks for one. `data_dir` holds the generated signing key
     /// unless `signing_key` names one; `hostname` is the default service.
     pub fn build(&self, data_dir: &Path, hostname: Option<&str>) -> Result<Option<AuthLayer>, ConfigError> {
         if !self.enabled() {
             return Ok(None);
         }
-        self.check(&mut Warnings::default())?;
+        // The rest of `check` is what `Users::new` and `rules` do again here.
+        self.refusals()?;
         let fixed = match &self.user {
             Some((u, p)) => Some((u.clone(), password(p).map_err(|e| ConfigError::new("--password", e))?)),
             None => None,

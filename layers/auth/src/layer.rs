@@ -37,6 +37,8 @@ pub struct AuthLayer {
 pub(crate) struct Shared {
     pub(crate) users: Arc<Users>,
     pub(crate) rules: Rules,
+    /// What callers without credentials may do: the rules for them, computed once.
+    pub(crate) anonymous: Principal,
     pub(crate) tokens: Tokens,
     /// The token endpoint's absolute URL, when fixed; else built from each request's host.
     pub(crate) realm: Option<String>,
@@ -53,6 +55,7 @@ impl AuthLayer {
     pub fn new(users: Users, rules: Rules, tokens: Tokens) -> Self {
         let shared = Shared {
             users: Arc::new(users),
+            anonymous: rules.principal(None),
             rules,
             tokens,
             realm: None,
@@ -69,6 +72,7 @@ impl AuthLayer {
             Err(arc) => Shared {
                 users: arc.users.clone(),
                 rules: arc.rules.clone(),
+                anonymous: arc.anonymous.clone(),
                 tokens: arc.tokens.clone(),
                 realm: arc.realm.clone(),
                 basic_realm: arc.basic_realm.clone(),
@@ -96,7 +100,7 @@ impl AuthLayer {
     /// The principal of an anonymous caller, for tests and for layers that want to know
     /// what is public.
     pub fn anonymous(&self) -> Principal {
-        self.shared.rules.principal(None)
+        self.shared.anonymous.clone()
     }
 
     /// The layer's background work: reading the htpasswd file again when it changes.

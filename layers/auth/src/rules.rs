@@ -152,7 +152,7 @@ impl Rules {
     /// Whether `user` may list the catalog: when some rule lets it pull somewhere (the listing
     /// shows only what it may pull).
     pub fn may_list(&self, user: Option<&str>) -> bool {
-        self.grants(user).iter().any(|g| g.actions.contains(&Action::Pull))
+        self.principal(user).pulls_anywhere()
     }
 
     /// The groups rules name that are not defined.

@@ -16,6 +16,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use donjon_core::response::quoted_string as quoted;
 use donjon_core::route::{Action, Route};
 use http::HeaderValue;
 
@@ -85,20 +86,6 @@ impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.kind, self.name, self.actions.join(","))
     }
-}
-
-/// `s` as a quoted-string (RFC 9110): `"` and `\` escaped, control bytes dropped.
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars().filter(|c| !c.is_control()) {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 /// `Bearer realm=…,service=…,scope=…` (scopes space-separated), with `error` when given

@@ -218,10 +218,11 @@ impl Shared {
         let (principal, via_token, catalog) = match caller {
             Caller::Token(v) => (v.principal, true, v.catalog),
             Caller::User(u) => {
-                let catalog = self.rules.may_list(Some(&u));
-                (self.rules.principal(Some(&u)), false, catalog)
+                let p = self.rules.principal(Some(&u));
+                let catalog = p.pulls_anywhere();
+                (p, false, catalog)
             }
-            Caller::Anonymous => (self.rules.principal(None), false, self.rules.may_list(None)),
+            Caller::Anonymous => (self.anonymous.clone(), false, self.anonymous.pulls_anywhere()),
         };
         let known = principal.subject.is_some();
         let allowed = match route.action(req.method()) {
@@ -246,12 +247,11 @@ impl Shared {
         // A logged-in user whose rules would not allow it either: a better token will not
         // come, so the body says DENIED (what docker prints), beside the challenge.
         if let (true, Some(sub)) = (via_token, principal.subject.as_deref()) {
+            let rules = self.rules.principal(Some(sub));
             let allowed_by_rules = match route.action(req.method()) {
                 None => true,
-                Some(Action::Catalog) => self.rules.may_list(Some(sub)),
-                Some(a) => {
-                    route.name().is_some_and(|n| self.rules.actions(Some(sub), n.as_str()).contains(&a))
-                }
+                Some(Action::Catalog) => rules.pulls_anywhere(),
+                Some(a) => route.name().is_some_and(|n| rules.may(n, a)),
             };
             if !allowed_by_rules {
                 let mut d = denied();

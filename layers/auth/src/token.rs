@@ -61,7 +61,7 @@ impl SigningKey {
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng)
             .map_err(|e| format!("not a PKCS#8 P-256 key: {e}"))?;
         let public = pair.public_key().as_ref();
-        let kid = Sha256::digest(public).iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let kid = hex::encode(&Sha256::digest(public)[..8]);
         Ok(Self { encoding: EncodingKey::from_ec_der(&der), decoding: DecodingKey::from_ec_der(public), kid })
     }
 

@@ -169,10 +169,10 @@ impl Users {
     /// password (or a removed user) ends them.
     pub fn fingerprint(&self, user: &str) -> Option<String> {
         let entry = match &self.fixed {
-            Some(f) if f.user == user => hex(&f.password_sha256),
+            Some(f) if f.user == user => hex::encode(f.password_sha256),
             _ => self.table().entries.get(user)?.clone(),
         };
-        Some(hex(&Sha256::digest(entry.as_bytes())[..8]))
+        Some(hex::encode(&Sha256::digest(entry.as_bytes())[..8]))
     }
 
     /// Whether `password` is `user`'s.
@@ -265,10 +265,6 @@ fn cache_key(user: &str, password: &str, entry: &str) -> [u8; 32] {
         h.update(part.as_bytes());
     }
     h.finalize().into()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

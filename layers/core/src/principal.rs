@@ -126,6 +126,12 @@ impl Principal {
     pub fn may(&self, repo: &Name, action: Action) -> bool {
         self.actions(repo).contains(&action)
     }
+
+    /// Whether some grant lets it pull (what listing the catalog takes: the listing then shows
+    /// only what it may pull).
+    pub fn pulls_anywhere(&self) -> bool {
+        self.grants.iter().any(|g| g.actions.contains(&Action::Pull))
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,31 @@ pub fn json(status: http::StatusCode, bytes: bytes::Bytes, head: bool) -> http::
 /// What a handler returns: its response, or the OCI error that becomes one.
 pub type HandlerResult<T = http::Response<crate::Body>> = Result<T, crate::Error>;
 
+/// `text` as an HTTP quoted-string (RFC 9110): `"` and `\` escaped, anything but visible ASCII
+/// and space as `?`, so that the result is always a valid header value.
+///
+/// ```
+/// use donjon_core::response::quoted_string;
+///
+/// assert_eq!(quoted_string(r#"a "b" \ é"#), r#""a \"b\" \\ ?""#);
+/// ```
+pub fn quoted_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// The most bytes of `Warning` headers one response may carry, all together (the spec's bound).
 pub const MAX_WARNING_BYTES: usize = 4096;
 
@@ -74,19 +99,7 @@ pub const MAX_WARNING_BYTES: usize = 4096;
 /// assert!(!add_warning(&mut h, &"x".repeat(5000)));
 /// ```
 pub fn add_warning(headers: &mut HeaderMap, text: &str) -> bool {
-    let mut value = String::with_capacity(text.len() + 8);
-    value.push_str("299 - \"");
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                value.push('\\');
-                value.push(c);
-            }
-            ' '..='~' => value.push(c),
-            _ => value.push('?'),
-        }
-    }
-    value.push('"');
+    let value = format!("299 - {}", quoted_string(text));
     let used: usize = headers.get_all(header::WARNING).iter().map(|v| v.len()).sum();
     if used + value.len() > MAX_WARNING_BYTES {
         return false;

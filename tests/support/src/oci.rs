@@ -9,8 +9,7 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// `sha256:<hex>` of `data`.
 pub fn digest(data: &[u8]) -> String {
-    let hex: String = Sha256::digest(data).iter().map(|x| format!("{x:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 /// An OCI image manifest with one config and one layer, and a `subject` when given.
