@@ -367,3 +367,27 @@ async fn scope_tricks_get_nothing() {
     let r = s.with("GET", "/v2/hidden/x/manifests/1?ns=public", &t, Bytes::new()).await;
     assert_eq!(r.status, 401);
 }
+
+/// A refusal sent before the body was read keeps the HTTP/1.1 connection, as any early answer
+/// does: the next request on it is answered (Go clients pool connections).
+#[tokio::test]
+async fn a_refused_push_keeps_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let s = setup().await;
+    let mut c = tokio::net::TcpStream::connect(s.server.addr).await.unwrap();
+    let n = 200 * 1024;
+    let d = digest(&vec![b'x'; n]);
+    let head = format!(
+        "POST /v2/team/x/blobs/uploads/?digest={d} HTTP/1.1\r\nhost: test\r\ncontent-length: {n}\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&vec![b'x'; n]).await.unwrap();
+    let mut buf = vec![];
+    let r = read_response(&mut c, &mut buf).await.unwrap();
+    assert_eq!(r.status, 401);
+    assert!(!r.closes());
+    let again =
+        format!("GET /v2/ HTTP/1.1\r\nhost: test\r\nauthorization: {}\r\n\r\n", basic("alice", "alice-pw"));
+    c.write_all(again.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut c, &mut buf).await.unwrap().status, 200);
+}

@@ -17,58 +17,6 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// One HTTP/1.1 response read off a raw connection.
-struct RawResp {
-    status: u16,
-    headers: Vec<(String, String)>,
-}
-
-impl RawResp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn closes(&self) -> bool {
-        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
-    }
-}
-
-/// Reads one response (head and `Content-Length` body) from `c`, keeping what follows in `buf`.
-async fn read_response(c: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<RawResp> {
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(head) = resp.parse(buf).map_err(std::io::Error::other)? {
-            let status = resp.code.unwrap_or(0);
-            let headers: Vec<(String, String)> = resp
-                .headers
-                .iter()
-                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect();
-            let r = RawResp { status, headers };
-            let len: usize = r.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-            while buf.len() < head + len {
-                read_more(c, buf).await?;
-            }
-            buf.drain(..head + len);
-            return Ok(r);
-        }
-        read_more(c, buf).await?;
-    }
-}
-
-async fn read_more(c: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut chunk = [0u8; 16 * 1024];
-    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut chunk))
-        .await
-        .map_err(|_| std::io::Error::other("timed out waiting for a response"))??;
-    if n == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(())
-}
-
 fn head(method: &str, path: &str, extra: &str, body_len: usize) -> String {
     format!("{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {body_len}\r\n{extra}\r\n")
 }

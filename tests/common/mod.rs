@@ -186,3 +186,58 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// One HTTP/1.1 response read off a raw connection.
+pub struct RawResp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RawResp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn closes(&self) -> bool {
+        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// Reads one response (head and `Content-Length` body) from `c`, keeping what follows in `buf`.
+pub async fn read_response(c: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<RawResp> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head) = resp.parse(buf).map_err(std::io::Error::other)? {
+            let status = resp.code.unwrap_or(0);
+            let headers: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            let r = RawResp { status, headers };
+            let len: usize = r.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            while buf.len() < head + len {
+                read_more(c, buf).await?;
+            }
+            buf.drain(..head + len);
+            return Ok(r);
+        }
+        read_more(c, buf).await?;
+    }
+}
+
+pub async fn read_more(c: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(c, &mut chunk),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("timed out waiting for a response"))??;
+    if n == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
