@@ -1,7 +1,8 @@
 //! The auth layer in the composed registry over real TCP: the Docker token flow (anonymous,
 //! Basic, the OAuth2 form with refresh tokens), Basic credentials on registry requests, the
 //! access rules, and every refusal's status, error body and challenge. A third-party client
-//! (`oci-client`) runs the anonymous and the Basic token flows.
+//! (`oci-client`) runs the anonymous and the Basic token flows, against donjon's own token
+//! endpoint and against a registry that trusts another server's tokens (`auth.token`).
 
 mod common;
 
@@ -15,7 +16,7 @@ use donjon_auth::AuthConfig;
 
 struct Setup {
     server: TestServer,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     htpasswd: std::path::PathBuf,
 }
 
@@ -47,7 +48,7 @@ async fn setup() -> Setup {
     };
     let layer = config.build(dir.path(), None).unwrap().unwrap();
     let server = TestServer::start_with(move |b| b.auth(layer.clone())).await;
-    Setup { server, _dir: dir, htpasswd }
+    Setup { server, dir, htpasswd }
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -390,4 +391,72 @@ async fn a_refused_push_keeps_the_connection() {
         format!("GET /v2/ HTTP/1.1\r\nhost: test\r\nauthorization: {}\r\n\r\n", basic("alice", "alice-pw"));
     c.write_all(again.as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut c, &mut buf).await.unwrap().status, 200);
+}
+
+/// A registry behind another token server (`auth.token`): here a second donjon, whose key the
+/// first trusts through a JWK Set. Clients are sent to that server's realm, and what its
+/// tokens grant is all a caller gets.
+#[tokio::test]
+async fn tokens_of_another_token_server() {
+    use donjon_auth::config::TokenConfig;
+    use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+    use oci_client::secrets::RegistryAuth;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let issuer = setup().await;
+    let key = std::fs::read(issuer.dir.path().join("auth/token-signing-key.pem")).unwrap();
+    let jwks = issuer.dir.path().join("issuer.jwks");
+    let key = donjon_auth::token::SigningKey::from_pem(&key).unwrap();
+    std::fs::write(&jwks, key.jwks().to_string()).unwrap();
+    let realm = format!("http://{}/v2/token", issuer.server.addr);
+    let config = AuthConfig {
+        token: Some(TokenConfig {
+            realm: realm.clone(),
+            service: "donjon-test".into(),
+            issuer: "donjon".into(),
+            jwks: Some(jwks),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layer = config.build(dir.path(), None).unwrap().unwrap();
+    let registry = TestServer::start_with(move |b| b.auth(layer.clone())).await;
+
+    let r = registry.get("/v2/team/app/manifests/v1").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        format!(r#"Bearer realm="{realm}",service="donjon-test",scope="repository:team/app:pull""#)
+    );
+    let r = registry.get("/v2/token?service=donjon-test").await;
+    assert_eq!(r.status, 404, "the token endpoint is the other server's");
+    let r =
+        registry.req("GET", "/v2/", &[("authorization", &basic("alice", "alice-pw"))], Bytes::new()).await;
+    assert_eq!(r.status, 401, "Basic credentials go to the token server, not here");
+    assert!(r.header("www-authenticate").starts_with("Bearer "));
+
+    // A real client follows the challenge to the other server and back.
+    let client =
+        || oci_client::Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
+    let alice = RegistryAuth::Basic("alice".into(), "alice-pw".into());
+    let reference: oci_client::Reference = format!("{}/team/ext:v1", registry.addr).parse().unwrap();
+    let layers = vec![ImageLayer::oci_v1(Bytes::from_static(b"external"), None)];
+    let config = Config::oci_v1(Bytes::from_static(br#"{"architecture":"amd64","os":"linux"}"#), None);
+    client().push(&reference, &layers, config.clone(), &alice, None).await.expect("alice pushes");
+    let bob = RegistryAuth::Basic("bob".into(), "bob-pw".into());
+    let image = client().pull(&reference, &bob, vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE]).await;
+    assert_eq!(&image.expect("bob pulls").layers[0].data[..], b"external");
+    assert!(client().push(&reference, &layers, config, &bob, None).await.is_err(), "bob may not push");
+
+    // A token for one repository is nothing on another; the catalog lists everything to a
+    // token that grants it.
+    let t = issuer.bearer(Some(("bob", "bob-pw")), &["repository:team/ext:pull"]).await;
+    let r = registry.req("GET", "/v2/team/ext/manifests/v1", &[("authorization", &t)], Bytes::new()).await;
+    assert_eq!(r.status, 200);
+    let r = registry.req("GET", "/v2/team/other/manifests/v1", &[("authorization", &t)], Bytes::new()).await;
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").contains(r#"error="insufficient_scope""#));
+    let t = issuer.bearer(Some(("alice", "alice-pw")), &["registry:catalog:*"]).await;
+    let r = registry.req("GET", "/v2/_catalog", &[("authorization", &t)], Bytes::new()).await;
+    assert_eq!(r.json()["repositories"], serde_json::json!(["team/ext"]));
 }

@@ -1,7 +1,8 @@
 //! The auth layer's parsers, from bytes a client controls: htpasswd lines, scopes (which print
-//! back as themselves), JWTs (never accepted unless signed by the key), the `Authorization`
-//! header and the token endpoint's query and form. Every answer is one of the statuses the
-//! layer gives, never a panic.
+//! back as themselves), JWTs (never accepted unless signed by the key, donjon's own or another
+//! token server's), JWK Sets and certificate bundles, the `Authorization` header and the token
+//! endpoint's query and form. Every answer is one of the statuses the layer gives, never a
+//! panic.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use donjon_auth::issuer::TrustedIssuer;
 use donjon_auth::rules::Rules;
 use donjon_auth::scope::Scope;
 use donjon_auth::token::{SigningKey, Tokens};
@@ -21,8 +23,14 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 struct World {
     rt: tokio::runtime::Runtime,
     tokens: Tokens,
-    layer: AuthLayer,
+    issuer: TrustedIssuer,
+    layers: [AuthLayer; 2],
 }
+
+/// RFC 7517's example P-256 key.
+const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "1",
+  "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
+  "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
 
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
@@ -32,8 +40,10 @@ fn world() -> &'static World {
         let tokens = Tokens::new(key, "donjon", "fuzz", Duration::from_secs(60));
         let users = Users::new(None, Some(("u", "p"))).expect("users");
         let layer = AuthLayer::new(users, Rules::authenticated_may_do_anything(), tokens.clone());
+        let issuer = TrustedIssuer::new("server", "fuzz").jwks(JWKS.as_bytes()).expect("the JWKS");
+        let external = AuthLayer::external(issuer.clone(), "https://auth.example/token");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        World { rt, tokens, layer }
+        World { rt, tokens, issuer, layers: [layer, external] }
     })
 }
 
@@ -46,6 +56,9 @@ fuzz_target!(|s: &str| {
     }
     assert!(w.tokens.verify(s).is_err(), "no token is valid that the key did not sign");
     assert!(w.tokens.verify_refresh(s).is_err());
+    assert!(w.issuer.verify(s).is_err(), "nor one the other server's key did not sign");
+    let _ = TrustedIssuer::new("i", "s").jwks(s.as_bytes());
+    let _ = TrustedIssuer::new("i", "s").root_cert_bundle(s.as_bytes());
 
     let mut parts = s.splitn(3, '\n');
     let (auth, query, body) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -59,14 +72,14 @@ fuzz_target!(|s: &str| {
         ("PUT", "/v2/a/manifests/latest".to_string()),
         ("GET", "/v2/_catalog".to_string()),
     ];
-    for (method, uri) in requests {
-        let mut b = http::Request::builder().method(method).uri(uri.as_str());
+    for ((method, uri), layer) in requests.iter().flat_map(|r| w.layers.iter().map(move |l| (r, l))) {
+        let mut b = http::Request::builder().method(*method).uri(uri.as_str());
         if http::HeaderValue::from_str(auth).is_ok() {
             b = b.header("authorization", auth);
         }
         let Ok(mut req) = b.body(Body::from(body.to_string())) else { continue };
         req.extensions_mut().insert(ClientConn { peer, tls: false });
-        let mut svc = ServiceBuilder::new().layer(RouteLayer::new()).layer(w.layer.clone()).service(
+        let mut svc = ServiceBuilder::new().layer(RouteLayer::new()).layer(layer.clone()).service(
             tower::service_fn(|_req: http::Request<Body>| async {
                 Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
             }),

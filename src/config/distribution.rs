@@ -5,9 +5,9 @@
 //! Distribution.
 //!
 //! `auth` is the auth layer's own section ([`AuthConfig`](donjon_auth::AuthConfig)): the
-//! `htpasswd` provider, with donjon's access rules beside it. Sections this version reads but
-//! does not implement are reported; those that would leave the registry less protected than
-//! asked (`auth.token`, an external issuer) stop the start-up.
+//! `htpasswd` provider, with donjon's access rules beside it, or `token`, another token
+//! server's. Sections this version reads but does not implement are reported; those that
+//! would leave the registry less protected than asked (`auth.silly`) stop the start-up.
 
 use std::path::PathBuf;
 

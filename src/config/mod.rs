@@ -13,7 +13,7 @@
 //!
 //! A file may mix both. Keys neither shape knows are reported as warnings with their full
 //! path; sections read but not implemented yet are reported too, and those that would leave
-//! the registry less protected than the user asked for (`auth.token`, `image_validation`) stop
+//! the registry less protected than the user asked for (`auth.silly`, `image_validation`) stop
 //! the start-up. Errors name the key and the file.
 //!
 //! ```
@@ -220,7 +220,11 @@ impl Settings {
         own.apply(&mut s, &mut warnings)?;
         cli.apply(&mut s)?;
         s.auth.check(&mut warnings)?;
-        if s.auth.enabled() && s.auth.signing_key.is_none() && s.storage.s3.is_some() {
+        if s.auth.enabled()
+            && s.auth.token.is_none()
+            && s.auth.signing_key.is_none()
+            && s.storage.s3.is_some()
+        {
             return Err(ConfigError::new(
                 "auth.signing_key",
                 "is required with object storage: every replica must sign tokens with the same key \
@@ -474,5 +478,27 @@ storage:
         assert!(s.auth.enabled());
         let s = load(&["--user", "u", "--password", "p"], None, &[]).unwrap();
         assert!(s.auth.enabled() && !s.to_yaml().contains(": p\n"));
+    }
+
+    #[test]
+    fn distributions_token_auth_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("keys.json");
+        std::fs::write(&jwks, r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#).unwrap();
+        let jwks = jwks.display().to_string();
+        let env = [
+            ("REGISTRY_AUTH_TOKEN_REALM", "https://auth.example/token"),
+            ("REGISTRY_AUTH_TOKEN_SERVICE", "registry.example"),
+            ("REGISTRY_AUTH_TOKEN_ISSUER", "auth.example"),
+            ("REGISTRY_AUTH_TOKEN_JWKS", jwks.as_str()),
+        ];
+        // No signing key of donjon's own is needed beside object storage: the server signs.
+        let s = load(&[], Some("storage: {s3: {bucket: b}}"), &env).unwrap();
+        let token = s.auth.token.as_ref().unwrap();
+        assert_eq!((token.service.as_str(), token.issuer.as_str()), ("registry.example", "auth.example"));
+        assert!(s.auth.enabled());
+        assert!(s.to_yaml().contains("realm: https://auth.example/token"), "{}", s.to_yaml());
+        let e = load(&[], None, &env[..3]).unwrap_err();
+        assert_eq!(e.key, "auth.token", "{e}");
     }
 }

@@ -1,6 +1,8 @@
 //! The auth layer's settings: Distribution's `auth` section (`htpasswd: {realm, path}`) and
 //! donjon's own keys beside it: the access rules, groups, the token service and lifetimes, and
-//! the signing key. Trow's `--user`/`--password` arrive as [`AuthConfig::user`].
+//! the signing key. Trow's `--user`/`--password` arrive as [`AuthConfig::user`]. Or
+//! Distribution's `auth.token` (`realm, service, issuer, rootcertbundle, jwks,
+//! signingalgorithms`): another token server issues the tokens, and donjon checks them.
 //!
 //! ```
 //! use donjon_auth::AuthConfig;
@@ -27,6 +29,7 @@ use donjon_core::route::Action;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
+use crate::issuer::TrustedIssuer;
 use crate::rules::{Rule, Rules, Who};
 use crate::token::{SigningKey, Tokens};
 use crate::users::Users;
@@ -42,9 +45,9 @@ pub struct AuthConfig {
     /// Distribution's `auth.htpasswd`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub htpasswd: Option<HtpasswdConfig>,
-    /// Distribution's `auth.token` (an external issuer): not supported yet, refused.
-    #[serde(skip_serializing)]
-    pub token: Option<IgnoredAny>,
+    /// Distribution's `auth.token`: another token server issues the tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenConfig>,
     /// Distribution's `auth.silly`: refused (it lets anyone in).
     #[serde(skip_serializing)]
     pub silly: Option<IgnoredAny>,
@@ -83,6 +86,80 @@ pub struct HtpasswdConfig {
     pub realm: Option<String>,
     /// The file (bcrypt entries).
     pub path: PathBuf,
+}
+
+/// Distribution's `auth.token`: the token server clients are sent to, and what its tokens
+/// must be: from `issuer`, for `service`, signed by a certificate of `rootcertbundle` (or one
+/// it issued, in an `x5c` chain) or a key of `jwks`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenConfig {
+    /// The token server's URL, for challenges.
+    pub realm: String,
+    /// The service tokens are for (their `aud`).
+    pub service: String,
+    /// The tokens' `iss`.
+    pub issuer: String,
+    /// A PEM file of certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootcertbundle: Option<PathBuf>,
+    /// A JWK Set file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<PathBuf>,
+    /// The only signature algorithms accepted (default: each key's own).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signingalgorithms: Vec<String>,
+    /// Distribution's realm built from each request's host: refused (set `realm`).
+    #[serde(skip_serializing)]
+    pub autoredirect: Option<IgnoredAny>,
+    /// Its path.
+    #[serde(skip_serializing)]
+    pub autoredirectpath: Option<IgnoredAny>,
+}
+
+impl TokenConfig {
+    /// The trusted issuer, its files read.
+    pub fn issuer(&self) -> Result<TrustedIssuer, ConfigError> {
+        for (key, value) in [("realm", &self.realm), ("service", &self.service), ("issuer", &self.issuer)] {
+            if value.is_empty() {
+                return Err(ConfigError::new(format!("auth.token.{key}"), "is required"));
+            }
+        }
+        if self.autoredirect.is_some() || self.autoredirectpath.is_some() {
+            return Err(ConfigError::new(
+                "auth.token.autoredirect",
+                "is not supported: set auth.token.realm to the token server's URL",
+            ));
+        }
+        let read = |key: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                ConfigError::new(format!("auth.token.{key}"), format!("cannot read {}: {e}", path.display()))
+            })
+        };
+        let mut issuer = TrustedIssuer::new(&self.issuer, &self.service);
+        if let Some(p) = &self.rootcertbundle {
+            issuer = issuer.root_cert_bundle(&read("rootcertbundle", p)?).map_err(|e| {
+                ConfigError::new("auth.token.rootcertbundle", format!("{}: {e}", p.display()))
+            })?;
+        }
+        if let Some(p) = &self.jwks {
+            issuer = issuer
+                .jwks(&read("jwks", p)?)
+                .map_err(|e| ConfigError::new("auth.token.jwks", format!("{}: {e}", p.display())))?;
+        }
+        if issuer.key_count() == 0 {
+            return Err(ConfigError::new(
+                "auth.token",
+                "needs at least one signing key: rootcertbundle or jwks",
+            ));
+        }
+        if !self.signingalgorithms.is_empty() {
+            issuer = issuer
+                .signing_algorithms(&self.signingalgorithms)
+                .map_err(|e| ConfigError::new("auth.token.signingalgorithms", e))?;
+        }
+        Ok(issuer)
+    }
 }
 
 /// One rule: `{repository: GLOB, who: WHO | [WHO…], actions: [pull, push, delete]}`.
@@ -164,6 +241,9 @@ impl AuthConfig {
     /// warned about.
     pub fn check(&self, warnings: &mut Warnings) -> Result<(), ConfigError> {
         self.refusals()?;
+        if let Some(t) = &self.token {
+            return t.issuer().map(drop);
+        }
         let rules = self.rules()?;
         for g in rules.undefined_groups() {
             warnings.push(format!("auth.access names group {g:?}, which auth.groups does not define"));
@@ -185,13 +265,22 @@ impl AuthConfig {
         Ok(())
     }
 
-    /// The keys refused outright.
+    /// The keys refused outright, and those that cannot go together.
     fn refusals(&self) -> Result<(), ConfigError> {
         if self.token.is_some() {
-            return Err(ConfigError::new(
-                "auth.token",
-                "an external token issuer is not supported by this donjon version yet; use auth.htpasswd (donjon issues the tokens)",
-            ));
+            let own = [
+                ("auth.htpasswd", self.htpasswd.is_some()),
+                ("--user", self.user.is_some()),
+                ("auth.access", !self.access.is_empty()),
+                ("auth.groups", !self.groups.is_empty()),
+                ("auth.signing_key", self.signing_key.is_some()),
+            ];
+            if let Some((key, _)) = own.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::new(
+                    *key,
+                    "goes with donjon's own tokens; with auth.token the token server decides who may do what",
+                ));
+            }
         }
         if self.silly.is_some() {
             return Err(ConfigError::new("auth.silly", "is not supported: it lets anyone in"));
@@ -207,6 +296,9 @@ impl AuthConfig {
         }
         // The rest of `check` is what `Users::new` and `rules` do again here.
         self.refusals()?;
+        if let Some(t) = &self.token {
+            return Ok(Some(AuthLayer::external(t.issuer()?, t.realm.clone())));
+        }
         let fixed = match &self.user {
             Some((u, p)) => Some((u.clone(), password(p).map_err(|e| ConfigError::new("--password", e))?)),
             None => None,
@@ -268,7 +360,16 @@ mod tests {
         let e = parse("access: [{repository: x, who: anyone, actions: [fly]}]").check(&mut w).unwrap_err();
         assert_eq!(e.key, "auth.access[0].actions");
         let e = parse("token: {realm: x}").check(&mut w).unwrap_err();
-        assert_eq!(e.key, "auth.token");
+        assert_eq!(e.key, "auth.token.service");
+        let e = parse("token: {realm: x, service: s, issuer: i}").check(&mut w).unwrap_err();
+        assert_eq!(e.key, "auth.token", "{e}");
+        let e =
+            parse("token: {realm: x, service: s, issuer: i, jwks: /nonexistent}").check(&mut w).unwrap_err();
+        assert_eq!(e.key, "auth.token.jwks", "{e}");
+        let e = parse("{token: {realm: x, service: s, issuer: i}, htpasswd: {path: /h}}")
+            .check(&mut w)
+            .unwrap_err();
+        assert_eq!(e.key, "auth.htpasswd", "{e}");
         let e = parse("htpasswd: {realm: r, path: /nonexistent/htpasswd}").check(&mut w).unwrap_err();
         assert_eq!(e.key, "auth.htpasswd.path");
         parse("access: [{repository: x, who: [group:ops, anonymous], actions: [pull]}]")

@@ -4,13 +4,15 @@ use std::sync::{Arc, Mutex};
 use donjon_core::Principal;
 use tower_layer::Layer;
 
+use crate::issuer::TrustedIssuer;
 use crate::limiter::Limiter;
 use crate::rules::Rules;
 use crate::service::Auth;
 use crate::token::Tokens;
 use crate::users::Users;
 
-/// Decides who may do what on registry routes, and serves the token endpoint (`/v2/token`).
+/// Decides who may do what on registry routes, and serves the token endpoint (`/v2/token`);
+/// or, made with [`AuthLayer::external`], checks the tokens of another token server.
 /// Requests without a registry route (an application's own paths, health checks, admission
 /// webhooks) pass untouched. See the crate docs.
 ///
@@ -33,13 +35,29 @@ pub struct AuthLayer {
     pub(crate) shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
-pub(crate) struct Shared {
+/// Where tokens come from.
+#[derive(Clone, Debug)]
+pub(crate) enum Issuer {
+    /// donjon issues them, at its token endpoint, to its users, by its rules.
+    Own(Own),
+    /// Another token server issues them and decides what they grant; donjon checks them.
+    External(TrustedIssuer),
+}
+
+/// donjon as its own token server.
+#[derive(Clone, Debug)]
+pub(crate) struct Own {
     pub(crate) users: Arc<Users>,
     pub(crate) rules: Rules,
-    /// What callers without credentials may do: the rules for them, computed once.
-    pub(crate) anonymous: Principal,
     pub(crate) tokens: Tokens,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) issuer: Issuer,
+    /// What callers without credentials may do: the rules for them, computed once (nothing,
+    /// with an external issuer).
+    pub(crate) anonymous: Principal,
     /// The token endpoint's absolute URL, when fixed; else built from each request's host.
     pub(crate) realm: Option<String>,
     /// The realm of the Basic challenge (Distribution's `auth.htpasswd.realm`).
@@ -53,12 +71,33 @@ impl AuthLayer {
     /// Users who may log in, the rules of what they may do, and the tokens the endpoint issues
     /// and requests carry.
     pub fn new(users: Users, rules: Rules, tokens: Tokens) -> Self {
+        let anonymous = rules.principal(None);
+        Self::with_issuer(Issuer::Own(Own { users: Arc::new(users), rules, tokens }), anonymous, None)
+    }
+
+    /// Tokens from another token server (docker_auth, Harbor's, GitLab's), which clients get
+    /// at `realm`: what a token grants is what its `access` claim lists, and nothing without
+    /// one. No token endpoint is served and Basic credentials are not taken, as with
+    /// Distribution's `auth.token`.
+    ///
+    /// ```
+    /// use donjon_auth::{issuer::TrustedIssuer, AuthLayer};
+    ///
+    /// let jwks = r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1",
+    ///   "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+    /// let issuer = TrustedIssuer::new("auth.example", "registry.example").jwks(jwks.as_bytes()).unwrap();
+    /// let layer = AuthLayer::external(issuer, "https://auth.example/token");
+    /// # let _ = layer;
+    /// ```
+    pub fn external(issuer: TrustedIssuer, realm: impl Into<String>) -> Self {
+        Self::with_issuer(Issuer::External(issuer), Principal::anonymous(vec![]), Some(realm.into()))
+    }
+
+    fn with_issuer(issuer: Issuer, anonymous: Principal, realm: Option<String>) -> Self {
         let shared = Shared {
-            users: Arc::new(users),
-            anonymous: rules.principal(None),
-            rules,
-            tokens,
-            realm: None,
+            issuer,
+            anonymous,
+            realm,
             basic_realm: "donjon".into(),
             limiter: Limiter::default(),
             verified: Mutex::new(HashMap::new()),
@@ -70,10 +109,8 @@ impl AuthLayer {
         let mut shared = match Arc::try_unwrap(self.shared) {
             Ok(s) => s,
             Err(arc) => Shared {
-                users: arc.users.clone(),
-                rules: arc.rules.clone(),
+                issuer: arc.issuer.clone(),
                 anonymous: arc.anonymous.clone(),
-                tokens: arc.tokens.clone(),
                 realm: arc.realm.clone(),
                 basic_realm: arc.basic_realm.clone(),
                 limiter: Limiter::default(),
@@ -105,7 +142,15 @@ impl AuthLayer {
 
     /// The layer's background work: reading the htpasswd file again when it changes.
     pub fn background(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.shared.users.clone().reloader()
+        let users = match &self.shared.issuer {
+            Issuer::Own(own) => Some(own.users.clone()),
+            Issuer::External(_) => None,
+        };
+        async move {
+            if let Some(users) = users {
+                users.reloader().await
+            }
+        }
     }
 }
 

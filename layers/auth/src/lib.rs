@@ -18,6 +18,9 @@
 //! `{"token","access_token","expires_in","issued_at"[,"refresh_token"]}` for what the rules
 //! allow of what was asked.
 //!
+//! Or, as Distribution's `auth.token`, it checks the tokens of another token server
+//! ([`AuthLayer::external`], [`issuer`]): what they grant is what their `access` claim says.
+//!
 //! ```
 //! use std::time::Duration;
 //! use donjon_auth::{rules::Rules, token::{SigningKey, Tokens}, users::Users, AuthLayer};
@@ -52,10 +55,13 @@
 //! - [`rules`]: repository globs → actions for users, groups, the authenticated, anonymous
 //!   callers; the first match wins.
 //! - [`token`]: ES256 JWTs, the signing key file, refresh tokens.
+//! - [`issuer`]: another token server's tokens: certificate bundles (`x5c`, libtrust key IDs,
+//!   thumbprints) and JWK Sets.
 //! - [`scope`]: scopes and `WWW-Authenticate` challenges; [`limiter`]: failed-login counts.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod issuer;
 mod layer;
 pub mod limiter;
 pub mod rules;

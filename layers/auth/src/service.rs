@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use tower_service::Service;
 
-use crate::layer::Shared;
+use crate::layer::{Issuer, Own, Shared};
 use crate::scope::{basic_challenge, challenge, Scope};
 use crate::token::{Access, Claims};
 
@@ -135,7 +135,7 @@ fn unauthorized<B>(
     }
     let mut resp = Error::new(ErrorCode::Unauthorized, "authentication required").into_response();
     resp.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, challenge(&realm(s, req), s.tokens.service(), &scopes, error));
+        .insert(header::WWW_AUTHENTICATE, challenge(&realm(s, req), s.service(), &scopes, error));
     resp
 }
 
@@ -152,6 +152,14 @@ fn too_many(wait: std::time::Duration) -> Response<Body> {
 }
 
 impl Shared {
+    /// The service tokens are for.
+    fn service(&self) -> &str {
+        match &self.issuer {
+            Issuer::Own(own) => own.tokens.service(),
+            Issuer::External(ext) => ext.service(),
+        }
+    }
+
     /// What a token grants, from the cache or verified now.
     fn token(&self, token: &str) -> Result<Verified, String> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -161,7 +169,10 @@ impl Shared {
                 return Ok(v);
             }
         }
-        let claims = self.tokens.verify(token)?;
+        let claims = match &self.issuer {
+            Issuer::Own(own) => own.tokens.verify(token)?,
+            Issuer::External(ext) => ext.verify(token)?,
+        };
         let v = self.verified_of(claims);
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= VERIFIED_MAX {
@@ -217,8 +228,8 @@ impl Shared {
         let scope = Scope::needed(route, req.method());
         let (principal, via_token, catalog) = match caller {
             Caller::Token(v) => (v.principal, true, v.catalog),
-            Caller::User(u) => {
-                let p = self.rules.principal(Some(&u));
+            Caller::User(u, own) => {
+                let p = own.rules.principal(Some(&u));
                 let catalog = p.pulls_anywhere();
                 (p, false, catalog)
             }
@@ -235,7 +246,18 @@ impl Shared {
             // The catalog lists what the caller may pull: its rules, not the token's scopes.
             if matches!(route, Route::Catalog) && via_token {
                 let sub = principal.subject.as_deref().map(str::to_string);
-                return Ok(self.rules.principal(sub.as_deref()));
+                return Ok(match &self.issuer {
+                    Issuer::Own(own) => own.rules.principal(sub.as_deref()),
+                    // Another token server granted the catalog: it lists every repository,
+                    // as Distribution's does.
+                    Issuer::External(_) => {
+                        let all = vec![Grant::new("**", vec![Action::Pull])];
+                        match sub {
+                            Some(sub) => Principal::user(&sub, all),
+                            None => Principal::anonymous(all),
+                        }
+                    }
+                });
             }
             return Ok(principal);
         }
@@ -246,8 +268,8 @@ impl Shared {
         let mut resp = unauthorized(self, req, scope, error);
         // A logged-in user whose rules would not allow it either: a better token will not
         // come, so the body says DENIED (what docker prints), beside the challenge.
-        if let (true, Some(sub)) = (via_token, principal.subject.as_deref()) {
-            let rules = self.rules.principal(Some(sub));
+        if let (true, Some(sub), Issuer::Own(own)) = (via_token, principal.subject.as_deref(), &self.issuer) {
+            let rules = own.rules.principal(Some(sub));
             let allowed_by_rules = match route.action(req.method()) {
                 None => true,
                 Some(Action::Catalog) => rules.pulls_anywhere(),
@@ -267,9 +289,10 @@ impl Shared {
 }
 
 /// Who a request is from, once its credentials are checked.
-enum Caller {
+enum Caller<'a> {
     Token(Verified),
-    User(String),
+    /// A user of donjon's own, by Basic credentials.
+    User(String, &'a Own),
     Anonymous,
 }
 
@@ -295,7 +318,11 @@ where
         };
         let shared = self.shared.clone();
         if route == Route::Token {
-            return ResponseFuture::handled(async move { token_endpoint(&shared, req).await });
+            if let Issuer::Own(_) = shared.issuer {
+                return ResponseFuture::handled(async move { token_endpoint(&shared, req).await });
+            }
+            // Another server issues the tokens: the registry has no token endpoint.
+            return ResponseFuture::inner(self.inner.call(req));
         }
         let caller = match credentials(req.headers()) {
             Credentials::None => Caller::Anonymous,
@@ -315,6 +342,10 @@ where
             Credentials::Malformed => {
                 return ready(unauthorized(&shared, &req, Scope::needed(&route, req.method()), None));
             }
+            // With another token server, registry requests carry its tokens only.
+            Credentials::Basic(..) if matches!(shared.issuer, Issuer::External(_)) => {
+                return ready(unauthorized(&shared, &req, Scope::needed(&route, req.method()), None));
+            }
             Credentials::Basic(user, password) => {
                 let ip = client_ip(&req);
                 if let Some(wait) = ip.and_then(|ip| shared.limiter.retry_after(ip)) {
@@ -324,7 +355,8 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 return ResponseFuture::deferred(async move {
-                    if !shared.users.verify(&user, &password).await {
+                    let Issuer::Own(own) = &shared.issuer else { return Ok(denied()) };
+                    if !own.users.verify(&user, &password).await {
                         if let Some(ip) = ip {
                             shared.limiter.failed(ip);
                         }
@@ -334,7 +366,7 @@ where
                     if let Some(ip) = ip {
                         shared.limiter.succeeded(ip);
                     }
-                    match shared.decide(&req, &route, Caller::User(user)) {
+                    match shared.decide(&req, &route, Caller::User(user, own)) {
                         Ok(p) => {
                             req.extensions_mut().insert(p);
                             inner.call(req).await
@@ -404,6 +436,10 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let Issuer::Own(own) = &s.issuer else {
+        return Error::new(ErrorCode::NameUnknown, "no token endpoint").into_response();
+    };
+    let Own { users, rules, tokens } = own;
     let ip = client_ip(&req);
     if let Some(wait) = ip.and_then(|ip| s.limiter.retry_after(ip)) {
         return too_many(wait);
@@ -443,9 +479,9 @@ where
             let Some(t) = params.refresh_token.as_deref() else {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is missing");
             };
-            match s.tokens.verify_refresh(t) {
+            match tokens.verify_refresh(t) {
                 Ok((sub, fp)) => {
-                    let current = s.users.fingerprint(&sub).unwrap_or_default();
+                    let current = users.fingerprint(&sub).unwrap_or_default();
                     if !bool::from(current.as_bytes().ct_eq(fp.as_bytes())) || current.is_empty() {
                         return bad_credentials();
                     }
@@ -461,7 +497,7 @@ where
             };
             match given {
                 Some((u, p)) => {
-                    if !s.users.verify(&u, &p).await {
+                    if !users.verify(&u, &p).await {
                         return bad_credentials();
                     }
                     if let Some(ip) = ip {
@@ -488,7 +524,7 @@ where
         match scope.kind.as_str() {
             "repository" => {
                 let Ok(name) = scope.name.parse::<Name>() else { continue };
-                let allowed = s.rules.actions(user, name.as_str());
+                let allowed = rules.actions(user, name.as_str());
                 let granted: Vec<String> = allowed
                     .iter()
                     .filter(|a| scope.actions.iter().any(|asked| asked == "*" || asked == a.as_str()))
@@ -498,11 +534,11 @@ where
                     access.push(Access::repository(name.as_str(), granted));
                 }
             }
-            "registry" if scope.name == "catalog" && s.rules.may_list(user) => access.push(Access::catalog()),
+            "registry" if scope.name == "catalog" && rules.may_list(user) => access.push(Access::catalog()),
             _ => {}
         }
     }
-    let issued = s.tokens.issue(user, access);
+    let issued = tokens.issue(user, access);
     let mut body = serde_json::json!({
         "token": issued.token,
         "access_token": issued.token,
@@ -513,8 +549,8 @@ where
     // login, the OAuth2 form's `access_type=offline`): it lives long, so it is not handed out
     // unasked.
     if let (true, Some(u)) = (params.offline, user) {
-        if let Some(fp) = s.users.fingerprint(u) {
-            body["refresh_token"] = serde_json::Value::String(s.tokens.issue_refresh(u, &fp));
+        if let Some(fp) = users.fingerprint(u) {
+            body["refresh_token"] = serde_json::Value::String(tokens.issue_refresh(u, &fp));
         }
     }
     let mut resp = Response::new(Body::from(body.to_string()));

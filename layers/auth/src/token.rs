@@ -41,6 +41,8 @@ pub struct SigningKey {
     encoding: EncodingKey,
     decoding: DecodingKey,
     kid: String,
+    /// The public point, uncompressed (`04 || x || y`).
+    public: Vec<u8>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -62,7 +64,24 @@ impl SigningKey {
             .map_err(|e| format!("not a PKCS#8 P-256 key: {e}"))?;
         let public = pair.public_key().as_ref();
         let kid = hex::encode(&Sha256::digest(public)[..8]);
-        Ok(Self { encoding: EncodingKey::from_ec_der(&der), decoding: DecodingKey::from_ec_der(public), kid })
+        Ok(Self {
+            encoding: EncodingKey::from_ec_der(&der),
+            decoding: DecodingKey::from_ec_der(public),
+            kid,
+            public: public.to_vec(),
+        })
+    }
+
+    /// The public key as a JWK Set, for a registry that checks donjon's tokens (another
+    /// donjon's `auth.token.jwks`, Distribution's too).
+    pub fn jwks(&self) -> serde_json::Value {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (x, y) =
+            self.public.get(1..).unwrap_or_default().split_at(self.public.len().saturating_sub(1) / 2);
+        serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": self.kid,
+            "x": b64.encode(x), "y": b64.encode(y),
+        }]})
     }
 
     /// A new random key, as a PKCS#8 PEM.
