@@ -41,9 +41,9 @@ pub fn app(store: Arc<dyn donjon::Store>, auth: Option<AuthLayer>) -> Router {
         .route_service("/v2/{*rest}", registry)
 }
 
-/// An auth layer for one user, with its signing key in `data`.
-pub fn one_user(data: &std::path::Path, user: &str, password: &str) -> Result<AuthLayer, String> {
-    let key = SigningKey::load_or_create(&data.join("auth/token-signing-key.pem"))?;
+/// An auth layer for one user, signing with the key `store` keeps.
+pub async fn one_user(store: &dyn donjon::Store, user: &str, password: &str) -> Result<AuthLayer, String> {
+    let key = SigningKey::shared(store).await?;
     let tokens = Tokens::new(key, "donjon", "axum-example", Duration::from_secs(300));
     Ok(AuthLayer::new(
         Users::new(None, Some((user, password)))?,
@@ -67,13 +67,13 @@ async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:3000".into());
     let data = std::path::PathBuf::from(args.next().unwrap_or_else(|| "./data".into()));
+    let store: Arc<dyn donjon::Store> = Arc::new(FsStore::open(&data).await?);
     let auth = match (std::env::var("DONJON_USER"), std::env::var("DONJON_PASSWORD")) {
-        (Ok(u), Ok(p)) => Some(one_user(&data, &u, &p).map_err(std::io::Error::other)?),
+        (Ok(u), Ok(p)) => Some(one_user(&*store, &u, &p).await.map_err(std::io::Error::other)?),
         _ => None,
     };
-    let store = FsStore::open(&data).await?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    let app = app(Arc::new(store), auth).layer(middleware::from_fn(client_conn));
+    let app = app(store, auth).layer(middleware::from_fn(client_conn));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 }

@@ -50,11 +50,9 @@ async fn run(settings: Settings) -> std::io::Result<()> {
     let store = settings.storage.open(&settings.data_dir).await?;
     let mut builder = Registry::builder(store.clone())
         .content(settings.content.build(store.clone()))
-        .upload(settings.upload.build(store));
-    let auth = settings
-        .auth
-        .build(&settings.data_dir, settings.hostname.as_deref())
-        .map_err(std::io::Error::other)?;
+        .upload(settings.upload.build(store.clone()));
+    let auth =
+        settings.auth.build(&*store, settings.hostname.as_deref()).await.map_err(std::io::Error::other)?;
     if let Some(layer) = auth {
         builder = builder.auth(layer);
     }

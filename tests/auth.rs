@@ -16,8 +16,10 @@ use donjon_auth::AuthConfig;
 
 struct Setup {
     server: TestServer,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     htpasswd: std::path::PathBuf,
+    /// Where the auth layer keeps its signing key.
+    keys: donjon::core::memory::MemoryStore,
 }
 
 fn rule(repository: &str, who: &[&str], actions: &[&str]) -> RuleConfig {
@@ -46,9 +48,10 @@ async fn setup() -> Setup {
         ],
         ..Default::default()
     };
-    let layer = config.build(dir.path(), None).unwrap().unwrap();
+    let keys = donjon::core::memory::MemoryStore::default();
+    let layer = config.build(&keys, None).await.unwrap().unwrap();
     let server = TestServer::start_with(move |b| b.auth(layer.clone())).await;
-    Setup { server, dir, htpasswd }
+    Setup { server, _dir: dir, htpasswd, keys }
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -403,9 +406,8 @@ async fn tokens_of_another_token_server() {
     use oci_client::secrets::RegistryAuth;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let issuer = setup().await;
-    let key = std::fs::read(issuer.dir.path().join("auth/token-signing-key.pem")).unwrap();
-    let jwks = issuer.dir.path().join("issuer.jwks");
-    let key = donjon_auth::token::SigningKey::from_pem(&key).unwrap();
+    let key = donjon_auth::token::SigningKey::shared(&issuer.keys).await.unwrap();
+    let jwks = issuer._dir.path().join("issuer.jwks");
     std::fs::write(&jwks, key.jwks().to_string()).unwrap();
     let realm = format!("http://{}/v2/token", issuer.server.addr);
     let config = AuthConfig {
@@ -418,8 +420,7 @@ async fn tokens_of_another_token_server() {
         }),
         ..Default::default()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let layer = config.build(dir.path(), None).unwrap().unwrap();
+    let layer = config.build(&donjon::core::memory::MemoryStore::default(), None).await.unwrap().unwrap();
     let registry = TestServer::start_with(move |b| b.auth(layer.clone())).await;
 
     let r = registry.get("/v2/team/app/manifests/v1").await;

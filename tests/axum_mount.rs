@@ -84,10 +84,10 @@ async fn push_and_pull_through_axum() {
 async fn the_apps_routes_stay_public_while_the_registry_needs_credentials() {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
-    let store = donjon::FsStore::open(dir.path()).await.unwrap();
-    let auth = example::one_user(dir.path(), "admin", "secret").unwrap();
-    let app =
-        example::app(Arc::new(store), Some(auth)).layer(axum::middleware::from_fn(example::client_conn));
+    let store: Arc<dyn donjon::Store> = Arc::new(donjon::FsStore::open(dir.path()).await.unwrap());
+    let auth = example::one_user(&*store, "admin", "secret").await.unwrap();
+    assert!(dir.path().join("auth/token-signing-key.pem").exists(), "the key is kept in the data directory");
+    let app = example::app(store, Some(auth)).layer(axum::middleware::from_fn(example::client_conn));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {

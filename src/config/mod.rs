@@ -220,18 +220,6 @@ impl Settings {
         own.apply(&mut s, &mut warnings)?;
         cli.apply(&mut s)?;
         s.auth.check(&mut warnings)?;
-        if s.auth.enabled()
-            && s.auth.token.is_none()
-            && s.auth.signing_key.is_none()
-            && s.storage.s3.is_some()
-        {
-            return Err(ConfigError::new(
-                "auth.signing_key",
-                "is required with object storage: every replica must sign tokens with the same key \
-                 (a PEM file, e.g. from a Kubernetes secret; make one with `openssl genpkey -algorithm EC \
-                 -pkeyopt ec_paramgen_curve:P-256`)",
-            ));
-        }
         s.content.check()?;
         s.upload.check()?;
         s.connections.validate()?;
@@ -466,16 +454,16 @@ storage:
     }
 
     #[test]
-    fn auth_with_object_storage_needs_a_shared_key() {
+    fn auth_with_object_storage_keeps_its_key_in_the_bucket() {
         let dir = tempfile::tempdir().unwrap();
         let h = dir.path().join("htpasswd");
         std::fs::write(&h, "").unwrap();
         let yaml = format!("auth: {{htpasswd: {{path: {}}}}}\nstorage: {{s3: {{bucket: b}}}}\n", h.display());
-        let e = load(&[], Some(&yaml), &[]).unwrap_err();
-        assert_eq!(e.key, "auth.signing_key", "{e}");
-        let yaml = yaml.replace("auth: {", "auth: {signing_key: /k.pem, ");
         let s = load(&[], Some(&yaml), &[]).unwrap();
-        assert!(s.auth.enabled());
+        assert!(s.auth.enabled() && s.auth.signing_key.is_none());
+        let yaml = yaml.replace("auth: {", "auth: {signing_key: /nonexistent/k.pem, ");
+        let e = load(&[], Some(&yaml), &[]).unwrap_err();
+        assert_eq!(e.key, "auth.signing_key", "a key file that is not there is named: {e}");
         let s = load(&["--user", "u", "--password", "p"], None, &[]).unwrap();
         assert!(s.auth.enabled() && !s.to_yaml().contains(": p\n"));
     }

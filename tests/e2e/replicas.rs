@@ -395,3 +395,40 @@ fn replicas_behind_round_robin() {
     drop(g);
     println!("== total {:.1?}", t0.elapsed());
 }
+
+/// Two replicas with auth and no `signing_key`, started at the same moment on one bucket: the
+/// token signing key they make is kept in the bucket, so what one issues the other accepts.
+#[test]
+fn replicas_share_the_token_signing_key_through_the_bucket() {
+    require_e2e!();
+    let Some(g) = garage::Garage::start("replicas-auth") else {
+        println!("skipped: no garage (set DONJON_S3=1 to make it a failure)");
+        return;
+    };
+    let s = Scratch::new("replicas-auth");
+    let htpasswd = s.join("htpasswd");
+    ok(cmd("htpasswd").args(["-B", "-b", "-c"]).arg(&htpasswd).args(["alice", "alice-pw"]));
+    let config = s.join("donjon.yml");
+    let yaml = format!(
+        "storage:\n{}auth:\n  htpasswd: {{realm: r, path: {}}}\n  service: shared\n",
+        s3_storage_yaml(&g, "/replicas-auth"),
+        htpasswd.display()
+    );
+    fs::write(&config, yaml).unwrap();
+    let (a, b) = std::thread::scope(|t| {
+        let a = t.spawn(|| Donjon::start_config(Some(&s.dir("a")), &config, &s.join("a.log")));
+        let b = t.spawn(|| Donjon::start_config(Some(&s.dir("b")), &config, &s.join("b.log")));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let basic = "Basic YWxpY2U6YWxpY2UtcHc="; // alice:alice-pw
+    for (issuer, checker) in [(&a, &b), (&b, &a)] {
+        let path = "/v2/token?service=shared&scope=repository:team/app:pull";
+        let r = http(&issuer.host(), "GET", path, &[("authorization", basic)]).unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let bearer = format!("Bearer {}", r.json()["token"].as_str().unwrap());
+        let r =
+            http(&checker.host(), "GET", "/v2/team/app/tags/list", &[("authorization", &bearer)]).unwrap();
+        assert_eq!(r.status, 404, "the other replica accepts the token (and finds no repository)");
+        assert!(!s.dir("a").join("auth").exists(), "the key is in the bucket, not the data dir");
+    }
+}

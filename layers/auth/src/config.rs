@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use donjon_core::config::{duration, ConfigError, Warnings};
 use donjon_core::route::Action;
+use donjon_core::Store;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
@@ -57,8 +58,8 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     /// The token endpoint's URL in challenges (default: built from each request's host).
     pub realm: Option<String>,
-    /// The PEM file of the signing key (default: `auth/token-signing-key.pem` in the data
-    /// directory, made on first start). Replicas must share it.
+    /// The PEM file of the signing key (default: `auth/token-signing-key.pem` that the store
+    /// keeps, in the data directory or the bucket, made on first start).
     pub signing_key: Option<PathBuf>,
     /// How long access tokens live (default 5m).
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
@@ -258,6 +259,9 @@ impl AuthConfig {
         if let Some((_, p)) = &self.user {
             password(p).map_err(|e| ConfigError::new("--password", e))?;
         }
+        if let Some(file) = &self.signing_key {
+            SigningKey::load(file).map_err(|e| ConfigError::new("auth.signing_key", e))?;
+        }
         if self.enabled() && self.htpasswd.is_none() && self.user.is_none() {
             warnings
                 .push("auth has rules but no users (auth.htpasswd or --user): only anonymous access works");
@@ -288,9 +292,14 @@ impl AuthConfig {
         Ok(())
     }
 
-    /// The layer, when the section asks for one. `data_dir` holds the generated signing key
-    /// unless `signing_key` names one; `hostname` is the default service.
-    pub fn build(&self, data_dir: &Path, hostname: Option<&str>) -> Result<Option<AuthLayer>, ConfigError> {
+    /// The layer, when the section asks for one. The signing key is the file `signing_key`
+    /// names, else the one `store` keeps (made on first start); `hostname` is the default
+    /// service.
+    pub async fn build(
+        &self,
+        store: &dyn Store,
+        hostname: Option<&str>,
+    ) -> Result<Option<AuthLayer>, ConfigError> {
         if !self.enabled() {
             return Ok(None);
         }
@@ -308,10 +317,11 @@ impl AuthConfig {
             fixed.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
         )
         .map_err(|e| ConfigError::new("auth.htpasswd.path", e))?;
-        let key_file =
-            self.signing_key.clone().unwrap_or_else(|| data_dir.join("auth/token-signing-key.pem"));
-        let key =
-            SigningKey::load_or_create(&key_file).map_err(|e| ConfigError::new("auth.signing_key", e))?;
+        let key = match &self.signing_key {
+            Some(file) => SigningKey::load(file),
+            None => SigningKey::shared(store).await,
+        }
+        .map_err(|e| ConfigError::new("auth.signing_key", e))?;
         let service = self.service.as_deref().or(hostname).unwrap_or("donjon");
         let mut tokens = Tokens::new(
             key,
@@ -347,6 +357,7 @@ fn password(p: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use donjon_core::memory::MemoryStore;
 
     fn parse(yaml: &str) -> AuthConfig {
         serde_yaml::from_str(yaml).unwrap()
@@ -378,8 +389,8 @@ mod tests {
         assert!(w.iter().any(|m| m.contains("\"ops\"")), "{w:?}");
     }
 
-    #[test]
-    fn passwords_from_files() {
+    #[tokio::test]
+    async fn passwords_from_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pw");
         std::fs::write(&p, "hunter2\n").unwrap();
@@ -388,15 +399,20 @@ mod tests {
         assert!(password("file:///nonexistent").is_err());
         let c =
             AuthConfig { user: Some(("u".into(), format!("file://{}", p.display()))), ..Default::default() };
-        let layer = c.build(dir.path(), Some("reg.example")).unwrap().unwrap();
+        let store = MemoryStore::default();
+        let layer = c.build(&store, Some("reg.example")).await.unwrap().unwrap();
         assert!(layer.anonymous().grants.is_empty());
-        assert!(dir.path().join("auth/token-signing-key.pem").exists());
+        let kept = store.secret(crate::token::KEY_NAME, "probe".into()).await.unwrap();
+        assert!(kept.starts_with(b"-----BEGIN PRIVATE KEY-----"), "the key is kept in the store");
+        let c = AuthConfig { signing_key: Some(dir.path().join("none.pem")), ..c };
+        assert_eq!(c.build(&store, None).await.unwrap_err().key, "auth.signing_key");
     }
 
-    #[test]
-    fn off_unless_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(AuthConfig::default().build(dir.path(), None).unwrap().is_none());
-        assert!(!dir.path().join("auth").exists(), "no key is made for a registry without auth");
+    #[tokio::test]
+    async fn off_unless_asked() {
+        let store = MemoryStore::default();
+        assert!(AuthConfig::default().build(&store, None).await.unwrap().is_none());
+        let kept = store.secret(crate::token::KEY_NAME, "probe".into()).await.unwrap();
+        assert_eq!(&kept[..], b"probe", "no key is made for a registry without auth");
     }
 }

@@ -20,8 +20,7 @@ use crate::users::Users;
 /// use std::time::Duration;
 /// use donjon_auth::{rules::Rules, token::{SigningKey, Tokens}, users::Users, AuthLayer};
 ///
-/// let dir = tempfile::tempdir().unwrap();
-/// let key = SigningKey::load_or_create(&dir.path().join("key.pem")).unwrap();
+/// let key = SigningKey::generate().unwrap();
 /// let layer = AuthLayer::new(
 ///     Users::new(None, Some(("admin", "secret"))).unwrap(),
 ///     Rules::authenticated_may_do_anything(),

@@ -28,8 +28,7 @@
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let dir = tempfile::tempdir().unwrap();
-//! let key = SigningKey::load_or_create(&dir.path().join("key.pem")).unwrap();
+//! let key = SigningKey::generate().unwrap();
 //! let auth = AuthLayer::new(
 //!     Users::new(None, Some(("admin", "secret"))).unwrap(),
 //!     Rules::authenticated_may_do_anything(),

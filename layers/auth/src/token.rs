@@ -1,8 +1,8 @@
 //! The tokens of the Docker token flow: JWTs signed with ES256 (P-256), whose `access` claim
 //! lists `{type, name, actions}`, and the refresh tokens docker and containerd keep after a
-//! login. The key is a PKCS#8 PEM file: every replica and every restart that reads the same
-//! file accepts the same tokens. [`SigningKey::load_or_create`] makes one (mode 0600) when the
-//! file does not exist yet.
+//! login. The key is a PKCS#8 PEM: a file ([`SigningKey::load`]), or the one the store keeps
+//! ([`SigningKey::shared`], made on first start), so every replica and every restart on the
+//! same storage accepts the same tokens.
 //!
 //! Verification accepts ES256 only, so `alg: none` and an HMAC token "signed" with the public
 //! key (algorithm confusion) are refused, and checks the issuer, the audience (the service),
@@ -13,8 +13,7 @@
 //! use std::time::Duration;
 //! use donjon_auth::token::{Access, SigningKey, Tokens};
 //!
-//! let dir = tempfile::tempdir().unwrap();
-//! let key = SigningKey::load_or_create(&dir.path().join("key.pem")).unwrap();
+//! let key = SigningKey::generate().unwrap();
 //! let tokens = Tokens::new(key, "donjon", "registry.example", Duration::from_secs(300));
 //! let access = vec![Access::repository("team/app", vec!["pull".into()])];
 //! let issued = tokens.issue(Some("alice"), access.clone());
@@ -22,11 +21,11 @@
 //! assert_eq!((claims.sub.as_str(), claims.access), ("alice", access));
 //! ```
 
-use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use donjon_core::Store;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde::{Deserialize, Serialize};
@@ -99,45 +98,36 @@ impl SigningKey {
         Ok(pem)
     }
 
-    /// The key in `path`; when there is none, a new one written there (mode 0600, its folder
-    /// 0700), so that the next start and every replica sharing the folder use it too.
-    pub fn load_or_create(path: &Path) -> Result<Self, String> {
-        match std::fs::read(path) {
-            Ok(pem) => return Self::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(format!("cannot read {}: {e}", path.display()))
-            }
-            Err(_) => {}
+    /// A new random key.
+    pub fn generate() -> Result<Self, String> {
+        Self::from_pem(Self::generate_pem()?.as_bytes())
+    }
+
+    /// The key in `path` (a PKCS#8 PEM, as `openssl genpkey -algorithm EC -pkeyopt
+    /// ec_paramgen_curve:P-256` writes).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The key the store keeps (`auth/token-signing-key.pem`: in the data directory, or in
+    /// the bucket beside Distribution's tree), made on the first start. Every restart and
+    /// every replica on the same storage signs with it.
+    pub async fn shared(store: &dyn Store) -> Result<Self, String> {
+        let made = Self::generate_pem()?;
+        let kept = store
+            .secret(KEY_NAME, made.clone().into())
+            .await
+            .map_err(|e| format!("cannot keep the token signing key in the store: {e}"))?;
+        if kept == made.as_bytes() {
+            tracing::info!(name = KEY_NAME, "generated a token signing key");
         }
-        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-        if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        let pem = Self::generate_pem()?;
-        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            f.write_all(pem.as_bytes())?;
-            f.sync_all()?;
-            // Another replica may have made one meanwhile: the first one wins, everywhere.
-            std::fs::hard_link(&tmp, path)
-        };
-        let made = write();
-        let _ = std::fs::remove_file(&tmp);
-        match made {
-            Ok(()) => {
-                tracing::info!(file = %path.display(), "generated a token signing key");
-                Self::from_pem(pem.as_bytes())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path),
-            Err(e) => Err(format!("cannot write {}: {e}", path.display())),
-        }
+        Self::from_pem(&kept).map_err(|e| format!("the store's {KEY_NAME}: {e}"))
     }
 }
+
+/// Where [`SigningKey::shared`] keeps the key.
+pub const KEY_NAME: &str = "auth/token-signing-key.pem";
 
 /// One entry of a token's `access` claim.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,22 +367,31 @@ mod tests {
         assert!(t.verify_refresh(&a.token).is_err());
     }
 
-    #[test]
-    fn the_key_file_is_made_once_and_kept_private() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("auth/key.pem");
-        let k1 = SigningKey::load_or_create(&p).unwrap();
-        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let dmode = std::fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(dmode, 0o700);
-        let k2 = SigningKey::load_or_create(&p).unwrap();
-        assert_eq!(k1.kid, k2.kid, "a restart reads the same key");
+    #[tokio::test]
+    async fn the_stores_key_is_made_once_and_shared() {
+        let store = donjon_core::memory::MemoryStore::default();
+        let k1 = SigningKey::shared(&store).await.unwrap();
+        let k2 = SigningKey::shared(&store).await.unwrap();
+        assert_eq!(k1.kid, k2.kid, "a restart or a replica reads the same key");
         let a = Tokens::new(k1, "i", "s", Duration::from_secs(60));
         let b = Tokens::new(k2, "i", "s", Duration::from_secs(60));
         assert!(b.verify(&a.issue(None, vec![]).token).is_ok(), "and accepts the same tokens");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key.pem");
+        std::fs::write(&p, SigningKey::generate_pem().unwrap()).unwrap();
+        assert!(SigningKey::load(&p).is_ok());
         std::fs::write(&p, "garbage").unwrap();
-        assert!(SigningKey::load_or_create(&p).unwrap_err().contains("key.pem"));
+        assert!(SigningKey::load(&p).unwrap_err().contains("key.pem"));
+        assert!(SigningKey::load(&dir.path().join("none.pem")).unwrap_err().contains("none.pem"));
+    }
+
+    #[test]
+    fn the_jwks_verifies_the_keys_tokens() {
+        let key = SigningKey::generate().unwrap();
+        let jwks = key.jwks().to_string();
+        let issuer = crate::issuer::TrustedIssuer::new("donjon", "s").jwks(jwks.as_bytes()).unwrap();
+        let t = Tokens::new(key, "donjon", "s", Duration::from_secs(60));
+        let access = vec![Access::repository("a", vec!["pull".into()])];
+        assert_eq!(issuer.verify(&t.issue(Some("u"), access.clone()).token).unwrap().access, access);
     }
 }

@@ -55,7 +55,7 @@ macro_rules! __contract_cases {
             tag_moves_atomically, tag_delete_keeps_manifest, manifest_delete_removes_tags,
             referrers_index, catalog_pages_in_order, unknown_repository, blob_put_verifies,
             large_blob_in_many_chunks, purge_ends_old_sessions, emptied_repository_lists_no_tags,
-            sha512_session, one_manifest_many_tags);
+            sha512_session, one_manifest_many_tags, secrets_first_writer_wins);
     };
 }
 
@@ -551,4 +551,23 @@ pub async fn emptied_repository_lists_no_tags(store: Arc<dyn Store>) {
     store.tag_delete(&repo, &"only".parse().expect("tag")).await.expect("tag delete");
     store.manifest_delete(&repo, &d).await.expect("manifest delete");
     assert_eq!(store.tags(&repo).await.expect("still known"), Vec::<String>::new());
+}
+
+/// A secret is made once: later and concurrent callers get the first writer's bytes, and it
+/// is no content (the catalog stays empty). Names outside the registry's own are refused.
+pub async fn secrets_first_writer_wins(store: Arc<dyn Store>) {
+    let first = store.secret("auth/key.pem", Bytes::from_static(b"first")).await.expect("made");
+    assert_eq!(&first[..], b"first");
+    let again = store.secret("auth/key.pem", Bytes::from_static(b"second")).await.expect("read");
+    assert_eq!(&again[..], b"first", "the first writer wins");
+    let racers = (0..4u8).map(|i| {
+        let store = store.clone();
+        async move { store.secret("auth/raced", Bytes::from(vec![i; 64])).await.expect("raced") }
+    });
+    let got = futures_util::future::join_all(racers).await;
+    assert!(got.windows(2).all(|w| w[0] == w[1]), "every racer sees the same bytes");
+    for bad in ["../escape", "/abs", "a//b", "docker/registry/v2/x", "a/./b", ""] {
+        assert!(store.secret(bad, Bytes::new()).await.is_err(), "{bad:?}");
+    }
+    assert!(store.catalog(None, 100).await.expect("catalog").is_empty());
 }

@@ -39,6 +39,7 @@ struct State {
     blobs: HashMap<Digest, Bytes>,
     repos: BTreeMap<String, Repo>,
     uploads: HashMap<(String, String), Arc<tokio::sync::Mutex<Upload>>>,
+    secrets: HashMap<String, Bytes>,
 }
 
 /// The in-memory store.
@@ -268,6 +269,13 @@ impl Store for MemoryStore {
             .and_then(|r| r.referrers.get(subject))
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn secret(&self, name: &str, init: Bytes) -> Result<Bytes> {
+        if !crate::store::valid_secret_name(name) {
+            return Err(crate::store::invalid_secret_name(name));
+        }
+        Ok(self.lock().secrets.entry(name.to_string()).or_insert(init).clone())
     }
 }
 

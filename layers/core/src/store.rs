@@ -294,6 +294,35 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The descriptors of the manifests whose `subject` is `subject`.
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>>;
+
+    /// A small object of the registry's own beside the content, such as the auth layer's
+    /// token signing key: what is kept under `name` (a relative path, see
+    /// [`valid_secret_name`]), or, when nothing is, `init`, stored so that every process on
+    /// this storage gets the same bytes (the first writer wins). It is private to the registry
+    /// (mode 0600 in 0700 folders on a filesystem) and outside Distribution's tree, so neither
+    /// a pull nor Distribution's tools ever see it.
+    async fn secret(&self, name: &str, init: Bytes) -> Result<Bytes>;
+}
+
+/// Whether `name` can name a [`Store::secret`]: `/`-separated components of
+/// `[A-Za-z0-9._-]`, none empty, `.` or `..`, nor `docker` first (Distribution's tree).
+pub fn valid_secret_name(name: &str) -> bool {
+    name.len() <= 256
+        && !name.starts_with("docker/")
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+/// The error for a name [`valid_secret_name`] refuses.
+pub fn invalid_secret_name(name: &str) -> StoreError {
+    StoreError::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("not a secret's name: {name:?}"),
+    ))
 }
 
 /// Whether `id` can be an upload session id: what every backend accepts as a file or key name,

@@ -101,6 +101,9 @@ fn io(e: object_store::Error) -> StoreError {
 }
 
 /// The layout's key prefix under `rootdirectory`.
+/// How long a replica that made a secret waits before reading back the one that is kept.
+const SECRET_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn base_key(root: &str) -> String {
     match root.trim_matches('/') {
         "" => layout::BASE.to_string(),
@@ -903,5 +906,31 @@ impl Store for S3Store {
         }
         out.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok(out)
+    }
+
+    async fn secret(&self, name: &str, init: Bytes) -> Result<Bytes> {
+        if !donjon_core::store::valid_secret_name(name) {
+            return Err(donjon_core::store::invalid_secret_name(name));
+        }
+        // Beside Distribution's tree, under the same root directory.
+        let root = self.inner.base.strip_suffix(layout::BASE).unwrap_or("");
+        let key = Path::from(format!("{root}{name}"));
+        if let Some(b) = self.get_bytes(&key).await? {
+            return Ok(b);
+        }
+        let mode = if self.inner.conditional { PutMode::Create } else { PutMode::Overwrite };
+        let opts = PutOptions { mode, ..Default::default() };
+        match self.inner.s3.put_opts(&key, init.clone().into(), opts).await {
+            Ok(_) => {}
+            // Another replica stored one first: that one is everybody's.
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
+            Err(e) => return Err(io(e)),
+        }
+        // What is kept, whoever wrote it. Where the backend ignores `If-None-Match` (Garage
+        // does), the last of the racing writers wins: a second's pause lets every replica that
+        // started with this one write before any reads back, so they all read the same. It
+        // is paid once, when the bucket has no such object yet.
+        tokio::time::sleep(SECRET_SETTLE).await;
+        Ok(self.get_bytes(&key).await?.unwrap_or(init))
     }
 }

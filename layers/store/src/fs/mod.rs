@@ -694,6 +694,44 @@ impl Store for FsStore {
         })
         .await?)
     }
+
+    async fn secret(&self, name: &str, init: Bytes) -> Result<Bytes> {
+        if !donjon_core::store::valid_secret_name(name) {
+            return Err(donjon_core::store::invalid_secret_name(name));
+        }
+        let path = self.inner.root.join(name);
+        Ok(blocking(move || secret_file(&path, &init)).await?)
+    }
+}
+
+/// The file at `path`, or `init` written there first (mode 0600, its folders 0700): written
+/// aside and hard-linked into place, so a second process starting at the same moment finds
+/// the first one's bytes, never half of them.
+fn secret_file(path: &Path, init: &[u8]) -> io::Result<Bytes> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    match fs::read(path) {
+        Ok(b) => return Ok(b.into()),
+        Err(e) if !not_found(&e) => return Err(e),
+        Err(_) => {}
+    }
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    let write = || -> io::Result<()> {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(init)?;
+        f.sync_all()?;
+        fs::hard_link(&tmp, path)
+    };
+    let made = write();
+    let _ = fs::remove_file(&tmp);
+    match made {
+        Ok(()) => Ok(Bytes::copy_from_slice(init)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::read(path).map(Bytes::from),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
