@@ -73,6 +73,7 @@ pub mod server;
 
 pub use donjon_auth::{self as auth, AuthConfig, AuthLayer};
 pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Store};
+pub use donjon_proxy::{self as proxy, ProxyCacheLayer, ProxyConfig};
 pub use donjon_store::{ContentConfig, ContentStoreLayer, FsStore, StorageConfig, UploadPurging};
 pub use donjon_upload::{IndexChildren, UploadConfig, UploadLayer};
 
@@ -83,7 +84,11 @@ pub type BoxRegistry = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 /// Builds a [`Registry`] or a [`RegistryLayer`]: the layers, each with its own defaults.
 #[derive(Clone, Debug)]
 pub struct RegistryBuilder {
+    store: Arc<dyn Store>,
     auth: Option<AuthLayer>,
+    proxy: Option<ProxyCacheLayer>,
+    /// This registry's own host names: a mirror request (`?ns=`) naming one is local.
+    local_names: Vec<String>,
     upload: UploadLayer,
     content: ContentStoreLayer,
 }
@@ -117,6 +122,25 @@ impl RegistryBuilder {
     pub fn auth(mut self, layer: AuthLayer) -> Self {
         self.auth = Some(layer);
         self
+    }
+
+    /// The pull-through cache (default: none; `f/…` names are then ordinary repositories
+    /// and `?ns=` is ignored).
+    pub fn proxy(mut self, layer: ProxyCacheLayer) -> Self {
+        self.proxy = Some(layer);
+        self
+    }
+
+    /// This registry's own host names (Trow's `-n`): a containerd mirror request whose `ns`
+    /// names one of them addresses this registry's own content, not an upstream.
+    pub fn local_names<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.local_names = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The store the layers share, for building more layers over it.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// The upload layer, built elsewhere.
@@ -164,9 +188,14 @@ impl RegistryBuilder {
             + 'static,
         F::Future: Send + 'static,
     {
+        let mut route = donjon_core::RouteLayer::new();
+        if let Some(p) = &self.proxy {
+            route = route.mirrors(p.mirrors(&self.local_names));
+        }
         let stack = ServiceBuilder::new()
-            .layer(donjon_core::RouteLayer::new())
+            .layer(route)
             .option_layer(self.auth.clone())
+            .option_layer(self.proxy.clone())
             .layer(self.upload.clone())
             .layer(self.content.clone())
             .service(fallback);
@@ -229,7 +258,10 @@ impl Registry {
     /// A builder over `store`.
     pub fn builder(store: Arc<dyn Store>) -> RegistryBuilder {
         RegistryBuilder {
+            store: store.clone(),
             auth: None,
+            proxy: None,
+            local_names: vec![],
             upload: UploadLayer::new(store.clone()),
             content: ContentStoreLayer::new(store),
         }

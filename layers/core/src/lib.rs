@@ -38,6 +38,7 @@ pub mod error;
 pub mod future;
 pub mod layout;
 pub mod manifest;
+pub mod mirror;
 pub mod name;
 pub mod principal;
 pub mod response;

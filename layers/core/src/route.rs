@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{HeaderValue, Request, Response};
@@ -27,6 +28,7 @@ use tower_service::Service;
 use crate::body::Body;
 use crate::digest::{Digest, DigestError};
 use crate::error::{Error, ErrorCode};
+use crate::mirror::Mirrors;
 use crate::name::{Name, Reference, ReferenceError};
 use crate::{API_VERSION, API_VERSION_HEADER};
 
@@ -81,6 +83,19 @@ pub enum Route {
 }
 
 impl Route {
+    /// The same route on another repository.
+    pub fn with_name(self, new: Name) -> Self {
+        match self {
+            Self::Base | Self::Catalog | Self::Token => self,
+            Self::Tags { .. } => Self::Tags { name: new },
+            Self::Manifest { reference, .. } => Self::Manifest { name: new, reference },
+            Self::Blob { digest, .. } => Self::Blob { name: new, digest },
+            Self::UploadStart { .. } => Self::UploadStart { name: new },
+            Self::Upload { id, .. } => Self::Upload { name: new, id },
+            Self::Referrers { digest, .. } => Self::Referrers { name: new, digest },
+        }
+    }
+
     /// The repository the route addresses, if any.
     pub fn name(&self) -> Option<&Name> {
         match self {
@@ -200,9 +215,9 @@ pub fn parse(path: &str) -> Result<Option<Route>, Error> {
 /// assert_eq!(resp.headers()["docker-distribution-api-version"], "registry/2.0");
 /// # });
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RouteLayer {
-    _priv: (),
+    mirrors: Option<Arc<Mirrors>>,
 }
 
 impl RouteLayer {
@@ -210,13 +225,22 @@ impl RouteLayer {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Sends `?ns=<host>` requests for the hosts `mirrors` accepts to their pull-through
+    /// namespace (`f/<host>/<name>`), as a containerd mirror needs. Without it `ns` is
+    /// ignored. Trow's `f/docker/…` and Docker Hub's single names are made canonical either
+    /// way (see [`crate::mirror`]).
+    pub fn mirrors(mut self, mirrors: Mirrors) -> Self {
+        self.mirrors = Some(Arc::new(mirrors));
+        self
+    }
 }
 
 impl<S> Layer<S> for RouteLayer {
     type Service = RouteService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RouteService { inner }
+        RouteService { inner, mirrors: self.mirrors.clone() }
     }
 }
 
@@ -285,6 +309,7 @@ impl Route {
 #[derive(Clone, Debug)]
 pub struct RouteService<S> {
     inner: S,
+    mirrors: Option<Arc<Mirrors>>,
 }
 
 impl<S, B> Service<Request<B>> for RouteService<S>
@@ -302,7 +327,15 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match parse(req.uri().path()) {
             Ok(None) => RouteFuture::Inner { fut: self.inner.call(req), stamp: false },
-            Ok(Some(route)) => {
+            Ok(Some(mut route)) => {
+                if let Some(name) = route.name() {
+                    let ns = self.mirrors.as_ref().and_then(|m| {
+                        crate::response::query_param(req.uri(), "ns").and_then(|ns| m.rewrite(&ns, name))
+                    });
+                    if let Some(new) = ns.or_else(|| crate::mirror::canonical(name)) {
+                        route = route.with_name(new);
+                    }
+                }
                 req.extensions_mut().insert(route);
                 RouteFuture::Inner { fut: self.inner.call(req), stamp: true }
             }
@@ -416,5 +449,32 @@ mod tests {
         assert_eq!(err("/v2/a/unknown"), ErrorCode::NameUnknown);
         let long = format!("/v2/{}/tags/list", "a".repeat(256));
         assert_eq!(err(&long), ErrorCode::NameInvalid);
+    }
+
+    #[tokio::test]
+    async fn the_layer_puts_mirror_requests_in_their_namespace() {
+        use tower::{service_fn, ServiceExt};
+        let names = |layer: RouteLayer, uri: &'static str| async move {
+            let svc = layer.layer(service_fn(|req: Request<Body>| async move {
+                let name = req.extensions().get::<Route>().and_then(|r| r.name().cloned());
+                Ok::<_, std::convert::Infallible>(Response::new(Body::from(
+                    name.map(|n| n.to_string()).unwrap_or_default(),
+                )))
+            }));
+            let resp = svc.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+            String::from_utf8(body.to_vec()).unwrap()
+        };
+        let plain = RouteLayer::new();
+        let mirror = RouteLayer::new().mirrors(Mirrors::any().local(["reg.example"]));
+        assert_eq!(names(plain.clone(), "/v2/f/docker/nginx/manifests/1").await, "f/docker.io/library/nginx");
+        assert_eq!(names(plain.clone(), "/v2/nginx/manifests/1?ns=docker.io").await, "nginx", "ns ignored");
+        assert_eq!(
+            names(mirror.clone(), "/v2/nginx/manifests/1?ns=docker.io").await,
+            "f/docker.io/library/nginx"
+        );
+        assert_eq!(names(mirror.clone(), "/v2/a/b/tags/list?ns=ghcr.io").await, "f/ghcr.io/a/b");
+        assert_eq!(names(mirror.clone(), "/v2/a/manifests/1?ns=reg.example").await, "a", "this registry");
+        assert_eq!(names(mirror, "/v2/f/quay.io/a/manifests/1?ns=ghcr.io").await, "f/quay.io/a");
     }
 }

@@ -1,0 +1,484 @@
+//! The upstream client: hyper-util's pooled client over hyper-rustls (HTTP/2 when the upstream
+//! offers it by ALPN, HTTP/1.1 otherwise), Mozilla's and the system's roots plus an optional CA
+//! file, connect and read timeouts, and retries with backoff for the `GET`s and `HEAD`s it
+//! sends (the only methods it sends).
+//!
+//! Upstream auth is the Docker token flow: a `401` with `WWW-Authenticate: Bearer realm=…`
+//! sends the client to the realm, anonymously or with the entry's credentials (Docker Hub,
+//! GHCR and Quay all want the anonymous dance), and the token is kept per endpoint and scope
+//! until it expires. A `Basic` challenge gets the credentials directly. Redirects (blob
+//! downloads from a CDN or a presigned bucket URL) are followed without the credentials, and
+//! to public hosts only.
+//!
+//! ```
+//! use donjon_proxy::client::{parse_challenge, Challenge};
+//!
+//! let c = parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#);
+//! assert_eq!(c, Some(Challenge::Bearer {
+//!     realm: "https://auth.docker.io/token".into(),
+//!     service: Some("registry.docker.io".into()),
+//! }));
+//! assert_eq!(parse_challenge(r#"Basic realm="x""#), Some(Challenge::Basic));
+//! ```
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::upstream::{is_public, Credentials, GuardedResolver, Refused, Upstream, Upstreams};
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
+
+/// How many times a `GET`/`HEAD` is sent when the connection fails or the upstream answers
+/// 502, 503 or 504.
+const ATTEMPTS: u32 = 3;
+/// The most redirects followed.
+const REDIRECTS: usize = 5;
+/// A token without `expires_in` lives this long (the token spec's default).
+const TOKEN_DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// The most tokens kept.
+const TOKENS_MAX: usize = 4096;
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream answered with this status (after the token dance).
+    #[error("upstream answered {0}")]
+    Status(StatusCode),
+    /// No connection, or it broke.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// No answer in time.
+    #[error("upstream timed out")]
+    Timeout,
+    /// The upstream may not be asked.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+}
+
+/// A `WWW-Authenticate` challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    /// The token flow: where to get one.
+    Bearer {
+        /// The token endpoint.
+        realm: String,
+        /// The `service` to ask for.
+        service: Option<String>,
+    },
+    /// Credentials on each request.
+    Basic,
+}
+
+/// Parses a `WWW-Authenticate` value (RFC 9110 `auth-scheme` and `auth-param`s, quoted
+/// strings with `\` escapes); `None` for other schemes or a Bearer challenge without a realm.
+pub fn parse_challenge(value: &str) -> Option<Challenge> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut params: HashMap<String, String> = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
+        if key.is_empty() {
+            break;
+        }
+        if chars.next() != Some('=') {
+            return None;
+        }
+        let mut val = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => val.push(chars.next()?),
+                    c => val.push(c),
+                }
+            }
+        } else {
+            val.extend(std::iter::from_fn(|| chars.next_if(|c| *c != ',')));
+            val = val.trim().to_string();
+        }
+        params.insert(key.trim().to_ascii_lowercase(), val);
+    }
+    let realm = params.remove("realm").filter(|r| !r.is_empty())?;
+    Some(Challenge::Bearer { realm, service: params.remove("service") })
+}
+
+/// The pooled client, and the tokens it holds.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: Client<Connector, Empty<Bytes>>,
+    tokens: Arc<Mutex<HashMap<(String, String), (String, Instant)>>>,
+    read_timeout: Duration,
+    upstreams: Arc<Upstreams>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient").field("read_timeout", &self.read_timeout).finish_non_exhaustive()
+    }
+}
+
+fn roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(f) = ca_file {
+        let pem = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let mut n = 0;
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|e| format!("{}: {e}", f.display()))?;
+            roots.add(cert).map_err(|e| format!("{}: {e}", f.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("{}: no certificate", f.display()));
+        }
+    }
+    Ok(roots)
+}
+
+impl UpstreamClient {
+    /// A client for `upstreams`, trusting `ca_file` besides the usual roots.
+    pub fn new(
+        upstreams: Arc<Upstreams>,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots(ca_file)?)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver { upstreams: upstreams.clone() });
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let http =
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https);
+        Ok(Self { http, tokens: Arc::default(), read_timeout, upstreams })
+    }
+
+    /// The read timeout: for response headers, and between two pieces of a body.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
+    /// `method` on `/v2/<repo>/<path>` of the upstream, after the token dance if it asks for
+    /// one. Any status comes back as the response; only failures to get one are errors.
+    pub async fn send(
+        &self,
+        up: &Upstream,
+        method: Method,
+        path: &str,
+        accept: Option<&HeaderValue>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let uri: Uri = format!("{}v2/{}/{path}", up.base, up.repo)
+            .parse()
+            .map_err(|_| UpstreamError::Unreachable(format!("bad upstream path {path:?}")))?;
+        let scope = format!("repository:{}:pull", up.repo);
+        let key = (up.base.to_string(), scope.clone());
+        let mut auth = self.cached_token(&key).map(|t| format!("Bearer {t}"));
+        let mut answered = false;
+        loop {
+            let resp = self.follow(&method, uri.clone(), accept, auth.as_deref(), true).await?;
+            if resp.status() != StatusCode::UNAUTHORIZED || answered {
+                return Ok(resp);
+            }
+            answered = true;
+            let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+            match challenge.and_then(parse_challenge) {
+                Some(Challenge::Bearer { realm, service }) => {
+                    let token = self.fetch_token(up, &realm, service.as_deref(), &scope).await?;
+                    auth = Some(format!("Bearer {token}"));
+                }
+                Some(Challenge::Basic) => match &up.credentials {
+                    Some(c) => auth = Some(basic(c)),
+                    None => return Ok(resp),
+                },
+                None => return Ok(resp),
+            }
+        }
+    }
+
+    /// One request, its redirects followed (without credentials), retried as `send` says.
+    async fn follow(
+        &self,
+        method: &Method,
+        mut uri: Uri,
+        accept: Option<&HeaderValue>,
+        mut auth: Option<&str>,
+        trusted_start: bool,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut trusted = trusted_start;
+        for _ in 0..=REDIRECTS {
+            if !trusted {
+                self.allowed(&uri)?;
+            }
+            let resp = self.with_retries(method, &uri, accept, auth).await?;
+            if !resp.status().is_redirection() {
+                return Ok(resp);
+            }
+            let Some(next) = resp.headers().get(header::LOCATION).and_then(|l| l.to_str().ok()) else {
+                return Ok(resp);
+            };
+            uri = resolve_location(&uri, next)
+                .ok_or_else(|| UpstreamError::Unreachable(format!("bad redirect {next:?}")))?;
+            auth = None;
+            trusted = false;
+        }
+        Err(UpstreamError::Unreachable("too many redirects".into()))
+    }
+
+    /// A URL the upstream sent us to (a redirect, a realm): a public host, or one configured.
+    fn allowed(&self, uri: &Uri) -> Result<(), UpstreamError> {
+        let host = uri.host().unwrap_or("").trim_matches(['[', ']']);
+        if self.upstreams.trusted(host) {
+            return Ok(());
+        }
+        match host.parse::<IpAddr>() {
+            Ok(ip) if !is_public(ip) => Err(Refused::NotPublic(host.to_string()).into()),
+            // Names are checked by the resolver, on the addresses connected to.
+            _ => Ok(()),
+        }
+    }
+
+    async fn with_retries(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        accept: Option<&HeaderValue>,
+        auth: Option<&str>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut wait = Duration::from_millis(100);
+        let mut last = UpstreamError::Timeout;
+        for attempt in 1..=ATTEMPTS {
+            let mut req = Request::builder().method(method.clone()).uri(uri.clone());
+            if let Some(a) = accept {
+                req = req.header(header::ACCEPT, a.clone());
+            }
+            if let Some(a) = auth {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            req = req.header(header::USER_AGENT, concat!("donjon/", env!("CARGO_PKG_VERSION")));
+            let req = req.body(Empty::new()).map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+            match tokio::time::timeout(self.read_timeout, self.http.request(req)).await {
+                Ok(Ok(resp)) if !matches!(resp.status().as_u16(), 502..=504) || attempt == ATTEMPTS => {
+                    return Ok(resp)
+                }
+                Ok(Ok(resp)) => last = UpstreamError::Status(resp.status()),
+                Ok(Err(e)) => {
+                    let mut refused = false;
+                    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+                    while let Some(c) = cur {
+                        refused |= c
+                            .downcast_ref::<std::io::Error>()
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
+                        cur = c.source();
+                    }
+                    let msg = chain(&e);
+                    if refused {
+                        return Err(Refused::NotPublic(msg).into());
+                    }
+                    last = UpstreamError::Unreachable(msg);
+                }
+                Err(_) => last = UpstreamError::Timeout,
+            }
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+            }
+        }
+        Err(last)
+    }
+
+    fn cached_token(&self, key: &(String, String)) -> Option<String> {
+        let tokens = self.tokens.lock().ok()?;
+        tokens.get(key).filter(|(_, until)| *until > Instant::now()).map(|(t, _)| t.clone())
+    }
+
+    /// A token for `scope` from the realm: anonymous, or with the entry's credentials.
+    async fn fetch_token(
+        &self,
+        up: &Upstream,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<String, UpstreamError> {
+        let mut url = format!("{realm}{}", if realm.contains('?') { '&' } else { '?' });
+        let mut q = form_urlencoded_pairs(&[("scope", scope)]);
+        if let Some(s) = service {
+            q = form_urlencoded_pairs(&[("service", s), ("scope", scope)]);
+        }
+        url.push_str(&q);
+        let uri: Uri =
+            url.parse().map_err(|_| UpstreamError::Unreachable(format!("bad token realm {realm:?}")))?;
+        // The realm is the upstream's word: it may point anywhere public, or at a configured
+        // host; credentials go only to a realm of the same host or a configured one.
+        let same_host = uri.host() == up.base.host();
+        let realm_trusted = same_host || uri.host().is_some_and(|h| self.upstreams.trusted(h));
+        let auth =
+            up.credentials.as_ref().filter(|_| realm_trusted || uri.scheme_str() == Some("https")).map(basic);
+        let resp = self.follow(&Method::GET, uri, None, auth.as_deref(), realm_trusted).await?;
+        if !resp.status().is_success() {
+            return Err(UpstreamError::Status(if resp.status() == StatusCode::UNAUTHORIZED {
+                StatusCode::UNAUTHORIZED
+            } else {
+                resp.status()
+            }));
+        }
+        let body = tokio::time::timeout(
+            self.read_timeout,
+            http_body_util::Limited::new(resp.into_body(), 1 << 20).collect(),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+        .map_err(|e| UpstreamError::Unreachable(format!("token response: {e}")))?
+        .to_bytes();
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let t: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::Unreachable(format!("token response: {e}")))?;
+        let token = t
+            .token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| UpstreamError::Unreachable("token response without a token".into()))?;
+        let ttl = t.expires_in.map_or(TOKEN_DEFAULT_TTL, Duration::from_secs);
+        // Renewed a little early, so a token does not expire on its way.
+        let until = Instant::now() + ttl.saturating_sub(Duration::from_secs(5)).max(Duration::from_secs(1));
+        if let Ok(mut tokens) = self.tokens.lock() {
+            if tokens.len() >= TOKENS_MAX {
+                let now = Instant::now();
+                tokens.retain(|_, (_, u)| *u > now);
+                if tokens.len() >= TOKENS_MAX {
+                    tokens.clear();
+                }
+            }
+            tokens.insert((up.base.to_string(), scope.to_string()), (token.clone(), until));
+        }
+        Ok(token)
+    }
+}
+
+fn basic(c: &Credentials) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))
+    )
+}
+
+fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A `Location` against the URL it answered.
+fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.parse().ok();
+    }
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?;
+    if let Some(rest) = location.strip_prefix("//") {
+        return format!("{scheme}://{rest}").parse().ok();
+    }
+    if location.starts_with('/') {
+        return format!("{scheme}://{authority}{location}").parse().ok();
+    }
+    None
+}
+
+/// An error and its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(
+            c,
+            Some(Challenge::Bearer {
+                realm: "https://ghcr.io/token".into(),
+                service: Some("ghcr.io".into())
+            })
+        );
+        let c = parse_challenge(r#"bearer realm="a\"b", error="invalid_token""#).unwrap();
+        assert_eq!(c, Challenge::Bearer { realm: "a\"b".into(), service: None });
+        assert_eq!(
+            parse_challenge("Bearer realm=https://x/t,service=s").unwrap(),
+            Challenge::Bearer { realm: "https://x/t".into(), service: Some("s".into()) }
+        );
+        assert_eq!(parse_challenge("Bearer service=s"), None, "no realm");
+        assert_eq!(parse_challenge(r#"Bearer realm="unterminated"#), None);
+        assert_eq!(parse_challenge("Negotiate abc"), None);
+        assert_eq!(parse_challenge(""), None);
+    }
+
+    #[test]
+    fn locations_resolve() {
+        let base: Uri = "https://reg.example/v2/a/blobs/x".parse().unwrap();
+        assert_eq!(resolve_location(&base, "/cdn/x").unwrap().to_string(), "https://reg.example/cdn/x");
+        assert_eq!(
+            resolve_location(&base, "https://cdn.example/x?sig=1").unwrap().to_string(),
+            "https://cdn.example/x?sig=1"
+        );
+        assert_eq!(resolve_location(&base, "//cdn.example/y").unwrap().to_string(), "https://cdn.example/y");
+        assert!(resolve_location(&base, "relative").is_none());
+    }
+}

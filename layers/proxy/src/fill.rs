@@ -1,0 +1,304 @@
+//! Single-flight, streaming blob fills.
+//!
+//! The first miss of a digest starts one fill: a task that downloads the blob from upstream
+//! into a spool file, hashing as it writes, and publishes how far it got. Every request for
+//! that digest while the fill runs (the first one too) reads the spool file at its own pace
+//! from its own offset, so a client gets bytes as soon as the upstream sends them, a slow
+//! reader slows neither the fill nor the others, and memory stays one buffer per reader.
+//!
+//! The last byte is held back until the digest is verified: a transfer that breaks, or whose
+//! bytes do not hash to the digest, ends every reader with an error, never with a complete-
+//! looking body. Once verified, the spool file is committed to the store (linked into every
+//! repository whose requests shared the fill), and only then is the fill forgotten, so a
+//! request never falls between the fill and the store.
+//!
+//! The task does not depend on the clients: one that goes away leaves the fill running for
+//! the others and for the cache.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use donjon_core::body::ByteStream;
+use donjon_core::{BoxError, Digest, Digester, Name, Store};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::sync::watch;
+
+/// What readers read in one go.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How a fill stands.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Progress {
+    /// The blob's size, from the upstream's `Content-Length`.
+    pub(crate) size: Option<u64>,
+    /// Bytes in the spool file.
+    pub(crate) written: u64,
+    /// `Some(Ok)`: all written and verified; `Some(Err)`: the fill failed.
+    pub(crate) end: Option<Result<(), String>>,
+    /// Whether the upstream answered (with its size) yet.
+    pub(crate) started: bool,
+}
+
+/// One running fill.
+pub(crate) struct Fill {
+    path: PathBuf,
+    progress: watch::Receiver<Progress>,
+    /// The repositories whose requests share it: each gets the blob linked at the commit.
+    repos: Mutex<Vec<Name>>,
+}
+
+impl Fill {
+    /// Waits until the upstream answered (or the fill failed) and returns how it stands.
+    pub(crate) async fn started(&self) -> Progress {
+        let mut rx = self.progress.clone();
+        loop {
+            let p = rx.borrow_and_update().clone();
+            if p.started || p.end.is_some() {
+                return p;
+            }
+            if rx.changed().await.is_err() {
+                return Progress { end: Some(Err("the fill stopped".into())), ..p };
+            }
+        }
+    }
+
+    /// The bytes `start..end` (exclusive; `None`: to the end), as they arrive.
+    pub(crate) fn reader(self: &Arc<Self>, file: std::fs::File, start: u64, end: Option<u64>) -> ByteStream {
+        struct St {
+            file: tokio::fs::File,
+            pos: u64,
+            seeked: bool,
+            end: Option<u64>,
+            rx: watch::Receiver<Progress>,
+            done: bool,
+            buf: Vec<u8>,
+        }
+        let st = St {
+            file: tokio::fs::File::from_std(file),
+            pos: start,
+            seeked: false,
+            end,
+            rx: self.progress.clone(),
+            done: false,
+            buf: vec![0; READ_CHUNK],
+        };
+        let stream = futures_util::stream::unfold(st, |mut st| async move {
+            if st.done {
+                return None;
+            }
+            loop {
+                if st.end.is_some_and(|e| st.pos >= e) {
+                    return None;
+                }
+                let p = st.rx.borrow_and_update().clone();
+                if let Some(Err(e)) = &p.end {
+                    st.done = true;
+                    return Some((Err(BoxError::from(format!("upstream transfer failed: {e}"))), st));
+                }
+                let verified = matches!(p.end, Some(Ok(())));
+                // The last byte waits for the digest.
+                let mut limit = if verified { p.written } else { p.written.saturating_sub(1) };
+                if let Some(e) = st.end {
+                    limit = limit.min(e);
+                }
+                if st.pos < limit {
+                    if !st.seeked {
+                        if let Err(e) = st.file.seek(std::io::SeekFrom::Start(st.pos)).await {
+                            st.done = true;
+                            return Some((Err(BoxError::from(e)), st));
+                        }
+                        st.seeked = true;
+                    }
+                    let n = ((limit - st.pos) as usize).min(READ_CHUNK);
+                    let read = st.file.read_exact(&mut st.buf[..n]).await;
+                    if let Err(e) = read {
+                        st.done = true;
+                        return Some((Err(BoxError::from(e)), st));
+                    }
+                    st.pos += n as u64;
+                    let chunk = Bytes::copy_from_slice(&st.buf[..n]);
+                    return Some((Ok(chunk), st));
+                }
+                if verified {
+                    return None;
+                }
+                if st.rx.changed().await.is_err() {
+                    st.done = true;
+                    return Some((Err(BoxError::from("the fill stopped")), st));
+                }
+            }
+        });
+        Box::pin(stream)
+    }
+}
+
+/// The upstream response a fill downloads, once the task asked for it.
+pub(crate) type Start = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<http::Response<Incoming>, String>> + Send + 'static>,
+>;
+
+/// The fills running now.
+pub(crate) struct Fills {
+    dir: PathBuf,
+    store: Arc<dyn Store>,
+    read_timeout: Duration,
+    running: Mutex<HashMap<Digest, Arc<Fill>>>,
+}
+
+impl std::fmt::Debug for Fills {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fills").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Fills {
+    pub(crate) fn new(dir: PathBuf, store: Arc<dyn Store>, read_timeout: Duration) -> Self {
+        Self { dir, store, read_timeout, running: Mutex::default() }
+    }
+
+    /// The fill running for `digest`, if any.
+    pub(crate) fn running(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.running.lock().ok()?.get(digest).cloned()
+    }
+
+    /// Joins the fill of `digest` for `repo`, or starts one with `start` (called only when
+    /// none runs). Returns the fill and the spool file, opened before anyone can remove it.
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        digest: &Digest,
+        repo: &Name,
+        start: impl FnOnce() -> Start,
+    ) -> std::io::Result<(Arc<Fill>, std::fs::File)> {
+        let mut running = self.running.lock().map_err(|_| std::io::Error::other("fills lock poisoned"))?;
+        if let Some(fill) = running.get(digest) {
+            let file = std::fs::File::open(&fill.path)?;
+            if let Ok(mut repos) = fill.repos.lock() {
+                if !repos.contains(repo) {
+                    repos.push(repo.clone());
+                }
+            }
+            return Ok((fill.clone(), file));
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(format!("{}-{}", digest.hex(), uuid::Uuid::new_v4().simple()));
+        let writer = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let file = std::fs::File::open(&path)?;
+        let (tx, rx) = watch::channel(Progress::default());
+        let fill = Arc::new(Fill { path: path.clone(), progress: rx, repos: Mutex::new(vec![repo.clone()]) });
+        running.insert(digest.clone(), fill.clone());
+        drop(running);
+        let fills = self.clone();
+        let (digest, fill2) = (digest.clone(), fill.clone());
+        let start = start();
+        tokio::spawn(async move {
+            let result = fills.download(&digest, start, tokio::fs::File::from_std(writer), &tx).await;
+            match result {
+                Ok(()) => {
+                    tx.send_modify(|p| p.end = Some(Ok(())));
+                    fills.commit(&digest, &fill2).await;
+                }
+                Err(e) => {
+                    tracing::warn!(%digest, error = %e, "proxy: blob fill failed; nothing cached");
+                    tx.send_modify(|p| p.end = Some(Err(e)));
+                }
+            }
+            if let Ok(mut running) = fills.running.lock() {
+                running.remove(&digest);
+            }
+            // Readers keep their open handles; the name goes.
+            let _ = tokio::fs::remove_file(&path).await;
+        });
+        Ok((fill, file))
+    }
+
+    /// Downloads into the spool file, hashing, publishing progress; checks size and digest.
+    async fn download(
+        &self,
+        digest: &Digest,
+        start: Start,
+        mut file: tokio::fs::File,
+        tx: &watch::Sender<Progress>,
+    ) -> Result<(), String> {
+        let resp = start.await?;
+        let size = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        tx.send_modify(|p| {
+            p.size = size;
+            p.started = true;
+        });
+        let mut hasher = Digester::new(digest.algorithm());
+        let mut body = resp.into_body();
+        let mut written = 0u64;
+        loop {
+            let frame = match tokio::time::timeout(self.read_timeout, body.frame()).await {
+                Err(_) => return Err("upstream stopped sending".into()),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(format!("upstream body: {e}")),
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            if size.is_some_and(|s| written + data.len() as u64 > s) {
+                return Err("upstream sent more than its Content-Length".into());
+            }
+            file.write_all(&data).await.map_err(|e| format!("spool file: {e}"))?;
+            file.flush().await.map_err(|e| format!("spool file: {e}"))?;
+            hasher.update(&data);
+            written += data.len() as u64;
+            tx.send_modify(|p| p.written = written);
+        }
+        if size.is_some_and(|s| s != written) {
+            return Err(format!("upstream sent {written} of {} bytes", size.unwrap_or(0)));
+        }
+        let got = hasher.finish();
+        if got != *digest {
+            return Err(format!("upstream bytes hash to {got}, not {digest}"));
+        }
+        if size.is_none() {
+            tx.send_modify(|p| p.size = Some(written));
+        }
+        Ok(())
+    }
+
+    /// Puts the verified spool file into the store, linked into every repository that asked.
+    async fn commit(&self, digest: &Digest, fill: &Fill) {
+        let repos = fill.repos.lock().map(|r| r.clone()).unwrap_or_default();
+        let Some((first, others)) = repos.split_first() else { return };
+        let stream = match tokio::fs::File::open(&fill.path).await {
+            Ok(f) => file_stream(f),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "proxy: spool file vanished; not cached");
+                return;
+            }
+        };
+        if let Err(e) = self.store.blob_put(first, digest, stream).await {
+            tracing::warn!(%digest, error = %e, "proxy: could not cache the blob");
+            return;
+        }
+        for repo in others {
+            if let Err(e) = self.store.blob_link(repo, digest).await {
+                tracing::warn!(%digest, %repo, error = %e, "proxy: could not link the cached blob");
+            }
+        }
+    }
+}
+
+/// A file as a stream of 1 MiB chunks.
+fn file_stream(file: tokio::fs::File) -> ByteStream {
+    let stream = futures_util::stream::unfold(Some((file, vec![0u8; 1 << 20])), |st| async move {
+        let (mut f, mut buf) = st?;
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => Some((Ok(Bytes::copy_from_slice(&buf[..n])), Some((f, buf)))),
+            Err(e) => Some((Err(BoxError::from(e)), None)),
+        }
+    });
+    Box::pin(stream)
+}

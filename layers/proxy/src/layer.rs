@@ -1,0 +1,92 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use donjon_core::mirror::Mirrors;
+use donjon_core::{Name, Store};
+use tower_layer::Layer;
+
+use crate::client::UpstreamClient;
+use crate::fill::Fills;
+use crate::service::ProxyCache;
+use crate::upstream::Upstreams;
+
+/// Serves reads of pull-through names (`f/<host>/<repo>`, which the route parser also makes of
+/// `?ns=<host>` and Trow's `f/docker/…`) from their upstream, caching what it fetches in the
+/// store; refuses writes to them; passes every other request on. See the crate docs.
+///
+/// ```
+/// use std::sync::Arc;
+/// use donjon_core::memory::MemoryStore;
+/// use donjon_proxy::{ProxyCacheLayer, ProxyConfig};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let config: ProxyConfig = serde_yaml::from_str("registries: [{host: docker.io}]").unwrap();
+/// let layer = ProxyCacheLayer::new(Arc::new(MemoryStore::default()), &config, dir.path()).unwrap();
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProxyCacheLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What every service of the layer shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) client: UpstreamClient,
+    pub(crate) fills: Arc<Fills>,
+    pub(crate) check_interval: Duration,
+    /// When each cached tag was last checked upstream.
+    pub(crate) checked: Mutex<HashMap<(Name, String), Instant>>,
+}
+
+/// The most tag check times remembered (forgetting one only costs a `HEAD`).
+pub(crate) const CHECKED_MAX: usize = 65_536;
+
+impl ProxyCacheLayer {
+    /// A layer caching into `store`, with `config`'s upstreams; blobs being fetched are spooled
+    /// under `data_dir` (or `config.spool_dir`).
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: &crate::ProxyConfig,
+        data_dir: &std::path::Path,
+    ) -> Result<Self, donjon_core::config::ConfigError> {
+        let upstreams = config.upstreams()?;
+        let client = UpstreamClient::new(
+            upstreams.clone(),
+            config.connect_timeout(),
+            config.read_timeout(),
+            config.ca_file.as_deref(),
+        )
+        .map_err(|e| donjon_core::config::ConfigError::new("registry_proxies.ca_file", e))?;
+        let spool: PathBuf = config.spool_dir.clone().unwrap_or_else(|| data_dir.join("proxy-spool"));
+        let fills = Arc::new(Fills::new(spool, store.clone(), config.read_timeout()));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                store,
+                upstreams,
+                client,
+                fills,
+                check_interval: config.check_interval(),
+                checked: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Which `?ns=<host>` requests are mirror requests: every host (public hosts may be
+    /// proxied without an entry), but this registry's own `names`. For the route parser.
+    pub fn mirrors<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, names: I) -> Mirrors {
+        Mirrors::any().local(names)
+    }
+}
+
+impl<S> Layer<S> for ProxyCacheLayer {
+    type Service = ProxyCache<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ProxyCache { inner, shared: self.shared.clone() }
+    }
+}

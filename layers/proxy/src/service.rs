@@ -1,0 +1,422 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use donjon_core::future::ResponseFuture;
+use donjon_core::manifest::{self, OCI_MANIFEST};
+use donjon_core::store::{ManifestPut, RangeSpec};
+use donjon_core::{mirror, Body, BoxError, Digest, Error, ErrorCode, Name, Reference, Route, StoreError};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use tower_service::Service;
+
+use crate::client::UpstreamError;
+use crate::layer::{Shared, CHECKED_MAX};
+use crate::upstream::{Refused, Upstream};
+
+/// The largest manifest fetched from an upstream.
+const MANIFEST_MAX: usize = 4 * 1024 * 1024;
+
+/// The service of [`ProxyCacheLayer`](crate::ProxyCacheLayer).
+#[derive(Clone, Debug)]
+pub struct ProxyCache<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S> ProxyCache<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn accept_manifests() -> HeaderValue {
+    HeaderValue::from_static(concat!(
+        "application/vnd.oci.image.index.v1+json, ",
+        "application/vnd.oci.image.manifest.v1+json, ",
+        "application/vnd.docker.distribution.manifest.list.v2+json, ",
+        "application/vnd.docker.distribution.manifest.v2+json"
+    ))
+}
+
+/// The client's answer for an upstream failure with nothing cached to fall back on.
+fn upstream_error(e: &UpstreamError, what: ErrorCode) -> Response<Body> {
+    let err = match e {
+        UpstreamError::Status(StatusCode::NOT_FOUND) => Error::new(what, "not found upstream"),
+        UpstreamError::Status(StatusCode::UNAUTHORIZED) => {
+            Error::new(ErrorCode::Unauthorized, "the upstream registry refused our credentials")
+        }
+        UpstreamError::Status(StatusCode::FORBIDDEN) => {
+            Error::new(ErrorCode::Denied, "the upstream registry denied access")
+        }
+        UpstreamError::Status(StatusCode::TOO_MANY_REQUESTS) => {
+            Error::new(ErrorCode::TooManyRequests, "the upstream registry is rate limiting us")
+        }
+        UpstreamError::Refused(Refused::Offline) => Error::new(what, e.to_string()),
+        UpstreamError::Refused(r) => Error::new(ErrorCode::Denied, r.to_string()),
+        other => Error::new(ErrorCode::Unavailable, other.to_string()).with_status(StatusCode::BAD_GATEWAY),
+    };
+    err.into_response()
+}
+
+fn status_error(resp_status: StatusCode) -> UpstreamError {
+    UpstreamError::Status(resp_status)
+}
+
+impl Shared {
+    fn upstream(&self, name: &Name) -> Result<Upstream, UpstreamError> {
+        let (host, repo) = mirror::split(name).ok_or(Refused::BadHost(name.to_string()))?;
+        Ok(self.upstreams.resolve(host, repo)?)
+    }
+
+    /// Makes the store hold the manifest `reference` of `name` as fresh as the rules want; an
+    /// error is the response to send instead.
+    async fn manifest(&self, name: &Name, reference: &Reference) -> Result<(), Response<Body>> {
+        let up = self.upstream(name);
+        match reference {
+            Reference::Digest(d) => {
+                if matches!(self.store.manifest_exists(name, d).await, Ok(true)) {
+                    return Ok(());
+                }
+                let up = up.map_err(|e| upstream_error(&e, ErrorCode::ManifestUnknown))?;
+                self.fetch_manifest(&up, name, d.as_str(), Some(d), None)
+                    .await
+                    .map(drop)
+                    .map_err(|e| upstream_error(&e, ErrorCode::ManifestUnknown))
+            }
+            Reference::Tag(tag) => {
+                let cached = match self.store.manifest_get(name, reference).await {
+                    Ok(m) => Some(m.digest),
+                    Err(_) => None,
+                };
+                let key = (name.clone(), tag.as_str().to_string());
+                let fresh = self
+                    .checked
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(&key).copied())
+                    .is_some_and(|t| t.elapsed() < self.check_interval);
+                if cached.is_some() && (fresh || self.upstreams.offline()) {
+                    return Ok(());
+                }
+                let checked = async {
+                    let up = up?;
+                    let head = self
+                        .client
+                        .send(&up, Method::HEAD, &format!("manifests/{tag}"), Some(&accept_manifests()))
+                        .await?;
+                    if !head.status().is_success() {
+                        return Err(status_error(head.status()));
+                    }
+                    let upstream_digest: Option<Digest> = head
+                        .headers()
+                        .get("docker-content-digest")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                    if upstream_digest.is_some() && upstream_digest == cached {
+                        return Ok(());
+                    }
+                    let path = match &upstream_digest {
+                        Some(d) => d.to_string(),
+                        None => tag.to_string(),
+                    };
+                    self.fetch_manifest(&up, name, &path, upstream_digest.as_ref(), Some(tag.clone()))
+                        .await
+                        .map(drop)
+                }
+                .await;
+                match checked {
+                    Ok(()) => {
+                        if let Ok(mut c) = self.checked.lock() {
+                            if c.len() >= CHECKED_MAX {
+                                c.clear();
+                            }
+                            c.insert(key, Instant::now());
+                        }
+                        Ok(())
+                    }
+                    // Upstream says what it says about the tag: gone, or not for us.
+                    Err(
+                        e @ UpstreamError::Status(
+                            StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN,
+                        ),
+                    ) => Err(upstream_error(&e, ErrorCode::ManifestUnknown)),
+                    Err(e) if cached.is_some() => {
+                        tracing::warn!(%name, %tag, error = %e, "proxy: upstream check failed; serving the cached copy");
+                        Ok(())
+                    }
+                    Err(e) => Err(upstream_error(&e, ErrorCode::ManifestUnknown)),
+                }
+            }
+        }
+    }
+
+    /// GETs a manifest from upstream, checks it against `expected`, and stores it (under
+    /// `tag`, when given).
+    async fn fetch_manifest(
+        &self,
+        up: &Upstream,
+        name: &Name,
+        path: &str,
+        expected: Option<&Digest>,
+        tag: Option<donjon_core::Tag>,
+    ) -> Result<Digest, UpstreamError> {
+        let resp = self
+            .client
+            .send(up, Method::GET, &format!("manifests/{path}"), Some(&accept_manifests()))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp.status()));
+        }
+        let content_type =
+            resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.to_string());
+        let header_digest: Option<Digest> = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = tokio::time::timeout(
+            self.client.read_timeout(),
+            http_body_util::Limited::new(resp.into_body(), MANIFEST_MAX).collect(),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+        .map_err(|e| UpstreamError::Unreachable(format!("manifest body: {e}")))?
+        .to_bytes();
+        let wanted = expected.or(header_digest.as_ref());
+        let digest = match wanted {
+            Some(d) => {
+                let got = Digest::of(d.algorithm(), &body);
+                if got != *d {
+                    return Err(UpstreamError::Unreachable(format!(
+                        "upstream manifest hashes to {got}, not {d}"
+                    )));
+                }
+                got
+            }
+            None => Digest::sha256_of(&body),
+        };
+        let parsed = manifest::parse(&body, content_type.as_deref()).ok();
+        let media_type = parsed
+            .as_ref()
+            .map(|p| p.media_type.clone())
+            .or(content_type)
+            .or_else(|| manifest::media_type_of(&body))
+            .unwrap_or_else(|| OCI_MANIFEST.to_string());
+        let referrer = parsed
+            .as_ref()
+            .and_then(|p| p.subject.clone().map(|s| (s, p.descriptor(digest.clone(), body.len() as u64))));
+        let put = ManifestPut {
+            digest: digest.clone(),
+            media_type,
+            bytes: body,
+            tags: tag.into_iter().collect(),
+            referrer,
+        };
+        self.store
+            .manifest_put(name, put)
+            .await
+            .map_err(|e| UpstreamError::Unreachable(format!("caching the manifest: {e}")))?;
+        Ok(digest)
+    }
+
+    /// A blob `GET`/`HEAD` that the store could not answer: from a running fill, or upstream;
+    /// `None` when the store has it after all (a fill committed it meanwhile).
+    async fn blob(
+        &self,
+        head: bool,
+        range: Option<&str>,
+        name: &Name,
+        digest: &Digest,
+    ) -> Option<Response<Body>> {
+        let up = match self.upstream(name) {
+            Ok(u) => u,
+            Err(e) => return Some(upstream_error(&e, ErrorCode::BlobUnknown)),
+        };
+        // Another repository's fill (or the store's copy) is shared only once this repository's
+        // upstream confirms it holds the digest: content is never handed across namespaces on
+        // the client's word.
+        let running = self.fills.running(digest).is_some();
+        if head || running {
+            let resp = match self.client.send(&up, Method::HEAD, &format!("blobs/{digest}"), None).await {
+                Ok(r) if r.status().is_success() => r,
+                Ok(r) => return Some(upstream_error(&status_error(r.status()), ErrorCode::BlobUnknown)),
+                Err(e) => return Some(upstream_error(&e, ErrorCode::BlobUnknown)),
+            };
+            if head {
+                let mut out = Response::new(Body::empty());
+                if let Some(len) = resp.headers().get(header::CONTENT_LENGTH) {
+                    out.headers_mut().insert(header::CONTENT_LENGTH, len.clone());
+                }
+                blob_headers(&mut out, digest);
+                return Some(out);
+            }
+        }
+        if !running && self.store.blob_size(name, digest).await.is_ok() {
+            return None;
+        }
+        let client = self.client.clone();
+        let (up2, path) = (up.clone(), format!("blobs/{digest}"));
+        let joined = self.fills.join(digest, name, move || {
+            Box::pin(async move {
+                let resp = client.send(&up2, Method::GET, &path, None).await.map_err(|e| e.to_string())?;
+                if !resp.status().is_success() {
+                    return Err(format!("upstream answered {}", resp.status()));
+                }
+                Ok(resp)
+            })
+        });
+        let (fill, file) = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                return Some(Error::new(ErrorCode::Unknown, format!("proxy spool: {e}")).into_response());
+            }
+        };
+        let p = fill.started().await;
+        if let Some(Err(e)) = &p.end {
+            let status = if e.contains("404") { StatusCode::NOT_FOUND } else { StatusCode::BAD_GATEWAY };
+            let err = if status == StatusCode::NOT_FOUND {
+                Error::new(ErrorCode::BlobUnknown, "not found upstream")
+            } else {
+                Error::new(ErrorCode::Unavailable, e.clone()).with_status(StatusCode::BAD_GATEWAY)
+            };
+            return Some(err.into_response());
+        }
+        let mut out = match (range, p.size) {
+            (Some(r), Some(size)) => {
+                let Some(r) = RangeSpec::parse(r).and_then(|s| s.resolve(size)) else {
+                    let mut e = Error::new(ErrorCode::RangeInvalid, "range not satisfiable").into_response();
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                        e.headers_mut().insert(header::CONTENT_RANGE, v);
+                    }
+                    return Some(e);
+                };
+                let mut out = Response::new(Body::from_stream(fill.reader(file, r.start, Some(r.end))));
+                *out.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let cr = format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1));
+                if let Ok(v) = HeaderValue::from_str(&cr) {
+                    out.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                out.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
+                out
+            }
+            (_, size) => {
+                let mut out = Response::new(Body::from_stream(fill.reader(file, 0, size)));
+                if let Some(s) = size {
+                    out.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(s));
+                }
+                out
+            }
+        };
+        blob_headers(&mut out, digest);
+        Some(out)
+    }
+}
+
+fn blob_headers(out: &mut Response<Body>, digest: &Digest) {
+    let h = out.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(digest.as_str()) {
+        h.insert("docker-content-digest", v);
+    }
+}
+
+fn unsupported() -> Response<Body> {
+    Error::new(
+        ErrorCode::Unsupported,
+        "f/<host>/… is a pull-through cache: push to and delete from its upstream registry",
+    )
+    .into_response()
+}
+
+impl<S, B> Service<Request<B>> for ProxyCache<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(route) = req.extensions().get::<Route>().cloned() else {
+            return ResponseFuture::inner(self.inner.call(req));
+        };
+        let Some(name) = route.name().filter(|n| mirror::is_cached(n)).cloned() else {
+            return ResponseFuture::inner(self.inner.call(req));
+        };
+        let read = req.method() == Method::GET || req.method() == Method::HEAD;
+        let shared = self.shared.clone();
+        match route {
+            Route::Manifest { reference, .. } if read => {
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::deferred(async move {
+                    match shared.manifest(&name, &reference).await {
+                        Ok(()) => inner.call(req).await,
+                        Err(resp) => Ok(resp),
+                    }
+                })
+            }
+            Route::Blob { digest, .. } if read => {
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::deferred(async move {
+                    match shared.store.blob_size(&name, &digest).await {
+                        Ok(_) => inner.call(req).await,
+                        Err(StoreError::BlobUnknown(_)) => {
+                            let head = req.method() == Method::HEAD;
+                            let range = req
+                                .headers()
+                                .get(header::RANGE)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            match shared.blob(head, range.as_deref(), &name, &digest).await {
+                                Some(resp) => Ok(resp),
+                                None => inner.call(req).await,
+                            }
+                        }
+                        Err(e) => Ok(Error::from(e).into_response()),
+                    }
+                })
+            }
+            // What is cached: tags, referrers.
+            Route::Tags { .. } | Route::Referrers { .. } if read => {
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            _ => ResponseFuture::handled(std::future::ready(unsupported())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_failures_map_to_registry_errors() {
+        let code = |e: UpstreamError| upstream_error(&e, ErrorCode::ManifestUnknown).status().as_u16();
+        assert_eq!(code(UpstreamError::Status(StatusCode::NOT_FOUND)), 404);
+        assert_eq!(code(UpstreamError::Status(StatusCode::UNAUTHORIZED)), 401);
+        assert_eq!(code(UpstreamError::Status(StatusCode::FORBIDDEN)), 403);
+        assert_eq!(code(UpstreamError::Status(StatusCode::INTERNAL_SERVER_ERROR)), 502);
+        assert_eq!(code(UpstreamError::Timeout), 502);
+        assert_eq!(code(UpstreamError::Refused(Refused::NotPublic("10.0.0.1".into()))), 403);
+        assert_eq!(code(UpstreamError::Refused(Refused::Offline)), 404);
+    }
+}

@@ -1,0 +1,311 @@
+//! The pull-through cache in the composed registry over real TCP, in front of a donjon
+//! upstream with token auth (the proxy logs in with Basic credentials and runs the token
+//! dance): cold and warm pulls through `f/<host>/…` and `?ns=<host>`, a tag moved upstream,
+//! the upstream gone, concurrent misses of one blob sharing one upstream transfer, ranges on
+//! an in-flight blob, refusals. Distribution as an upstream is in the e2e suite.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use donjon::proxy::{ProxyCacheLayer, ProxyConfig, RegistryConfig};
+use donjon_auth::config::HtpasswdConfig;
+use donjon_auth::AuthConfig;
+
+/// A donjon upstream with htpasswd + token auth that counts the blobs it sends.
+struct Upstream {
+    addr: std::net::SocketAddr,
+    blob_gets: Arc<AtomicUsize>,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    client: HttpClient,
+}
+
+const BASIC: &str = "Basic YWxpY2U6YWxpY2UtcHc="; // alice:alice-pw
+
+impl Upstream {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("alice:{}\n", bcrypt::hash("alice-pw", 4).unwrap())).unwrap();
+        let auth = AuthConfig {
+            htpasswd: Some(HtpasswdConfig { realm: None, path: htpasswd }),
+            service: Some("upstream".into()),
+            ..Default::default()
+        };
+        let store: Arc<dyn donjon::Store> =
+            Arc::new(donjon::FsStore::open(dir.path().join("data")).await.unwrap());
+        let layer = auth.build(&*store, None).await.unwrap().unwrap();
+        let registry = donjon::Registry::builder(store).auth(layer).build();
+        let blob_gets = Arc::new(AtomicUsize::new(0));
+        let counter = blob_gets.clone();
+        let svc = tower::service_fn(move |req: http::Request<donjon::server::ServerBody>| {
+            // Blob downloads answered: the token dance's 401s are not transfers.
+            let blob_get = req.method() == http::Method::GET && req.uri().path().contains("/blobs/sha256:");
+            let (mut registry, counter) = (registry.clone(), counter.clone());
+            async move {
+                let resp = tower::Service::call(&mut registry, req).await;
+                if blob_get && resp.as_ref().is_ok_and(|r| r.status() == 200) {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                resp
+            }
+        });
+        let listener = donjon::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.await;
+            };
+            let options =
+                donjon::server::Options { drain_timeout: Duration::from_millis(100), ..Default::default() };
+            donjon::server::serve(listener, None, donjon::middleware::wrap(svc, vec![]), stop, options)
+                .await
+                .unwrap();
+        });
+        Self { addr, blob_gets, _dir: dir, stop: Some(tx), task, client: client() }
+    }
+
+    async fn req(&self, method: &str, path: &str, ct: Option<&str>, body: impl Into<Bytes>) -> Resp {
+        let mut h = vec![("authorization", BASIC)];
+        if let Some(ct) = ct {
+            h.push(("content-type", ct));
+        }
+        send(&self.client, method, &format!("http://{}{path}", self.addr), &h, body.into()).await
+    }
+
+    async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = digest(data);
+        let r = self.req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"), None, data.to_vec()).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        d
+    }
+
+    /// A config and a layer of `layer` bytes, and a manifest under `tag`; the manifest's and
+    /// the layer's digests.
+    async fn push_image(&self, repo: &str, tag: &str, layer: &[u8]) -> (String, String) {
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let cd = self.push_blob(repo, config).await;
+        let ld = self.push_blob(repo, layer).await;
+        let m = image_manifest(&cd, config.len(), &ld, layer.len(), None);
+        let r = self.req("PUT", &format!("/v2/{repo}/manifests/{tag}"), Some(OCI_MANIFEST), m.clone()).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        (digest(&m), ld)
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        self.task.abort();
+    }
+}
+
+/// A donjon whose `upstream.test` is the upstream (with alice's credentials).
+async fn proxy_for(up: &Upstream, check_interval: Duration) -> TestServer {
+    let config = ProxyConfig {
+        registries: vec![RegistryConfig {
+            host: "upstream.test".into(),
+            url: Some(format!("http://{}", up.addr)),
+            username: Some("alice".into()),
+            password: Some("alice-pw".into()),
+            ..Default::default()
+        }],
+        check_interval: Some(check_interval),
+        read_timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let spool = tempfile::tempdir().unwrap().keep();
+    TestServer::start_with(move |b| {
+        let layer = ProxyCacheLayer::new(b.store().clone(), &config, &spool).unwrap();
+        b.proxy(layer).local_names(["proxy.test"])
+    })
+    .await
+}
+
+fn layer_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn cold_and_warm_pulls_through_every_form_then_without_the_upstream() {
+    let up = Upstream::start().await;
+    let layer = layer_bytes(300_000);
+    let (m, ld) = up.push_image("team/app", "v1", &layer).await;
+    let proxy = proxy_for(&up, Duration::from_secs(3600)).await;
+
+    let r = proxy.get("/v2/f/upstream.test/team/app/manifests/v1").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.header("docker-content-digest"), m);
+    let r = proxy.get(&format!("/v2/f/upstream.test/team/app/blobs/{ld}")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(&r.body[..], &layer[..], "the cold pull streams the upstream's bytes");
+    assert_eq!(r.header("docker-content-digest"), ld);
+    // containerd's mirror form: the same cached repository.
+    let r = proxy.get("/v2/team/app/manifests/v1?ns=upstream.test").await;
+    assert_eq!((r.status.as_u16(), r.header("docker-content-digest")), (200, m.as_str()));
+    let r = proxy.get(&format!("/v2/team/app/blobs/{ld}?ns=upstream.test")).await;
+    assert_eq!(&r.body[..], &layer[..]);
+    // This registry's own name in ns: local content (none here).
+    let r = proxy.get("/v2/team/app/manifests/v1?ns=proxy.test").await;
+    assert_eq!(r.status, 404);
+    // What is cached is listed.
+    let r = proxy.get("/v2/f/upstream.test/team/app/tags/list").await;
+    assert_eq!(r.json()["tags"], serde_json::json!(["v1"]));
+    assert!(proxy.get("/v2/_catalog").await.json()["repositories"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("f/upstream.test/team/app")));
+
+    // The upstream goes away: the cached image is still served, by tag and by digest.
+    up.stop().await;
+    let r = proxy.get("/v2/f/upstream.test/team/app/manifests/v1").await;
+    assert_eq!((r.status.as_u16(), r.header("docker-content-digest")), (200, m.as_str()));
+    let r = proxy.get(&format!("/v2/f/upstream.test/team/app/blobs/{ld}")).await;
+    assert_eq!(&r.body[..], &layer[..], "the blob was committed to the store");
+    let r = proxy.get("/v2/f/upstream.test/team/other/manifests/v1").await;
+    assert_eq!(r.status, 502, "nothing cached and no upstream: {:?}", r.body);
+    assert_eq!(r.code(), "UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn a_moved_tag_is_seen_and_stale_copies_serve_when_upstream_fails() {
+    let up = Upstream::start().await;
+    let (m1, _) = up.push_image("team/app", "v1", b"first layer").await;
+    let proxy = proxy_for(&up, Duration::ZERO).await;
+    let r = proxy.get("/v2/f/upstream.test/team/app/manifests/v1").await;
+    assert_eq!(r.header("docker-content-digest"), m1);
+    let (m2, _) = up.push_image("team/app", "v1", b"second layer").await;
+    assert_ne!(m1, m2);
+    let r = proxy.get("/v2/f/upstream.test/team/app/manifests/v1").await;
+    assert_eq!(r.header("docker-content-digest"), m2, "checked on every pull (interval 0)");
+    // A tag upstream does not have: its 404 passes through.
+    let r = proxy.get("/v2/f/upstream.test/team/app/manifests/nope").await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (404, "MANIFEST_UNKNOWN"));
+    up.stop().await;
+    let r = proxy.get("/v2/f/upstream.test/team/app/manifests/v1").await;
+    assert_eq!((r.status.as_u16(), r.header("docker-content-digest")), (200, m2.as_str()), "stale-if-error");
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_upstream_transfer() {
+    let up = Upstream::start().await;
+    let layer = layer_bytes(8 << 20);
+    let (_, ld) = up.push_image("team/big", "v1", &layer).await;
+    let proxy = Arc::new(proxy_for(&up, Duration::from_secs(3600)).await);
+    let before = up.blob_gets.load(Ordering::SeqCst);
+    let mut tasks = vec![];
+    for i in 0..20 {
+        let (proxy, ld) = (proxy.clone(), ld.clone());
+        // Half through the other addressing form: the same cached repository.
+        let path = if i % 2 == 0 {
+            format!("/v2/f/upstream.test/team/big/blobs/{ld}")
+        } else {
+            format!("/v2/team/big/blobs/{ld}?ns=upstream.test")
+        };
+        tasks.push(tokio::spawn(async move { proxy.get(&path).await }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body[..] == layer[..], "every reader gets every byte");
+    }
+    assert_eq!(up.blob_gets.load(Ordering::SeqCst) - before, 1, "one upstream blob GET for 20 misses");
+    // A range of the cached blob, and nothing more asked upstream.
+    let r = proxy
+        .req(
+            "GET",
+            &format!("/v2/f/upstream.test/team/big/blobs/{ld}"),
+            &[("range", "bytes=10-19")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (206, &layer[10..20]));
+    assert_eq!(up.blob_gets.load(Ordering::SeqCst) - before, 1);
+}
+
+#[tokio::test]
+async fn writes_and_private_upstreams_are_refused() {
+    let up = Upstream::start().await;
+    let proxy = proxy_for(&up, Duration::ZERO).await;
+    let r = proxy
+        .req(
+            "PUT",
+            "/v2/f/upstream.test/team/app/manifests/v1",
+            &[("content-type", OCI_MANIFEST)],
+            Bytes::from_static(b"{}"),
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (405, "UNSUPPORTED"));
+    let r = proxy.req("POST", "/v2/f/upstream.test/team/app/blobs/uploads/", &[], Bytes::new()).await;
+    assert_eq!(r.status, 405);
+    let r = proxy.req("DELETE", "/v2/f/upstream.test/team/app/manifests/v1", &[], Bytes::new()).await;
+    assert_eq!(r.status, 405);
+    // A client may not point the proxy at loopback or private addresses it was not given.
+    let r = proxy.get("/v2/f/127.0.0.1/x/manifests/v1").await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (403, "DENIED"), "{:?}", r.body);
+    let r = proxy.get("/v2/x/manifests/v1?ns=169.254.169.254").await;
+    assert_eq!(r.status, 403);
+    let r = proxy.get("/v2/f/localhost/x/manifests/v1").await;
+    assert_eq!(r.status, 403, "a name resolving to loopback: {:?}", r.body);
+    up.stop().await;
+}
+
+/// An upstream that sends half of a blob and dies: the client's body ends with an error, not
+/// short and complete-looking, and nothing is cached.
+#[tokio::test]
+async fn an_upstream_dying_mid_blob_caches_nothing() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let blob = layer_bytes(1 << 20);
+    let d = digest(&blob);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let half = blob[..blob.len() / 2].to_vec();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = listener.accept().await else { return };
+            let half = half.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = c.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: application/octet-stream\r\n\r\n",
+                    1 << 20
+                );
+                let _ = c.write_all(head.as_bytes()).await;
+                let _ = c.write_all(&half).await;
+                // and the connection drops
+            });
+        }
+    });
+    let config = ProxyConfig {
+        registries: vec![RegistryConfig {
+            host: "dying.test".into(),
+            url: Some(format!("http://{addr}")),
+            ..Default::default()
+        }],
+        read_timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let spool = tempfile::tempdir().unwrap().keep();
+    let proxy = TestServer::start_with(move |b| {
+        let layer = ProxyCacheLayer::new(b.store().clone(), &config, &spool).unwrap();
+        b.proxy(layer)
+    })
+    .await;
+    let url = proxy.url(&format!("/v2/f/dying.test/x/blobs/{d}"));
+    let out = try_send(&client(), "GET", &url, &[], Bytes::new()).await;
+    assert!(out.is_err(), "the body ends with an error: {:?}", out.map(|r| r.body.len()));
+    server.abort();
+    // Nothing was cached: with the upstream gone, the blob is unknown.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = proxy.get(&format!("/v2/f/dying.test/x/blobs/{d}")).await;
+    assert_ne!(r.status, 200);
+}
