@@ -56,6 +56,12 @@ async fn run(settings: Settings) -> std::io::Result<()> {
     if let Some(layer) = auth {
         builder = builder.auth(layer);
     }
+    if settings.proxy.enabled() {
+        let proxy =
+            donjon::ProxyCacheLayer::new(builder.store().clone(), &settings.proxy, &settings.data_dir)
+                .map_err(std::io::Error::other)?;
+        builder = builder.proxy(proxy).local_names(settings.hostname.clone());
+    }
     // Background work the layers hand out (upload purging): it runs until the process ends.
     tokio::spawn(builder.background(settings.storage.upload_purging()));
     let registry = builder.build();

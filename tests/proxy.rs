@@ -110,7 +110,12 @@ impl Upstream {
 
 /// A donjon whose `upstream.test` is the upstream (with alice's credentials).
 async fn proxy_for(up: &Upstream, check_interval: Duration) -> TestServer {
+    proxy_with(up, check_interval, None).await
+}
+
+async fn proxy_with(up: &Upstream, check_interval: Duration, default: Option<&str>) -> TestServer {
     let config = ProxyConfig {
+        default: default.map(str::to_string),
         registries: vec![RegistryConfig {
             host: "upstream.test".into(),
             url: Some(format!("http://{}", up.addr)),
@@ -308,4 +313,26 @@ async fn an_upstream_dying_mid_blob_caches_nothing() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = proxy.get(&format!("/v2/f/dying.test/x/blobs/{d}")).await;
     assert_ne!(r.status, 200);
+}
+
+/// docker's `--registry-mirror` sends plain names: what is not here comes from the default
+/// upstream and is cached under its pull-through name; what was pushed here stays local.
+#[tokio::test]
+async fn a_default_upstream_serves_what_is_not_here() {
+    let up = Upstream::start().await;
+    let layer = layer_bytes(4096);
+    let (m, ld) = up.push_image("library/app", "v1", &layer).await;
+    let proxy = proxy_with(&up, Duration::ZERO, Some("upstream.test")).await;
+    let r = proxy.get("/v2/library/app/manifests/v1").await;
+    assert_eq!((r.status.as_u16(), r.header("docker-content-digest")), (200, m.as_str()), "{:?}", r.body);
+    let r = proxy.get(&format!("/v2/library/app/blobs/{ld}")).await;
+    assert_eq!(&r.body[..], &layer[..]);
+    let r = proxy.get("/v2/f/upstream.test/library/app/tags/list").await;
+    assert_eq!(r.json()["tags"], serde_json::json!(["v1"]), "cached under the pull-through name");
+    let (local, _) = proxy.push_image("library/app", "mine", "local").await;
+    let r = proxy.get("/v2/library/app/manifests/mine").await;
+    assert_eq!(r.header("docker-content-digest"), local, "pushed content is served from here");
+    let r = proxy.get("/v2/library/app/manifests/nope").await;
+    assert_eq!(r.status, 404, "neither here nor upstream");
+    up.stop().await;
 }

@@ -30,7 +30,7 @@ pub(super) struct File {
     storage: StorageConfig,
     http: Http,
     auth: donjon_auth::AuthConfig,
-    proxy: Option<IgnoredAny>,
+    proxy: Option<ProxyFile>,
     notifications: Option<IgnoredAny>,
     redis: Option<IgnoredAny>,
     health: Option<IgnoredAny>,
@@ -38,6 +38,16 @@ pub(super) struct File {
     middleware: Option<IgnoredAny>,
     compatibility: Option<IgnoredAny>,
     catalog: Catalog,
+}
+
+/// Distribution's `proxy` section: one upstream for everything not here.
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct ProxyFile {
+    remoteurl: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    ttl: Option<IgnoredAny>,
 }
 
 /// Distribution 3's `validation` section.
@@ -128,7 +138,25 @@ impl File {
     /// Maps the file onto `s`: what Distribution's keys say, over the defaults.
     pub(super) fn apply(self, s: &mut Settings, w: &mut Warnings) -> Result<(), ConfigError> {
         s.auth = self.auth;
-        w.not_implemented(self.proxy.is_some(), "proxy");
+        if let Some(p) = self.proxy {
+            let url = p.remoteurl.ok_or_else(|| ConfigError::new("proxy.remoteurl", "is required"))?;
+            let host = url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(str::to_string))
+                .ok_or_else(|| ConfigError::new("proxy.remoteurl", format!("{url:?} is not a URL")))?;
+            // Docker Hub's API endpoint caches as docker.io, as references name it.
+            let host = donjon_core::mirror::canonical_host(&host);
+            w.not_implemented(p.ttl.is_some(), "proxy.ttl (cached content is kept until deleted)");
+            s.proxy.registries.push(donjon_proxy::RegistryConfig {
+                host: host.clone(),
+                url: Some(url),
+                username: p.username,
+                password: p.password,
+                ..Default::default()
+            });
+            s.proxy.default = Some(host);
+        }
         w.not_implemented(self.notifications.is_some(), "notifications");
         w.not_implemented(self.redis.is_some(), "redis");
         w.not_implemented(self.middleware.is_some(), "middleware");

@@ -70,6 +70,8 @@ pub struct Settings {
     pub upload: UploadConfig,
     /// The auth layer: users, rules, tokens (Distribution's `auth` section, Trow's `--user`).
     pub auth: donjon_auth::AuthConfig,
+    /// The pull-through cache (Trow's `registry_proxies`, Distribution's `proxy`).
+    pub proxy: donjon_proxy::ProxyConfig,
     /// Connection timeouts and limits (donjon's `connections` section), and the drain on
     /// shutdown (`drain_timeout`, Distribution's `http.draintimeout`).
     pub connections: crate::server::Options,
@@ -94,6 +96,7 @@ impl Default for Settings {
             content: ContentConfig::default(),
             upload: UploadConfig::default(),
             auth: donjon_auth::AuthConfig::default(),
+            proxy: donjon_proxy::ProxyConfig::default(),
             connections: crate::server::Options::default(),
             headers: vec![],
             log: Logging::default(),
@@ -220,6 +223,7 @@ impl Settings {
         own.apply(&mut s, &mut warnings)?;
         cli.apply(&mut s)?;
         s.auth.check(&mut warnings)?;
+        s.proxy.check(&mut warnings)?;
         s.content.check()?;
         s.upload.check()?;
         s.connections.validate()?;
@@ -488,5 +492,38 @@ storage:
         assert!(s.to_yaml().contains("realm: https://auth.example/token"), "{}", s.to_yaml());
         let e = load(&[], None, &env[..3]).unwrap_err();
         assert_eq!(e.key, "auth.token", "{e}");
+    }
+
+    #[test]
+    fn proxies_from_trow_distribution_and_flags() {
+        let yaml = "registry_proxies:\n  registries:\n    - {host: ghcr.io, path_prefix: org, username: u, password: p}\n    - {host: quay.io, colour: blue}\n  check_interval: 1m\n";
+        let s = load(&[], Some(yaml), &[]).unwrap();
+        assert_eq!(s.proxy.registries.len(), 2);
+        assert_eq!(s.proxy.check_interval(), std::time::Duration::from_secs(60));
+        assert!(
+            s.warnings.iter().any(|w| w.contains("registry_proxies.registries.1.colour")),
+            "{:?}",
+            s.warnings
+        );
+        assert!(!s.to_yaml().contains("password: p"), "{}", s.to_yaml());
+        // Distribution's single upstream: an entry, and the default for what is not here.
+        let yaml =
+            "proxy: {remoteurl: 'https://registry-1.docker.io', username: me, password: pw, ttl: 168h}\n";
+        let s = load(&[], Some(yaml), &[]).unwrap();
+        assert_eq!(s.proxy.default.as_deref(), Some("docker.io"));
+        assert_eq!(s.proxy.registries[0].url.as_deref(), Some("https://registry-1.docker.io"));
+        assert!(s.warnings.iter().any(|w| w.contains("proxy.ttl")), "{:?}", s.warnings);
+        let e = load(&[], Some("proxy: {username: me}"), &[]).unwrap_err();
+        assert_eq!(e.key, "proxy.remoteurl");
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("hub");
+        std::fs::write(&token, "t0k3n\n").unwrap();
+        let t = token.display().to_string();
+        let s = load(&["--proxy-docker-hub", "--hub-user", "me", "--hub-token-file", &t], None, &[]).unwrap();
+        assert_eq!(s.proxy.registries[0].host, "docker.io");
+        let up = s.proxy.upstreams().unwrap();
+        assert!(up.resolve("docker.io", "library/x").unwrap().credentials.is_some());
+        let e = load(&[], Some("registry_proxies: {registries: [{host: a, url: 'nope'}]}"), &[]).unwrap_err();
+        assert_eq!(e.key, "registry_proxies.registries[0].url");
     }
 }

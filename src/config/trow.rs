@@ -36,6 +36,15 @@ pub struct Cli {
     /// The --user's password, or file://PATH to read it from a file
     #[arg(long, requires = "user")]
     pub password: Option<String>,
+    /// Proxy Docker Hub under f/docker/ (Trow's flag; `registry_proxies` has more)
+    #[arg(long)]
+    pub proxy_docker_hub: bool,
+    /// The Docker Hub user for --proxy-docker-hub
+    #[arg(long, requires = "proxy_docker_hub")]
+    pub hub_user: Option<String>,
+    /// A file holding the Docker Hub token (password) for --hub-user
+    #[arg(long, requires = "hub_user")]
+    pub hub_token_file: Option<PathBuf>,
     /// Check the configuration, print the effective settings and exit
     #[arg(long)]
     pub dry_run: bool,
@@ -53,7 +62,7 @@ pub(super) struct File {
     #[serde(with = "duration::option")]
     drain_timeout: Option<Duration>,
     connections: Option<crate::server::Options>,
-    registry_proxies: Option<Value>,
+    registry_proxies: Option<donjon_proxy::ProxyConfig>,
     image_validation: Option<Value>,
 }
 
@@ -67,14 +76,22 @@ struct TlsFile {
 
 impl File {
     /// Maps the keys onto `s`, over what Distribution's keys said.
-    pub(super) fn apply(self, s: &mut Settings, w: &mut Warnings) -> Result<(), ConfigError> {
+    pub(super) fn apply(self, s: &mut Settings, _w: &mut Warnings) -> Result<(), ConfigError> {
         if self.image_validation.as_ref().is_some_and(|v| !v.is_null()) {
             return Err(ConfigError::new(
                 "image_validation",
                 "is configured, but this donjon version does not validate images yet; refusing to start",
             ));
         }
-        w.not_implemented(self.registry_proxies.is_some(), "registry_proxies");
+        if let Some(p) = self.registry_proxies {
+            // Beside what Distribution's `proxy` section gave, which stays the default.
+            let default = s.proxy.default.take();
+            let mut registries = std::mem::take(&mut s.proxy.registries);
+            s.proxy = p;
+            registries.append(&mut s.proxy.registries);
+            s.proxy.registries = registries;
+            s.proxy.default = s.proxy.default.take().or(default);
+        }
         if let Some(bind) = self.bind {
             s.bind = super::parse_bind(&bind).map_err(|e| ConfigError::new("bind", e))?;
         }
@@ -121,6 +138,17 @@ impl Cli {
         }
         if let (Some(u), Some(p)) = (&self.user, &self.password) {
             s.auth.user = Some((u.clone(), p.clone()));
+        }
+        if self.proxy_docker_hub {
+            if self.hub_user.is_some() != self.hub_token_file.is_some() {
+                return Err(ConfigError::new("--hub-user", "and --hub-token-file go together"));
+            }
+            s.proxy.registries.push(donjon_proxy::RegistryConfig {
+                host: donjon_core::mirror::DOCKER_HUB.into(),
+                username: self.hub_user.clone(),
+                password_file: self.hub_token_file.clone(),
+                ..Default::default()
+            });
         }
         match &self.tls {
             Some(v) if v.len() == 2 => s.tls = Some(Tls { cert: v[0].clone(), key: v[1].clone() }),

@@ -43,6 +43,10 @@ pub struct ProxyConfig {
     pub registries: Vec<RegistryConfig>,
     /// Trow's `offline`: serve what is cached, never ask an upstream.
     pub offline: bool,
+    /// The upstream host of reads of local names that are not here (`docker.io`): what makes
+    /// donjon docker's `--registry-mirror` or a podman mirror, whose requests carry no `ns`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
     /// How long a tag's cached copy is served without asking upstream again (default 0: a
     /// `HEAD` upstream on every tag pull, as Trow does; Docker Hub does not count a `HEAD`
     /// against its pull limit).
@@ -61,6 +65,9 @@ pub struct ProxyConfig {
     /// Where blobs being fetched are spooled (default `<data dir>/proxy-spool`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_dir: Option<PathBuf>,
+    /// Trow's `max_size`: eviction is not in this version yet; reported.
+    #[serde(skip_serializing)]
+    pub max_size: Option<IgnoredAny>,
     /// Trow's `stream`: donjon always streams; read and ignored.
     #[serde(skip_serializing)]
     pub stream: Option<IgnoredAny>,
@@ -98,7 +105,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 impl ProxyConfig {
     /// Whether the section asks for anything: an entry, or `offline`.
     pub fn enabled(&self) -> bool {
-        !self.registries.is_empty() || self.offline
+        !self.registries.is_empty() || self.offline || self.default.is_some()
     }
 
     /// How long a tag's cached copy is trusted without a check.
@@ -117,7 +124,10 @@ impl ProxyConfig {
     }
 
     /// Checks the section; what cannot work names its key.
-    pub fn check(&self, _warnings: &mut Warnings) -> Result<(), ConfigError> {
+    pub fn check(&self, warnings: &mut Warnings) -> Result<(), ConfigError> {
+        if self.max_size.is_some() {
+            warnings.push("registry_proxies.max_size: eviction is not in this version yet; the cache grows until content is deleted");
+        }
         self.upstreams().map(drop)
     }
 

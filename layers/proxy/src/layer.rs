@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) client: UpstreamClient,
     pub(crate) fills: Arc<Fills>,
     pub(crate) check_interval: Duration,
+    /// The upstream of local names that are not here (docker's `--registry-mirror`).
+    pub(crate) default: Option<String>,
     /// When each cached tag was last checked upstream.
     pub(crate) checked: Mutex<HashMap<(Name, String), Instant>>,
 }
@@ -71,6 +73,7 @@ impl ProxyCacheLayer {
                 client,
                 fills,
                 check_interval: config.check_interval(),
+                default: config.default.as_deref().map(donjon_core::mirror::canonical_host),
                 checked: Mutex::default(),
             }),
         })

@@ -337,6 +337,55 @@ fn unsupported() -> Response<Body> {
     .into_response()
 }
 
+/// Serves a read of a cached name: the store holds it fresh (or is made to), then the layers
+/// below answer; or a running fill or the upstream answers here.
+async fn read_cached<S, B>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    req: Request<B>,
+    route: Route,
+    name: Name,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+{
+    match route {
+        Route::Manifest { reference, .. } => match shared.manifest(&name, &reference).await {
+            Ok(()) => inner.call(req).await,
+            Err(resp) => Ok(resp),
+        },
+        Route::Blob { digest, .. } => match shared.store.blob_size(&name, &digest).await {
+            Ok(_) => inner.call(req).await,
+            Err(StoreError::BlobUnknown(_)) => {
+                let head = req.method() == Method::HEAD;
+                let range =
+                    req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+                match shared.blob(head, range.as_deref(), &name, &digest).await {
+                    Some(resp) => Ok(resp),
+                    None => inner.call(req).await,
+                }
+            }
+            Err(e) => Ok(Error::from(e).into_response()),
+        },
+        // What is cached: tags, referrers.
+        _ => inner.call(req).await,
+    }
+}
+
+impl Shared {
+    /// Whether a local read should go to the default upstream instead: when one is set and
+    /// the store has no such manifest or blob in the repository.
+    async fn to_default(&self, route: &Route) -> Option<Name> {
+        let host = self.default.as_deref()?;
+        let missing = match route {
+            Route::Manifest { name, reference } => self.store.manifest_get(name, reference).await.is_err(),
+            Route::Blob { name, digest } => self.store.blob_size(name, digest).await.is_err(),
+            _ => false,
+        };
+        missing.then(|| route.name().and_then(|n| mirror::cached_name(host, n.as_str()).ok())).flatten()
+    }
+}
+
 impl<S, B> Service<Request<B>> for ProxyCache<S>
 where
     S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
@@ -353,53 +402,38 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let Some(route) = req.extensions().get::<Route>().cloned() else {
             return ResponseFuture::inner(self.inner.call(req));
         };
-        let Some(name) = route.name().filter(|n| mirror::is_cached(n)).cloned() else {
-            return ResponseFuture::inner(self.inner.call(req));
-        };
         let read = req.method() == Method::GET || req.method() == Method::HEAD;
+        let proxied = matches!(route, Route::Manifest { .. } | Route::Blob { .. });
+        let cached = route.name().filter(|n| mirror::is_cached(n)).cloned();
         let shared = self.shared.clone();
-        match route {
-            Route::Manifest { reference, .. } if read => {
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::deferred(async move {
-                    match shared.manifest(&name, &reference).await {
-                        Ok(()) => inner.call(req).await,
-                        Err(resp) => Ok(resp),
-                    }
-                })
-            }
-            Route::Blob { digest, .. } if read => {
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::deferred(async move {
-                    match shared.store.blob_size(&name, &digest).await {
-                        Ok(_) => inner.call(req).await,
-                        Err(StoreError::BlobUnknown(_)) => {
-                            let head = req.method() == Method::HEAD;
-                            let range = req
-                                .headers()
-                                .get(header::RANGE)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_string);
-                            match shared.blob(head, range.as_deref(), &name, &digest).await {
-                                Some(resp) => Ok(resp),
-                                None => inner.call(req).await,
-                            }
-                        }
-                        Err(e) => Ok(Error::from(e).into_response()),
-                    }
-                })
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        match cached {
+            Some(name) if read && proxied => {
+                ResponseFuture::deferred(read_cached(shared, inner, req, route, name))
             }
             // What is cached: tags, referrers.
-            Route::Tags { .. } | Route::Referrers { .. } if read => {
-                ResponseFuture::inner(self.inner.call(req))
+            Some(_) if read && matches!(route, Route::Tags { .. } | Route::Referrers { .. }) => {
+                ResponseFuture::inner(inner.call(req))
             }
-            _ => ResponseFuture::handled(std::future::ready(unsupported())),
+            Some(_) => ResponseFuture::handled(std::future::ready(unsupported())),
+            // docker's `--registry-mirror` and podman's mirrors send no `ns`: what is not
+            // here comes from the default upstream.
+            None if read && proxied && shared.default.is_some() => ResponseFuture::deferred(async move {
+                match shared.to_default(&route).await {
+                    Some(name) => {
+                        let route = route.with_name(name.clone());
+                        req.extensions_mut().insert(route.clone());
+                        read_cached(shared, inner, req, route, name).await
+                    }
+                    None => inner.call(req).await,
+                }
+            }),
+            None => ResponseFuture::inner(inner.call(req)),
         }
     }
 }
