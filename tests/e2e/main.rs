@@ -39,6 +39,7 @@ mod auth;
 mod containerd;
 mod docker;
 mod migration;
+mod mirror;
 mod podman;
 mod replicas;
 mod skopeo;

@@ -17,6 +17,11 @@ pub(crate) struct Dockerd {
 
 impl Dockerd {
     pub(crate) fn start(s: &Scratch, insecure: &str) -> Self {
+        Self::start_with(s, insecure, &[])
+    }
+
+    /// The same, with more dockerd flags (`--registry-mirror URL`).
+    pub(crate) fn start_with(s: &Scratch, insecure: &str, extra: &[&str]) -> Self {
         let ctrd = Containerd::start(&s.dir("containerd"));
         let d = s.dir("dockerd");
         let sock = d.join("docker.sock");
@@ -36,6 +41,7 @@ impl Dockerd {
             "--userland-proxy=false",
         ]);
         c.args(["--storage-driver", "vfs", "--insecure-registry", insecure]);
+        c.args(extra);
         c.env("DOCKER_CONFIG", d.join("cli"));
         let mut daemon = Daemon::spawn("dockerd", &mut c, &d.join("dockerd.log"));
         daemon.wait_until("serving", || sock.exists() && probe(docker_on(&d, &sock).arg("version")));

@@ -4,6 +4,7 @@
 mod command;
 mod containerd;
 mod daemon;
+mod distribution;
 mod docker;
 pub(crate) mod fixtures;
 mod http;
@@ -14,6 +15,7 @@ mod skopeo;
 pub(crate) use command::*;
 pub(crate) use containerd::*;
 pub(crate) use daemon::*;
+pub(crate) use distribution::*;
 pub(crate) use docker::*;
 pub(crate) use donjon_test_support::garage;
 pub(crate) use donjon_test_support::net::free_port;

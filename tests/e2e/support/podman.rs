@@ -47,6 +47,11 @@ impl Containers {
         Self { store, registries }
     }
 
+    /// Replaces `registries.conf` (mirrors, say).
+    pub(crate) fn registries_conf(&self, text: &str) {
+        fs::write(&self.registries, text).unwrap();
+    }
+
     /// podman on this storage.
     pub(crate) fn podman(&self) -> Command {
         let mut c = cmd("podman");
