@@ -127,9 +127,9 @@ async fn proxy_with(up: &Upstream, check_interval: Duration, default: Option<&st
         read_timeout: Some(Duration::from_secs(5)),
         ..Default::default()
     };
-    let spool = tempfile::tempdir().unwrap().keep();
+    let spool = Arc::new(tempfile::tempdir().unwrap());
     TestServer::start_with(move |b| {
-        let layer = ProxyCacheLayer::new(b.store().clone(), &config, &spool).unwrap();
+        let layer = ProxyCacheLayer::new(b.store().clone(), &config, spool.path()).unwrap();
         b.proxy(layer).local_names(["proxy.test"])
     })
     .await
@@ -299,9 +299,9 @@ async fn an_upstream_dying_mid_blob_caches_nothing() {
         read_timeout: Some(Duration::from_secs(5)),
         ..Default::default()
     };
-    let spool = tempfile::tempdir().unwrap().keep();
+    let spool = Arc::new(tempfile::tempdir().unwrap());
     let proxy = TestServer::start_with(move |b| {
-        let layer = ProxyCacheLayer::new(b.store().clone(), &config, &spool).unwrap();
+        let layer = ProxyCacheLayer::new(b.store().clone(), &config, spool.path()).unwrap();
         b.proxy(layer)
     })
     .await;
@@ -334,5 +334,40 @@ async fn a_default_upstream_serves_what_is_not_here() {
     assert_eq!(r.header("docker-content-digest"), local, "pushed content is served from here");
     let r = proxy.get("/v2/library/app/manifests/nope").await;
     assert_eq!(r.status, 404, "neither here nor upstream");
+    up.stop().await;
+}
+
+/// An upstream named by `host:port`, as Trow's paths and containerd's `ns` name one: the
+/// cached name spells the port's `:` as `__`.
+#[tokio::test]
+async fn an_upstream_named_with_its_port() {
+    let up = Upstream::start().await;
+    let (m, _) = up.push_image("team/app", "v1", b"ported").await;
+    let host = up.addr.to_string();
+    let config = ProxyConfig {
+        registries: vec![RegistryConfig {
+            host: host.clone(),
+            insecure: true,
+            username: Some("alice".into()),
+            password: Some("alice-pw".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let spool = Arc::new(tempfile::tempdir().unwrap());
+    let proxy = TestServer::start_with(move |b| {
+        let layer = ProxyCacheLayer::new(b.store().clone(), &config, spool.path()).unwrap();
+        b.proxy(layer)
+    })
+    .await;
+    let r = proxy.get(&format!("/v2/f/{host}/team/app/manifests/v1")).await;
+    assert_eq!((r.status.as_u16(), r.header("docker-content-digest")), (200, m.as_str()), "{:?}", r.body);
+    let r = proxy.get(&format!("/v2/team/app/manifests/v1?ns={host}")).await;
+    assert_eq!(r.header("docker-content-digest"), m);
+    let cached = format!("f/{}/team/app", host.replace(':', "__"));
+    assert!(proxy.get("/v2/_catalog").await.json()["repositories"]
+        .as_array()
+        .unwrap()
+        .contains(&cached.into()));
     up.stop().await;
 }

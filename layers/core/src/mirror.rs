@@ -11,6 +11,8 @@
 //!   [`Mirrors`] accepts.
 //!
 //! Docker Hub's single names get `library/` (`f/docker.io/nginx` is `f/docker.io/library/nginx`).
+//! A host with a port, which the name grammar cannot hold, is spelled with `__` for the `:`
+//! (`f/localhost:5000/x` is `f/localhost__5000/x`; host names never hold `_`).
 //!
 //! ```
 //! use donjon_core::mirror::{cached_name, split, Mirrors};
@@ -41,14 +43,19 @@ pub fn cached_name(host: &str, repo: &str) -> Result<Name, NameError> {
     format!("f/{host}/{repo}").parse()
 }
 
-/// A host as cached names spell it: lower case; Trow's `docker` and Docker Hub's other names
-/// are `docker.io`.
+/// A host as cached names spell it: lower case, `__` for a port's `:`; Trow's `docker` and
+/// Docker Hub's other names are `docker.io`.
 pub fn canonical_host(host: &str) -> String {
     let host = host.to_ascii_lowercase();
     match host.as_str() {
         "docker" | "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
-        _ => host,
+        _ => host.replacen(':', "__", 1),
     }
+}
+
+/// The `host[:port]` a cached name's host stands for.
+pub fn network_host(cached: &str) -> String {
+    cached.replacen("__", ":", 1)
 }
 
 /// The host and upstream repository of a cached name; `None` for other names.
@@ -140,7 +147,9 @@ mod tests {
         assert!(Mirrors::default().rewrite("docker.io", &n("a")).is_none());
         let any = Mirrors::any().local(["reg.example"]);
         assert!(any.rewrite("reg.example", &n("a")).is_none());
-        assert!(any.rewrite("localhost:5000", &n("a")).is_none(), "no cached name holds a port");
+        assert_eq!(any.rewrite("localhost:5000", &n("a")).unwrap().as_str(), "f/localhost__5000/a");
+        assert_eq!(network_host("localhost__5000"), "localhost:5000");
+        assert!(any.rewrite("[::1]:5000", &n("a")).is_none(), "no cached name holds an IPv6 literal");
         assert!(any.rewrite("quay.io", &n("f/quay.io/a")).is_none(), "already cached");
         assert!(any.rewrite("", &n("a")).is_none());
     }

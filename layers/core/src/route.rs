@@ -154,7 +154,14 @@ pub fn parse(path: &str) -> Result<Option<Route>, Error> {
         if k == 0 {
             return Err(Error::new(ErrorCode::NameInvalid, "missing repository name"));
         }
-        name_of(&segs[..k].join("/"))
+        let joined = segs[..k].join("/");
+        // `f/<host>:<port>/…`: the port's `:` is spelled `__` in names (see `mirror`).
+        match (segs[0], segs.get(1)) {
+            ("f", Some(host)) if k > 2 && host.contains(':') => {
+                name_of(&format!("f/{}/{}", crate::mirror::canonical_host(host), segs[2..k].join("/")))
+            }
+            _ => name_of(&joined),
+        }
     };
     // Longest suffixes first: `blobs/uploads/` and `blobs/uploads/<id>` before `blobs/<digest>`.
     if n >= 3 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
@@ -468,6 +475,7 @@ mod tests {
         let plain = RouteLayer::new();
         let mirror = RouteLayer::new().mirrors(Mirrors::any().local(["reg.example"]));
         assert_eq!(names(plain.clone(), "/v2/f/docker/nginx/manifests/1").await, "f/docker.io/library/nginx");
+        assert_eq!(names(plain.clone(), "/v2/f/localhost:5000/a/b/tags/list").await, "f/localhost__5000/a/b");
         assert_eq!(names(plain.clone(), "/v2/nginx/manifests/1?ns=docker.io").await, "nginx", "ns ignored");
         assert_eq!(
             names(mirror.clone(), "/v2/nginx/manifests/1?ns=docker.io").await,

@@ -13,7 +13,7 @@
 //! let yaml = r#"
 //! registries:
 //!   - {host: docker.io, username: me, password: secret}
-//!   - {host: ghcr.io, path_prefix: my-org, password_file: /run/secrets/ghcr}
+//!   - {host: ghcr.io, path_prefix: my-org, username: bot, password: token}
 //!   - {host: internal.example, url: "http://10.0.0.5:5000"}
 //! check_interval: 5m
 //! "#;

@@ -9,7 +9,7 @@
 //! ```
 //! use donjon_proxy::upstream::{is_public, Upstreams};
 //!
-//! let up = Upstreams::new(vec![], false);
+//! let up = Upstreams::default();
 //! assert_eq!(up.resolve("docker.io", "library/nginx").unwrap().base.to_string(), "https://registry-1.docker.io/");
 //! assert!(up.resolve("127.0.0.1", "a").is_err(), "a client may not name a loopback upstream");
 //! assert!(!is_public("169.254.169.254".parse().unwrap()));
@@ -90,7 +90,8 @@ impl Upstreams {
             match &e.url {
                 Some(u) => trusted.extend(u.host().map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())),
                 None => {
-                    trusted.insert(endpoint_host(&e.host).to_string());
+                    let h = endpoint_host(&e.host);
+                    trusted.insert(h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n).to_string());
                 }
             }
         }
@@ -130,7 +131,8 @@ impl Upstreams {
                 let scheme = if entry.is_some_and(|e| e.insecure) { "http" } else { "https" };
                 let name = endpoint_host(host);
                 if entry.is_none() {
-                    if let Ok(ip) = name.parse::<IpAddr>() {
+                    let bare = name.rsplit_once(':').map_or(name.as_str(), |(n, _)| n);
+                    if let Ok(ip) = bare.parse::<IpAddr>() {
                         if !is_public(ip) {
                             return Err(Refused::NotPublic(host.to_string()));
                         }
@@ -153,12 +155,12 @@ impl Upstreams {
     }
 }
 
-/// The host to connect to for a cached host name: Docker Hub's API lives elsewhere.
-fn endpoint_host(host: &str) -> &str {
+/// The `host[:port]` to connect to for a cached host name: Docker Hub's API lives elsewhere.
+fn endpoint_host(host: &str) -> String {
     if host == DOCKER_HUB {
-        "registry-1.docker.io"
+        "registry-1.docker.io".into()
     } else {
-        host
+        donjon_core::mirror::network_host(host)
     }
 }
 
@@ -295,6 +297,11 @@ mod tests {
         let up = Upstreams::new(vec![local], false);
         assert_eq!(up.resolve("10.0.0.1", "a").unwrap().base.to_string(), "http://10.0.0.1/");
         assert!(up.trusted("10.0.0.1"));
+        let mut port = entry("127.0.0.1__5000", None, "u");
+        port.insecure = true;
+        let up = Upstreams::new(vec![port], false);
+        assert_eq!(up.resolve("127.0.0.1__5000", "a").unwrap().base.to_string(), "http://127.0.0.1:5000/");
+        assert!(Upstreams::new(vec![], false).resolve("127.0.0.1__5000", "a").is_err());
         assert!(!up.trusted("evil.example"));
     }
 }
