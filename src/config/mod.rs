@@ -526,4 +526,20 @@ storage:
         let e = load(&[], Some("registry_proxies: {registries: [{host: a, url: 'nope'}]}"), &[]).unwrap_err();
         assert_eq!(e.key, "registry_proxies.registries[0].url");
     }
+
+    #[test]
+    fn the_deploy_mirror_config_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "t0k3n\n").unwrap();
+        let yaml = include_str!("../../deploy/mirror/donjon.yml")
+            .replace("/run/secrets/docker-hub-token", &secret.display().to_string())
+            .replace("/run/secrets/ghcr-token", &secret.display().to_string());
+        let s = load(&[], Some(&yaml), &[]).unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(s.proxy.default.as_deref(), Some("docker.io"));
+        let up = s.proxy.upstreams().unwrap();
+        assert_eq!(up.resolve("ghcr.io", "my-org/app").unwrap().credentials.unwrap().username, "my-bot");
+        assert!(up.resolve("ghcr.io", "other/app").unwrap().credentials.is_none());
+    }
 }

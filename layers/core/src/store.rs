@@ -261,6 +261,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         result
     }
 
+    /// Puts `file`, whose bytes the caller has already hashed to `digest` as they arrived (a
+    /// pull-through fill), in place as that blob and links it into `repo`, without reading it
+    /// again (the filesystem store gives it a second name; the caller's stays its own).
+    /// `Ok(false)`: this backend cannot (the default), and the caller `blob_put`s it.
+    async fn blob_adopt(&self, _repo: &Name, _digest: &Digest, _file: &std::path::Path) -> Result<bool> {
+        Ok(false)
+    }
+
     /// The smallest chunk, except the last, that the backend stores without buffering it
     /// (the spec's `OCI-Chunk-Min-Length`, sent when a session starts); `None` for any size.
     fn chunk_min_length(&self) -> Option<u64> {

@@ -28,8 +28,11 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 use tokio::sync::watch;
 
-/// What readers read in one go.
-const READ_CHUNK: usize = 64 * 1024;
+/// The most readers read in one go.
+const READ_CHUNK: usize = 256 * 1024;
+/// The most the fill gathers from the upstream before writing it out (it writes sooner when
+/// no more has arrived).
+const WRITE_BATCH: usize = 1 << 20;
 
 /// How a fill stands.
 #[derive(Clone, Debug, Default)]
@@ -237,21 +240,41 @@ impl Fills {
         let mut hasher = Digester::new(digest.algorithm());
         let mut body = resp.into_body();
         let mut written = 0u64;
-        loop {
-            let frame = match tokio::time::timeout(self.read_timeout, body.frame()).await {
+        let mut batch = bytes::BytesMut::new();
+        let mut ended = false;
+        while !ended {
+            // Wait for a piece, then take what else has arrived already (up to a batch), so
+            // the first byte goes out at once and a fast upstream is written in large pieces.
+            let first = match tokio::time::timeout(self.read_timeout, body.frame()).await {
                 Err(_) => return Err("upstream stopped sending".into()),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(format!("upstream body: {e}")),
-                Ok(Some(Ok(f))) => f,
+                Ok(f) => f,
             };
-            let Ok(data) = frame.into_data() else { continue };
-            if size.is_some_and(|s| written + data.len() as u64 > s) {
+            let mut next = Some(first);
+            while let Some(frame) = next.take() {
+                match frame {
+                    None => ended = true,
+                    Some(Err(e)) => return Err(format!("upstream body: {e}")),
+                    Some(Ok(f)) => {
+                        if let Ok(data) = f.into_data() {
+                            batch.extend_from_slice(&data);
+                        }
+                        if batch.len() < WRITE_BATCH {
+                            next = futures_util::FutureExt::now_or_never(body.frame());
+                        }
+                    }
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            if size.is_some_and(|s| written + batch.len() as u64 > s) {
                 return Err("upstream sent more than its Content-Length".into());
             }
-            file.write_all(&data).await.map_err(|e| format!("spool file: {e}"))?;
+            file.write_all(&batch).await.map_err(|e| format!("spool file: {e}"))?;
             file.flush().await.map_err(|e| format!("spool file: {e}"))?;
-            hasher.update(&data);
-            written += data.len() as u64;
+            hasher.update(&batch);
+            written += batch.len() as u64;
+            batch.clear();
             tx.send_modify(|p| p.written = written);
         }
         if size.is_some_and(|s| s != written) {
@@ -267,10 +290,19 @@ impl Fills {
         Ok(())
     }
 
-    /// Puts the verified spool file into the store, linked into every repository that asked.
+    /// Puts the verified spool file into the store (moved into place where the store can take
+    /// it so, else streamed), linked into every repository that asked.
     async fn commit(&self, digest: &Digest, fill: &Fill) {
         let repos = fill.repos.lock().map(|r| r.clone()).unwrap_or_default();
         let Some((first, others)) = repos.split_first() else { return };
+        match self.store.blob_adopt(first, digest, &fill.path).await {
+            Ok(true) => return self.link(digest, others).await,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "proxy: could not cache the blob");
+                return;
+            }
+        }
         let stream = match tokio::fs::File::open(&fill.path).await {
             Ok(f) => file_stream(f),
             Err(e) => {
@@ -282,7 +314,11 @@ impl Fills {
             tracing::warn!(%digest, error = %e, "proxy: could not cache the blob");
             return;
         }
-        for repo in others {
+        self.link(digest, others).await;
+    }
+
+    async fn link(&self, digest: &Digest, repos: &[Name]) {
+        for repo in repos {
             if let Err(e) = self.store.blob_link(repo, digest).await {
                 tracing::warn!(%digest, %repo, error = %e, "proxy: could not link the cached blob");
             }

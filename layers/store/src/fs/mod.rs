@@ -373,6 +373,30 @@ impl Store for FsStore {
         }
     }
 
+    async fn blob_adopt(&self, repo: &Name, digest: &Digest, file: &Path) -> Result<bool> {
+        let (blob, link, text, file) =
+            (self.blob_path(digest), self.layer_link(repo, digest), digest.to_string(), file.to_path_buf());
+        Ok(blocking(move || {
+            if !blob.exists() {
+                fs::File::open(&file)?.sync_all()?;
+                let blob_dir = blob.parent().ok_or_else(|| io::Error::other("blob path"))?;
+                fs::create_dir_all(blob_dir)?;
+                // A second name for the file: readers that have it open, and the caller's own
+                // name, stay as they are.
+                match fs::hard_link(&file, &blob) {
+                    Ok(()) => sync_dir(blob_dir)?,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    // Another filesystem: the caller streams it instead.
+                    Err(e) if e.kind() == io::ErrorKind::CrossesDevices => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            }
+            write_atomic(&link, text.as_bytes(), true)?;
+            Ok(true)
+        })
+        .await?)
+    }
+
     async fn upload_commit(&self, repo: &Name, id: &str, digest: &Digest) -> Result<u64> {
         let _guard = self.session_lock(repo, id).await?;
         let dir = self.upload_dir(repo, id);
