@@ -47,7 +47,7 @@ for u in $UP $DP $DJ; do
 done
 
 # Bytes of blobs the upstream sent with a 200, from its access log.
-upstream_bytes() { awk '/"GET \/v2\/[^ ]*\/blobs\/sha256:[^ ]* HTTP[^"]*" 200 / { for (i = 1; i < NF; i++) if ($i == "200") { s += $(i + 1); break } } END { printf "%d", s }' "$W/upstream.log"; }
+upstream_bytes() { awk '/"GET \/v2\/[^ ]*\/blobs\/sha256:[^ ]* HTTP[^"]*" 200 / { for (i = 1; i < NF; i++) if ($i == "200") { s += $(i + 1); break } } END { printf "%.0f", s }' "$W/upstream.log"; }
 size_bytes() { case "$SIZE" in *GiB) echo $(( ${SIZE%GiB} << 30 ));; *MiB) echo $(( ${SIZE%MiB} << 20 ));; *) echo "$SIZE";; esac; }
 row() { # name, harness output file, client bytes, upstream bytes
   # The data row follows the header: kind requests errors req/s MB/s p50 p90 p99 max ttfb-p50 ttfb-p99.

@@ -25,7 +25,7 @@ use donjon_core::body::ByteStream;
 use donjon_core::{BoxError, Digest, Digester, Name, Store};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
 
 /// The most readers read in one go.
@@ -70,26 +70,17 @@ impl Fill {
         }
     }
 
-    /// The bytes `start..end` (exclusive; `None`: to the end), as they arrive.
+    /// The bytes `start..end` (exclusive; `None`: to the end), as they arrive: each piece read
+    /// straight into its own buffer (`pread` on the blocking pool), which the response sends.
     pub(crate) fn reader(self: &Arc<Self>, file: std::fs::File, start: u64, end: Option<u64>) -> ByteStream {
         struct St {
-            file: tokio::fs::File,
+            file: Arc<std::fs::File>,
             pos: u64,
-            seeked: bool,
             end: Option<u64>,
             rx: watch::Receiver<Progress>,
             done: bool,
-            buf: Vec<u8>,
         }
-        let st = St {
-            file: tokio::fs::File::from_std(file),
-            pos: start,
-            seeked: false,
-            end,
-            rx: self.progress.clone(),
-            done: false,
-            buf: vec![0; READ_CHUNK],
-        };
+        let st = St { file: Arc::new(file), pos: start, end, rx: self.progress.clone(), done: false };
         let stream = futures_util::stream::unfold(st, |mut st| async move {
             if st.done {
                 return None;
@@ -110,22 +101,28 @@ impl Fill {
                     limit = limit.min(e);
                 }
                 if st.pos < limit {
-                    if !st.seeked {
-                        if let Err(e) = st.file.seek(std::io::SeekFrom::Start(st.pos)).await {
+                    let n = ((limit - st.pos) as usize).min(READ_CHUNK);
+                    let (file, pos) = (st.file.clone(), st.pos);
+                    let read = tokio::task::spawn_blocking(move || {
+                        use std::os::unix::fs::FileExt as _;
+                        let mut buf = vec![0u8; n];
+                        file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+                    })
+                    .await;
+                    match read {
+                        Ok(Ok(chunk)) => {
+                            st.pos += n as u64;
+                            return Some((Ok(chunk), st));
+                        }
+                        Ok(Err(e)) => {
                             st.done = true;
                             return Some((Err(BoxError::from(e)), st));
                         }
-                        st.seeked = true;
+                        Err(e) => {
+                            st.done = true;
+                            return Some((Err(BoxError::from(e)), st));
+                        }
                     }
-                    let n = ((limit - st.pos) as usize).min(READ_CHUNK);
-                    let read = st.file.read_exact(&mut st.buf[..n]).await;
-                    if let Err(e) = read {
-                        st.done = true;
-                        return Some((Err(BoxError::from(e)), st));
-                    }
-                    st.pos += n as u64;
-                    let chunk = Bytes::copy_from_slice(&st.buf[..n]);
-                    return Some((Ok(chunk), st));
                 }
                 if verified {
                     return None;
@@ -199,7 +196,7 @@ impl Fills {
         let (digest, fill2) = (digest.clone(), fill.clone());
         let start = start();
         tokio::spawn(async move {
-            let result = fills.download(&digest, start, tokio::fs::File::from_std(writer), &tx).await;
+            let result = fills.download(&digest, start, writer, &tx).await;
             match result {
                 Ok(()) => {
                     tx.send_modify(|p| p.end = Some(Ok(())));
@@ -224,7 +221,7 @@ impl Fills {
         &self,
         digest: &Digest,
         start: Start,
-        mut file: tokio::fs::File,
+        file: std::fs::File,
         tx: &watch::Sender<Progress>,
     ) -> Result<(), String> {
         let resp = start.await?;
@@ -237,10 +234,10 @@ impl Fills {
             p.size = size;
             p.started = true;
         });
-        let mut hasher = Digester::new(digest.algorithm());
+        let file = Arc::new(file);
+        let mut hasher = Some(Digester::new(digest.algorithm()));
         let mut body = resp.into_body();
         let mut written = 0u64;
-        let mut batch = bytes::BytesMut::new();
         let mut ended = false;
         while !ended {
             // Wait for a piece, then take what else has arrived already (up to a batch), so
@@ -249,6 +246,7 @@ impl Fills {
                 Err(_) => return Err("upstream stopped sending".into()),
                 Ok(f) => f,
             };
+            let (mut batch, mut len) = (Vec::new(), 0usize);
             let mut next = Some(first);
             while let Some(frame) = next.take() {
                 match frame {
@@ -256,27 +254,41 @@ impl Fills {
                     Some(Err(e)) => return Err(format!("upstream body: {e}")),
                     Some(Ok(f)) => {
                         if let Ok(data) = f.into_data() {
-                            batch.extend_from_slice(&data);
+                            len += data.len();
+                            batch.push(data);
                         }
-                        if batch.len() < WRITE_BATCH {
+                        if len < WRITE_BATCH {
                             next = futures_util::FutureExt::now_or_never(body.frame());
                         }
                     }
                 }
             }
-            if batch.is_empty() {
+            if len == 0 {
                 continue;
             }
-            if size.is_some_and(|s| written + batch.len() as u64 > s) {
+            if size.is_some_and(|s| written + len as u64 > s) {
                 return Err("upstream sent more than its Content-Length".into());
             }
-            file.write_all(&batch).await.map_err(|e| format!("spool file: {e}"))?;
-            file.flush().await.map_err(|e| format!("spool file: {e}"))?;
-            hasher.update(&batch);
-            written += batch.len() as u64;
-            batch.clear();
+            // Written and hashed off the async workers, from the frames as they came (no copy).
+            let (f, mut h) = (file.clone(), hasher.take());
+            let done = tokio::task::spawn_blocking(move || {
+                use std::io::Write as _;
+                for chunk in &batch {
+                    (&*f).write_all(chunk)?;
+                    if let Some(h) = h.as_mut() {
+                        h.update(chunk);
+                    }
+                }
+                Ok::<_, std::io::Error>(h)
+            })
+            .await
+            .map_err(|e| format!("spool file: {e}"))?
+            .map_err(|e| format!("spool file: {e}"))?;
+            hasher = done;
+            written += len as u64;
             tx.send_modify(|p| p.written = written);
         }
+        let hasher = hasher.ok_or("the hash state was lost")?;
         if size.is_some_and(|s| s != written) {
             return Err(format!("upstream sent {written} of {} bytes", size.unwrap_or(0)));
         }
