@@ -371,3 +371,71 @@ async fn an_upstream_named_with_its_port() {
         .contains(&cached.into()));
     up.stop().await;
 }
+
+/// An upstream that sends a blob slowly, in pieces. A client that stops reading does not hold
+/// up the fill or a reader beside it, a range of the blob is answered while it is still
+/// arriving, and the stalled client gets every byte when it reads again.
+#[tokio::test]
+async fn a_stalled_reader_holds_up_no_one_and_ranges_work_in_flight() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let blob: Arc<Vec<u8>> = Arc::new(layer_bytes(32 << 20));
+    let d = digest(&blob);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = blob.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = listener.accept().await else { return };
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = c.read(&mut buf).await;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", sent.len());
+                let _ = c.write_all(head.as_bytes()).await;
+                for piece in sent.chunks(512 * 1024) {
+                    if c.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        }
+    });
+    let config = ProxyConfig {
+        registries: vec![RegistryConfig {
+            host: "slow.test".into(),
+            url: Some(format!("http://{addr}")),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let spool = Arc::new(tempfile::tempdir().unwrap());
+    let proxy = TestServer::start_with(move |b| {
+        let layer = ProxyCacheLayer::new(b.store().clone(), &config, spool.path()).unwrap();
+        b.proxy(layer)
+    })
+    .await;
+    let path = format!("/v2/f/slow.test/x/blobs/{d}");
+    // The stalled client: asks, reads the head and the first bytes, then stops reading.
+    let mut stalled = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stalled.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut got = vec![0u8; 64 * 1024];
+    let n = stalled.read(&mut got).await.unwrap();
+    assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 200"));
+    got.truncate(n);
+    // A range while the blob arrives, then a whole reader beside the stalled one.
+    let r = proxy.req("GET", &path, &[("range", "bytes=1000-1999")], Bytes::new()).await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (206, &blob[1000..2000]));
+    let r = proxy.get(&path).await;
+    assert!(r.status == 200 && r.body[..] == blob[..], "the other reader finished while one stalls");
+    // The stalled client reads again and gets all of it.
+    let body_at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut buf = vec![0u8; 1 << 20];
+    while got.len() < body_at + blob.len() {
+        let n = tokio::time::timeout(Duration::from_secs(30), stalled.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the connection ended early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got[body_at..] == blob[..], "every byte, in order");
+    server.abort();
+}

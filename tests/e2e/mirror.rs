@@ -88,11 +88,8 @@ fn mirror_for_containerd_podman_and_docker() {
     ]));
     let (status, _) = tags_raw(&host, &format!("f/{}/library/busybox", dist.host().replace(':', "__")));
     assert_eq!(status, 200, "pulled through donjon, cached under the address's name");
-    assert_eq!(
-        blob_downloads(&log, "library/busybox"),
-        2 * blobs,
-        "a second cached name fetches its own copy"
-    );
+    // containerd had the layers already: only the manifest crossed.
+    assert_eq!(blob_downloads(&log, "library/busybox"), blobs);
     drop(ctrd);
     let (status, tags) = tags_raw(&host, "f/docker.io/library/busybox");
     assert_eq!((status, tags), (200, vec!["v1".to_string()]), "cached under the pull-through name");
@@ -114,7 +111,7 @@ fn mirror_for_containerd_podman_and_docker() {
         ok(dockerd.docker().args(["image", "inspect", "--format", "{{index .RepoDigests 0}}", "busybox:v1"]));
     assert!(id.trim().ends_with(&img.manifest.digest), "{id}");
     dockerd.stop();
-    assert_eq!(blob_downloads(&log, "library/busybox"), 2 * blobs, "podman and docker pulled from the cache");
+    assert_eq!(blob_downloads(&log, "library/busybox"), blobs, "podman and docker pulled from the cache");
 
     // Distribution stops: the cached image is still served.
     dist.stop();
