@@ -127,6 +127,12 @@ async fn proxy_with(up: &Upstream, check_interval: Duration, default: Option<&st
         read_timeout: Some(Duration::from_secs(5)),
         ..Default::default()
     };
+    serve_proxy(config).await
+}
+
+/// A donjon with the pull-through cache of `config` (its spool in a directory of its own),
+/// whose own name is `proxy.test`.
+async fn serve_proxy(config: ProxyConfig) -> TestServer {
     let spool = Arc::new(tempfile::tempdir().unwrap());
     TestServer::start_with(move |b| {
         let layer = ProxyCacheLayer::new(b.store().clone(), &config, spool.path()).unwrap();
@@ -299,12 +305,7 @@ async fn an_upstream_dying_mid_blob_caches_nothing() {
         read_timeout: Some(Duration::from_secs(5)),
         ..Default::default()
     };
-    let spool = Arc::new(tempfile::tempdir().unwrap());
-    let proxy = TestServer::start_with(move |b| {
-        let layer = ProxyCacheLayer::new(b.store().clone(), &config, spool.path()).unwrap();
-        b.proxy(layer)
-    })
-    .await;
+    let proxy = serve_proxy(config).await;
     let url = proxy.url(&format!("/v2/f/dying.test/x/blobs/{d}"));
     let out = try_send(&client(), "GET", &url, &[], Bytes::new()).await;
     assert!(out.is_err(), "the body ends with an error: {:?}", out.map(|r| r.body.len()));
@@ -354,12 +355,7 @@ async fn an_upstream_named_with_its_port() {
         }],
         ..Default::default()
     };
-    let spool = Arc::new(tempfile::tempdir().unwrap());
-    let proxy = TestServer::start_with(move |b| {
-        let layer = ProxyCacheLayer::new(b.store().clone(), &config, spool.path()).unwrap();
-        b.proxy(layer)
-    })
-    .await;
+    let proxy = serve_proxy(config).await;
     let r = proxy.get(&format!("/v2/f/{host}/team/app/manifests/v1")).await;
     assert_eq!((r.status.as_u16(), r.header("docker-content-digest")), (200, m.as_str()), "{:?}", r.body);
     let r = proxy.get(&format!("/v2/team/app/manifests/v1?ns={host}")).await;
@@ -409,12 +405,7 @@ async fn a_stalled_reader_holds_up_no_one_and_ranges_work_in_flight() {
         }],
         ..Default::default()
     };
-    let spool = Arc::new(tempfile::tempdir().unwrap());
-    let proxy = TestServer::start_with(move |b| {
-        let layer = ProxyCacheLayer::new(b.store().clone(), &config, spool.path()).unwrap();
-        b.proxy(layer)
-    })
-    .await;
+    let proxy = serve_proxy(config).await;
     let path = format!("/v2/f/slow.test/x/blobs/{d}");
     // The stalled client: asks, reads the head and the first bytes, then stops reading.
     let mut stalled = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
