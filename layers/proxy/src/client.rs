@@ -337,12 +337,15 @@ impl UpstreamClient {
         service: Option<&str>,
         scope: &str,
     ) -> Result<String, UpstreamError> {
-        let mut url = format!("{realm}{}", if realm.contains('?') { '&' } else { '?' });
-        let mut q = form_urlencoded_pairs(&[("scope", scope)]);
-        if let Some(s) = service {
-            q = form_urlencoded_pairs(&[("service", s), ("scope", scope)]);
-        }
-        url.push_str(&q);
+        let query = {
+            // The serializer is not Send: it lives in this block only.
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", scope).finish()
+        };
+        let url = format!("{realm}{}{query}", if realm.contains('?') { '&' } else { '?' });
         let uri: Uri =
             url.parse().map_err(|_| UpstreamError::Unreachable(format!("bad token realm {realm:?}")))?;
         // The realm is the upstream's word: it may point anywhere public, or at a configured
@@ -402,16 +405,6 @@ fn basic(c: &Credentials) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))
     )
-}
-
-fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC))
-        })
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// A `Location` against the URL it answered.

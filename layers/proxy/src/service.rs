@@ -66,10 +66,6 @@ fn upstream_error(e: &UpstreamError, what: ErrorCode) -> Response<Body> {
     err.into_response()
 }
 
-fn status_error(resp_status: StatusCode) -> UpstreamError {
-    UpstreamError::Status(resp_status)
-}
-
 impl Shared {
     fn upstream(&self, name: &Name) -> Result<Upstream, UpstreamError> {
         let (host, repo) = mirror::split(name).ok_or(Refused::BadHost(name.to_string()))?;
@@ -113,7 +109,7 @@ impl Shared {
                         .send(&up, Method::HEAD, &format!("manifests/{tag}"), Some(&accept_manifests()))
                         .await?;
                     if !head.status().is_success() {
-                        return Err(status_error(head.status()));
+                        return Err(UpstreamError::Status(head.status()));
                     }
                     let upstream_digest: Option<Digest> = head
                         .headers()
@@ -173,7 +169,7 @@ impl Shared {
             .send(up, Method::GET, &format!("manifests/{path}"), Some(&accept_manifests()))
             .await?;
         if !resp.status().is_success() {
-            return Err(status_error(resp.status()));
+            return Err(UpstreamError::Status(resp.status()));
         }
         let content_type =
             resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.to_string());
@@ -247,7 +243,9 @@ impl Shared {
         if head || running {
             let resp = match self.client.send(&up, Method::HEAD, &format!("blobs/{digest}"), None).await {
                 Ok(r) if r.status().is_success() => r,
-                Ok(r) => return Some(upstream_error(&status_error(r.status()), ErrorCode::BlobUnknown)),
+                Ok(r) => {
+                    return Some(upstream_error(&UpstreamError::Status(r.status()), ErrorCode::BlobUnknown))
+                }
                 Err(e) => return Some(upstream_error(&e, ErrorCode::BlobUnknown)),
             };
             if head {
@@ -407,23 +405,28 @@ where
             return ResponseFuture::inner(self.inner.call(req));
         };
         let read = req.method() == Method::GET || req.method() == Method::HEAD;
-        let proxied = matches!(route, Route::Manifest { .. } | Route::Blob { .. });
+        let proxied = read && matches!(route, Route::Manifest { .. } | Route::Blob { .. });
         let cached = route.name().filter(|n| mirror::is_cached(n)).cloned();
-        let shared = self.shared.clone();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        match cached {
-            Some(name) if read && proxied => {
-                ResponseFuture::deferred(read_cached(shared, inner, req, route, name))
-            }
+        match &cached {
             // What is cached: tags, referrers.
             Some(_) if read && matches!(route, Route::Tags { .. } | Route::Referrers { .. }) => {
-                ResponseFuture::inner(inner.call(req))
+                return ResponseFuture::inner(self.inner.call(req))
             }
-            Some(_) => ResponseFuture::handled(std::future::ready(unsupported())),
+            Some(_) if !proxied => return ResponseFuture::handled(std::future::ready(unsupported())),
             // docker's `--registry-mirror` and podman's mirrors send no `ns`: what is not
-            // here comes from the default upstream.
-            None if read && proxied && shared.default.is_some() => ResponseFuture::deferred(async move {
+            // here comes from the default upstream. Without one, local reads pass straight on.
+            None if !(proxied && self.shared.default.is_some()) => {
+                return ResponseFuture::inner(self.inner.call(req))
+            }
+            _ => {}
+        }
+        // The service that was polled ready goes into the future; a clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        match cached {
+            Some(name) => ResponseFuture::deferred(read_cached(shared, inner, req, route, name)),
+            None => ResponseFuture::deferred(async move {
                 match shared.to_default(&route).await {
                     Some(name) => {
                         let route = route.with_name(name.clone());
@@ -433,7 +436,6 @@ where
                     None => inner.call(req).await,
                 }
             }),
-            None => ResponseFuture::inner(inner.call(req)),
         }
     }
 }
