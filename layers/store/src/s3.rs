@@ -100,10 +100,10 @@ fn io(e: object_store::Error) -> StoreError {
     StoreError::Io(std::io::Error::other(e))
 }
 
-/// The layout's key prefix under `rootdirectory`.
-/// How long a replica that made a secret waits before reading back the one that is kept.
+/// How long a replica that offered a secret waits before it looks at every offer made.
 const SECRET_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The layout's key prefix under `rootdirectory`.
 fn base_key(root: &str) -> String {
     match root.trim_matches('/') {
         "" => layout::BASE.to_string(),
@@ -918,19 +918,27 @@ impl Store for S3Store {
         if let Some(b) = self.get_bytes(&key).await? {
             return Ok(b);
         }
-        let mode = if self.inner.conditional { PutMode::Create } else { PutMode::Overwrite };
-        let opts = PutOptions { mode, ..Default::default() };
-        match self.inner.s3.put_opts(&key, init.clone().into(), opts).await {
-            Ok(_) => {}
-            // Another replica stored one first: that one is everybody's.
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
-            Err(e) => return Err(io(e)),
-        }
-        // What is kept, whoever wrote it. Where the backend ignores `If-None-Match` (Garage
-        // does), the last of the racing writers wins: a second's pause lets every replica that
-        // started with this one write before any reads back, so they all read the same. It
-        // is paid once, when the bucket has no such object yet.
+        // Replicas starting together agree without trusting `If-None-Match`, which some
+        // backends ignore (Garage does): each stores its offer under a key of its own, waits
+        // until every replica that started with it has done the same, and takes the earliest
+        // offer (by the server's clock, then by key). An offer made after that wait is later
+        // than every offer already taken, so it never wins. This is paid once, when the
+        // bucket has no such secret yet.
+        let offers = Path::from(format!("{root}{name}.offers"));
+        let own = Path::from(format!("{root}{name}.offers/{}", uuid::Uuid::new_v4().simple()));
+        self.inner.s3.put(&own, init.clone().into()).await.map_err(io)?;
         tokio::time::sleep(SECRET_SETTLE).await;
-        Ok(self.get_bytes(&key).await?.unwrap_or(init))
+        let listed: Vec<object_store::ObjectMeta> =
+            self.inner.s3.list(Some(&offers)).try_collect().await.map_err(io)?;
+        let first = listed
+            .into_iter()
+            .min_by(|a, b| (a.last_modified, &a.location).cmp(&(b.last_modified, &b.location)))
+            .map(|m| m.location)
+            .unwrap_or(own);
+        let kept = self.get_bytes(&first).await?.unwrap_or(init);
+        // Every replica writes the same bytes here; later starts read them in one request.
+        let opts = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
+        self.inner.s3.put_opts(&key, kept.clone().into(), opts).await.map_err(io)?;
+        Ok(kept)
     }
 }

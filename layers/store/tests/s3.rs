@@ -225,3 +225,104 @@ async fn racing_writes_on_one_session() {
         store.blob_read(&repo, &d, RangeSpec::Full).await.unwrap().body.try_collect().await.unwrap();
     assert_eq!(got.concat(), b"winner!");
 }
+
+/// An object store whose writes land late, as on a loaded machine or a slow link: the replica
+/// behind it offers its secret after the other replica has already decided.
+#[derive(Debug)]
+struct SlowPuts(Arc<object_store::memory::InMemory>, std::time::Duration);
+
+impl std::fmt::Display for SlowPuts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlowPuts({})", self.0)
+    }
+}
+
+mod slow_puts {
+    use super::SlowPuts;
+    use async_trait::async_trait;
+    use futures_util::stream::BoxStream;
+    use object_store::multipart::{MultipartStore, PartId};
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartId, MultipartUpload, ObjectMeta,
+        ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    };
+
+    #[async_trait]
+    impl ObjectStore for SlowPuts {
+        async fn put_opts(&self, p: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+            tokio::time::sleep(self.1).await;
+            self.0.put_opts(p, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            p: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.0.put_multipart_opts(p, opts).await
+        }
+        async fn get_opts(&self, p: &Path, options: GetOptions) -> Result<GetResult> {
+            self.0.get_opts(p, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            self.0.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.0.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    #[async_trait]
+    impl MultipartStore for SlowPuts {
+        async fn create_multipart(&self, p: &Path) -> Result<MultipartId> {
+            self.0.create_multipart(p).await
+        }
+        async fn put_part(&self, p: &Path, id: &MultipartId, i: usize, data: PutPayload) -> Result<PartId> {
+            self.0.put_part(p, id, i, data).await
+        }
+        async fn complete_multipart(
+            &self,
+            p: &Path,
+            id: &MultipartId,
+            parts: Vec<PartId>,
+        ) -> Result<PutResult> {
+            self.0.complete_multipart(p, id, parts).await
+        }
+        async fn abort_multipart(&self, p: &Path, id: &MultipartId) -> Result<()> {
+            self.0.abort_multipart(p, id).await
+        }
+    }
+}
+
+/// Two replicas make the signing key at once on a backend without `If-None-Match`, and one
+/// of them writes a second and a half late (CI once saw a write that slow): both, and every
+/// replica after them, keep the same key — the first offered.
+#[tokio::test]
+async fn a_late_replica_keeps_the_first_secret() {
+    let mem = Arc::new(object_store::memory::InMemory::new());
+    let replica = |ms| {
+        let backend = Arc::new(SlowPuts(mem.clone(), std::time::Duration::from_millis(ms)));
+        S3Store::with_backend(backend, "donjon", 5 * 1024 * 1024, false)
+    };
+    // Both look before either writes; one write lands after the other replica's pause.
+    let (fast, slow) = (replica(100), replica(1500));
+    let (a, b) = tokio::join!(
+        fast.secret("auth/key.pem", Bytes::from_static(b"fast")),
+        slow.secret("auth/key.pem", Bytes::from_static(b"slow")),
+    );
+    let (a, b) = (a.expect("fast replica"), b.expect("slow replica"));
+    assert_eq!(&a[..], b"fast", "the first offer wins");
+    assert_eq!(a, b, "both replicas keep one key");
+    let later = S3Store::with_backend(mem, "donjon", 5 * 1024 * 1024, false);
+    let c = later.secret("auth/key.pem", Bytes::from_static(b"later")).await.expect("later replica");
+    assert_eq!(c, a, "a replica started later reads the same key");
+}
