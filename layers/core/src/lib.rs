@@ -18,7 +18,8 @@
 //! # Layout
 //!
 //! - [`route`]: the path parser, [`Route`], its [`Action`], and [`RouteLayer`], which puts the
-//!   route in the request's extensions; [`name`] and [`digest`]: the spec's grammar.
+//!   route in the request's extensions; [`name`] and [`digest`]: the spec's grammar;
+//!   [`image_ref`]: image references as pod specs spell them, normalised as docker does.
 //! - [`error`]: the OCI [`Error`] and its response; [`response`]: header names and response
 //!   helpers (`empty`, `json`, `add_warning`, `parse_content_range`); [`body`]: the [`Body`].
 //! - [`manifest`]: what a manifest references and how it describes itself; [`principal`]: who
@@ -36,6 +37,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod future;
+pub mod image_ref;
 pub mod layout;
 pub mod manifest;
 pub mod mirror;

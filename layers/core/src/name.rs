@@ -104,6 +104,11 @@ pub struct Tag(Arc<str>);
 pub struct TagError(pub String);
 
 impl Tag {
+    /// `latest`, what a reference without tag or digest means.
+    pub fn latest() -> Self {
+        Self("latest".into())
+    }
+
     /// The tag as a string.
     pub fn as_str(&self) -> &str {
         &self.0
