@@ -32,6 +32,7 @@
 //!  └─ middleware (src/middleware): request id, access log, extra headers, health, catch-panic
 //!      └─ Registry: one boxed service, composed once in RegistryBuilder::compose
 //!          └─ RouteLayer (donjon-core)      parse the path once → Route in the extensions
+//!           └─ ValidationLayer (donjon-validate)  optional: /validate-image, /mutate-image
 //!              └─ AuthLayer (donjon-auth)    optional: who may do the Route's Action →
 //!                  │                          Principal; the token endpoint
 //!                  └─ UploadLayer (donjon-upload)   every Action::Push: sessions, mounts,
@@ -76,6 +77,7 @@ pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Sto
 pub use donjon_proxy::{self as proxy, ProxyCacheLayer, ProxyConfig};
 pub use donjon_store::{ContentConfig, ContentStoreLayer, FsStore, StorageConfig, UploadPurging};
 pub use donjon_upload::{IndexChildren, UploadConfig, UploadLayer};
+pub use donjon_validate::{self as validate, ValidationConfig, ValidationLayer};
 
 /// The composed registry, its type erased once: a boxed, clone-able service over requests with
 /// a boxed body.
@@ -85,6 +87,7 @@ pub type BoxRegistry = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 #[derive(Clone, Debug)]
 pub struct RegistryBuilder {
     store: Arc<dyn Store>,
+    validation: Option<ValidationLayer>,
     auth: Option<AuthLayer>,
     proxy: Option<ProxyCacheLayer>,
     /// This registry's own host names: a mirror request (`?ns=`) naming one is local.
@@ -115,6 +118,13 @@ impl RegistryBuilder {
     /// The largest catalog page (default 1000).
     pub fn catalog_max_entries(mut self, n: usize) -> Self {
         self.content = self.content.catalog_max_entries(n);
+        self
+    }
+
+    /// The Kubernetes admission webhooks `/validate-image` and `/mutate-image` (default:
+    /// none). They sit above auth: the API server calls them with no registry credentials.
+    pub fn validation(mut self, layer: ValidationLayer) -> Self {
+        self.validation = Some(layer);
         self
     }
 
@@ -194,6 +204,7 @@ impl RegistryBuilder {
         }
         let stack = ServiceBuilder::new()
             .layer(route)
+            .option_layer(self.validation.clone())
             .option_layer(self.auth.clone())
             .option_layer(self.proxy.clone())
             .layer(self.upload.clone())
@@ -259,6 +270,7 @@ impl Registry {
     pub fn builder(store: Arc<dyn Store>) -> RegistryBuilder {
         RegistryBuilder {
             store: store.clone(),
+            validation: None,
             auth: None,
             proxy: None,
             local_names: vec![],

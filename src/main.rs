@@ -1,7 +1,7 @@
 //! The `donjon` binary: parse the flags and configuration, open the store, serve.
 
 use clap::Parser;
-use donjon::config::{Cli, LogFormat, Logging, Settings};
+use donjon::config::{Cli, Command, LogFormat, Logging, Settings};
 use donjon::{middleware, server, Registry};
 use donjon_store::Backend;
 use std::process::ExitCode;
@@ -25,6 +25,9 @@ fn main() -> ExitCode {
     if cli.dry_run {
         print!("{}", settings.to_yaml());
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::CheckImage { images }) = &cli.command {
+        return check_images(&settings, images);
     }
     // Filesystem calls run on the blocking pool; bound it so that a burst of clients does not
     // leave hundreds of threads behind (tokio's default allows 512).
@@ -55,6 +58,9 @@ async fn run(settings: Settings) -> std::io::Result<()> {
         settings.auth.build(&*store, settings.hostname.as_deref()).await.map_err(std::io::Error::other)?;
     if let Some(layer) = auth {
         builder = builder.auth(layer);
+    }
+    if let Some(layer) = settings.validation_layer(Some(store.clone())).map_err(std::io::Error::other)? {
+        builder = builder.validation(layer);
     }
     if settings.proxy.enabled() {
         let proxy =
@@ -87,6 +93,57 @@ async fn run(settings: Settings) -> std::io::Result<()> {
     server::serve(listener, tls, svc, server::shutdown_signal(), options).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `donjon check-image`: the policy's decision on each image, one line each, the store
+/// consulted when the policy checks local images. Exit status 1 when any is refused, 2 when
+/// there is no policy to ask.
+fn check_images(settings: &Settings, images: &[String]) -> ExitCode {
+    let Some(config) = &settings.validation else {
+        eprintln!("donjon: no image policy configured (image_validation, --image-validation-config-file or --allow-prefixes)");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("donjon: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let store = if config.check_local {
+            match settings.storage.open(&settings.data_dir).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("donjon: cannot open the store to look up local images: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            None
+        };
+        let layer = match settings.validation_layer(store) {
+            Ok(Some(l)) => l,
+            Ok(None) => return ExitCode::from(2),
+            Err(e) => {
+                eprintln!("donjon: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let width = images.iter().map(|i| i.len()).max().unwrap_or(0);
+        let mut refused = false;
+        for image in images {
+            let d = layer.decide(image).await;
+            refused |= !d.allowed;
+            let verdict = if d.allowed { "allowed" } else { "refused" };
+            println!("{verdict}  {image:<width$}  {}", d.reason);
+        }
+        if refused {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
 }
 
 /// Logs go to stderr: `RUST_LOG` if set, else the configured level; colour only on a terminal;

@@ -13,7 +13,7 @@
 //!
 //! A file may mix both. Keys neither shape knows are reported as warnings with their full
 //! path; sections read but not implemented yet are reported too, and those that would leave
-//! the registry less protected than the user asked for (`auth.silly`, `image_validation`) stop
+//! the registry less protected than the user asked for (`auth.silly`) stop
 //! the start-up. Errors name the key and the file.
 //!
 //! ```
@@ -40,7 +40,7 @@ use donjon_upload::UploadConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_yaml::Value;
-pub use trow::Cli;
+pub use trow::{Cli, Command};
 
 /// TLS files.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -60,6 +60,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Public host name, if set.
     pub hostname: Option<String>,
+    /// All of this registry's host names (`-n a,b`), the public one first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
     /// TLS, if set.
     pub tls: Option<Tls>,
     /// The store: which backend, upload purging (Distribution's `storage` section).
@@ -72,6 +75,9 @@ pub struct Settings {
     pub auth: donjon_auth::AuthConfig,
     /// The pull-through cache (Trow's `registry_proxies`, Distribution's `proxy`).
     pub proxy: donjon_proxy::ProxyConfig,
+    /// Image validation webhooks (Trow's `image_validation` and its older flags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<donjon_validate::ValidationConfig>,
     /// Connection timeouts and limits (donjon's `connections` section), and the drain on
     /// shutdown (`drain_timeout`, Distribution's `http.draintimeout`).
     pub connections: crate::server::Options,
@@ -91,12 +97,14 @@ impl Default for Settings {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             data_dir: PathBuf::from("./data"),
             hostname: None,
+            names: vec![],
             tls: None,
             storage: StorageConfig::default(),
             content: ContentConfig::default(),
             upload: UploadConfig::default(),
             auth: donjon_auth::AuthConfig::default(),
             proxy: donjon_proxy::ProxyConfig::default(),
+            validation: None,
             connections: crate::server::Options::default(),
             headers: vec![],
             log: Logging::default(),
@@ -224,11 +232,35 @@ impl Settings {
         cli.apply(&mut s)?;
         s.auth.check(&mut warnings)?;
         s.proxy.check(&mut warnings)?;
+        if s.names.is_empty() {
+            s.names = s.hostname.iter().cloned().collect();
+        }
+        if let Some(v) = &s.validation {
+            v.check(&mut warnings)?;
+            // Compiled once here so that a bad entry stops the start naming its key.
+            v.build(&s.names, &s.proxied_hosts(), None)?;
+        }
         s.content.check()?;
         s.upload.check()?;
         s.connections.validate()?;
         s.warnings = warnings.into_vec();
         Ok(s)
+    }
+
+    /// The upstream hosts of the pull-through cache: what the mutating webhook rewrites
+    /// when `image_validation.mutate.hosts` names none.
+    pub fn proxied_hosts(&self) -> Vec<String> {
+        let configured = self.proxy.registries.iter().map(|r| r.host.clone());
+        configured.chain(self.proxy.default.clone()).collect()
+    }
+
+    /// The validation layer, when `image_validation` (or Trow's older flags) asks for one;
+    /// `store` answers `check_local`.
+    pub fn validation_layer(
+        &self,
+        store: Option<std::sync::Arc<dyn donjon_core::Store>>,
+    ) -> Result<Option<donjon_validate::ValidationLayer>, ConfigError> {
+        self.validation.as_ref().map(|v| v.build(&self.names, &self.proxied_hosts(), store)).transpose()
     }
 
     /// The settings as YAML, for `--dry-run`.
@@ -317,6 +349,69 @@ health:
         assert!(!s.content.delete_enabled);
         let s = load(&["-d", "/c"], Some(yaml), &env).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("/c"));
+    }
+
+    #[test]
+    fn image_validation_from_every_source() {
+        // Trow's section
+        let yaml = "image_validation:\n  default: Deny\n  allow: [registry.example/, quay.io/]\n  deny: [quay.io/bad/]\n";
+        let s = load(&["-n", "registry.example"], Some(yaml), &[]).unwrap();
+        let v = s.validation.as_ref().unwrap();
+        assert_eq!(v.allow, ["registry.example/", "quay.io/"]);
+        assert!(s.validation_layer(None).unwrap().is_some());
+        // Trow's policy file flag wins over the section
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("policy.yaml");
+        std::fs::write(&f, "default: Allow\ndeny: [docker.io/]\n").unwrap();
+        let s = load(&["--image-validation-config-file", f.to_str().unwrap()], Some(yaml), &[]).unwrap();
+        assert_eq!(s.validation.as_ref().unwrap().default, donjon_validate::Verdict::Allow);
+        assert_eq!(s.validation.as_ref().unwrap().deny, ["docker.io/"]);
+        std::fs::write(&f, "default: Sometimes\n").unwrap();
+        let e = load(&["--image-validation-config-file", f.to_str().unwrap()], None, &[]).unwrap_err();
+        assert!(e.to_string().contains("policy.yaml") && e.to_string().contains("Sometimes"), "{e}");
+        // a bad entry names its key, at load time
+        let e = load(&[], Some("image_validation: {allow: ['a b']}"), &[]).unwrap_err();
+        assert_eq!(e.key, "image_validation.allow[0]");
+        // no policy, no layer
+        assert!(load(&[], None, &[]).unwrap().validation_layer(None).unwrap().is_none());
+    }
+
+    #[test]
+    fn trows_older_validation_flags() {
+        let args = [
+            "-n",
+            "registry.example,reg.internal:8000",
+            "--allow-prefixes",
+            "quay.io/coreos, k8s.gcr.io/",
+            "--allow-images",
+            "docker.io/library/nginx:1.25",
+            "--disallow-local-prefixes",
+            "beta",
+            "--disallow-local-images",
+            "team/app:old",
+        ];
+        let s = load(&args, None, &[]).unwrap();
+        assert_eq!(s.hostname.as_deref(), Some("registry.example"));
+        assert_eq!(s.names, ["registry.example", "reg.internal:8000"]);
+        let v = s.validation.as_ref().unwrap();
+        assert!(v.check_local, "the older flags allow local images that are here");
+        assert_eq!(v.allow, ["registry.example/", "reg.internal:8000/", "quay.io/coreos", "k8s.gcr.io/"]);
+        assert_eq!(v.allow_images, ["docker.io/library/nginx:1.25"]);
+        assert_eq!(v.deny_local_prefixes, ["beta"]);
+        assert_eq!(v.deny_local_images, ["team/app:old"]);
+        // the local check needs the registry's names
+        let e = load(&["--allow-prefixes", "quay.io/"], None, &[]).unwrap_err();
+        assert_eq!(e.key, "image_validation.check_local");
+    }
+
+    #[test]
+    fn the_mutating_webhook_defaults_to_the_proxied_hosts() {
+        let yaml = "registry_proxies:\n  registries:\n    - host: docker.io\n    - host: quay.io\nimage_validation:\n  default: Allow\n  mutate: {}\n";
+        let s = load(&["-n", "registry.example"], Some(yaml), &[]).unwrap();
+        assert_eq!(s.proxied_hosts(), ["docker.io", "quay.io"]);
+        assert!(s.validation_layer(None).unwrap().is_some());
+        let e = load(&[], Some(yaml), &[]).unwrap_err();
+        assert_eq!(e.key, "image_validation.mutate.registry");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use donjon_core::config::{duration, ConfigError, Warnings};
 use serde::Deserialize;
-use serde_yaml::Value;
 
 use super::{Settings, Tls};
 
@@ -22,10 +21,11 @@ pub struct Cli {
     #[arg(short = 'd', long)]
     pub data_dir: Option<PathBuf>,
     /// YAML configuration file (donjon's, Trow's or a Distribution config.yml)
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub config_file: Option<PathBuf>,
-    /// The registry's public host name
-    #[arg(short = 'n', long)]
+    /// The registry's host names, the public one first (comma- or space-separated); images
+    /// named with them are "local" to image validation
+    #[arg(short = 'n', long, visible_alias = "names", global = true)]
     pub hostname: Option<String>,
     /// Serve TLS with this PEM certificate chain and key: --tls CERT,KEY
     #[arg(long, value_delimiter = ',', num_args = 1, value_name = "CERT,KEY")]
@@ -45,9 +45,44 @@ pub struct Cli {
     /// A file holding the Docker Hub token (password) for --hub-user
     #[arg(long, requires = "hub_user")]
     pub hub_token_file: Option<PathBuf>,
+    /// Trow's image policy file: `default`, `allow`, `deny` (the keys of `image_validation`)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub image_validation_config_file: Option<PathBuf>,
+    /// Allow images starting with these prefixes (Trow's older flag; comma- or space-separated)
+    #[arg(long, global = true, value_delimiter = ',', value_name = "PREFIXES")]
+    pub allow_prefixes: Vec<String>,
+    /// Allow these whole images, host included (Trow's older flag)
+    #[arg(long, global = true, value_delimiter = ',', value_name = "IMAGES")]
+    pub allow_images: Vec<String>,
+    /// Refuse this registry's images under these prefixes, without the host (Trow's older flag)
+    #[arg(long, global = true, value_delimiter = ',', value_name = "PREFIXES")]
+    pub disallow_local_prefixes: Vec<String>,
+    /// Refuse these images of this registry, without the host (Trow's older flag)
+    #[arg(long, global = true, value_delimiter = ',', value_name = "IMAGES")]
+    pub disallow_local_images: Vec<String>,
     /// Check the configuration, print the effective settings and exit
     #[arg(long)]
     pub dry_run: bool,
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The binary's other commands.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Ask the image policy (`image_validation`) about image references: prints each decision
+    /// and its reason; exit status 1 if any is refused
+    CheckImage {
+        /// Image references, as pod specs write them
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+}
+
+/// Trow splits its lists on commas and on white space.
+fn words(list: &[String]) -> Vec<String> {
+    list.iter().flat_map(|v| v.split_whitespace()).filter(|w| !w.is_empty()).map(str::to_string).collect()
 }
 
 /// donjon's and Trow's own top-level keys.
@@ -63,7 +98,7 @@ pub(super) struct File {
     drain_timeout: Option<Duration>,
     connections: Option<crate::server::Options>,
     registry_proxies: Option<donjon_proxy::ProxyConfig>,
-    image_validation: Option<Value>,
+    image_validation: Option<donjon_validate::ValidationConfig>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -77,11 +112,8 @@ struct TlsFile {
 impl File {
     /// Maps the keys onto `s`, over what Distribution's keys said.
     pub(super) fn apply(self, s: &mut Settings, _w: &mut Warnings) -> Result<(), ConfigError> {
-        if self.image_validation.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(ConfigError::new(
-                "image_validation",
-                "is configured, but this donjon version does not validate images yet; refusing to start",
-            ));
+        if let Some(v) = self.image_validation {
+            s.validation = Some(v);
         }
         if let Some(p) = self.registry_proxies {
             // Beside what Distribution's `proxy` section gave, which stays the default.
@@ -134,7 +166,36 @@ impl Cli {
             s.data_dir = dir.clone();
         }
         if let Some(host) = &self.hostname {
-            s.hostname = Some(host.clone());
+            s.names = words(&[host.replace(',', " ")]);
+            s.hostname = s.names.first().cloned();
+        }
+        if let Some(p) = &self.image_validation_config_file {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| ConfigError::new("", format!("cannot read it: {e}")).in_file(p))?;
+            let v =
+                serde_yaml::from_str(&text).map_err(|e| ConfigError::new("", e.to_string()).in_file(p))?;
+            s.validation = Some(v);
+        }
+        let (allow_prefixes, allow_images) = (words(&self.allow_prefixes), words(&self.allow_images));
+        let (deny_prefixes, deny_images) =
+            (words(&self.disallow_local_prefixes), words(&self.disallow_local_images));
+        if !(allow_prefixes.is_empty()
+            && allow_images.is_empty()
+            && deny_prefixes.is_empty()
+            && deny_images.is_empty())
+        {
+            // Trow's older flags: images of this registry that are here may run, unless
+            // refused; others only when allowed.
+            let names = s.names.clone();
+            let v = s.validation.get_or_insert_with(|| donjon_validate::ValidationConfig {
+                check_local: true,
+                allow: names.iter().map(|h| format!("{h}/")).collect(),
+                ..Default::default()
+            });
+            v.allow.extend(allow_prefixes);
+            v.allow_images.extend(allow_images);
+            v.deny_local_prefixes.extend(deny_prefixes);
+            v.deny_local_images.extend(deny_images);
         }
         if let (Some(u), Some(p)) = (&self.user, &self.password) {
             s.auth.user = Some((u.clone(), p.clone()));
