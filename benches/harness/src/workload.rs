@@ -56,6 +56,10 @@ pub enum Workload {
     /// Pull-through cache hits: GETs, through the mirror at --url, of one blob of --size that
     /// setup pushed to --upstream and pulled once through the mirror (untimed). Needs --upstream.
     PullWarm,
+    /// Kubernetes admission reviews: POST /validate-image with an AdmissionReview of a
+    /// Deployment of 10 containers (`quay.io/bench/app-<n>:1` and `docker.io/library/bench-<n>`),
+    /// answered 200 whatever the policy decides.
+    Admission,
 }
 
 impl Workload {
@@ -72,6 +76,7 @@ impl Workload {
             Workload::Mixed => "mixed",
             Workload::PullCold => "pull-cold",
             Workload::PullWarm => "pull-warm",
+            Workload::Admission => "admission",
         }
     }
 
@@ -280,6 +285,41 @@ async fn get(
     Ok(Sample { kind, latency: start.elapsed(), ttfb, bytes: d.bytes })
 }
 
+/// The AdmissionReview of a Deployment with ten containers, as the API server sends it.
+pub fn admission_review(i: u64) -> String {
+    let containers: Vec<String> = (0..10)
+        .map(|n| {
+            let image = if n % 2 == 0 { format!("quay.io/bench/app-{n}:1") } else { format!("bench-{n}") };
+            format!(
+                r#"{{"name":"c{n}","image":"{image}","ports":[{{"containerPort":8080}}],"resources":{{}}}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"bench-{i}","kind":{{"group":"apps","version":"v1","kind":"Deployment"}},"resource":{{"group":"apps","version":"v1","resource":"deployments"}},"requestKind":{{"group":"apps","version":"v1","kind":"Deployment"}},"requestResource":{{"group":"apps","version":"v1","resource":"deployments"}},"name":"bench","namespace":"default","operation":"CREATE","userInfo":{{"username":"admin","groups":["system:authenticated"]}},"object":{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"bench","namespace":"default","labels":{{"app":"bench"}}}},"spec":{{"replicas":3,"selector":{{"matchLabels":{{"app":"bench"}}}},"template":{{"metadata":{{"labels":{{"app":"bench"}}}},"spec":{{"containers":[{}]}}}}}}}},"oldObject":null,"options":{{"apiVersion":"meta.k8s.io/v1","kind":"CreateOptions"}},"dryRun":false}}}}"#,
+        containers.join(",")
+    )
+}
+
+/// One `POST /validate-image`; anything but 200 fails.
+async fn admission(http: &Http, i: u64) -> Result<Sample, Fail> {
+    let body = admission_review(i);
+    let headers = vec![
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64)),
+    ];
+    let start = Instant::now();
+    let d =
+        http.call(Method::POST, &http.resolve("/validate-image"), &headers, client::full(body), 0).await?;
+    if d.status != http::StatusCode::OK {
+        return Err(Fail::other(
+            format!("POST /validate-image answered {}", d.status.as_u16()),
+            format!("POST /validate-image: {} (is image validation configured?)", d.status),
+        ));
+    }
+    Ok(Sample { kind: "admission", latency: start.elapsed(), ttfb: None, bytes: d.bytes })
+}
+
 /// Pushes a small image (config + layer + manifest tagged `bench`); returns the manifest digest.
 async fn push_image(http: &Http, repo: &str) -> Result<String, Fail> {
     let layer_size = 4096;
@@ -457,6 +497,7 @@ async fn setup(http: &Http, o: &RunOpts) -> Result<Prepared, String> {
         | Workload::Catalog => {
             p.manifest = Some(push_image(http, &o.repo).await.map_err(fail)?);
         }
+        Workload::Admission => {}
     }
     Ok(p)
 }
@@ -497,6 +538,7 @@ async fn op(http: &Http, o: &RunOpts, p: &Prepared, i: u64) -> (&'static str, Re
             ("tags-list", get(http, "tags-list", Method::GET, &format!("/v2/{repo}/tags/list"), None).await)
         }
         Workload::Catalog => ("catalog", get(http, "catalog", Method::GET, "/v2/_catalog", None).await),
+        Workload::Admission => ("admission", admission(http, i).await),
         Workload::PullCold | Workload::PullWarm => {
             let kind = o.workload.name();
             match p.mirrored.get((i % p.mirrored.len().max(1) as u64) as usize) {
@@ -720,6 +762,16 @@ pub async fn run(o: &RunOpts) -> Result<Report, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_admission_review_is_a_deployment_of_ten_containers() {
+        let v: serde_json::Value = serde_json::from_str(&admission_review(7)).unwrap();
+        assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(v["request"]["uid"], "bench-7");
+        let c = v["request"]["object"]["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+        assert_eq!(c.len(), 10);
+        assert_eq!(c[1]["image"], "bench-1");
+    }
 
     fn opts() -> RunOpts {
         RunOpts {

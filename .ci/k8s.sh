@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Renders every kustomization under deploy/ with `kubectl kustomize` and validates the result
+# against the Kubernetes schemas (`kubernetes-validate --strict`, from PyPI, installed when
+# missing). Kinds outside Kubernetes (cert-manager's) have no schema there and are warned of.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v kubectl >/dev/null; then
+  echo "k8s: kubectl is missing (apt-get install kubernetes-client, or the kubectl binary)" >&2
+  exit 1
+fi
+if ! command -v kubernetes-validate >/dev/null; then
+  echo "k8s: installing kubernetes-validate"
+  python3 -m pip install --quiet kubernetes-validate
+fi
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+found=0
+for k in $(find deploy -name kustomization.yaml | sort); do
+  dir="$(dirname "$k")"
+  name="$(echo "$dir" | tr / _)"
+  kubectl kustomize "$dir" > "$out/$name.yaml"
+  kubernetes-validate --strict --quiet "$out/$name.yaml"
+  echo "k8s: $dir renders and validates"
+  found=$((found + 1))
+done
+[ "$found" -gt 0 ] || { echo "k8s: no kustomization under deploy/" >&2; exit 1; }
