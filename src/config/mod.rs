@@ -229,7 +229,7 @@ impl Settings {
         let mut s = Settings::default();
         dist.apply(&mut s, &mut warnings)?;
         own.apply(&mut s, &mut warnings)?;
-        cli.apply(&mut s)?;
+        cli.apply(&mut s, &mut warnings)?;
         s.auth.check(&mut warnings)?;
         s.proxy.check(&mut warnings)?;
         if s.names.is_empty() {
@@ -366,6 +366,9 @@ health:
         let s = load(&["--image-validation-config-file", f.to_str().unwrap()], Some(yaml), &[]).unwrap();
         assert_eq!(s.validation.as_ref().unwrap().default, donjon_validate::Verdict::Allow);
         assert_eq!(s.validation.as_ref().unwrap().deny, ["docker.io/"]);
+        std::fs::write(&f, "default: Allow\nalow: [x]\n").unwrap();
+        let s = load(&["--image-validation-config-file", f.to_str().unwrap()], None, &[]).unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("`alow`")), "{:?}", s.warnings);
         std::fs::write(&f, "default: Sometimes\n").unwrap();
         let e = load(&["--image-validation-config-file", f.to_str().unwrap()], None, &[]).unwrap_err();
         assert!(e.to_string().contains("policy.yaml") && e.to_string().contains("Sometimes"), "{e}");

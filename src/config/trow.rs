@@ -158,7 +158,7 @@ impl File {
 
 impl Cli {
     /// Applies the flags, which win over every file and environment value.
-    pub(super) fn apply(&self, s: &mut Settings) -> Result<(), ConfigError> {
+    pub(super) fn apply(&self, s: &mut Settings, w: &mut Warnings) -> Result<(), ConfigError> {
         if let Some(bind) = &self.bind {
             s.bind = super::parse_bind(bind).map_err(|e| ConfigError::new("--bind", e))?;
         }
@@ -172,8 +172,12 @@ impl Cli {
         if let Some(p) = &self.image_validation_config_file {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| ConfigError::new("", format!("cannot read it: {e}")).in_file(p))?;
-            let v =
+            let tree: serde_yaml::Value =
                 serde_yaml::from_str(&text).map_err(|e| ConfigError::new("", e.to_string()).in_file(p))?;
+            let (v, ignored) = super::read_shape(&tree).map_err(|e| e.in_file(p))?;
+            for key in ignored {
+                w.push(format!("{}: unknown image policy key `{key}` ignored", p.display()));
+            }
             s.validation = Some(v);
         }
         let (allow_prefixes, allow_images) = (words(&self.allow_prefixes), words(&self.allow_images));
