@@ -35,6 +35,7 @@
 //!           └─ ValidationLayer (donjon-validate)  optional: /validate-image, /mutate-image
 //!              └─ AuthLayer (donjon-auth)    optional: who may do the Route's Action →
 //!                  │                          Principal; the token endpoint
+//!                  └─ ReadOnlyLayer (donjon-store)  pushes and deletes refused while read-only
 //!                  └─ UploadLayer (donjon-upload)   every Action::Push: sessions, mounts,
 //!                      │                             manifest PUT
 //!                      └─ ContentStoreLayer (donjon-store)   reads, deletes, tags, catalog,
@@ -75,7 +76,9 @@ pub mod server;
 pub use donjon_auth::{self as auth, AuthConfig, AuthLayer};
 pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Store};
 pub use donjon_proxy::{self as proxy, ProxyCacheLayer, ProxyConfig};
-pub use donjon_store::{ContentConfig, ContentStoreLayer, FsStore, StorageConfig, UploadPurging};
+pub use donjon_store::{
+    ContentConfig, ContentStoreLayer, FsStore, ReadOnlyLayer, ReadOnlySwitch, StorageConfig, UploadPurging,
+};
 pub use donjon_upload::{IndexChildren, UploadConfig, UploadLayer};
 pub use donjon_validate::{self as validate, ValidationConfig, ValidationLayer};
 
@@ -92,6 +95,7 @@ pub struct RegistryBuilder {
     proxy: Option<ProxyCacheLayer>,
     /// This registry's own host names: a mirror request (`?ns=`) naming one is local.
     local_names: Vec<String>,
+    read_only: ReadOnlySwitch,
     upload: UploadLayer,
     content: ContentStoreLayer,
 }
@@ -145,6 +149,13 @@ impl RegistryBuilder {
     /// names one of them addresses this registry's own content, not an upstream.
     pub fn local_names<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
         self.local_names = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Read-only mode's switch (default: a switch of its own, off): while it is on, pushes and
+    /// deletes answer `UNSUPPORTED`. Keep a clone to turn it while the registry runs.
+    pub fn read_only(mut self, switch: ReadOnlySwitch) -> Self {
+        self.read_only = switch;
         self
     }
 
@@ -207,6 +218,7 @@ impl RegistryBuilder {
             .option_layer(self.validation.clone())
             .option_layer(self.auth.clone())
             .option_layer(self.proxy.clone())
+            .layer(ReadOnlyLayer::new(self.read_only.clone()))
             .layer(self.upload.clone())
             .layer(self.content.clone())
             .service(fallback);
@@ -274,6 +286,7 @@ impl Registry {
             auth: None,
             proxy: None,
             local_names: vec![],
+            read_only: ReadOnlySwitch::default(),
             upload: UploadLayer::new(store.clone()),
             content: ContentStoreLayer::new(store),
         }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use donjon::config::{Cli, Command, LogFormat, Logging, Settings};
-use donjon::{middleware, server, Registry};
+use donjon::{middleware, server, ReadOnlySwitch, Registry};
 use donjon_store::Backend;
 use std::process::ExitCode;
 
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("donjon: {e}");
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> std::io::Result<()> {
+async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
     let tls = settings.tls.as_ref().map(|t| server::tls_acceptor(&t.cert, &t.key)).transpose()?;
     let store = settings.storage.open(&settings.data_dir).await?;
     let mut builder = Registry::builder(store.clone())
@@ -68,6 +68,12 @@ async fn run(settings: Settings) -> std::io::Result<()> {
                 .map_err(std::io::Error::other)?;
         builder = builder.proxy(proxy).local_names(settings.hostname.clone());
     }
+    let read_only = ReadOnlySwitch::new(settings.storage.maintenance.readonly.enabled);
+    if read_only.is_on() {
+        tracing::warn!("read-only mode (storage.maintenance.readonly): pushes and deletes are refused");
+    }
+    builder = builder.read_only(read_only.clone());
+    tokio::spawn(reload_on_sighup(cli, read_only));
     // Background work the layers hand out (upload purging): it runs until the process ends.
     tokio::spawn(builder.background(settings.storage.upload_purging()));
     let registry = builder.build();
@@ -93,6 +99,34 @@ async fn run(settings: Settings) -> std::io::Result<()> {
     server::serve(listener, tls, svc, server::shutdown_signal(), options).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On `SIGHUP`, reads the configuration again and applies `storage.maintenance.readonly`
+/// (what else changed needs a restart; htpasswd files are reloaded on their own).
+async fn reload_on_sighup(cli: Cli, read_only: ReadOnlySwitch) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGHUP, the configuration cannot be re-read: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match Settings::load(&cli, std::env::vars()) {
+            Ok(s) => {
+                let on = s.storage.maintenance.readonly.enabled;
+                let was = read_only.set(on);
+                let word = if on { "on" } else { "off" };
+                if was == on {
+                    tracing::info!("SIGHUP: configuration re-read; read-only mode stays {word}");
+                } else {
+                    tracing::warn!("SIGHUP: configuration re-read; read-only mode is now {word}");
+                }
+            }
+            Err(e) => tracing::error!("SIGHUP: configuration not re-read, nothing changed: {e}"),
+        }
+    }
 }
 
 /// `donjon check-image`: the policy's decision on each image, one line each, the store

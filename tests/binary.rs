@@ -458,3 +458,56 @@ fn auth_from_flags_and_from_an_htpasswd_file() {
     let key = data.join("auth/token-signing-key.pem");
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+/// Distribution's `storage.maintenance.readonly`: pushes and deletes are refused with a message
+/// saying why, pulls work; SIGHUP re-reads the file and turns it off (and on) without a restart.
+#[test]
+fn read_only_mode_turns_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    let write = |on: bool| {
+        std::fs::write(&cfg, format!("storage:\n  maintenance:\n    readonly: {{enabled: {on}}}\n")).unwrap()
+    };
+    write(false);
+    let server = Donjon::start_with(&dir.path().join("data"), &["--config-file", cfg.to_str().unwrap()]);
+    let rt = rt();
+    let c = client();
+    let push = |path: &str, body: &'static [u8]| {
+        rt.block_on(send(&c, "POST", &server.url(path), &[], Bytes::from_static(body)))
+    };
+    let d = digest(b"before");
+    assert_eq!(push(&format!("/v2/ro/blobs/uploads/?digest={d}"), b"before").status, 201);
+    let hup = |server: &Donjon| {
+        let ok = Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    };
+    let wait_for = |want: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = push("/v2/ro/blobs/uploads/", b"");
+            if r.status == want {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "still {} after SIGHUP", r.status);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    write(true);
+    hup(&server);
+    let r = wait_for(405);
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert!(body.contains("UNSUPPORTED") && body.contains("read-only"), "{body}");
+    let del = rt.block_on(send(&c, "DELETE", &server.url(&format!("/v2/ro/blobs/{d}")), &[], Bytes::new()));
+    assert_eq!(del.status, 405);
+    let get = rt.block_on(send(&c, "GET", &server.url(&format!("/v2/ro/blobs/{d}")), &[], Bytes::new()));
+    assert_eq!(get.status, 200, "pulls work");
+    assert_eq!(&get.body[..], b"before");
+    // a configuration that no longer parses changes nothing
+    std::fs::write(&cfg, "storage: [").unwrap();
+    hup(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(push("/v2/ro/blobs/uploads/", b"").status, 405);
+    write(false);
+    hup(&server);
+    wait_for(202);
+}

@@ -119,9 +119,16 @@ pub struct DeleteConfig {
 pub struct MaintenanceConfig {
     /// `storage.maintenance.uploadpurging`.
     pub uploadpurging: UploadPurgingConfig,
-    /// Read; not implemented (reported).
-    #[serde(skip_serializing)]
-    pub readonly: Option<IgnoredAny>,
+    /// `storage.maintenance.readonly`.
+    pub readonly: ReadOnlyConfig,
+}
+
+/// `storage.maintenance.readonly`: refuse pushes and deletes (see [`crate::ReadOnlyLayer`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ReadOnlyConfig {
+    /// Whether the registry starts read-only.
+    pub enabled: bool,
 }
 
 /// `storage.maintenance.uploadpurging`, with Distribution's defaults: on, sessions older than
@@ -284,7 +291,6 @@ impl StorageConfig {
         }
         warnings.not_implemented(self.cache.is_some(), "storage.cache");
         warnings.not_implemented(self.tag.is_some(), "storage.tag");
-        warnings.not_implemented(self.maintenance.readonly.is_some(), "storage.maintenance.readonly");
         if self.maintenance.uploadpurging.interval.is_zero() {
             return Err(ConfigError::new("storage.maintenance.uploadpurging.interval", "must be above zero"));
         }

@@ -31,24 +31,28 @@
 //! - `config`: [`StorageConfig`] (Distribution's `storage` section: which backend, upload
 //!   purging) and [`ContentConfig`] (deletes, catalog size), with their defaults and checks.
 //! - [`purge`]: upload purging, the future the layer hands out.
+//! - [`read_only`]: [`ReadOnlyLayer`], Distribution's `storage.maintenance.readonly`, with a
+//!   [`ReadOnlySwitch`] that can be turned while the registry runs.
 #![forbid(unsafe_code)]
 
 mod config;
 mod fs;
 mod layer;
 pub mod purge;
+pub mod read_only;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod s3_config;
 mod service;
 
 pub use config::{
-    Backend, ContentConfig, DeleteConfig, FilesystemConfig, MaintenanceConfig, RedirectConfig, S3Section,
-    StorageConfig, UploadPurgingConfig,
+    Backend, ContentConfig, DeleteConfig, FilesystemConfig, MaintenanceConfig, ReadOnlyConfig,
+    RedirectConfig, S3Section, StorageConfig, UploadPurgingConfig,
 };
 pub use fs::FsStore;
 pub use layer::ContentStoreLayer;
 pub use purge::{upload_purger, UploadPurging};
+pub use read_only::{ReadOnlyLayer, ReadOnlySwitch};
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
 pub use s3_config::S3Config;

@@ -1,0 +1,164 @@
+//! Read-only mode (Distribution's `storage.maintenance.readonly`): while the switch is on,
+//! every push and delete (the route's `Action::Push` and `Action::Delete`: upload sessions,
+//! manifest PUT, mounts, DELETE) answers `UNSUPPORTED` (405) saying the registry is
+//! read-only; pulls, tags, catalog and referrers work. The switch is shared, so it can be
+//! turned without a restart (the binary turns it on `SIGHUP` from its configuration file).
+//!
+//! ```
+//! use donjon_core::{Body, RouteLayer};
+//! use donjon_store::{ReadOnlyLayer, ReadOnlySwitch};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let switch = ReadOnlySwitch::new(true);
+//! let svc = ServiceBuilder::new()
+//!     .layer(RouteLayer::new())
+//!     .layer(ReadOnlyLayer::new(switch.clone()))
+//!     .service(service_fn(|_req: http::Request<Body>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+//!     }));
+//! let push = http::Request::post("/v2/a/blobs/uploads/").body(Body::empty()).unwrap();
+//! assert_eq!(svc.clone().oneshot(push).await.unwrap().status(), 405);
+//! switch.set(false);
+//! let push = http::Request::post("/v2/a/blobs/uploads/").body(Body::empty()).unwrap();
+//! assert_eq!(svc.oneshot(push).await.unwrap().status(), 200);
+//! # });
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use donjon_core::future::ResponseFuture;
+use donjon_core::{Action, Body, Error, ErrorCode, Route};
+
+/// Whether the registry is read-only; clones share one switch.
+#[derive(Clone, Debug, Default)]
+pub struct ReadOnlySwitch(Arc<AtomicBool>);
+
+impl ReadOnlySwitch {
+    /// A switch, on or off.
+    pub fn new(on: bool) -> Self {
+        Self(Arc::new(AtomicBool::new(on)))
+    }
+
+    /// Turns it on or off; returns what it was.
+    pub fn set(&self, on: bool) -> bool {
+        self.0.swap(on, Ordering::Relaxed)
+    }
+
+    /// Whether it is on.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Refuses writes while its switch is on. See the module docs.
+#[derive(Clone, Debug, Default)]
+pub struct ReadOnlyLayer {
+    switch: ReadOnlySwitch,
+}
+
+impl ReadOnlyLayer {
+    /// A layer reading `switch`.
+    pub fn new(switch: ReadOnlySwitch) -> Self {
+        Self { switch }
+    }
+}
+
+impl<S> Layer<S> for ReadOnlyLayer {
+    type Service = ReadOnly<S>;
+
+    fn layer(&self, inner: S) -> ReadOnly<S> {
+        ReadOnly { switch: self.switch.clone(), inner }
+    }
+}
+
+/// See [`ReadOnlyLayer`].
+#[derive(Clone, Debug)]
+pub struct ReadOnly<S> {
+    switch: ReadOnlySwitch,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for ReadOnly<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let writes = req
+            .extensions()
+            .get::<Route>()
+            .and_then(|r| r.action(req.method()))
+            .is_some_and(|a| matches!(a, Action::Push | Action::Delete));
+        if writes && self.switch.is_on() {
+            let e = Error::new(
+                ErrorCode::Unsupported,
+                "the registry is read-only (storage.maintenance.readonly): pushes and deletes are refused, pulls work",
+            );
+            return ResponseFuture::handled(std::future::ready(e.into_response()));
+        }
+        ResponseFuture::inner(self.inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use donjon_core::RouteLayer;
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+    #[tokio::test]
+    async fn refuses_every_write_and_no_read() {
+        let switch = ReadOnlySwitch::new(true);
+        let svc = ServiceBuilder::new()
+            .layer(RouteLayer::new())
+            .layer(ReadOnlyLayer::new(switch.clone()))
+            .service(service_fn(|_req: Request<Body>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+            }));
+        let d = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        let call = |method: &str, path: String| {
+            let svc = svc.clone();
+            let req = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+            async move { svc.oneshot(req).await.unwrap().status().as_u16() }
+        };
+        for (m, p) in [
+            ("POST", "/v2/a/blobs/uploads/".to_string()),
+            ("POST", format!("/v2/a/blobs/uploads/?mount={d}&from=b")),
+            ("PATCH", "/v2/a/blobs/uploads/some-id".into()),
+            ("PUT", "/v2/a/blobs/uploads/some-id?digest=x".into()),
+            ("GET", "/v2/a/blobs/uploads/some-id".into()),
+            ("PUT", "/v2/a/manifests/latest".into()),
+            ("DELETE", "/v2/a/manifests/latest".into()),
+            ("DELETE", format!("/v2/a/blobs/{d}")),
+        ] {
+            assert_eq!(call(m, p.clone()).await, 405, "{m} {p}");
+        }
+        for (m, p) in [
+            ("GET", "/v2/".to_string()),
+            ("GET", "/v2/a/manifests/latest".into()),
+            ("HEAD", format!("/v2/a/blobs/{d}")),
+            ("GET", "/v2/a/tags/list".into()),
+            ("GET", "/v2/_catalog".into()),
+            ("GET", format!("/v2/a/referrers/{d}")),
+            ("GET", "/healthz".into()),
+        ] {
+            assert_eq!(call(m, p.clone()).await, 200, "{m} {p}");
+        }
+        assert!(switch.set(false));
+        assert_eq!(call("PUT", "/v2/a/manifests/latest".into()).await, 200);
+    }
+}
