@@ -55,7 +55,8 @@ macro_rules! __contract_cases {
             tag_moves_atomically, tag_delete_keeps_manifest, manifest_delete_removes_tags,
             referrers_index, catalog_pages_in_order, unknown_repository, blob_put_verifies,
             large_blob_in_many_chunks, purge_ends_old_sessions, emptied_repository_lists_no_tags,
-            sha512_session, one_manifest_many_tags, secrets_first_writer_wins);
+            sha512_session, one_manifest_many_tags, secrets_first_writer_wins,
+            gc_lists_what_is_stored, quarantine_hides_and_gives_back);
     };
 }
 
@@ -570,4 +571,58 @@ pub async fn secrets_first_writer_wins(store: Arc<dyn Store>) {
         assert!(store.secret(bad, Bytes::new()).await.is_err(), "{bad:?}");
     }
     assert!(store.catalog(None, 100).await.expect("catalog").is_empty());
+}
+
+/// What garbage collection reads: every blob with its size and a recent time, a
+/// repository's revisions and links; an unknown repository is `NameUnknown`.
+pub async fn gc_lists_what_is_stored(store: Arc<dyn Store>) {
+    let repo = name("contract/gc-list");
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let layer = push(&*store, &repo, b"gc layer").await;
+    let m = put_manifest(&*store, &repo, Some("t"), b"gc config").await;
+    let blobs = store.blob_list().await.expect("blob list");
+    let got = |d: &Digest| blobs.iter().find(|b| &b.digest == d).cloned();
+    let l = got(&layer).expect("the layer is listed");
+    assert_eq!(l.size, 8);
+    assert!(l.modified > before, "{:?}", l.modified);
+    assert!(got(&m).is_some(), "manifests are blobs too");
+    let revisions = store.revision_list(&repo).await.expect("revisions");
+    assert_eq!(revisions.iter().map(|r| r.digest.clone()).collect::<Vec<_>>(), vec![m.clone()]);
+    assert!(revisions[0].modified > before);
+    let layers = store.layer_list(&repo).await.expect("layers");
+    assert!(layers.iter().any(|l| l.digest == layer), "{layers:?}");
+    let unknown = name("contract/gc-nothing-here");
+    assert!(matches!(store.revision_list(&unknown).await, Err(StoreError::NameUnknown(_))));
+    assert!(matches!(store.layer_list(&unknown).await, Err(StoreError::NameUnknown(_))));
+}
+
+/// A blob in quarantine is gone for every reader, upload and mount, and listed apart; it comes
+/// back on `restore` (a new copy written meanwhile stays), or is deleted for good.
+pub async fn quarantine_hides_and_gives_back(store: Arc<dyn Store>) {
+    let repo = name("contract/gc-q");
+    let other = name("contract/gc-q-other");
+    let d = push(&*store, &repo, b"held").await;
+    assert!(store.blob_quarantine(&d).await.expect("quarantine"));
+    assert!(matches!(store.blob_size(&repo, &d).await, Err(StoreError::BlobUnknown(_))));
+    assert!(matches!(store.blob_link(&other, &d).await, Err(StoreError::BlobUnknown(_))));
+    assert!(!store.blob_list().await.expect("list").iter().any(|b| b.digest == d));
+    assert_eq!(store.quarantine_list().await.expect("quarantine list"), vec![d.clone()]);
+    assert!(!store.blob_quarantine(&d).await.expect("twice"), "nothing left to move");
+    store.blob_release(&d, true).await.expect("restore");
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"held");
+    assert!(store.quarantine_list().await.expect("list").is_empty());
+    // deleted for good
+    assert!(store.blob_quarantine(&d).await.expect("quarantine"));
+    store.blob_release(&d, false).await.expect("delete");
+    assert!(matches!(store.blob_size(&repo, &d).await, Err(StoreError::BlobUnknown(_))));
+    assert!(store.quarantine_list().await.expect("list").is_empty());
+    store.blob_release(&d, true).await.expect("nothing held is no error");
+    // pushed again while held: the new copy stays
+    let d = push(&*store, &repo, b"again").await;
+    assert!(store.blob_quarantine(&d).await.expect("quarantine"));
+    assert_eq!(push(&*store, &repo, b"again").await, d);
+    store.blob_release(&d, false).await.expect("release");
+    assert_eq!(read_all(&*store, &repo, &d, RangeSpec::Full).await, b"again");
+    let absent = Digest::sha256_of(b"never stored");
+    assert!(!store.blob_quarantine(&absent).await.expect("absent"));
 }

@@ -7,8 +7,9 @@
 //! # let _: std::sync::Arc<dyn donjon_core::Store> = store;
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -17,13 +18,15 @@ use futures_util::StreamExt;
 use crate::digest::{Algorithm, Digest, Digester};
 use crate::name::{Name, Reference, Tag};
 use crate::store::{
-    BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError,
+    BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError, Stored,
 };
 
 #[derive(Default, Debug)]
 struct Repo {
-    layers: BTreeSet<Digest>,
-    manifests: HashMap<Digest, String>,
+    /// Linked blobs, and when each link was written.
+    layers: BTreeMap<Digest, SystemTime>,
+    /// Manifest revisions: media type, and when the revision was written.
+    manifests: HashMap<Digest, (String, SystemTime)>,
     tags: BTreeMap<String, Digest>,
     referrers: HashMap<Digest, BTreeMap<Digest, Descriptor>>,
 }
@@ -36,7 +39,8 @@ struct Upload {
 
 #[derive(Default)]
 struct State {
-    blobs: HashMap<Digest, Bytes>,
+    blobs: HashMap<Digest, (Bytes, SystemTime)>,
+    quarantine: HashMap<Digest, (Bytes, SystemTime)>,
     repos: BTreeMap<String, Repo>,
     uploads: HashMap<(String, String), Arc<tokio::sync::Mutex<Upload>>>,
     secrets: HashMap<String, Bytes>,
@@ -64,9 +68,9 @@ impl MemoryStore {
         let linked = st
             .repos
             .get(repo.as_str())
-            .is_some_and(|r| r.layers.contains(digest) || r.manifests.contains_key(digest));
+            .is_some_and(|r| r.layers.contains_key(digest) || r.manifests.contains_key(digest));
         match (linked, st.blobs.get(digest)) {
-            (true, Some(b)) => Ok(b.clone()),
+            (true, Some((b, _))) => Ok(b.clone()),
             _ => Err(StoreError::BlobUnknown(digest.clone())),
         }
     }
@@ -95,13 +99,13 @@ impl Store for MemoryStore {
         if !st.blobs.contains_key(digest) {
             return Err(StoreError::BlobUnknown(digest.clone()));
         }
-        st.repos.entry(repo.to_string()).or_default().layers.insert(digest.clone());
+        st.repos.entry(repo.to_string()).or_default().layers.insert(digest.clone(), SystemTime::now());
         Ok(())
     }
 
     async fn blob_unlink(&self, repo: &Name, digest: &Digest) -> Result<()> {
         let mut st = self.lock();
-        let removed = st.repos.get_mut(repo.as_str()).is_some_and(|r| r.layers.remove(digest));
+        let removed = st.repos.get_mut(repo.as_str()).is_some_and(|r| r.layers.remove(digest).is_some());
         if removed {
             Ok(())
         } else {
@@ -160,8 +164,8 @@ impl Store for MemoryStore {
             return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
         }
         let size = data.len() as u64;
-        st.blobs.entry(digest.clone()).or_insert(data);
-        st.repos.entry(repo.to_string()).or_default().layers.insert(digest.clone());
+        st.blobs.entry(digest.clone()).or_insert((data, SystemTime::now()));
+        st.repos.entry(repo.to_string()).or_default().layers.insert(digest.clone(), SystemTime::now());
         Ok(size)
     }
 
@@ -198,8 +202,8 @@ impl Store for MemoryStore {
             Reference::Tag(t) => r.tags.get(t.as_str()).ok_or_else(unknown)?.clone(),
             Reference::Digest(d) => d.clone(),
         };
-        let media_type = r.manifests.get(&digest).ok_or_else(unknown)?.clone();
-        let bytes = st.blobs.get(&digest).ok_or_else(unknown)?.clone();
+        let media_type = r.manifests.get(&digest).ok_or_else(unknown)?.0.clone();
+        let bytes = st.blobs.get(&digest).ok_or_else(unknown)?.0.clone();
         Ok(Manifest { digest, media_type, bytes })
     }
 
@@ -209,9 +213,9 @@ impl Store for MemoryStore {
 
     async fn manifest_put(&self, repo: &Name, m: ManifestPut) -> Result<()> {
         let mut st = self.lock();
-        st.blobs.entry(m.digest.clone()).or_insert(m.bytes);
+        st.blobs.entry(m.digest.clone()).or_insert((m.bytes, SystemTime::now()));
         let r = st.repos.entry(repo.to_string()).or_default();
-        r.manifests.insert(m.digest.clone(), m.media_type);
+        r.manifests.insert(m.digest.clone(), (m.media_type, SystemTime::now()));
         if let Some((subject, desc)) = m.referrer {
             r.referrers.entry(subject).or_default().insert(m.digest.clone(), desc);
         }
@@ -269,6 +273,62 @@ impl Store for MemoryStore {
             .and_then(|r| r.referrers.get(subject))
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn blob_list(&self) -> Result<Vec<Stored>> {
+        let st = self.lock();
+        let mut out: Vec<Stored> = st
+            .blobs
+            .iter()
+            .map(|(d, (b, t))| Stored { digest: d.clone(), size: b.len() as u64, modified: *t })
+            .collect();
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
+    }
+
+    async fn revision_list(&self, repo: &Name) -> Result<Vec<Stored>> {
+        let st = self.lock();
+        let r = st.repos.get(repo.as_str()).ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
+        let mut out: Vec<Stored> = r
+            .manifests
+            .iter()
+            .map(|(d, (_, t))| Stored { digest: d.clone(), size: 0, modified: *t })
+            .collect();
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
+    }
+
+    async fn layer_list(&self, repo: &Name) -> Result<Vec<Stored>> {
+        let st = self.lock();
+        let r = st.repos.get(repo.as_str()).ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
+        Ok(r.layers.iter().map(|(d, t)| Stored { digest: d.clone(), size: 0, modified: *t }).collect())
+    }
+
+    async fn blob_quarantine(&self, digest: &Digest) -> Result<bool> {
+        let mut st = self.lock();
+        match st.blobs.remove(digest) {
+            Some(b) => {
+                st.quarantine.insert(digest.clone(), b);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn blob_release(&self, digest: &Digest, restore: bool) -> Result<()> {
+        let mut st = self.lock();
+        if let Some(b) = st.quarantine.remove(digest) {
+            if restore {
+                st.blobs.entry(digest.clone()).or_insert(b);
+            }
+        }
+        Ok(())
+    }
+
+    async fn quarantine_list(&self) -> Result<Vec<Digest>> {
+        let mut out: Vec<Digest> = self.lock().quarantine.keys().cloned().collect();
+        out.sort();
+        Ok(out)
     }
 
     async fn secret(&self, name: &str, init: Bytes) -> Result<Bytes> {

@@ -202,6 +202,18 @@ pub struct ManifestPut {
     pub referrer: Option<(Digest, Descriptor)>,
 }
 
+/// A stored object as garbage collection sees it: what it is, how large (0 for a link), and
+/// when it was last written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The blob, manifest or linked digest.
+    pub digest: Digest,
+    /// Bytes of a blob; 0 for a link.
+    pub size: u64,
+    /// When it was last written (a re-push or a mount writes a link again).
+    pub modified: std::time::SystemTime,
+}
+
 /// The storage contract. Implementations: [`crate::memory::MemoryStore`] (tests),
 /// `donjon_store::FsStore`, and the object-storage backend.
 #[async_trait]
@@ -302,6 +314,31 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The descriptors of the manifests whose `subject` is `subject`.
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>>;
+
+    /// Every blob of the blob store (manifests are blobs too), with its size and the time its
+    /// bytes were written; for garbage collection. Blobs in quarantine are not listed.
+    async fn blob_list(&self) -> Result<Vec<Stored>>;
+
+    /// The manifest revisions of `repo`, with the time each revision link was written.
+    /// `NameUnknown` when the repository is absent.
+    async fn revision_list(&self, repo: &Name) -> Result<Vec<Stored>>;
+
+    /// The blobs `repo` links (its `_layers`), with the time each link was written.
+    /// `NameUnknown` when the repository is absent.
+    async fn layer_list(&self, repo: &Name) -> Result<Vec<Stored>>;
+
+    /// Moves a blob out of the blob store into garbage collection's quarantine, outside
+    /// Distribution's tree: no repository can read it any more, and no upload or mount finds
+    /// it. `false` when it was not in the blob store.
+    async fn blob_quarantine(&self, digest: &Digest) -> Result<bool>;
+
+    /// Ends a blob's quarantine: `restore` puts it back in the blob store (where a new copy of
+    /// it was written meanwhile, that copy stays); otherwise its bytes are deleted for good.
+    /// Nothing in quarantine under that digest is not an error.
+    async fn blob_release(&self, digest: &Digest, restore: bool) -> Result<()>;
+
+    /// The blobs in quarantine (left by a collection that did not finish, or running now).
+    async fn quarantine_list(&self) -> Result<Vec<Digest>>;
 
     /// A small object of the registry's own beside the content, such as the auth layer's
     /// token signing key: what is kept under `name` (a relative path, see

@@ -57,7 +57,7 @@ use donjon_core::digest::{Algorithm, Digest, Digester};
 use donjon_core::layout;
 use donjon_core::manifest;
 use donjon_core::store::{
-    BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError,
+    BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError, Stored,
 };
 use donjon_core::{BoxError, Name, Reference, Tag};
 
@@ -99,6 +99,9 @@ impl fmt::Debug for S3Store {
 fn io(e: object_store::Error) -> StoreError {
     StoreError::Io(std::io::Error::other(e))
 }
+
+/// Garbage collection's quarantine, beside Distribution's tree.
+const QUARANTINE: &str = "gc/quarantine";
 
 /// How long a replica that offered a secret waits before it looks at every offer made.
 const SECRET_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -238,6 +241,44 @@ impl S3Store {
 
     fn referrer(&self, repo: &Name, subject: &Digest, rel: &str) -> Path {
         self.key(&format!("{}/{rel}", layout::referrers_dir(repo, subject)))
+    }
+
+    /// `rootdirectory/` (or nothing), where the registry's own objects sit beside
+    /// Distribution's tree.
+    fn outer_root(&self) -> &str {
+        self.inner.base.strip_suffix(layout::BASE).unwrap_or("")
+    }
+
+    /// Where garbage collection holds a blob it is about to delete.
+    fn quarantined(&self, d: &Digest) -> Path {
+        Path::from(format!("{}{QUARANTINE}/{}/{}", self.outer_root(), d.algorithm().as_str(), d.hex()))
+    }
+
+    /// The `<alg>/<hex>/link` objects under the repository's `under`, with their times.
+    async fn links_under(&self, repo: &Name, under: &str) -> Result<Vec<Stored>> {
+        let listed: Vec<object_store::ObjectMeta> =
+            self.inner.s3.list(Some(&self.repo(repo, under))).try_collect().await.map_err(io)?;
+        let mut out: Vec<Stored> = listed
+            .into_iter()
+            .filter_map(|m| {
+                let parts: Vec<&str> = m.location.as_ref().rsplitn(4, '/').collect();
+                match parts.as_slice() {
+                    ["link", hex, alg, ..] => {
+                        let digest = format!("{alg}:{hex}").parse::<Digest>().ok()?;
+                        Some(Stored { digest, size: 0, modified: m.last_modified.into() })
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        if out.is_empty() {
+            let top = self.inner.s3.list_with_delimiter(Some(&self.repo(repo, ""))).await.map_err(io)?;
+            if top.common_prefixes.is_empty() && top.objects.is_empty() {
+                return Err(StoreError::NameUnknown(repo.clone()));
+            }
+        }
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
     }
 
     async fn exists(&self, p: &Path) -> Result<bool> {
@@ -908,12 +949,88 @@ impl Store for S3Store {
         Ok(out)
     }
 
+    async fn blob_list(&self) -> Result<Vec<Stored>> {
+        let listed: Vec<object_store::ObjectMeta> =
+            self.inner.s3.list(Some(&self.key("blobs"))).try_collect().await.map_err(io)?;
+        let mut out: Vec<Stored> = listed
+            .into_iter()
+            .filter_map(|m| {
+                // …/blobs/<alg>/<2 hex>/<hex>/data
+                let parts: Vec<&str> = m.location.as_ref().rsplitn(5, '/').collect();
+                match parts.as_slice() {
+                    ["data", hex, _, alg, ..] => {
+                        let digest = format!("{alg}:{hex}").parse::<Digest>().ok()?;
+                        Some(Stored { digest, size: m.size, modified: m.last_modified.into() })
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
+    }
+
+    async fn revision_list(&self, repo: &Name) -> Result<Vec<Stored>> {
+        self.links_under(repo, "_manifests/revisions").await
+    }
+
+    async fn layer_list(&self, repo: &Name) -> Result<Vec<Stored>> {
+        self.links_under(repo, "_layers").await
+    }
+
+    async fn blob_quarantine(&self, digest: &Digest) -> Result<bool> {
+        let (blob, held) = (self.blob_key(digest), self.quarantined(digest));
+        match self.inner.s3.copy(&blob, &held).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(io(e)),
+        }
+        match self.inner.s3.delete(&blob).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(true),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn blob_release(&self, digest: &Digest, restore: bool) -> Result<()> {
+        let (blob, held) = (self.blob_key(digest), self.quarantined(digest));
+        if restore && !self.exists(&blob).await? {
+            match self.inner.s3.copy(&held, &blob).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) => return Err(io(e)),
+            }
+        }
+        match self.inner.s3.delete(&held).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn quarantine_list(&self) -> Result<Vec<Digest>> {
+        let prefix = Path::from(format!("{}{QUARANTINE}", self.outer_root()));
+        let listed: Vec<object_store::ObjectMeta> =
+            self.inner.s3.list(Some(&prefix)).try_collect().await.map_err(io)?;
+        let mut out: Vec<Digest> = listed
+            .into_iter()
+            .filter_map(|m| {
+                let mut parts = m.location.as_ref().rsplitn(3, '/');
+                let hex = parts.next()?;
+                let alg = parts.next()?;
+                format!("{alg}:{hex}").parse().ok()
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     async fn secret(&self, name: &str, init: Bytes) -> Result<Bytes> {
         if !donjon_core::store::valid_secret_name(name) {
             return Err(donjon_core::store::invalid_secret_name(name));
         }
         // Beside Distribution's tree, under the same root directory.
-        let root = self.inner.base.strip_suffix(layout::BASE).unwrap_or("");
+        let root = self.outer_root();
         let key = Path::from(format!("{root}{name}"));
         if let Some(b) = self.get_bytes(&key).await? {
             return Ok(b);

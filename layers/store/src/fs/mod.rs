@@ -37,7 +37,7 @@ use donjon_core::digest::{Algorithm, Digest, Digester};
 use donjon_core::layout;
 use donjon_core::manifest;
 use donjon_core::store::{
-    BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError,
+    BlobRead, ByteStream, Descriptor, Manifest, ManifestPut, RangeSpec, Result, Store, StoreError, Stored,
 };
 use donjon_core::time::rfc3339_now;
 use donjon_core::{Name, Reference, Tag};
@@ -125,6 +125,12 @@ impl FsStore {
 
     fn referrers_dir(&self, repo: &Name, subject: &Digest) -> PathBuf {
         self.inner.base.join(layout::referrers_dir(repo, subject))
+    }
+
+    /// Where garbage collection holds a blob it is about to delete: beside Distribution's
+    /// tree, under the same root.
+    fn quarantined(&self, d: &Digest) -> PathBuf {
+        self.inner.root.join(QUARANTINE).join(d.algorithm().as_str()).join(d.hex())
     }
 
     async fn session_lock(&self, repo: &Name, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>> {
@@ -719,6 +725,108 @@ impl Store for FsStore {
         .await?)
     }
 
+    async fn blob_list(&self) -> Result<Vec<Stored>> {
+        let blobs = self.inner.base.join("blobs");
+        Ok(blocking(move || {
+            let mut out = vec![];
+            for (alg, alg_dir) in subdirs(&blobs)? {
+                for (_, fan) in subdirs(&alg_dir)? {
+                    for (hex, dir) in subdirs(&fan)? {
+                        let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else { continue };
+                        match fs::metadata(dir.join("data")) {
+                            Ok(m) => out.push(Stored { digest, size: m.len(), modified: m.modified()? }),
+                            Err(e) if not_found(&e) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.digest.cmp(&b.digest));
+            Ok(out)
+        })
+        .await?)
+    }
+
+    async fn revision_list(&self, repo: &Name) -> Result<Vec<Stored>> {
+        let dir = self.repo(repo);
+        links_under(dir, "_manifests/revisions").await?.ok_or_else(|| StoreError::NameUnknown(repo.clone()))
+    }
+
+    async fn layer_list(&self, repo: &Name) -> Result<Vec<Stored>> {
+        let dir = self.repo(repo);
+        links_under(dir, "_layers").await?.ok_or_else(|| StoreError::NameUnknown(repo.clone()))
+    }
+
+    async fn blob_quarantine(&self, digest: &Digest) -> Result<bool> {
+        let blob = self.blob_path(digest);
+        let held = self.quarantined(digest);
+        Ok(blocking(move || {
+            if !blob.exists() {
+                return Ok(false);
+            }
+            let held_dir = held.parent().ok_or_else(|| io::Error::other("quarantine path"))?;
+            fs::create_dir_all(held_dir)?;
+            match fs::rename(&blob, &held) {
+                Ok(()) => {}
+                Err(e) if not_found(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            sync_dir(held_dir)?;
+            // The blob's own folder goes too, as Distribution's collector leaves it.
+            if let Some(dir) = blob.parent() {
+                let _ = fs::remove_dir(dir);
+                if let Some(up) = dir.parent() {
+                    sync_dir(up)?;
+                }
+            }
+            Ok(true)
+        })
+        .await?)
+    }
+
+    async fn blob_release(&self, digest: &Digest, restore: bool) -> Result<()> {
+        let blob = self.blob_path(digest);
+        let held = self.quarantined(digest);
+        Ok(blocking(move || {
+            if !held.exists() {
+                return Ok(());
+            }
+            if restore && !blob.exists() {
+                let dir = blob.parent().ok_or_else(|| io::Error::other("blob path"))?;
+                fs::create_dir_all(dir)?;
+                fs::rename(&held, &blob)?;
+                sync_dir(dir)?;
+            } else {
+                match fs::remove_file(&held) {
+                    Err(e) if !not_found(&e) => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await?)
+    }
+
+    async fn quarantine_list(&self) -> Result<Vec<Digest>> {
+        let dir = self.inner.root.join(QUARANTINE);
+        Ok(blocking(move || {
+            let mut out = vec![];
+            for (alg, alg_dir) in subdirs(&dir)? {
+                let Some(entries) = read_dir(&alg_dir)? else { continue };
+                for e in entries {
+                    let e = e?;
+                    let Some(hex) = e.file_name().to_str().map(str::to_owned) else { continue };
+                    if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
+                        out.push(d);
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await?)
+    }
+
     async fn secret(&self, name: &str, init: Bytes) -> Result<Bytes> {
         if !donjon_core::store::valid_secret_name(name) {
             return Err(donjon_core::store::invalid_secret_name(name));
@@ -731,6 +839,46 @@ impl Store for FsStore {
 /// The file at `path`, or `init` written there first (mode 0600, its folders 0700): written
 /// aside and hard-linked into place, so a second process starting at the same moment finds
 /// the first one's bytes, never half of them.
+/// Garbage collection's quarantine, under the store's root.
+const QUARANTINE: &str = "gc/quarantine";
+
+/// The folders in `dir` with names, none when `dir` is absent.
+fn subdirs(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let Some(entries) = read_dir(dir)? else { return Ok(vec![]) };
+    let mut out = vec![];
+    for e in entries {
+        let e = e?;
+        if let (Some(name), true) = (e.file_name().to_str(), e.file_type()?.is_dir()) {
+            out.push((name.to_owned(), e.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// The `<alg>/<hex>/link` files under `<repo>/<under>`, with their times; `None` when the
+/// repository is absent.
+async fn links_under(repo: PathBuf, under: &'static str) -> io::Result<Option<Vec<Stored>>> {
+    blocking(move || {
+        if !repo.is_dir() {
+            return Ok(None);
+        }
+        let mut out = vec![];
+        for (alg, alg_dir) in subdirs(&repo.join(under))? {
+            for (hex, dir) in subdirs(&alg_dir)? {
+                let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else { continue };
+                match fs::metadata(dir.join("link")) {
+                    Ok(m) => out.push(Stored { digest, size: 0, modified: m.modified()? }),
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(Some(out))
+    })
+    .await
+}
+
 fn secret_file(path: &Path, init: &[u8]) -> io::Result<Bytes> {
     use std::io::Write as _;
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
