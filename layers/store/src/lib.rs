@@ -30,6 +30,7 @@
 //! - `s3` (feature `s3`): `S3Store`, on any `object_store` backend; `s3_config`: its keys.
 //! - `config`: [`StorageConfig`] (Distribution's `storage` section: which backend, upload
 //!   purging) and [`ContentConfig`] (deletes, catalog size), with their defaults and checks.
+//! - [`gc`]: online garbage collection ([`gc::collect`]), safe beside pushes and replicas.
 //! - [`purge`]: upload purging, the future the layer hands out.
 //! - [`read_only`]: [`ReadOnlyLayer`], Distribution's `storage.maintenance.readonly`, with a
 //!   [`ReadOnlySwitch`] that can be turned while the registry runs.
@@ -37,6 +38,7 @@
 
 mod config;
 mod fs;
+pub mod gc;
 mod layer;
 pub mod purge;
 pub mod read_only;

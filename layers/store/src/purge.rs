@@ -46,7 +46,7 @@ impl Default for UploadPurging {
     }
 }
 
-mod secs {
+pub(crate) mod secs {
     pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}s", d.as_secs()))
     }

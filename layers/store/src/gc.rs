@@ -1,0 +1,372 @@
+//! Garbage collection, online: it runs while the registry serves pushes and pulls, on the
+//! filesystem and on S3, from one replica or several at once.
+//!
+//! 1. **Untagged manifests** (with `delete_untagged`): a manifest no tag reaches, directly or
+//!    through an index, is deleted, unless it is a referrer (`subject`) of a manifest that
+//!    stays, or its revision was written within `grace`.
+//! 2. **Mark**: every manifest revision of every repository marks itself, its config and
+//!    layers, and the manifests an index lists.
+//! 3. **Hide**: a blob nothing marked, written more than `grace` ago and linked nowhere within
+//!    `grace`, moves to the store's quarantine (no reader, upload or mount sees it any more); a
+//!    repository's `_layers` link that nothing in that repository references, older than
+//!    `grace`, is removed.
+//! 4. **Settle, then mark again**: after `settle` (longer than any manifest `PUT` takes
+//!    between checking its blobs and committing), a second mark sees every manifest that was
+//!    checked against a blob before the blob was hidden. What it marks comes back (blob and
+//!    links); the rest is deleted for good.
+//!
+//! `grace` keeps a blob pushed a moment ago, whose manifest is still on its way; `settle` closes
+//! the race between a manifest `PUT` and the sweep, which is why Distribution's collector must
+//! run with the registry stopped or read-only and this one need not. A push that checks a
+//! blob while it is hidden is refused (`MANIFEST_BLOB_UNKNOWN`) and succeeds when the client
+//! retries (it uploads the blob again); a pull of an image pushed in that instant may fail for
+//! `settle` until its blob comes back. A dry run reports what phases 1 and 3 would remove, with
+//! sizes, and changes nothing. A blob in quarantine that a run which did not finish left behind
+//! is settled by the next run. Repositories are those the catalog lists (those with
+//! manifests); a repository that only ever received blobs keeps its links, which name nothing
+//! once their blobs are gone.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use donjon_core::memory::MemoryStore;
+//! use donjon_store::gc::{collect, GcOptions};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let store = Arc::new(MemoryStore::default());
+//! let options = GcOptions { grace: Duration::ZERO, settle: Duration::ZERO, ..GcOptions::default() };
+//! let report = collect(&*store, &options).await.unwrap();
+//! assert_eq!(report.bytes_freed, 0);
+//! # });
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use donjon_core::manifest;
+use donjon_core::store::{Store, StoreError, Stored};
+use donjon_core::{Digest, Name, Reference};
+
+/// How a collection runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GcOptions {
+    /// Nothing written more recently than this is removed (default 1 h).
+    #[serde(with = "crate::purge::secs")]
+    pub grace: Duration,
+    /// Delete manifests no tag reaches first (Distribution's `--delete-untagged`).
+    pub delete_untagged: bool,
+    /// Report what would go; change nothing.
+    pub dry_run: bool,
+    /// How long hidden blobs wait before the second mark (default 1 min).
+    #[serde(with = "crate::purge::secs")]
+    pub settle: Duration,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(3600),
+            delete_untagged: false,
+            dry_run: false,
+            settle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a collection removed (or, in a dry run, would remove).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// Repositories looked at.
+    pub repositories: usize,
+    /// Untagged manifests deleted: repository and digest.
+    pub manifests: Vec<(String, Digest)>,
+    /// `_layers` links removed: repository and digest.
+    pub links: Vec<(String, Digest)>,
+    /// Blobs deleted, with their sizes.
+    pub blobs: Vec<(Digest, u64)>,
+    /// Their bytes.
+    pub bytes_freed: u64,
+    /// Blobs hidden and given back because a manifest came to need them meanwhile.
+    pub restored: usize,
+}
+
+/// Why a collection stopped. Nothing it had not yet decided is removed.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored manifest could not be read: its references are unknown, so nothing is swept.
+    #[error("manifest {digest} in {repo} cannot be parsed, so what it references is unknown; nothing was swept: {why}")]
+    Unreadable {
+        /// The repository.
+        repo: String,
+        /// The manifest.
+        digest: Digest,
+        /// The parser's message.
+        why: String,
+    },
+}
+
+/// What a manifest refers to.
+struct Refs {
+    /// Config, layers and child manifests.
+    all: Vec<Digest>,
+    /// Child manifests (of an index).
+    children: Vec<Digest>,
+    subject: Option<Digest>,
+}
+
+fn references(repo: &str, m: &donjon_core::store::Manifest) -> Result<Refs, GcError> {
+    let unreadable =
+        |why: String| GcError::Unreadable { repo: repo.to_string(), digest: m.digest.clone(), why };
+    if m.media_type.starts_with("application/vnd.docker.distribution.manifest.v1") {
+        // Docker schema 1, from a tree Distribution wrote: its layers are `fsLayers[].blobSum`.
+        let v: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(|e| unreadable(e.to_string()))?;
+        let all = v["fsLayers"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|x| x["blobSum"].as_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        return Ok(Refs { all, children: vec![], subject: None });
+    }
+    let p =
+        manifest::parse(&m.bytes, Some(&m.media_type)).map_err(|e| unreadable(e.message().to_string()))?;
+    let children: Vec<Digest> = p.manifests.iter().map(|c| c.digest.clone()).collect();
+    let mut all: Vec<Digest> = p.blobs.iter().map(|b| b.digest.clone()).collect();
+    all.extend(children.iter().cloned());
+    Ok(Refs { all, children, subject: p.subject })
+}
+
+async fn repositories(store: &dyn Store) -> Result<Vec<Name>, StoreError> {
+    let mut out = vec![];
+    let mut last: Option<String> = None;
+    loop {
+        let page = store.catalog(last.as_deref(), 1000).await?;
+        let Some(end) = page.last().cloned() else { break };
+        out.extend(page.iter().filter_map(|r| r.parse::<Name>().ok()));
+        last = Some(end);
+    }
+    Ok(out)
+}
+
+/// What one mark found.
+#[derive(Default)]
+struct Marks {
+    /// Every digest some manifest (or revision) references.
+    all: HashSet<Digest>,
+    /// Per repository, what its manifests reference.
+    by_repo: HashMap<Name, HashSet<Digest>>,
+    /// Digests linked somewhere within `grace`.
+    young_links: HashSet<Digest>,
+    /// Each repository's links, with their times.
+    links: HashMap<Name, Vec<Stored>>,
+}
+
+async fn mark(
+    store: &dyn Store,
+    repos: &[Name],
+    gone: &HashSet<(Name, Digest)>,
+    cutoff: SystemTime,
+) -> Result<Marks, GcError> {
+    let mut m = Marks::default();
+    for repo in repos {
+        let revisions = match store.revision_list(repo).await {
+            Ok(r) => r,
+            Err(StoreError::NameUnknown(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut refs = HashSet::new();
+        for rev in revisions {
+            if gone.contains(&(repo.clone(), rev.digest.clone())) {
+                continue;
+            }
+            let manifest = match store.manifest_get(repo, &Reference::Digest(rev.digest.clone())).await {
+                Ok(x) => x,
+                // deleted meanwhile, or its bytes went with a collection elsewhere
+                Err(StoreError::ManifestUnknown(_) | StoreError::BlobUnknown(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            refs.insert(rev.digest.clone());
+            refs.extend(references(repo.as_str(), &manifest)?.all);
+        }
+        let links = match store.layer_list(repo).await {
+            Ok(l) => l,
+            Err(StoreError::NameUnknown(_)) => vec![],
+            Err(e) => return Err(e.into()),
+        };
+        m.young_links.extend(links.iter().filter(|l| l.modified >= cutoff).map(|l| l.digest.clone()));
+        m.all.extend(refs.iter().cloned());
+        m.by_repo.insert(repo.clone(), refs);
+        m.links.insert(repo.clone(), links);
+    }
+    Ok(m)
+}
+
+/// The manifests of `repo` no tag reaches and no kept manifest is the subject of, older than
+/// `cutoff`.
+async fn untagged(store: &dyn Store, repo: &Name, cutoff: SystemTime) -> Result<Vec<Digest>, GcError> {
+    let revisions = match store.revision_list(repo).await {
+        Ok(r) => r,
+        Err(StoreError::NameUnknown(_)) => return Ok(vec![]),
+        Err(e) => return Err(e.into()),
+    };
+    let mut refs: BTreeMap<Digest, Refs> = BTreeMap::new();
+    for rev in &revisions {
+        match store.manifest_get(repo, &Reference::Digest(rev.digest.clone())).await {
+            Ok(m) => {
+                refs.insert(rev.digest.clone(), references(repo.as_str(), &m)?);
+            }
+            Err(StoreError::ManifestUnknown(_) | StoreError::BlobUnknown(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let tags = match store.tags(repo).await {
+        Ok(t) => t,
+        Err(StoreError::NameUnknown(_)) => return Ok(vec![]),
+        Err(e) => return Err(e.into()),
+    };
+    let mut kept: BTreeSet<Digest> = BTreeSet::new();
+    let mut todo: Vec<Digest> = vec![];
+    for t in tags {
+        let Ok(tag) = t.parse() else { continue };
+        match store.manifest_get(repo, &Reference::Tag(tag)).await {
+            Ok(m) => todo.push(m.digest),
+            Err(StoreError::ManifestUnknown(_) | StoreError::BlobUnknown(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // what tags reach, through indexes; then referrers of what is kept, until nothing changes
+    loop {
+        while let Some(d) = todo.pop() {
+            if kept.insert(d.clone()) {
+                if let Some(r) = refs.get(&d) {
+                    todo.extend(r.children.iter().cloned());
+                }
+            }
+        }
+        let more: Vec<Digest> = refs
+            .iter()
+            .filter(|(d, r)| !kept.contains(*d) && r.subject.as_ref().is_some_and(|s| kept.contains(s)))
+            .map(|(d, _)| d.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        todo = more;
+    }
+    Ok(revisions
+        .into_iter()
+        .filter(|r| !kept.contains(&r.digest) && r.modified < cutoff)
+        .map(|r| r.digest)
+        .collect())
+}
+
+/// Runs one collection over `store`. See the module docs.
+pub async fn collect(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
+    let cutoff = SystemTime::now().checked_sub(o.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let leftover = store.quarantine_list().await?;
+    let repos = repositories(store).await?;
+    let mut report = GcReport { dry_run: o.dry_run, repositories: repos.len(), ..GcReport::default() };
+
+    // 1. untagged manifests
+    let mut gone: HashSet<(Name, Digest)> = HashSet::new();
+    if o.delete_untagged {
+        for repo in &repos {
+            for d in untagged(store, repo, cutoff).await? {
+                if !o.dry_run {
+                    match store.manifest_delete(repo, &d).await {
+                        Ok(()) | Err(StoreError::ManifestUnknown(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                report.manifests.push((repo.to_string(), d.clone()));
+                gone.insert((repo.clone(), d));
+            }
+        }
+    }
+
+    // 2. mark
+    let marks = mark(store, &repos, &gone, cutoff).await?;
+
+    // 3. hide
+    let mut hidden_links: Vec<(Name, Digest)> = vec![];
+    for (repo, links) in &marks.links {
+        let refs = marks.by_repo.get(repo);
+        for l in links {
+            if l.modified < cutoff && !refs.is_some_and(|r| r.contains(&l.digest)) {
+                if !o.dry_run {
+                    match store.blob_unlink(repo, &l.digest).await {
+                        Ok(()) | Err(StoreError::BlobUnknown(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                hidden_links.push((repo.clone(), l.digest.clone()));
+            }
+        }
+    }
+    let mut held: BTreeMap<Digest, u64> = BTreeMap::new();
+    for b in store.blob_list().await? {
+        if marks.all.contains(&b.digest) || b.modified >= cutoff || marks.young_links.contains(&b.digest) {
+            continue;
+        }
+        if o.dry_run || store.blob_quarantine(&b.digest).await? {
+            held.insert(b.digest, b.size);
+        }
+    }
+    if o.dry_run {
+        report.links = hidden_links.into_iter().map(|(r, d)| (r.to_string(), d)).collect();
+        report.bytes_freed = held.values().sum();
+        report.blobs = held.into_iter().collect();
+        return Ok(report);
+    }
+    for d in leftover {
+        held.entry(d).or_insert(0);
+    }
+
+    // 4. settle, mark again, give back or delete
+    tokio::time::sleep(o.settle).await;
+    let repos = repositories(store).await?;
+    let again = mark(store, &repos, &HashSet::new(), SystemTime::UNIX_EPOCH).await?;
+    for (d, size) in held {
+        if again.all.contains(&d) {
+            store.blob_release(&d, true).await?;
+            report.restored += 1;
+        } else {
+            store.blob_release(&d, false).await?;
+            report.bytes_freed += size;
+            report.blobs.push((d, size));
+        }
+    }
+    for (repo, d) in hidden_links {
+        if again.by_repo.get(&repo).is_some_and(|r| r.contains(&d)) {
+            match store.blob_link(&repo, &d).await {
+                Ok(()) | Err(StoreError::BlobUnknown(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            report.links.push((repo.to_string(), d));
+        }
+    }
+    Ok(report)
+}
+
+impl GcReport {
+    /// One line for the log: what went, in words.
+    pub fn summary(&self) -> String {
+        let verb = if self.dry_run { "would free" } else { "freed" };
+        format!(
+            "garbage collection {verb} {} blob(s), {} bytes ({:.1} MiB); {} untagged manifest(s), {} link(s); {} repositories; {} blob(s) given back",
+            self.blobs.len(),
+            self.bytes_freed,
+            self.bytes_freed as f64 / (1 << 20) as f64,
+            self.manifests.len(),
+            self.links.len(),
+            self.repositories,
+            self.restored,
+        )
+    }
+}
