@@ -96,6 +96,7 @@ pub struct RegistryBuilder {
     /// This registry's own host names: a mirror request (`?ns=`) naming one is local.
     local_names: Vec<String>,
     read_only: ReadOnlySwitch,
+    gc: Option<donjon_store::gc::GcSchedule>,
     upload: UploadLayer,
     content: ContentStoreLayer,
 }
@@ -176,26 +177,28 @@ impl RegistryBuilder {
         self
     }
 
+    /// Garbage collection on a schedule (default: none), run by [`background`](Self::background).
+    pub fn garbage_collection(mut self, schedule: donjon_store::gc::GcSchedule) -> Self {
+        self.gc = Some(schedule);
+        self
+    }
+
     /// The background work of the layers, as one future to spawn: upload purging when `p` is
-    /// given (the binary passes Distribution's `storage.maintenance.uploadpurging`), and the
-    /// auth layer's htpasswd reloading.
+    /// given (the binary passes Distribution's `storage.maintenance.uploadpurging`), scheduled
+    /// garbage collection, and the auth layer's htpasswd reloading.
     pub fn background(&self, purging: Option<UploadPurging>) -> impl Future<Output = ()> + Send + 'static {
-        let purger = purging.map(|p| self.content.upload_purger(p));
-        let auth = self.auth.as_ref().map(AuthLayer::background);
+        let mut jobs: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = vec![];
+        if let Some(p) = purging {
+            jobs.push(Box::pin(self.content.upload_purger(p)));
+        }
+        if let Some(a) = &self.auth {
+            jobs.push(Box::pin(a.background()));
+        }
+        if let Some(g) = &self.gc {
+            jobs.push(Box::pin(donjon_store::gc::collector(self.store.clone(), g.clone())));
+        }
         async move {
-            let purger = async move {
-                match purger {
-                    Some(p) => p.await,
-                    None => std::future::pending().await,
-                }
-            };
-            let auth = async move {
-                match auth {
-                    Some(a) => a.await,
-                    None => std::future::pending().await,
-                }
-            };
-            futures_util::future::join(purger, auth).await;
+            futures_util::future::join_all(jobs).await;
         }
     }
 
@@ -287,6 +290,7 @@ impl Registry {
             proxy: None,
             local_names: vec![],
             read_only: ReadOnlySwitch::default(),
+            gc: None,
             upload: UploadLayer::new(store.clone()),
             content: ContentStoreLayer::new(store),
         }

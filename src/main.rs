@@ -7,7 +7,10 @@ use donjon_store::Backend;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::GarbageCollect { config: Some(c), .. }) = &cli.command {
+        cli.config_file = Some(c.clone());
+    }
     let settings = match Settings::load(&cli, std::env::vars()) {
         Ok(s) => s,
         Err(e) => {
@@ -28,6 +31,14 @@ fn main() -> ExitCode {
     }
     if let Some(Command::CheckImage { images }) = &cli.command {
         return check_images(&settings, images);
+    }
+    if let Some(Command::GarbageCollect { dry_run, delete_untagged, grace, settle, .. }) = &cli.command {
+        let mut o = settings.storage.maintenance.gc.options();
+        o.dry_run |= *dry_run;
+        o.delete_untagged |= *delete_untagged;
+        o.grace = grace.unwrap_or(o.grace);
+        o.settle = settle.unwrap_or(o.settle);
+        return garbage_collect(&settings, &o);
     }
     // Filesystem calls run on the blocking pool; bound it so that a burst of clients does not
     // leave hundreds of threads behind (tokio's default allows 512).
@@ -74,6 +85,10 @@ async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
     }
     builder = builder.read_only(read_only.clone());
     tokio::spawn(reload_on_sighup(cli, read_only));
+    if let Some(schedule) = settings.storage.gc_schedule() {
+        tracing::info!(interval = ?schedule.interval, grace = ?schedule.options.grace, "garbage collection on a schedule");
+        builder = builder.garbage_collection(schedule);
+    }
     // Background work the layers hand out (upload purging): it runs until the process ends.
     tokio::spawn(builder.background(settings.storage.upload_purging()));
     let registry = builder.build();
@@ -127,6 +142,50 @@ async fn reload_on_sighup(cli: Cli, read_only: ReadOnlySwitch) {
             Err(e) => tracing::error!("SIGHUP: configuration not re-read, nothing changed: {e}"),
         }
     }
+}
+
+/// `donjon garbage-collect`: one collection on the configured store, printing what goes (as
+/// Distribution's command does) and a summary line. Exit status 1 when it stops on an error.
+fn garbage_collect(settings: &Settings, o: &donjon_store::gc::GcOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("donjon: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let store = match settings.storage.open(&settings.data_dir).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("donjon: cannot open the store: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if !o.dry_run {
+            eprintln!("donjon: collecting garbage (grace {:?}, settle {:?})", o.grace, o.settle);
+        }
+        match donjon_store::gc::collect(&*store, o).await {
+            Ok(r) => {
+                let what = if r.dry_run { "eligible for deletion" } else { "deleted" };
+                for (repo, d) in &r.manifests {
+                    println!("manifest {what}: {repo}@{d}");
+                }
+                for (repo, d) in &r.links {
+                    println!("link {what}: {repo} {d}");
+                }
+                for (d, size) in &r.blobs {
+                    println!("blob {what}: {d} ({size} bytes)");
+                }
+                println!("{}", r.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("donjon: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// `donjon check-image`: the policy's decision on each image, one line each, the store

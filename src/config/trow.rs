@@ -78,6 +78,31 @@ pub enum Command {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
+    /// Collect garbage on the store the configuration names, while the registry runs:
+    /// untagged manifests (with --delete-untagged), then blobs no manifest references
+    /// (Distribution's command, online)
+    GarbageCollect {
+        /// The configuration file (as Distribution's `registry garbage-collect CONFIG`; or
+        /// --config-file)
+        #[arg(value_name = "CONFIG")]
+        config: Option<PathBuf>,
+        /// Print what would be removed, with sizes; remove nothing
+        #[arg(short = 'd', long)]
+        dry_run: bool,
+        /// Delete manifests no tag reaches first, except referrers of manifests that stay
+        #[arg(short = 'm', long)]
+        delete_untagged: bool,
+        /// Keep what was written more recently than this [default: storage.maintenance.gc.grace, 1h]
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<Duration>,
+        /// How long hidden blobs wait for a second look [default: storage.maintenance.gc.settle, 1m]
+        #[arg(long, value_parser = parse_duration)]
+        settle: Option<Duration>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// Trow splits its lists on commas and on white space.

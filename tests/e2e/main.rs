@@ -38,6 +38,7 @@ mod support;
 mod auth;
 mod containerd;
 mod docker;
+mod gc;
 mod migration;
 mod mirror;
 mod podman;

@@ -121,6 +121,56 @@ pub struct MaintenanceConfig {
     pub uploadpurging: UploadPurgingConfig,
     /// `storage.maintenance.readonly`.
     pub readonly: ReadOnlyConfig,
+    /// `storage.maintenance.gc` (donjon's): garbage collection on a schedule.
+    pub gc: GcConfig,
+}
+
+/// `storage.maintenance.gc`: online garbage collection on a schedule (off by default), and
+/// the defaults of `donjon garbage-collect`. See [`crate::gc`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct GcConfig {
+    /// Whether to collect on a schedule.
+    pub enabled: bool,
+    /// How often (default 24 h; the first run comes after one interval, at most 1 h).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Nothing written more recently than this is removed (default 1 h).
+    #[serde(with = "duration")]
+    pub grace: Duration,
+    /// How long hidden blobs wait for a second look (default 1 min).
+    #[serde(with = "duration")]
+    pub settle: Duration,
+    /// Delete manifests no tag reaches (Distribution's `--delete-untagged`).
+    pub delete_untagged: bool,
+    /// Log what would go; change nothing.
+    pub dryrun: bool,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        let o = crate::gc::GcOptions::default();
+        Self {
+            enabled: false,
+            interval: Duration::from_secs(24 * 3600),
+            grace: o.grace,
+            settle: o.settle,
+            delete_untagged: o.delete_untagged,
+            dryrun: o.dry_run,
+        }
+    }
+}
+
+impl GcConfig {
+    /// The options of one run.
+    pub fn options(&self) -> crate::gc::GcOptions {
+        crate::gc::GcOptions {
+            grace: self.grace,
+            delete_untagged: self.delete_untagged,
+            dry_run: self.dryrun,
+            settle: self.settle,
+        }
+    }
 }
 
 /// `storage.maintenance.readonly`: refuse pushes and deletes (see [`crate::ReadOnlyLayer`]).
@@ -291,6 +341,9 @@ impl StorageConfig {
         }
         warnings.not_implemented(self.cache.is_some(), "storage.cache");
         warnings.not_implemented(self.tag.is_some(), "storage.tag");
+        if self.maintenance.gc.enabled && self.maintenance.gc.interval.is_zero() {
+            return Err(ConfigError::new("storage.maintenance.gc.interval", "must be above zero"));
+        }
         if self.maintenance.uploadpurging.interval.is_zero() {
             return Err(ConfigError::new("storage.maintenance.uploadpurging.interval", "must be above zero"));
         }
@@ -350,6 +403,12 @@ impl StorageConfig {
     pub fn upload_purging(&self) -> Option<UploadPurging> {
         let p = &self.maintenance.uploadpurging;
         p.enabled.then(|| UploadPurging { age: p.age, interval: p.interval, dry_run: p.dryrun })
+    }
+
+    /// Scheduled garbage collection, when `storage.maintenance.gc.enabled`.
+    pub fn gc_schedule(&self) -> Option<crate::gc::GcSchedule> {
+        let g = &self.maintenance.gc;
+        g.enabled.then(|| crate::gc::GcSchedule { interval: g.interval, options: g.options() })
     }
 
     /// The filesystem root the section names, if any (the data directory flag wins over it).

@@ -354,6 +354,45 @@ pub async fn collect(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcErr
     Ok(report)
 }
 
+/// Collections on a schedule: every `interval` (the first after one interval, at most an hour).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GcSchedule {
+    /// How often.
+    #[serde(with = "crate::purge::secs")]
+    pub interval: Duration,
+    /// How each run goes.
+    pub options: GcOptions,
+}
+
+/// The scheduled collection over `store`, as a future to spawn: each run logs one line with
+/// what it freed; a run that fails logs why, and the next one comes at its time.
+pub fn collector(
+    store: std::sync::Arc<dyn Store>,
+    schedule: GcSchedule,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let mut wait = schedule.interval.min(Duration::from_secs(3600));
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = schedule.interval;
+            let started = std::time::Instant::now();
+            match collect(&*store, &schedule.options).await {
+                Ok(r) => tracing::info!(
+                    blobs = r.blobs.len(),
+                    bytes = r.bytes_freed,
+                    manifests = r.manifests.len(),
+                    links = r.links.len(),
+                    restored = r.restored,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "{}",
+                    r.summary()
+                ),
+                Err(e) => tracing::error!("garbage collection stopped: {e}"),
+            }
+        }
+    }
+}
+
 impl GcReport {
     /// One line for the log: what went, in words.
     pub fn summary(&self) -> String {

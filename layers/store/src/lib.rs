@@ -48,7 +48,7 @@ mod s3_config;
 mod service;
 
 pub use config::{
-    Backend, ContentConfig, DeleteConfig, FilesystemConfig, MaintenanceConfig, ReadOnlyConfig,
+    Backend, ContentConfig, DeleteConfig, FilesystemConfig, GcConfig, MaintenanceConfig, ReadOnlyConfig,
     RedirectConfig, S3Section, StorageConfig, UploadPurgingConfig,
 };
 pub use fs::FsStore;
