@@ -511,3 +511,76 @@ fn read_only_mode_turns_on_sighup() {
     hup(&server);
     wait_for(202);
 }
+
+/// `storage.maintenance.gc` on a schedule: a deleted image's blobs go while the registry
+/// serves, and what stays still pulls.
+#[test]
+fn garbage_collection_runs_on_a_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        "storage:\n  maintenance:\n    gc: {enabled: true, interval: 1s, grace: 1s, settle: 100ms, delete_untagged: true}\n",
+    )
+    .unwrap();
+    let server = Donjon::start_with(&dir.path().join("data"), &["--config-file", cfg.to_str().unwrap()]);
+    let rt = rt();
+    let c = client();
+    let push = |path: String, body: Vec<u8>, ct: &str| {
+        rt.block_on(send(
+            &c,
+            if path.contains("manifests") { "PUT" } else { "POST" },
+            &server.url(&path),
+            &[("content-type", ct)],
+            Bytes::from(body),
+        ))
+    };
+    let mut image = |repo: &str, tag: &str, salt: &str| {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","salt":"{salt}"}}"#);
+        let layer = format!("layer of {salt}");
+        let (cd, ld) = (digest(config.as_bytes()), digest(layer.as_bytes()));
+        assert_eq!(
+            push(
+                format!("/v2/{repo}/blobs/uploads/?digest={cd}"),
+                config.clone().into_bytes(),
+                "application/octet-stream"
+            )
+            .status,
+            201
+        );
+        assert_eq!(
+            push(
+                format!("/v2/{repo}/blobs/uploads/?digest={ld}"),
+                layer.clone().into_bytes(),
+                "application/octet-stream"
+            )
+            .status,
+            201
+        );
+        let m = common::image_manifest(&cd, config.len(), &ld, layer.len(), None);
+        assert_eq!(push(format!("/v2/{repo}/manifests/{tag}"), m, common::OCI_MANIFEST).status, 201);
+        ld
+    };
+    let kept = image("sched/app", "v1", "kept");
+    let gone = image("sched/app", "v2", "gone");
+    // moving v2 leaves its first image untagged
+    image("sched/app", "v2", "newer");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = rt.block_on(send(
+            &c,
+            "GET",
+            &server.url(&format!("/v2/sched/app/blobs/{gone}")),
+            &[],
+            Bytes::new(),
+        ));
+        if r.status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the untagged image's layer was never collected");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r =
+        rt.block_on(send(&c, "GET", &server.url(&format!("/v2/sched/app/blobs/{kept}")), &[], Bytes::new()));
+    assert_eq!(r.status, 200);
+}

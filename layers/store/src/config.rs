@@ -477,4 +477,21 @@ mod tests {
         let Backend::S3(c) = s.backend().unwrap() else { panic!() };
         assert_eq!(c.secret_key.as_deref(), Some("hunter2"));
     }
+
+    #[test]
+    fn maintenance_gc_and_readonly() {
+        let s = parse("maintenance: {readonly: {enabled: true}, gc: {enabled: true, interval: 6h, grace: 30m, delete_untagged: true}}");
+        assert!(s.maintenance.readonly.enabled);
+        let g = s.gc_schedule().unwrap();
+        assert_eq!(g.interval, Duration::from_secs(6 * 3600));
+        assert_eq!(g.options.grace, Duration::from_secs(1800));
+        assert_eq!(g.options.settle, Duration::from_secs(60));
+        assert!(g.options.delete_untagged && !g.options.dry_run);
+        assert!(parse("{}").gc_schedule().is_none(), "off by default");
+        let mut w = Warnings::default();
+        let e = parse("maintenance: {gc: {enabled: true, interval: 0s}}").check(&mut w).unwrap_err();
+        assert_eq!(e.key, "storage.maintenance.gc.interval");
+        parse("maintenance: {readonly: {enabled: false}}").check(&mut w).unwrap();
+        assert!(w.into_vec().is_empty(), "readonly is implemented now");
+    }
 }
