@@ -185,7 +185,8 @@ impl RegistryBuilder {
 
     /// The background work of the layers, as one future to spawn: upload purging when `p` is
     /// given (the binary passes Distribution's `storage.maintenance.uploadpurging`), scheduled
-    /// garbage collection, and the auth layer's htpasswd reloading.
+    /// garbage collection, the auth layer's htpasswd reloading and the pull-through cache's
+    /// eviction.
     pub fn background(&self, purging: Option<UploadPurging>) -> impl Future<Output = ()> + Send + 'static {
         let mut jobs: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = vec![];
         if let Some(p) = purging {
@@ -196,6 +197,9 @@ impl RegistryBuilder {
         }
         if let Some(g) = &self.gc {
             jobs.push(Box::pin(donjon_store::gc::collector(self.store.clone(), g.clone())));
+        }
+        if let Some(p) = &self.proxy {
+            jobs.push(Box::pin(p.background()));
         }
         async move {
             futures_util::future::join_all(jobs).await;

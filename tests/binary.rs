@@ -535,7 +535,7 @@ fn garbage_collection_runs_on_a_schedule() {
             Bytes::from(body),
         ))
     };
-    let mut image = |repo: &str, tag: &str, salt: &str| {
+    let image = |repo: &str, tag: &str, salt: &str| {
         let config = format!(r#"{{"architecture":"amd64","os":"linux","salt":"{salt}"}}"#);
         let layer = format!("layer of {salt}");
         let (cd, ld) = (digest(config.as_bytes()), digest(layer.as_bytes()));

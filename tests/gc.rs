@@ -36,7 +36,7 @@ async fn collections_beside_pushes_lose_nothing() {
                 grace: Duration::from_millis(1500),
                 settle: Duration::from_millis(200),
                 delete_untagged: true,
-                dry_run: false,
+                ..GcOptions::default()
             };
             let (mut runs, mut freed) = (0, 0);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -56,7 +56,7 @@ async fn collections_beside_pushes_lose_nothing() {
     while Instant::now() < deadline {
         let repo = format!("gc/live-{}", i % 6);
         let tag = format!("t{i}");
-        let mut push = |salt: String| {
+        let push = |salt: String| {
             let s = s.clone();
             let (repo, tag) = (repo.clone(), tag.clone());
             async move {

@@ -130,6 +130,21 @@ async fn proxy_with(up: &Upstream, check_interval: Duration, default: Option<&st
     serve_proxy(config).await
 }
 
+/// [`serve_proxy`], and the store it caches into.
+async fn serve_proxy_store(config: ProxyConfig) -> (TestServer, Arc<dyn donjon::Store>) {
+    let store: Arc<std::sync::Mutex<Option<Arc<dyn donjon::Store>>>> = Arc::default();
+    let keep = store.clone();
+    let spool = Arc::new(tempfile::tempdir().unwrap());
+    let s = TestServer::start_with(move |b| {
+        keep.lock().unwrap().get_or_insert_with(|| b.store().clone());
+        let layer = ProxyCacheLayer::new(b.store().clone(), &config, spool.path()).unwrap();
+        b.proxy(layer).local_names(["proxy.test"])
+    })
+    .await;
+    let store = store.lock().unwrap().clone().unwrap();
+    (s, store)
+}
+
 /// A donjon with the pull-through cache of `config` (its spool in a directory of its own),
 /// whose own name is `proxy.test`.
 async fn serve_proxy(config: ProxyConfig) -> TestServer {
@@ -429,4 +444,105 @@ async fn a_stalled_reader_holds_up_no_one_and_ranges_work_in_flight() {
     }
     assert!(got[body_at..] == blob[..], "every byte, in order");
     server.abort();
+}
+
+fn evicting(up: &Upstream, max_size: Option<u64>, max_age: Option<Duration>) -> ProxyConfig {
+    ProxyConfig {
+        registries: vec![RegistryConfig {
+            host: "upstream.test".into(),
+            url: Some(format!("http://{}", up.addr)),
+            username: Some("alice".into()),
+            password: Some("alice-pw".into()),
+            ..Default::default()
+        }],
+        check_interval: Some(Duration::from_secs(3600)),
+        max_size: max_size.map(bytesize::ByteSize::b),
+        max_age,
+        eviction_interval: Some(Duration::from_millis(300)),
+        ..Default::default()
+    }
+}
+
+/// Pulls an image through the proxy: its manifest by tag, then its layer.
+async fn pull(proxy: &TestServer, repo: &str, tag: &str, layer: &str) {
+    let r = proxy.get(&format!("/v2/f/upstream.test/{repo}/manifests/{tag}")).await;
+    assert_eq!(r.status, 200, "{repo}:{tag}: {:?}", r.body);
+    let r = proxy.get(&format!("/v2/f/upstream.test/{repo}/blobs/{layer}")).await;
+    assert_eq!(r.status, 200, "{repo}:{tag} layer: {:?}", r.body);
+}
+
+async fn wait_until_gone(store: &dyn donjon::Store, repo: &str, manifest: &str) {
+    let name: donjon::core::Name = repo.parse().unwrap();
+    let d: donjon::core::Digest = manifest.parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.manifest_exists(&name, &d).await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "{repo}@{manifest} was never evicted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Past `max_size`, the least recently pulled cached image goes, and the bytes only it needed
+/// are freed; a layer that pushed content (or another cached image) needs stays; an evicted
+/// image is fetched again on its next pull.
+#[tokio::test]
+async fn eviction_keeps_the_cache_under_its_size_and_pushed_content_whole() {
+    let up = Upstream::start().await;
+    let (la, lb, lc) = (layer_bytes(200_000), layer_bytes(200_001), layer_bytes(200_002));
+    let (_ma, da) = up.push_image("team/a", "v1", &la).await;
+    let (mb, db) = up.push_image("team/b", "v1", &lb).await;
+    let (_mc, dc) = up.push_image("team/c", "v1", &lc).await;
+    let (proxy, store) = serve_proxy_store(evicting(&up, Some(300_000), None)).await;
+    // pushed content here shares a's layer
+    let config = br#"{"architecture":"arm64","os":"linux"}"#;
+    let cd = proxy.push_blob("local/app", config).await;
+    assert_eq!(proxy.push_blob("local/app", &la).await, da);
+    let m = image_manifest(&cd, config.len(), &da, la.len(), None);
+    assert_eq!(proxy.push_manifest("local/app", "v1", OCI_MANIFEST, &m).await.status, 201);
+
+    pull(&proxy, "team/a", "v1", &da).await;
+    pull(&proxy, "team/b", "v1", &db).await;
+    pull(&proxy, "team/c", "v1", &dc).await;
+    // a is pulled again: b is now the least recently pulled
+    pull(&proxy, "team/a", "v1", &da).await;
+    wait_until_gone(&*store, "f/upstream.test/team/b", &mb).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let blobs: Vec<String> =
+            store.blob_list().await.unwrap().into_iter().map(|b| b.digest.to_string()).collect();
+        if !blobs.contains(&db) {
+            assert!(blobs.contains(&da), "a layer pushed content needs is never evicted");
+            assert!(blobs.contains(&dc), "c stays: the cache fits without evicting it");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "b's layer was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = proxy.get("/v2/local/app/manifests/v1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(proxy.get(&format!("/v2/local/app/blobs/{da}")).await.status, 200);
+    for (repo, layer) in [("team/a", &da), ("team/c", &dc)] {
+        let d: donjon::core::Digest = layer.parse().unwrap();
+        let name: donjon::core::Name = format!("f/upstream.test/{repo}").parse().unwrap();
+        assert!(store.blob_size(&name, &d).await.is_ok(), "{repo} is still cached whole");
+    }
+    // the evicted image comes back from the upstream on its next pull
+    let before = up.blob_gets.load(Ordering::SeqCst);
+    pull(&proxy, "team/b", "v1", &db).await;
+    assert_eq!(up.blob_gets.load(Ordering::SeqCst), before + 1);
+    up.stop().await;
+}
+
+/// With `max_age`, what was not pulled for that long goes, whatever the size.
+#[tokio::test]
+async fn eviction_by_age() {
+    let up = Upstream::start().await;
+    let layer = layer_bytes(50_000);
+    let (m, d) = up.push_image("team/old", "v1", &layer).await;
+    let (proxy, store) = serve_proxy_store(evicting(&up, None, Some(Duration::from_secs(1)))).await;
+    pull(&proxy, "team/old", "v1", &d).await;
+    let name: donjon::core::Name = "f/upstream.test/team/old".parse().unwrap();
+    let digest: donjon::core::Digest = m.parse().unwrap();
+    assert!(store.manifest_exists(&name, &digest).await.unwrap());
+    wait_until_gone(&*store, "f/upstream.test/team/old", &m).await;
+    up.stop().await;
 }

@@ -27,7 +27,8 @@
 //!   [`time`]: RFC 3339 timestamps.
 //! - [`config`]: what the layers' configuration sections share: [`config::ConfigError`]
 //!   naming key and file, warnings, the duration format.
-//! - [`store`]: the [`Store`] contract; [`layout`]: Distribution's storage paths;
+//! - [`store`]: the [`Store`] contract; [`gc`]: online garbage collection over any store (the
+//!   store's maintenance and the proxy's eviction share it); [`layout`]: Distribution's storage paths;
 //!   `memory` and `contract` (feature `test-util`): a store for tests and the suite every
 //!   backend runs.
 #![forbid(unsafe_code)]
@@ -37,6 +38,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod future;
+pub mod gc;
 pub mod image_ref;
 pub mod layout;
 pub mod manifest;

@@ -65,9 +65,17 @@ pub struct ProxyConfig {
     /// Where blobs being fetched are spooled (default `<data dir>/proxy-spool`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_dir: Option<PathBuf>,
-    /// Trow's `max_size`: eviction is not in this version yet; reported.
-    #[serde(skip_serializing)]
-    pub max_size: Option<IgnoredAny>,
+    /// Trow's `max_size`: past this much cached content (`20GiB`, `500MB`; a bare number is
+    /// bytes), the least recently pulled cached manifests are evicted, and the blobs only
+    /// they needed collected. Pushed content is never evicted, nor counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<bytesize::ByteSize>,
+    /// Cached manifests not pulled for this long are evicted (default: never).
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+    /// How often eviction looks (default 10m).
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub eviction_interval: Option<Duration>,
     /// Trow's `stream`: donjon always streams; read and ignored.
     #[serde(skip_serializing)]
     pub stream: Option<IgnoredAny>,
@@ -113,6 +121,12 @@ impl ProxyConfig {
         self.check_interval.unwrap_or(Duration::ZERO)
     }
 
+    /// How often eviction looks, when `max_size` or `max_age` asks for it.
+    pub fn eviction_interval(&self) -> Option<Duration> {
+        (self.max_size.is_some() || self.max_age.is_some())
+            .then(|| self.eviction_interval.unwrap_or(Duration::from_secs(600)))
+    }
+
     /// The upstream connection timeout.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout.unwrap_or(CONNECT_TIMEOUT)
@@ -125,9 +139,10 @@ impl ProxyConfig {
 
     /// Checks the section; what cannot work names its key.
     pub fn check(&self, warnings: &mut Warnings) -> Result<(), ConfigError> {
-        if self.max_size.is_some() {
-            warnings.push("registry_proxies.max_size: eviction is not in this version yet; the cache grows until content is deleted");
+        if self.eviction_interval.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new("registry_proxies.eviction_interval", "must be above zero"));
         }
+        let _ = warnings;
         self.upstreams().map(drop)
     }
 

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use donjon_core::mirror::Mirrors;
 use donjon_core::{Name, Store};
@@ -43,6 +43,34 @@ pub(crate) struct Shared {
     pub(crate) default: Option<String>,
     /// When each cached tag was last checked upstream.
     pub(crate) checked: Mutex<HashMap<(Name, String), Instant>>,
+    /// When each cached manifest reference was last pulled, for eviction.
+    pub(crate) pulled: Mutex<HashMap<(Name, String), SystemTime>>,
+    /// Eviction: the size limit, the age limit, how often.
+    pub(crate) max_size: Option<u64>,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) eviction_interval: Option<Duration>,
+}
+
+impl Shared {
+    /// Notes a pull of a cached manifest (in memory only).
+    pub(crate) fn pulled(&self, name: &Name, reference: &donjon_core::Reference) {
+        let Ok(mut p) = self.pulled.lock() else { return };
+        let key = (name.clone(), reference.to_string());
+        if p.len() >= CHECKED_MAX && !p.contains_key(&key) {
+            // the longest unpulled entry goes: it only ever makes its manifest look older
+            if let Some(oldest) = p.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+                p.remove(&oldest);
+            }
+        }
+        p.insert(key, SystemTime::now());
+    }
+
+    /// Forgets an evicted manifest's pulls.
+    pub(crate) fn forget(&self, name: &Name, digest: &donjon_core::Digest) {
+        if let Ok(mut p) = self.pulled.lock() {
+            p.remove(&(name.clone(), digest.to_string()));
+        }
+    }
 }
 
 /// The most tag check times remembered (forgetting one only costs a `HEAD`).
@@ -75,8 +103,42 @@ impl ProxyCacheLayer {
                 check_interval: config.check_interval(),
                 default: config.default.as_deref().map(donjon_core::mirror::canonical_host),
                 checked: Mutex::default(),
+                pulled: Mutex::default(),
+                max_size: config.max_size.map(|s| s.as_u64()),
+                max_age: config.max_age,
+                eviction_interval: config.eviction_interval(),
             }),
         })
+    }
+
+    /// Eviction (`max_size`, `max_age`), as a future to spawn: a pass every
+    /// `eviction_interval`, each logged. Without a limit it does nothing and ends at once.
+    pub fn background(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let shared = self.shared.clone();
+        async move {
+            let Some(interval) = shared.eviction_interval else { return };
+            let settle = interval.min(Duration::from_secs(60));
+            loop {
+                tokio::time::sleep(interval).await;
+                match crate::evict::evict(&shared, shared.max_size, shared.max_age, settle).await {
+                    Ok(e) if e.manifests.is_empty() => {
+                        tracing::debug!(
+                            cached_bytes = e.cached_bytes,
+                            "proxy cache eviction: nothing to evict"
+                        )
+                    }
+                    Ok(e) => tracing::info!(
+                        cached_bytes = e.cached_bytes,
+                        manifests = e.manifests.len(),
+                        bytes_freed = e.bytes_freed,
+                        "proxy cache eviction: {} cached manifest(s) evicted, {} bytes freed",
+                        e.manifests.len(),
+                        e.bytes_freed
+                    ),
+                    Err(e) => tracing::error!("proxy cache eviction stopped: {e}"),
+                }
+            }
+        }
     }
 
     /// Which `?ns=<host>` requests are mirror requests: every host (public hosts may be

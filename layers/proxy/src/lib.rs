@@ -44,6 +44,7 @@
 
 pub mod client;
 pub mod config;
+mod evict;
 pub mod fill;
 mod layer;
 mod service;

@@ -349,7 +349,10 @@ where
 {
     match route {
         Route::Manifest { reference, .. } => match shared.manifest(&name, &reference).await {
-            Ok(()) => inner.call(req).await,
+            Ok(()) => {
+                shared.pulled(&name, &reference);
+                inner.call(req).await
+            }
             Err(resp) => Ok(resp),
         },
         Route::Blob { digest, .. } => match shared.store.blob_size(&name, &digest).await {

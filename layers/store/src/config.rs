@@ -169,6 +169,7 @@ impl GcConfig {
             delete_untagged: self.delete_untagged,
             dry_run: self.dryrun,
             settle: self.settle,
+            only: None,
         }
     }
 }

@@ -30,7 +30,7 @@
 //! - `s3` (feature `s3`): `S3Store`, on any `object_store` backend; `s3_config`: its keys.
 //! - `config`: [`StorageConfig`] (Distribution's `storage` section: which backend, upload
 //!   purging) and [`ContentConfig`] (deletes, catalog size), with their defaults and checks.
-//! - [`gc`]: online garbage collection ([`gc::collect`]), safe beside pushes and replicas.
+//! - [`gc`]: online garbage collection ([`gc::collect`], from `donjon-core`), and its schedule.
 //! - [`purge`]: upload purging, the future the layer hands out.
 //! - [`read_only`]: [`ReadOnlyLayer`], Distribution's `storage.maintenance.readonly`, with a
 //!   [`ReadOnlySwitch`] that can be turned while the registry runs.
@@ -38,7 +38,6 @@
 
 mod config;
 mod fs;
-pub mod gc;
 mod layer;
 pub mod purge;
 pub mod read_only;
@@ -51,6 +50,7 @@ pub use config::{
     Backend, ContentConfig, DeleteConfig, FilesystemConfig, GcConfig, MaintenanceConfig, ReadOnlyConfig,
     RedirectConfig, S3Section, StorageConfig, UploadPurgingConfig,
 };
+pub use donjon_core::gc;
 pub use fs::FsStore;
 pub use layer::ContentStoreLayer;
 pub use purge::{upload_purger, UploadPurging};

@@ -30,7 +30,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use donjon_core::memory::MemoryStore;
-//! use donjon_store::gc::{collect, GcOptions};
+//! use donjon_core::gc::{collect, GcOptions};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let store = Arc::new(MemoryStore::default());
@@ -45,23 +45,27 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use donjon_core::manifest;
-use donjon_core::store::{Store, StoreError, Stored};
-use donjon_core::{Digest, Name, Reference};
+use crate::manifest;
+use crate::store::{Store, StoreError, Stored};
+use crate::{Digest, Name, Reference};
 
 /// How a collection runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GcOptions {
     /// Nothing written more recently than this is removed (default 1 h).
-    #[serde(with = "crate::purge::secs")]
+    #[serde(with = "crate::config::duration")]
     pub grace: Duration,
     /// Delete manifests no tag reaches first (Distribution's `--delete-untagged`).
     pub delete_untagged: bool,
     /// Report what would go; change nothing.
     pub dry_run: bool,
     /// How long hidden blobs wait before the second mark (default 1 min).
-    #[serde(with = "crate::purge::secs")]
+    #[serde(with = "crate::config::duration")]
     pub settle: Duration,
+    /// Only these blobs (and links to them) may go, when they are garbage: the pull-through
+    /// cache's eviction collects what it evicted and leaves the rest of the store alone.
+    #[serde(skip)]
+    pub only: Option<BTreeSet<Digest>>,
 }
 
 impl Default for GcOptions {
@@ -71,6 +75,7 @@ impl Default for GcOptions {
             delete_untagged: false,
             dry_run: false,
             settle: Duration::from_secs(60),
+            only: None,
         }
     }
 }
@@ -121,7 +126,7 @@ struct Refs {
     subject: Option<Digest>,
 }
 
-fn references(repo: &str, m: &donjon_core::store::Manifest) -> Result<Refs, GcError> {
+fn references(repo: &str, m: &crate::store::Manifest) -> Result<Refs, GcError> {
     let unreadable =
         |why: String| GcError::Unreadable { repo: repo.to_string(), digest: m.digest.clone(), why };
     if m.media_type.starts_with("application/vnd.docker.distribution.manifest.v1") {
@@ -141,7 +146,8 @@ fn references(repo: &str, m: &donjon_core::store::Manifest) -> Result<Refs, GcEr
     Ok(Refs { all, children, subject: p.subject })
 }
 
-async fn repositories(store: &dyn Store) -> Result<Vec<Name>, StoreError> {
+/// Every repository the catalog lists, all pages.
+pub async fn repositories(store: &dyn Store) -> Result<Vec<Name>, StoreError> {
     let mut out = vec![];
     let mut last: Option<String> = None;
     loop {
@@ -149,6 +155,29 @@ async fn repositories(store: &dyn Store) -> Result<Vec<Name>, StoreError> {
         let Some(end) = page.last().cloned() else { break };
         out.extend(page.iter().filter_map(|r| r.parse::<Name>().ok()));
         last = Some(end);
+    }
+    Ok(out)
+}
+
+/// Each manifest revision of `repo`, with what it references: itself, its config and
+/// layers, the manifests it lists. Revisions deleted meanwhile are left out; an unknown
+/// repository has none.
+pub async fn revisions(store: &dyn Store, repo: &Name) -> Result<Vec<(Stored, Vec<Digest>)>, GcError> {
+    let list = match store.revision_list(repo).await {
+        Ok(r) => r,
+        Err(StoreError::NameUnknown(_)) => return Ok(vec![]),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = vec![];
+    for rev in list {
+        let manifest = match store.manifest_get(repo, &Reference::Digest(rev.digest.clone())).await {
+            Ok(x) => x,
+            Err(StoreError::ManifestUnknown(_) | StoreError::BlobUnknown(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut refs = references(repo.as_str(), &manifest)?.all;
+        refs.push(rev.digest.clone());
+        out.push((rev, refs));
     }
     Ok(out)
 }
@@ -174,24 +203,11 @@ async fn mark(
 ) -> Result<Marks, GcError> {
     let mut m = Marks::default();
     for repo in repos {
-        let revisions = match store.revision_list(repo).await {
-            Ok(r) => r,
-            Err(StoreError::NameUnknown(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
         let mut refs = HashSet::new();
-        for rev in revisions {
-            if gone.contains(&(repo.clone(), rev.digest.clone())) {
-                continue;
+        for (rev, digests) in revisions(store, repo).await? {
+            if !gone.contains(&(repo.clone(), rev.digest.clone())) {
+                refs.extend(digests);
             }
-            let manifest = match store.manifest_get(repo, &Reference::Digest(rev.digest.clone())).await {
-                Ok(x) => x,
-                // deleted meanwhile, or its bytes went with a collection elsewhere
-                Err(StoreError::ManifestUnknown(_) | StoreError::BlobUnknown(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            refs.insert(rev.digest.clone());
-            refs.extend(references(repo.as_str(), &manifest)?.all);
         }
         let links = match store.layer_list(repo).await {
             Ok(l) => l,
@@ -293,10 +309,11 @@ pub async fn collect(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcErr
     let marks = mark(store, &repos, &gone, cutoff).await?;
 
     // 3. hide
+    let allowed = |d: &Digest| o.only.as_ref().is_none_or(|only| only.contains(d));
     let mut hidden_links: Vec<(Name, Digest)> = vec![];
     for (repo, links) in &marks.links {
         let refs = marks.by_repo.get(repo);
-        for l in links {
+        for l in links.iter().filter(|l| allowed(&l.digest)) {
             if l.modified < cutoff && !refs.is_some_and(|r| r.contains(&l.digest)) {
                 if !o.dry_run {
                     match store.blob_unlink(repo, &l.digest).await {
@@ -310,7 +327,11 @@ pub async fn collect(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcErr
     }
     let mut held: BTreeMap<Digest, u64> = BTreeMap::new();
     for b in store.blob_list().await? {
-        if marks.all.contains(&b.digest) || b.modified >= cutoff || marks.young_links.contains(&b.digest) {
+        if !allowed(&b.digest)
+            || marks.all.contains(&b.digest)
+            || b.modified >= cutoff
+            || marks.young_links.contains(&b.digest)
+        {
             continue;
         }
         if o.dry_run || store.blob_quarantine(&b.digest).await? {
@@ -358,7 +379,7 @@ pub async fn collect(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcErr
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GcSchedule {
     /// How often.
-    #[serde(with = "crate::purge::secs")]
+    #[serde(with = "crate::config::duration")]
     pub interval: Duration,
     /// How each run goes.
     pub options: GcOptions,
@@ -366,29 +387,24 @@ pub struct GcSchedule {
 
 /// The scheduled collection over `store`, as a future to spawn: each run logs one line with
 /// what it freed; a run that fails logs why, and the next one comes at its time.
-pub fn collector(
-    store: std::sync::Arc<dyn Store>,
-    schedule: GcSchedule,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let mut wait = schedule.interval.min(Duration::from_secs(3600));
-        loop {
-            tokio::time::sleep(wait).await;
-            wait = schedule.interval;
-            let started = std::time::Instant::now();
-            match collect(&*store, &schedule.options).await {
-                Ok(r) => tracing::info!(
-                    blobs = r.blobs.len(),
-                    bytes = r.bytes_freed,
-                    manifests = r.manifests.len(),
-                    links = r.links.len(),
-                    restored = r.restored,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "{}",
-                    r.summary()
-                ),
-                Err(e) => tracing::error!("garbage collection stopped: {e}"),
-            }
+pub async fn collector(store: std::sync::Arc<dyn Store>, schedule: GcSchedule) {
+    let mut wait = schedule.interval.min(Duration::from_secs(3600));
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = schedule.interval;
+        let started = std::time::Instant::now();
+        match collect(&*store, &schedule.options).await {
+            Ok(r) => tracing::info!(
+                blobs = r.blobs.len(),
+                bytes = r.bytes_freed,
+                manifests = r.manifests.len(),
+                links = r.links.len(),
+                restored = r.restored,
+                seconds = started.elapsed().as_secs_f64(),
+                "{}",
+                r.summary()
+            ),
+            Err(e) => tracing::error!("garbage collection stopped: {e}"),
         }
     }
 }
