@@ -349,6 +349,66 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn secret(&self, name: &str, init: Bytes) -> Result<Bytes>;
 }
 
+/// One page of the catalog, walked in lexical order over a tree of folders (Distribution's
+/// `repositories/`): `list(prefix)` names the subfolders of `repositories/<prefix>` (`""` for
+/// the top). A folder holding `_manifests` is a repository. Only what can hold names after
+/// `last` is listed, and the walk stops at `n`, so a page costs the folders on its way, not
+/// the whole tree: the backends' [`Store::catalog`].
+pub async fn catalog_walk<F, Fut>(list: F, last: Option<&str>, n: usize) -> Result<Vec<String>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>>>,
+{
+    // Each folder gives two entries: the repository it may be (sorted as `c`) and what is
+    // under it (sorted as `c/`), so that `a`, `a-b`, `a.b`, `a/x`, `a0` come in that order.
+    fn entries(prefix: &str, children: &[String]) -> Vec<(String, bool)> {
+        let mut v = vec![];
+        for c in children.iter().filter(|c| !c.starts_with('_') && !c.starts_with('.') && !c.is_empty()) {
+            let full = if prefix.is_empty() { c.clone() } else { format!("{prefix}/{c}") };
+            v.push((full.clone(), false));
+            v.push((full, true));
+        }
+        let key = |(full, tree): &(String, bool)| if *tree { format!("{full}/") } else { full.clone() };
+        // descending, so that pop() takes the smallest
+        v.sort_by_key(|e| std::cmp::Reverse(key(e)));
+        v
+    }
+    let mut out = vec![];
+    if n == 0 {
+        return Ok(out);
+    }
+    let mut listed: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    let mut stack = vec![entries("", &list(String::new()).await?)];
+    while let Some(level) = stack.last_mut() {
+        let Some((full, tree)) = level.pop() else {
+            stack.pop();
+            continue;
+        };
+        if tree {
+            let p = format!("{full}/");
+            if last.is_some_and(|l| l > p.as_str() && !l.starts_with(&p)) {
+                continue; // everything under it comes before `last`
+            }
+            let children = match listed.remove(&full) {
+                Some(c) => c,
+                None => list(full.clone()).await?,
+            };
+            stack.push(entries(&full, &children));
+        } else if last.is_none_or(|l| full.as_str() > l) {
+            let children = list(full.clone()).await?;
+            let repo = children.iter().any(|c| c == "_manifests");
+            listed.insert(full.clone(), children);
+            if repo {
+                out.push(full);
+                if out.len() == n {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Whether `name` can name a [`Store::secret`]: `/`-separated components of
 /// `[A-Za-z0-9._-]`, none empty, `.` or `..`, nor `docker` first (Distribution's tree).
 pub fn valid_secret_name(name: &str) -> bool {
@@ -386,6 +446,63 @@ pub fn bytes_stream(bytes: Bytes) -> ByteStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_catalog_walks_in_lexical_order_and_only_what_a_page_needs() {
+        use std::collections::BTreeSet;
+        let repos = ["a", "a-b", "a.b", "a/x", "a/x/y", "a/x-z", "a0", "b/c", "b/c/d", "z"];
+        // the folders, as a filesystem or bucket holds them
+        let mut dirs: BTreeSet<String> = BTreeSet::new();
+        for r in repos {
+            let mut p = String::new();
+            for c in r.split('/') {
+                p = if p.is_empty() { c.to_string() } else { format!("{p}/{c}") };
+                dirs.insert(p.clone());
+            }
+            dirs.insert(format!("{r}/_manifests"));
+            dirs.insert(format!("{r}/_layers"));
+        }
+        dirs.insert("b/_uploads".into()); // `b` holds uploads only: not a repository
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let list = |prefix: String| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let children: Vec<String> = dirs
+                .iter()
+                .filter_map(|d| {
+                    let rest = if prefix.is_empty() {
+                        Some(d.as_str())
+                    } else {
+                        d.strip_prefix(&format!("{prefix}/"))
+                    }?;
+                    (!rest.contains('/')).then(|| rest.to_string())
+                })
+                .collect();
+            async move { Ok(children) }
+        };
+        let mut want: Vec<&str> = repos.to_vec();
+        want.sort();
+        assert_eq!(catalog_walk(&list, None, 100).await.unwrap(), want);
+        // paging two at a time gives the same, in order
+        let mut paged = vec![];
+        let mut last: Option<String> = None;
+        loop {
+            let page = catalog_walk(&list, last.as_deref(), 2).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            last = page.last().cloned();
+            paged.extend(page);
+        }
+        assert_eq!(paged, want);
+        // a page after `a0` lists no folder under `a`
+        calls.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(catalog_walk(&list, Some("a0"), 1).await.unwrap(), ["b/c"]);
+        assert!(
+            calls.load(std::sync::atomic::Ordering::Relaxed) <= 4,
+            "{} listings",
+            calls.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
 
     #[test]
     fn range_parsing() {

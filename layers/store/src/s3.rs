@@ -908,26 +908,16 @@ impl Store for S3Store {
     }
 
     async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
-        let mut found = vec![];
-        let mut stack = vec![(self.key("repositories"), String::new())];
-        while let Some((dir, prefix)) = stack.pop() {
+        let list = |prefix: String| async move {
+            let dir = if prefix.is_empty() {
+                self.key("repositories")
+            } else {
+                self.key(&format!("repositories/{prefix}"))
+            };
             let listed = self.inner.s3.list_with_delimiter(Some(&dir)).await.map_err(io)?;
-            for p in listed.common_prefixes {
-                let Some(name) = p.filename().map(str::to_owned) else { continue };
-                if name.starts_with('_') {
-                    if name == "_manifests" && !prefix.is_empty() {
-                        found.push(prefix.clone());
-                    }
-                    continue;
-                }
-                let full = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-                stack.push((p, full));
-            }
-        }
-        found.sort();
-        found.retain(|r| last.is_none_or(|l| r.as_str() > l));
-        found.truncate(n);
-        Ok(found)
+            Ok(listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect())
+        };
+        donjon_core::store::catalog_walk(list, last, n).await
     }
 
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>> {

@@ -669,33 +669,13 @@ impl Store for FsStore {
 
     async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
         let root = self.inner.base.join("repositories");
-        let last = last.map(str::to_owned);
-        Ok(blocking(move || {
-            let mut found = vec![];
-            let mut stack = vec![(root.clone(), String::new())];
-            while let Some((dir, prefix)) = stack.pop() {
-                let Some(entries) = read_dir(&dir)? else { continue };
-                for e in entries {
-                    let e = e?;
-                    let Some(name) = e.file_name().to_str().map(str::to_owned) else {
-                        continue;
-                    };
-                    if name.starts_with('_') || name.starts_with('.') || !e.file_type()?.is_dir() {
-                        if name == "_manifests" && !prefix.is_empty() {
-                            found.push(prefix.clone());
-                        }
-                        continue;
-                    }
-                    let full = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-                    stack.push((e.path(), full));
-                }
+        let list = |prefix: String| {
+            let dir = root.join(prefix);
+            async move {
+                Ok(blocking(move || Ok(subdirs(&dir)?.into_iter().map(|(name, _)| name).collect())).await?)
             }
-            found.sort();
-            found.retain(|r| last.as_deref().is_none_or(|l| r.as_str() > l));
-            found.truncate(n);
-            Ok(found)
-        })
-        .await?)
+        };
+        donjon_core::store::catalog_walk(list, last, n).await
     }
 
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>> {
