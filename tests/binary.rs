@@ -235,29 +235,7 @@ fn sigterm_drains_transfers_in_flight() {
 #[test]
 fn tls_with_http2() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is needed for this test");
-    assert!(ok.success());
+    let (cert, key) = common::self_signed(dir.path(), "localhost", "IP:127.0.0.1");
     let tls = format!("{},{}", cert.display(), key.display());
     let server = Donjon::start_with(&dir.path().join("data"), &["--tls", &tls]);
     let url = format!("https://{}/v2/", server.addr);

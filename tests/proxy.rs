@@ -113,16 +113,21 @@ async fn proxy_for(up: &Upstream, check_interval: Duration) -> TestServer {
     proxy_with(up, check_interval, None).await
 }
 
+/// The proxy's entry for the upstream: `upstream.test`, reached at its address, as alice.
+fn upstream_entry(up: &Upstream) -> RegistryConfig {
+    RegistryConfig {
+        host: "upstream.test".into(),
+        url: Some(format!("http://{}", up.addr)),
+        username: Some("alice".into()),
+        password: Some("alice-pw".into()),
+        ..Default::default()
+    }
+}
+
 async fn proxy_with(up: &Upstream, check_interval: Duration, default: Option<&str>) -> TestServer {
     let config = ProxyConfig {
         default: default.map(str::to_string),
-        registries: vec![RegistryConfig {
-            host: "upstream.test".into(),
-            url: Some(format!("http://{}", up.addr)),
-            username: Some("alice".into()),
-            password: Some("alice-pw".into()),
-            ..Default::default()
-        }],
+        registries: vec![upstream_entry(up)],
         check_interval: Some(check_interval),
         read_timeout: Some(Duration::from_secs(5)),
         ..Default::default()
@@ -448,13 +453,7 @@ async fn a_stalled_reader_holds_up_no_one_and_ranges_work_in_flight() {
 
 fn evicting(up: &Upstream, max_size: Option<u64>, max_age: Option<Duration>) -> ProxyConfig {
     ProxyConfig {
-        registries: vec![RegistryConfig {
-            host: "upstream.test".into(),
-            url: Some(format!("http://{}", up.addr)),
-            username: Some("alice".into()),
-            password: Some("alice-pw".into()),
-            ..Default::default()
-        }],
+        registries: vec![upstream_entry(up)],
         check_interval: Some(Duration::from_secs(3600)),
         max_size: max_size.map(bytesize::ByteSize::b),
         max_age,

@@ -321,37 +321,13 @@ async fn without_a_mutator_mutate_image_is_not_served_and_other_paths_pass() {
     assert_eq!(s.get("/v2/").await.status, 200);
 }
 
-fn openssl_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=donjon.donjon.svc",
-        ])
-        .args(["-addext", "subjectAltName=DNS:donjon.donjon.svc,IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is needed for this test");
-    assert!(ok.success());
-    (cert, key)
-}
-
 /// The binary, as a cluster runs it: TLS, the policy from its configuration file, and the
 /// API server's way of calling (HTTPS, HTTP/2, a CA it was given).
 #[test]
 fn the_binary_serves_the_webhooks_over_https() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = openssl_cert(dir.path());
+    let (cert, key) =
+        common::self_signed(dir.path(), "donjon.donjon.svc", "DNS:donjon.donjon.svc,IP:127.0.0.1");
     let config = dir.path().join("config.yml");
     std::fs::write(&config, format!("image_validation:{}", POLICY.replace('\n', "\n  "))).unwrap();
     let addr = common::free_addr();

@@ -187,6 +187,23 @@ impl Drop for TestServer {
     }
 }
 
+/// A self-signed certificate and key made with openssl in `dir` (`cert.pem`, `key.pem`), for
+/// `cn` and the subject alternative names `san` (`IP:127.0.0.1,DNS:x`).
+pub fn self_signed(dir: &std::path::Path, cn: &str, san: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", &format!("/CN={cn}")])
+        .args(["-addext", &format!("subjectAltName={san}"), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is needed for this test");
+    assert!(ok.success());
+    (cert, key)
+}
+
 /// One HTTP/1.1 response read off a raw connection.
 pub struct RawResp {
     pub status: u16,
