@@ -562,3 +562,70 @@ fn garbage_collection_runs_on_a_schedule() {
         rt.block_on(send(&c, "GET", &server.url(&format!("/v2/sched/app/blobs/{kept}")), &[], Bytes::new()));
     assert_eq!(r.status, 200);
 }
+
+/// `/metrics` on the main listener: requests by route kind, method and status, bytes, store
+/// operations by backend; with Distribution's `http.debug.addr`, on that listener only.
+#[test]
+fn metrics_are_scraped_from_the_main_listener_or_the_debug_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Donjon::start(&dir.path().join("data"));
+    let rt = rt();
+    let c = client();
+    let d = digest(b"measured");
+    let push = rt.block_on(send(
+        &c,
+        "POST",
+        &server.url(&format!("/v2/m/blobs/uploads/?digest={d}")),
+        &[],
+        Bytes::from_static(b"measured"),
+    ));
+    assert_eq!(push.status, 201);
+    assert_eq!(
+        rt.block_on(send(&c, "GET", &server.url(&format!("/v2/m/blobs/{d}")), &[], Bytes::new())).status,
+        200
+    );
+    assert_eq!(
+        rt.block_on(send(&c, "GET", &server.url("/v2/m/manifests/nope"), &[], Bytes::new())).status,
+        404
+    );
+    let m = rt.block_on(send(&c, "GET", &server.url("/metrics"), &[], Bytes::new()));
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type").starts_with("application/openmetrics-text"),
+        "{}",
+        m.header("content-type")
+    );
+    let text = String::from_utf8_lossy(&m.body).to_string();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+    };
+    assert_eq!(value(r#"donjon_http_requests_total{route="upload",method="POST",status="201"}"#), 1.0);
+    assert_eq!(value(r#"donjon_http_requests_total{route="blob",method="GET",status="200"}"#), 1.0);
+    assert_eq!(value(r#"donjon_http_requests_total{route="manifest",method="GET",status="404"}"#), 1.0);
+    assert_eq!(value(r#"donjon_http_response_bytes_total{route="blob",method="GET"}"#), 8.0);
+    assert_eq!(value(r#"donjon_http_request_bytes_total{route="upload",method="POST"}"#), 8.0);
+    assert!(
+        value(r#"donjon_store_operation_duration_seconds_count{backend="filesystem",op="blob_read"}"#) >= 1.0
+    );
+    assert!(text.contains("donjon_upload_requests_in_flight 0"), "{text}");
+    assert!(!text.contains("repository"), "no label names a repository");
+    drop(server);
+
+    // http.debug.addr: there, and not on the main listener
+    let debug = common::free_addr();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!("http:\n  debug:\n    addr: {debug}\n    prometheus: {{enabled: true, path: /prom}}\n"),
+    )
+    .unwrap();
+    let server = Donjon::start_with(&dir.path().join("data2"), &["--config-file", cfg.to_str().unwrap()]);
+    common::wait_listening(debug);
+    assert_eq!(rt.block_on(send(&c, "GET", &server.url("/metrics"), &[], Bytes::new())).status, 404);
+    assert_eq!(rt.block_on(send(&c, "GET", &server.url("/prom"), &[], Bytes::new())).status, 404);
+    let m = rt.block_on(send(&c, "GET", &format!("http://{debug}/prom"), &[], Bytes::new()));
+    assert_eq!(m.status, 200);
+    assert!(String::from_utf8_lossy(&m.body).contains("# TYPE donjon_http_requests counter"));
+}

@@ -119,8 +119,23 @@ struct Http {
     draintimeout: Option<std::time::Duration>,
     tls: Option<HttpTls>,
     headers: Option<Value>,
-    debug: Option<IgnoredAny>,
+    debug: Option<HttpDebug>,
     http2: Option<IgnoredAny>,
+}
+
+/// `http.debug`: where the metrics are served when not on the main listener.
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct HttpDebug {
+    addr: Option<String>,
+    prometheus: Option<Prometheus>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct Prometheus {
+    enabled: Option<bool>,
+    path: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -179,7 +194,27 @@ impl File {
 
         let http = self.http;
         w.not_implemented(http.prefix.is_some(), "http.prefix");
-        let _ = (&http.secret, &http.relativeurls, &http.debug, &http.http2, &http.net);
+        let _ = (&http.secret, &http.relativeurls, &http.http2, &http.net);
+        if let Some(debug) = http.debug {
+            if let Some(addr) = debug.addr {
+                let a = super::parse_bind(&addr).map_err(|e| ConfigError::new("http.debug.addr", e))?;
+                s.metrics.addr = Some(a);
+            }
+            if let Some(p) = debug.prometheus {
+                if let Some(enabled) = p.enabled {
+                    s.metrics.enabled = enabled;
+                }
+                if let Some(path) = p.path {
+                    if !path.starts_with('/') {
+                        return Err(ConfigError::new(
+                            "http.debug.prometheus.path",
+                            format!("{path:?} must start with /"),
+                        ));
+                    }
+                    s.metrics.path = path;
+                }
+            }
+        }
         s.headers = parse_headers(http.headers.as_ref())?;
         if let Some(addr) = http.addr {
             s.bind = super::parse_bind(&addr).map_err(|e| ConfigError::new("http.addr", e))?;

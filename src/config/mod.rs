@@ -84,6 +84,8 @@ pub struct Settings {
     /// Headers added to every response (Distribution's `http.headers`).
     #[serde(serialize_with = "header_list")]
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Where `/metrics` is served (Distribution's `http.debug`).
+    pub metrics: MetricsSettings,
     /// Log level, format and the access log.
     pub log: Logging,
     /// Things in the configuration that were ignored.
@@ -107,9 +109,36 @@ impl Default for Settings {
             validation: None,
             connections: crate::server::Options::default(),
             headers: vec![],
+            metrics: MetricsSettings::default(),
             log: Logging::default(),
             warnings: vec![],
         }
+    }
+}
+
+/// Where the Prometheus metrics are served: on the main listener by default; on
+/// `http.debug.addr` alone when that is set; nowhere when `http.debug.prometheus.enabled` is
+/// false.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Whether they are served at all.
+    pub enabled: bool,
+    /// Their path (default `/metrics`).
+    pub path: String,
+    /// A listener of their own, instead of the main one.
+    pub addr: Option<SocketAddr>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self { enabled: true, path: "/metrics".into(), addr: None }
+    }
+}
+
+impl MetricsSettings {
+    /// The path the main listener serves them at, if it does.
+    pub fn on_main_listener(&self) -> Option<&str> {
+        (self.enabled && self.addr.is_none()).then_some(self.path.as_str())
     }
 }
 

@@ -1,6 +1,8 @@
 //! The access log: one `tracing` line per request (method, path, status, bytes, duration,
 //! request id), written when the response body ends or is dropped, so that a long blob transfer
 //! is logged with its real size and duration, and a transfer the client abandoned says so.
+//! The same moment records the request's metrics (route kind, method, status, bytes,
+//! duration; `donjon_core::metrics`).
 //!
 //! donjon's own rather than tower-http's `Trace`, which cannot count a body's bytes and boxes
 //! the body again. The request id comes from tower-http's `RequestId` extension (set by
@@ -39,6 +41,10 @@ pub(super) struct Line {
     status: StatusCode,
     start: Instant,
     request_id: Option<HeaderValue>,
+    /// The route kind the registry stamped on the response (`other` outside its API).
+    route: &'static str,
+    /// The request body's announced length.
+    request_bytes: Option<u64>,
 }
 
 impl<S, B> Service<Request<B>> for AccessLog<S>
@@ -60,6 +66,12 @@ where
             status: StatusCode::OK,
             start: Instant::now(),
             request_id: req.extensions().get::<RequestId>().map(|id| id.header_value().clone()),
+            route: "other",
+            request_bytes: req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
         };
         AccessLogFuture { fut: self.inner.call(req), line: Some(line) }
     }
@@ -86,6 +98,9 @@ where
         let mut line = this.line.take();
         if let Some(l) = &mut line {
             l.status = resp.status();
+            if let Some(k) = resp.extensions().get::<donjon_core::route::RouteKind>() {
+                l.route = k.0;
+            }
         }
         let head = line.as_ref().is_some_and(|l| l.method == Method::HEAD);
         let (parts, inner) = resp.into_parts();
@@ -116,7 +131,13 @@ pub struct LoggedBody {
 impl LoggedBody {
     fn finish(&mut self, aborted: bool) {
         if let Some(l) = self.line.take() {
-            let ms = l.start.elapsed().as_secs_f64() * 1000.0;
+            let took = l.start.elapsed();
+            let m = donjon_core::metrics::metrics();
+            m.record_request(l.route, l.method.as_str(), l.status.as_u16(), self.bytes, took);
+            if let Some(n) = l.request_bytes.filter(|n| *n > 0) {
+                m.record_request_bytes(l.route, l.method.as_str(), n);
+            }
+            let ms = took.as_secs_f64() * 1000.0;
             tracing::info!(
                 target: "donjon::access",
                 method = %l.method,

@@ -1,7 +1,7 @@
 //! The binary's outer middleware around the [`Registry`](crate::Registry): request ids
 //! (tower-http's `x-request-id`, set when the client sent none and echoed back), the access log,
-//! Distribution's `http.headers`, the health endpoints and panic recovery, each a tower
-//! `Layer` of its own, composed by [`wrap`] and erased once.
+//! Distribution's `http.headers`, the health endpoints, `/metrics` and panic recovery, each a
+//! tower `Layer` of its own, composed by [`wrap`] and erased once.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -70,18 +70,36 @@ pub mod access_log;
 pub mod catch_panic;
 pub mod extra_headers;
 pub mod health;
+pub mod metrics;
 
 pub use access_log::{AccessLog, AccessLogLayer, LoggedBody};
 pub use catch_panic::{CatchPanic, CatchPanicLayer};
 pub use extra_headers::{ExtraHeaders, ExtraHeadersLayer};
 pub use health::{Health, HealthLayer};
+pub use metrics::{Metrics, MetricsLayer};
 
 /// A service wrapped in the outer middleware, over requests with body `B`.
 pub type Wrapped<B> = BoxCloneSyncService<Request<B>, Response<LoggedBody>, Infallible>;
 
 /// Wraps `inner` in the outer middleware, outermost first: request id, access log, `headers`
-/// (Distribution's `http.headers`) on every response, health endpoints, panic recovery.
+/// (Distribution's `http.headers`) on every response, health endpoints, `GET /metrics`, panic
+/// recovery.
 pub fn wrap<S, B>(inner: S, headers: Vec<(HeaderName, HeaderValue)>) -> Wrapped<B>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    wrap_with(inner, headers, Some("/metrics"))
+}
+
+/// [`wrap`], with the metrics at `metrics_path`, or not on this listener (`None`: the binary
+/// serves them on `http.debug.addr` instead).
+pub fn wrap_with<S, B>(
+    inner: S,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    metrics_path: Option<&str>,
+) -> Wrapped<B>
 where
     S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -94,6 +112,7 @@ where
         .layer(AccessLogLayer::new())
         .layer(ExtraHeadersLayer::new(headers))
         .layer(HealthLayer::new())
+        .option_layer(metrics_path.map(MetricsLayer::new))
         .layer(CatchPanicLayer::new())
         .service(inner);
     BoxCloneSyncService::new(stack)

@@ -133,6 +133,7 @@ fn unauthorized<B>(
     ) {
         scopes.push(Scope::repository(from.as_str(), &["pull"]));
     }
+    donjon_core::metrics::metrics().record_auth_refusal("unauthenticated");
     let mut resp = Error::new(ErrorCode::Unauthorized, "authentication required").into_response();
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, challenge(&realm(s, req), s.service(), &scopes, error));
@@ -140,10 +141,12 @@ fn unauthorized<B>(
 }
 
 fn denied() -> Response<Body> {
+    donjon_core::metrics::metrics().record_auth_refusal("denied");
     Error::new(ErrorCode::Denied, "requested access to the resource is denied").into_response()
 }
 
 fn too_many(wait: std::time::Duration) -> Response<Body> {
+    donjon_core::metrics::metrics().record_auth_refusal("limited");
     let mut resp =
         Error::new(ErrorCode::TooManyRequests, "too many failed logins from this address; try again later")
             .into_response();
@@ -470,6 +473,7 @@ where
         if let Some(ip) = ip {
             s.limiter.failed(ip);
         }
+        donjon_core::metrics::metrics().record_auth_refusal("bad_credentials");
         let mut resp = Error::new(ErrorCode::Unauthorized, "invalid credentials").into_response();
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, basic_challenge(&s.basic_realm));
         resp

@@ -281,8 +281,24 @@ async fn untagged(store: &dyn Store, repo: &Name, cutoff: SystemTime) -> Result<
         .collect())
 }
 
-/// Runs one collection over `store`. See the module docs.
+/// Runs one collection over `store`, and records it in the metrics (`donjon_gc_runs_total`,
+/// `donjon_gc_freed_bytes_total`, `donjon_gc_freed_blobs_total`). See the module docs.
 pub async fn collect(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
+    let r = run(store, o).await;
+    let m = crate::metrics::metrics();
+    match &r {
+        Ok(report) if report.dry_run => m.record_gc("dry_run"),
+        Ok(report) => {
+            m.record_gc("ok");
+            m.gc_freed_bytes.inc_by(report.bytes_freed);
+            m.gc_freed_blobs.inc_by(report.blobs.len() as u64);
+        }
+        Err(_) => m.record_gc("error"),
+    }
+    r
+}
+
+async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
     let cutoff = SystemTime::now().checked_sub(o.grace).unwrap_or(SystemTime::UNIX_EPOCH);
     let leftover = store.quarantine_list().await?;
     let repos = repositories(store).await?;

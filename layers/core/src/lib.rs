@@ -25,6 +25,8 @@
 //! - [`manifest`]: what a manifest references and how it describes itself; [`principal`]: who
 //!   is calling (set by an auth layer) and from where ([`ClientConn`], set by the server);
 //!   [`time`]: RFC 3339 timestamps.
+//! - [`metrics`]: the process's Prometheus metrics, which every layer records into;
+//!   [`metered`]: a `Store` that records each operation's latency and faults there;
 //! - [`config`]: what the layers' configuration sections share: [`config::ConfigError`]
 //!   naming key and file, warnings, the duration format.
 //! - [`store`]: the [`Store`] contract; [`gc`]: online garbage collection over any store (the
@@ -42,6 +44,8 @@ pub mod gc;
 pub mod image_ref;
 pub mod layout;
 pub mod manifest;
+pub mod metered;
+pub mod metrics;
 pub mod mirror;
 pub mod name;
 pub mod principal;

@@ -96,6 +96,21 @@ impl Route {
         }
     }
 
+    /// The kind of endpoint, for metrics: `base`, `catalog`, `token`, `tags`, `manifest`,
+    /// `blob`, `upload`, `referrers`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Base => "base",
+            Self::Catalog => "catalog",
+            Self::Token => "token",
+            Self::Tags { .. } => "tags",
+            Self::Manifest { .. } => "manifest",
+            Self::Blob { .. } => "blob",
+            Self::UploadStart { .. } | Self::Upload { .. } => "upload",
+            Self::Referrers { .. } => "referrers",
+        }
+    }
+
     /// The repository the route addresses, if any.
     pub fn name(&self) -> Option<&Name> {
         match self {
@@ -333,7 +348,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match parse(req.uri().path()) {
-            Ok(None) => RouteFuture::Inner { fut: self.inner.call(req), stamp: false },
+            Ok(None) => RouteFuture::Inner { fut: self.inner.call(req), kind: None },
             Ok(Some(mut route)) => {
                 if let Some(name) = route.name() {
                     let ns = self.mirrors.as_ref().and_then(|m| {
@@ -343,8 +358,9 @@ where
                         route = route.with_name(new);
                     }
                 }
+                let kind = route.kind();
                 req.extensions_mut().insert(route);
-                RouteFuture::Inner { fut: self.inner.call(req), stamp: true }
+                RouteFuture::Inner { fut: self.inner.call(req), kind: Some(kind) }
             }
             Err(e) => {
                 // A reference that is not a valid tag names no manifest: reads answer 404
@@ -354,11 +370,18 @@ where
                 } else {
                     e
                 };
-                RouteFuture::Ready { resp: Some(stamp(e.into_response())) }
+                let mut resp = stamp(e.into_response());
+                resp.extensions_mut().insert(RouteKind("invalid"));
+                RouteFuture::Ready { resp: Some(resp) }
             }
         }
     }
 }
+
+/// The kind of route a response answered ([`Route::kind`], or `invalid` for a path the
+/// parser refused), in the response's extensions: what metrics label a request with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteKind(pub &'static str);
 
 /// The headers of every registry response: the API version, and what keeps a browser from
 /// reading manifests and blobs as pages (`nosniff`, and a policy that allows nothing to run).
@@ -376,8 +399,8 @@ pin_project! {
     /// The future of [`RouteService`].
     #[project = RouteFutureProj]
     pub enum RouteFuture<F> {
-        /// Waiting on the inner service.
-        Inner { #[pin] fut: F, stamp: bool },
+        /// Waiting on the inner service; the kind of a registry route, to stamp its response.
+        Inner { #[pin] fut: F, kind: Option<&'static str> },
         /// Answered here.
         Ready { resp: Option<Response<Body>> },
     }
@@ -391,9 +414,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            RouteFutureProj::Inner { fut, stamp: add } => {
+            RouteFutureProj::Inner { fut, kind } => {
                 let resp = ready!(fut.poll(cx))?;
-                Poll::Ready(Ok(if *add { stamp(resp) } else { resp }))
+                Poll::Ready(Ok(match kind {
+                    Some(k) => {
+                        let mut resp = stamp(resp);
+                        resp.extensions_mut().insert(RouteKind(k));
+                        resp
+                    }
+                    None => resp,
+                }))
             }
             RouteFutureProj::Ready { resp } => {
                 let resp = resp.take().unwrap_or_else(|| {

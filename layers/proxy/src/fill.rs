@@ -286,6 +286,7 @@ impl Fills {
             .map_err(|e| format!("spool file: {e}"))?;
             hasher = done;
             written += len as u64;
+            donjon_core::metrics::metrics().proxy_upstream_bytes.inc_by(len as u64);
             tx.send_modify(|p| p.written = written);
         }
         let hasher = hasher.ok_or("the hash state was lost")?;

@@ -127,14 +127,17 @@ impl ProxyCacheLayer {
                             "proxy cache eviction: nothing to evict"
                         )
                     }
-                    Ok(e) => tracing::info!(
-                        cached_bytes = e.cached_bytes,
-                        manifests = e.manifests.len(),
-                        bytes_freed = e.bytes_freed,
-                        "proxy cache eviction: {} cached manifest(s) evicted, {} bytes freed",
-                        e.manifests.len(),
-                        e.bytes_freed
-                    ),
+                    Ok(e) => {
+                        donjon_core::metrics::metrics().proxy_evicted.inc_by(e.manifests.len() as u64);
+                        tracing::info!(
+                            cached_bytes = e.cached_bytes,
+                            manifests = e.manifests.len(),
+                            bytes_freed = e.bytes_freed,
+                            "proxy cache eviction: {} cached manifest(s) evicted, {} bytes freed",
+                            e.manifests.len(),
+                            e.bytes_freed
+                        )
+                    }
                     Err(e) => tracing::error!("proxy cache eviction stopped: {e}"),
                 }
             }

@@ -79,6 +79,7 @@ impl Shared {
         match reference {
             Reference::Digest(d) => {
                 if matches!(self.store.manifest_exists(name, d).await, Ok(true)) {
+                    donjon_core::metrics::metrics().record_proxy("manifest_cached");
                     return Ok(());
                 }
                 let up = up.map_err(|e| upstream_error(&e, ErrorCode::ManifestUnknown))?;
@@ -100,6 +101,7 @@ impl Shared {
                     .and_then(|c| c.get(&key).copied())
                     .is_some_and(|t| t.elapsed() < self.check_interval);
                 if cached.is_some() && (fresh || self.upstreams.offline()) {
+                    donjon_core::metrics::metrics().record_proxy("manifest_cached");
                     return Ok(());
                 }
                 let checked = async {
@@ -117,6 +119,7 @@ impl Shared {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse().ok());
                     if upstream_digest.is_some() && upstream_digest == cached {
+                        donjon_core::metrics::metrics().record_proxy("manifest_cached");
                         return Ok(());
                     }
                     let path = match &upstream_digest {
@@ -145,6 +148,7 @@ impl Shared {
                         ),
                     ) => Err(upstream_error(&e, ErrorCode::ManifestUnknown)),
                     Err(e) if cached.is_some() => {
+                        donjon_core::metrics::metrics().record_proxy("stale");
                         tracing::warn!(%name, %tag, error = %e, "proxy: upstream check failed; serving the cached copy");
                         Ok(())
                     }
@@ -199,6 +203,7 @@ impl Shared {
             }
             None => Digest::sha256_of(&body),
         };
+        donjon_core::metrics::metrics().record_proxy("manifest_fetch");
         let parsed = manifest::parse(&body, content_type.as_deref()).ok();
         let media_type = parsed
             .as_ref()
@@ -356,8 +361,12 @@ where
             Err(resp) => Ok(resp),
         },
         Route::Blob { digest, .. } => match shared.store.blob_size(&name, &digest).await {
-            Ok(_) => inner.call(req).await,
+            Ok(_) => {
+                donjon_core::metrics::metrics().record_proxy("blob_cached");
+                inner.call(req).await
+            }
             Err(StoreError::BlobUnknown(_)) => {
+                donjon_core::metrics::metrics().record_proxy("blob_fetch");
                 let head = req.method() == Method::HEAD;
                 let range =
                     req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);

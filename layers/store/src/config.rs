@@ -417,14 +417,19 @@ impl StorageConfig {
         self.filesystem.as_ref()?.rootdirectory.as_deref()
     }
 
-    /// Opens the backend: the filesystem store at `data_dir`, or the bucket.
+    /// Opens the backend: the filesystem store at `data_dir`, or the bucket, its operations
+    /// recorded in the metrics.
     pub async fn open(&self, data_dir: &Path) -> std::io::Result<Arc<dyn Store>> {
+        use donjon_core::metered::MeteredStore;
         match self.backend().map_err(std::io::Error::other)? {
-            Backend::Filesystem => Ok(Arc::new(crate::FsStore::open(data_dir).await?)),
+            Backend::Filesystem => {
+                let store = Arc::new(crate::FsStore::open(data_dir).await?);
+                Ok(Arc::new(MeteredStore::new(store, "filesystem")))
+            }
             #[cfg(feature = "s3")]
             Backend::S3(s3) => {
-                let store = crate::S3Store::connect(s3).await.map_err(std::io::Error::other)?;
-                Ok(Arc::new(store))
+                let store = Arc::new(crate::S3Store::connect(s3).await.map_err(std::io::Error::other)?);
+                Ok(Arc::new(MeteredStore::new(store, "s3")))
             }
             #[cfg(not(feature = "s3"))]
             Backend::S3(_) => Err(std::io::Error::other("this donjon was built without the `s3` feature")),

@@ -46,9 +46,29 @@ where
             return ResponseFuture::inner(self.inner.call(req));
         }
         let shared = self.shared.clone();
-        ResponseFuture::handled(
-            async move { dispatch(&shared, req).await.unwrap_or_else(Error::into_response) },
-        )
+        let in_flight = InFlight::start();
+        ResponseFuture::handled(async move {
+            let resp = dispatch(&shared, req).await.unwrap_or_else(Error::into_response);
+            drop(in_flight);
+            resp
+        })
+    }
+}
+
+/// A push being served, counted in `donjon_upload_requests_in_flight` until it ends (or its
+/// client goes away and the future is dropped).
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        donjon_core::metrics::metrics().uploads_in_flight.inc();
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        donjon_core::metrics::metrics().uploads_in_flight.dec();
     }
 }
 

@@ -1,0 +1,76 @@
+//! `GET /metrics`: the process's Prometheus metrics (`donjon_core::metrics`) in the
+//! OpenMetrics text format, on the main listener, or on a listener of its own when
+//! Distribution's `http.debug.addr` is set (so that it need not be public).
+//!
+//! ```
+//! use donjon::middleware::MetricsLayer;
+//! # let _ = MetricsLayer::new("/metrics");
+//! ```
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{header, HeaderValue, Method, Request, Response};
+use tower_service::Service;
+
+use crate::Body;
+
+/// The OpenMetrics text format's content type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Answers `GET` at its path with the metrics; passes every other request on.
+#[derive(Clone, Debug)]
+pub struct Metrics<S> {
+    inner: S,
+    path: Arc<str>,
+}
+
+/// The layer of [`Metrics`].
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    path: Arc<str>,
+}
+
+impl MetricsLayer {
+    /// Serves the metrics at `path` (Distribution's `http.debug.prometheus.path`, `/metrics`).
+    pub fn new(path: &str) -> Self {
+        Self { path: path.into() }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for MetricsLayer {
+    type Service = Metrics<S>;
+
+    fn layer(&self, inner: S) -> Metrics<S> {
+        Metrics { inner, path: self.path.clone() }
+    }
+}
+
+/// The metrics as a response.
+pub fn response() -> Response<Body> {
+    let mut r = Response::new(Body::from(donjon_core::metrics::metrics().encode()));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    r
+}
+
+impl<S, B> Service<Request<B>> for Metrics<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = donjon_core::future::ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let read = req.method() == Method::GET || req.method() == Method::HEAD;
+        if read && req.uri().path() == &*self.path {
+            return donjon_core::future::ResponseFuture::handled(std::future::ready(response()));
+        }
+        donjon_core::future::ResponseFuture::inner(self.inner.call(req))
+    }
+}
