@@ -74,3 +74,35 @@ where
         donjon_core::future::ResponseFuture::inner(self.inner.call(req))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every metric the shipped Grafana dashboard queries is one donjon exports.
+    #[test]
+    fn the_dashboard_queries_only_metrics_that_exist() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../deploy/monitoring/donjon-dashboard.json")).unwrap();
+        let exported = donjon_core::metrics::metrics().families();
+        let mut seen = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if !word.starts_with("donjon_") {
+                        continue;
+                    }
+                    seen += 1;
+                    let base = ["_bucket", "_count", "_sum", "_total"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    assert!(
+                        exported.iter().any(|f| f == base),
+                        "the dashboard queries {word}, which donjon does not export"
+                    );
+                }
+            }
+        }
+        assert!(seen >= 10, "{seen}");
+    }
+}

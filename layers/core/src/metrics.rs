@@ -71,6 +71,7 @@ fn latency() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    families: Vec<String>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Histograms<RouteLabels>,
     bytes_out: Family<RouteLabels, Counter>,
@@ -95,72 +96,60 @@ pub struct Metrics {
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("donjon");
+        let mut families: Vec<String> = vec![];
+        macro_rules! register {
+            ($name:literal, $help:literal, $metric:expr) => {{
+                families.push(format!("donjon_{}", $name));
+                registry.register($name, $help, $metric.clone());
+            }};
+        }
         let requests = Family::default();
-        registry.register(
-            "http_requests",
-            "Requests answered, by route kind, method and status",
-            requests.clone(),
-        );
+        register!("http_requests", "Requests answered, by route kind, method and status", requests);
         let request_seconds: Histograms<RouteLabels> = Family::new_with_constructor(latency);
-        registry.register(
+        register!(
             "http_request_duration_seconds",
             "Time from a request to the end of its response body",
-            request_seconds.clone(),
+            request_seconds
         );
         let bytes_out = Family::default();
-        registry.register("http_response_bytes", "Response body bytes sent", bytes_out.clone());
+        register!("http_response_bytes", "Response body bytes sent", bytes_out);
         let bytes_in = Family::default();
-        registry.register(
-            "http_request_bytes",
-            "Request body bytes announced (Content-Length)",
-            bytes_in.clone(),
-        );
+        register!("http_request_bytes", "Request body bytes announced (Content-Length)", bytes_in);
         let uploads_in_flight = Gauge::default();
-        registry.register(
-            "upload_requests_in_flight",
-            "Upload requests being served",
-            uploads_in_flight.clone(),
-        );
+        register!("upload_requests_in_flight", "Upload requests being served", uploads_in_flight);
         let store_seconds: Histograms<StoreLabels> = Family::new_with_constructor(latency);
-        registry.register(
+        register!(
             "store_operation_duration_seconds",
             "Store operations, by backend and operation (to the first byte of a read)",
-            store_seconds.clone(),
+            store_seconds
         );
         let store_errors = Family::default();
-        registry.register(
+        register!(
             "store_errors",
             "Store operations that failed other than by naming something absent",
-            store_errors.clone(),
+            store_errors
         );
         let gc_runs = Family::default();
-        registry.register("gc_runs", "Garbage collections, by result (ok, dry_run, error)", gc_runs.clone());
+        register!("gc_runs", "Garbage collections, by result (ok, dry_run, error)", gc_runs);
         let gc_freed_bytes = Counter::default();
-        registry.register("gc_freed_bytes", "Bytes garbage collection freed", gc_freed_bytes.clone());
+        register!("gc_freed_bytes", "Bytes garbage collection freed", gc_freed_bytes);
         let gc_freed_blobs = Counter::default();
-        registry.register("gc_freed_blobs", "Blobs garbage collection freed", gc_freed_blobs.clone());
+        register!("gc_freed_blobs", "Blobs garbage collection freed", gc_freed_blobs);
         let auth_refusals = Family::default();
-        registry.register(
+        register!(
             "auth_refusals",
             "Requests refused by the auth layer (unauthenticated, denied, bad_credentials, limited)",
-            auth_refusals.clone(),
+            auth_refusals
         );
         let proxy_requests = Family::default();
-        registry.register(
-            "proxy_requests",
-            "Pull-through reads: manifest_cached, manifest_fetch, blob_cached, blob_fetch, stale (cached copy served, upstream failing)",
-            proxy_requests.clone(),
-        );
+        register!("proxy_requests", "Pull-through reads: manifest_cached, manifest_fetch, blob_cached, blob_fetch, stale (cached copy served, upstream failing)", proxy_requests);
         let proxy_upstream_bytes = Counter::default();
-        registry.register(
-            "proxy_upstream_bytes",
-            "Blob bytes fetched from upstreams",
-            proxy_upstream_bytes.clone(),
-        );
+        register!("proxy_upstream_bytes", "Blob bytes fetched from upstreams", proxy_upstream_bytes);
         let proxy_evicted = Counter::default();
-        registry.register("proxy_evicted_manifests", "Cached manifests evicted", proxy_evicted.clone());
+        register!("proxy_evicted_manifests", "Cached manifests evicted", proxy_evicted);
         Self {
             registry,
+            families,
             requests,
             request_seconds,
             bytes_out,
@@ -217,6 +206,12 @@ impl Metrics {
     /// `stale`.
     pub fn record_proxy(&self, kind: &'static str) {
         self.proxy_requests.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// The names of every family (`donjon_http_requests`, …), whether or not it has a sample
+    /// yet (the text format leaves out a family without one).
+    pub fn families(&self) -> &[String] {
+        &self.families
     }
 
     /// The OpenMetrics text of every metric.
