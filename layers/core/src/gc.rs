@@ -7,13 +7,15 @@
 //! 2. **Mark**: every manifest revision of every repository marks itself, its config and
 //!    layers, and the manifests an index lists.
 //! 3. **Hide**: a blob nothing marked, written more than `grace` ago and linked nowhere within
-//!    `grace`, moves to the store's quarantine (no reader, upload or mount sees it any more); a
-//!    repository's `_layers` link that nothing in that repository references, older than
-//!    `grace`, is removed.
+//!    `grace`, moves to the store's quarantine (no reader, upload or mount sees it any more).
 //! 4. **Settle, then mark again**: after `settle` (longer than any manifest `PUT` takes
 //!    between checking its blobs and committing), a second mark sees every manifest that was
-//!    checked against a blob before the blob was hidden. What it marks comes back (blob and
-//!    links); the rest is deleted for good.
+//!    checked against a blob before the blob was hidden, and every manifest pushed again
+//!    meanwhile (a revision whose bytes are hidden keeps them). What it marks comes back, and
+//!    marking goes on until nothing more does; an untagged manifest deleted in step 1 that a
+//!    manifest committed meanwhile lists (an index) gets its revision back. The rest is deleted
+//!    for good, with the `_layers` links to it that nothing in their repository references.
+//!    Should anything fail after step 3, everything hidden is given back.
 //!
 //! `grace` keeps a blob pushed a moment ago, whose manifest is still on its way; `settle` closes
 //! the race between a manifest `PUT` and the sweep, which is why Distribution's collector must
@@ -46,7 +48,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::manifest;
-use crate::store::{Store, StoreError, Stored};
+use crate::store::{Manifest, ManifestPut, Store, StoreError, Stored};
 use crate::{Digest, Name, Reference};
 
 /// How a collection runs.
@@ -126,7 +128,7 @@ struct Refs {
     subject: Option<Digest>,
 }
 
-fn references(repo: &str, m: &crate::store::Manifest) -> Result<Refs, GcError> {
+fn references(repo: &str, m: &Manifest) -> Result<Refs, GcError> {
     let unreadable =
         |why: String| GcError::Unreadable { repo: repo.to_string(), digest: m.digest.clone(), why };
     if m.media_type.starts_with("application/vnd.docker.distribution.manifest.v1") {
@@ -153,15 +155,23 @@ pub async fn repositories(store: &dyn Store) -> Result<Vec<Name>, StoreError> {
     loop {
         let page = store.catalog(last.as_deref(), 1000).await?;
         let Some(end) = page.last().cloned() else { break };
-        out.extend(page.iter().filter_map(|r| r.parse::<Name>().ok()));
+        for r in &page {
+            // a repository whose name does not parse would go unmarked: stop instead
+            out.push(
+                r.parse::<Name>()
+                    .map_err(|e| StoreError::Corrupt(format!("repository folder {r:?}: {e}")))?,
+            );
+        }
         last = Some(end);
     }
     Ok(out)
 }
 
 /// Each manifest revision of `repo`, with what it references: itself, its config and
-/// layers, the manifests it lists. Revisions deleted meanwhile are left out; an unknown
-/// repository has none.
+/// layers, the manifests it lists. A revision whose manifest cannot be read now (deleted
+/// meanwhile, or its bytes in quarantine: pushed again while a collection runs) references
+/// itself only, so that its bytes are kept, and read on the next mark. An unknown repository
+/// has none.
 pub async fn revisions(store: &dyn Store, repo: &Name) -> Result<Vec<(Stored, Vec<Digest>)>, GcError> {
     let list = match store.revision_list(repo).await {
         Ok(r) => r,
@@ -170,12 +180,11 @@ pub async fn revisions(store: &dyn Store, repo: &Name) -> Result<Vec<(Stored, Ve
     };
     let mut out = vec![];
     for rev in list {
-        let manifest = match store.manifest_get(repo, &Reference::Digest(rev.digest.clone())).await {
-            Ok(x) => x,
-            Err(StoreError::ManifestUnknown(_) | StoreError::BlobUnknown(_)) => continue,
+        let mut refs = match store.manifest_get(repo, &Reference::Digest(rev.digest.clone())).await {
+            Ok(manifest) => references(repo.as_str(), &manifest)?.all,
+            Err(StoreError::ManifestUnknown(_) | StoreError::BlobUnknown(_)) => vec![],
             Err(e) => return Err(e.into()),
         };
-        let mut refs = references(repo.as_str(), &manifest)?.all;
         refs.push(rev.digest.clone());
         out.push((rev, refs));
     }
@@ -222,19 +231,21 @@ async fn mark(
     Ok(m)
 }
 
-/// The manifests of `repo` no tag reaches and no kept manifest is the subject of, older than
-/// `cutoff`.
-async fn untagged(store: &dyn Store, repo: &Name, cutoff: SystemTime) -> Result<Vec<Digest>, GcError> {
+/// The manifests of `repo` no tag and no revision written since `cutoff` reaches (directly or
+/// through an index), and no kept manifest is the subject of.
+async fn untagged(store: &dyn Store, repo: &Name, cutoff: SystemTime) -> Result<Vec<Manifest>, GcError> {
     let revisions = match store.revision_list(repo).await {
         Ok(r) => r,
         Err(StoreError::NameUnknown(_)) => return Ok(vec![]),
         Err(e) => return Err(e.into()),
     };
     let mut refs: BTreeMap<Digest, Refs> = BTreeMap::new();
+    let mut manifests: BTreeMap<Digest, Manifest> = BTreeMap::new();
     for rev in &revisions {
         match store.manifest_get(repo, &Reference::Digest(rev.digest.clone())).await {
             Ok(m) => {
                 refs.insert(rev.digest.clone(), references(repo.as_str(), &m)?);
+                manifests.insert(rev.digest.clone(), m);
             }
             Err(StoreError::ManifestUnknown(_) | StoreError::BlobUnknown(_)) => {}
             Err(e) => return Err(e.into()),
@@ -246,7 +257,10 @@ async fn untagged(store: &dyn Store, repo: &Name, cutoff: SystemTime) -> Result<
         Err(e) => return Err(e.into()),
     };
     let mut kept: BTreeSet<Digest> = BTreeSet::new();
-    let mut todo: Vec<Digest> = vec![];
+    // a revision written within the grace period is a root too: an index pushed by digest,
+    // to be tagged in a moment, keeps its children
+    let mut todo: Vec<Digest> =
+        revisions.iter().filter(|r| r.modified >= cutoff).map(|r| r.digest.clone()).collect();
     for t in tags {
         let Ok(tag) = t.parse() else { continue };
         match store.manifest_get(repo, &Reference::Tag(tag)).await {
@@ -277,7 +291,7 @@ async fn untagged(store: &dyn Store, repo: &Name, cutoff: SystemTime) -> Result<
     Ok(revisions
         .into_iter()
         .filter(|r| !kept.contains(&r.digest) && r.modified < cutoff)
-        .map(|r| r.digest)
+        .filter_map(|r| manifests.remove(&r.digest))
         .collect())
 }
 
@@ -305,90 +319,149 @@ async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
     let mut report = GcReport { dry_run: o.dry_run, repositories: repos.len(), ..GcReport::default() };
 
     // 1. untagged manifests
+    let mut deleted: Vec<(Name, Manifest)> = vec![];
     let mut gone: HashSet<(Name, Digest)> = HashSet::new();
     if o.delete_untagged {
         for repo in &repos {
-            for d in untagged(store, repo, cutoff).await? {
+            for m in untagged(store, repo, cutoff).await? {
                 if !o.dry_run {
-                    match store.manifest_delete(repo, &d).await {
+                    match store.manifest_delete(repo, &m.digest).await {
                         Ok(()) | Err(StoreError::ManifestUnknown(_)) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
-                report.manifests.push((repo.to_string(), d.clone()));
-                gone.insert((repo.clone(), d));
+                report.manifests.push((repo.to_string(), m.digest.clone()));
+                // A dry run pretends they are gone; a run sees them go, or come back if
+                // pushed again meanwhile.
+                if o.dry_run {
+                    gone.insert((repo.clone(), m.digest.clone()));
+                }
+                deleted.push((repo.clone(), m));
             }
         }
     }
 
     // 2. mark
     let marks = mark(store, &repos, &gone, cutoff).await?;
-
-    // 3. hide
     let allowed = |d: &Digest| o.only.as_ref().is_none_or(|only| only.contains(d));
-    let mut hidden_links: Vec<(Name, Digest)> = vec![];
-    for (repo, links) in &marks.links {
-        let refs = marks.by_repo.get(repo);
-        for l in links.iter().filter(|l| allowed(&l.digest)) {
-            if l.modified < cutoff && !refs.is_some_and(|r| r.contains(&l.digest)) {
-                if !o.dry_run {
-                    match store.blob_unlink(repo, &l.digest).await {
-                        Ok(()) | Err(StoreError::BlobUnknown(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+    let candidates: Vec<Stored> = store
+        .blob_list()
+        .await?
+        .into_iter()
+        .filter(|b| {
+            allowed(&b.digest)
+                && !marks.all.contains(&b.digest)
+                && b.modified < cutoff
+                && !marks.young_links.contains(&b.digest)
+        })
+        .collect();
+    // the links that go with a blob deleted for good: old, and nothing in their repository
+    // references them
+    let stale_links = |deleted: &BTreeSet<Digest>, last: &Marks| -> Vec<(Name, Digest)> {
+        let mut out = vec![];
+        for (repo, links) in &marks.links {
+            let refs = last.by_repo.get(repo);
+            for l in links {
+                if deleted.contains(&l.digest)
+                    && l.modified < cutoff
+                    && !refs.is_some_and(|r| r.contains(&l.digest))
+                {
+                    out.push((repo.clone(), l.digest.clone()));
                 }
-                hidden_links.push((repo.clone(), l.digest.clone()));
             }
         }
-    }
-    let mut held: BTreeMap<Digest, u64> = BTreeMap::new();
-    for b in store.blob_list().await? {
-        if !allowed(&b.digest)
-            || marks.all.contains(&b.digest)
-            || b.modified >= cutoff
-            || marks.young_links.contains(&b.digest)
-        {
-            continue;
-        }
-        if o.dry_run || store.blob_quarantine(&b.digest).await? {
-            held.insert(b.digest, b.size);
-        }
-    }
+        out
+    };
     if o.dry_run {
-        report.links = hidden_links.into_iter().map(|(r, d)| (r.to_string(), d)).collect();
-        report.bytes_freed = held.values().sum();
-        report.blobs = held.into_iter().collect();
+        let going: BTreeSet<Digest> = candidates.iter().map(|b| b.digest.clone()).collect();
+        report.links = stale_links(&going, &marks).into_iter().map(|(r, d)| (r.to_string(), d)).collect();
+        report.bytes_freed = candidates.iter().map(|b| b.size).sum();
+        report.blobs = candidates.into_iter().map(|b| (b.digest, b.size)).collect();
         return Ok(report);
     }
-    for d in leftover {
-        held.entry(d).or_insert(0);
-    }
 
-    // 4. settle, mark again, give back or delete
-    tokio::time::sleep(o.settle).await;
-    let repos = repositories(store).await?;
-    let again = mark(store, &repos, &HashSet::new(), SystemTime::UNIX_EPOCH).await?;
-    for (d, size) in held {
-        if again.all.contains(&d) {
-            store.blob_release(&d, true).await?;
-            report.restored += 1;
-        } else {
-            store.blob_release(&d, false).await?;
-            report.bytes_freed += size;
-            report.blobs.push((d, size));
+    // 3. hide; 4. settle, mark again, give back what is needed, delete the rest. Should
+    // anything fail on the way, everything hidden is given back.
+    let mut held: BTreeMap<Digest, u64> = leftover.into_iter().map(|d| (d, 0)).collect();
+    let outcome = async {
+        for b in &candidates {
+            if store.blob_quarantine(&b.digest).await? {
+                held.insert(b.digest.clone(), b.size);
+            }
+        }
+        tokio::time::sleep(o.settle).await;
+        loop {
+            let repos = repositories(store).await?;
+            let again = mark(store, &repos, &HashSet::new(), SystemTime::UNIX_EPOCH).await?;
+            let back: Vec<Digest> = held.keys().filter(|d| again.all.contains(*d)).cloned().collect();
+            // a manifest deleted as untagged that a manifest committed meanwhile lists (an
+            // index pushed in that instant) gets its revision back
+            let mut revived = false;
+            for (repo, m) in &deleted {
+                let wanted = again.by_repo.get(repo).is_some_and(|r| r.contains(&m.digest));
+                if wanted && !store.manifest_exists(repo, &m.digest).await? {
+                    if held.contains_key(&m.digest) {
+                        store.blob_release(&m.digest, true).await?;
+                        held.remove(&m.digest);
+                        report.restored += 1;
+                    }
+                    let put = ManifestPut {
+                        digest: m.digest.clone(),
+                        media_type: m.media_type.clone(),
+                        bytes: m.bytes.clone(),
+                        tags: vec![],
+                        referrer: referrer_of(m),
+                    };
+                    store.manifest_put(repo, put).await?;
+                    revived = true;
+                }
+            }
+            for d in &back {
+                if held.remove(d).is_some() {
+                    store.blob_release(d, true).await?;
+                    report.restored += 1;
+                }
+            }
+            // what came back may reference more of what is hidden: mark until nothing does
+            if back.is_empty() && !revived {
+                break Ok::<Marks, GcError>(again);
+            }
         }
     }
-    for (repo, d) in hidden_links {
-        if again.by_repo.get(&repo).is_some_and(|r| r.contains(&d)) {
-            match store.blob_link(&repo, &d).await {
-                Ok(()) | Err(StoreError::BlobUnknown(_)) => {}
-                Err(e) => return Err(e.into()),
+    .await;
+    let last = match outcome {
+        Ok(last) => last,
+        Err(e) => {
+            for d in held.keys() {
+                if let Err(r) = store.blob_release(d, true).await {
+                    tracing::error!(digest = %d, "garbage collection could not give back a hidden blob: {r}");
+                }
             }
-        } else {
-            report.links.push((repo.to_string(), d));
+            return Err(e);
         }
+    };
+    let mut freed = BTreeSet::new();
+    for (d, size) in held {
+        store.blob_release(&d, false).await?;
+        report.bytes_freed += size;
+        report.blobs.push((d.clone(), size));
+        freed.insert(d);
+    }
+    for (repo, d) in stale_links(&freed, &last) {
+        match store.blob_unlink(&repo, &d).await {
+            Ok(()) | Err(StoreError::BlobUnknown(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        report.links.push((repo.to_string(), d));
     }
     Ok(report)
+}
+
+/// The referrers entry of a manifest that has a `subject`.
+fn referrer_of(m: &Manifest) -> Option<(Digest, crate::store::Descriptor)> {
+    let p = manifest::parse(&m.bytes, Some(&m.media_type)).ok()?;
+    let subject = p.subject.clone()?;
+    Some((subject, p.descriptor(m.digest.clone(), m.bytes.len() as u64)))
 }
 
 /// Collections on a schedule: every `interval` (the first after one interval, at most an hour).

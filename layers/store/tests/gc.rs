@@ -221,6 +221,49 @@ async fn a_manifest_that_arrives_while_blobs_are_hidden_keeps_them(store: Arc<dy
     pulls(&*store, &repo, "late").await.expect("the late manifest's layer came back, link and all");
 }
 
+/// A manifest pushed again while its bytes and layers are hidden (or left hidden by a run that
+/// stopped): the revision keeps its bytes, and what they reference comes back in the rounds
+/// of marking that follow.
+async fn a_revision_whose_bytes_are_hidden_gets_them_back(store: Arc<dyn Store>) {
+    let repo = name("gc/again");
+    let m = image(&*store, &repo, Some("v1"), "config-again", &[b"layer pushed again"]).await;
+    let layer = Digest::sha256_of(b"layer pushed again");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // as a collection that stopped half-way would leave them
+    assert!(store.blob_quarantine(&m).await.unwrap());
+    assert!(store.blob_quarantine(&layer).await.unwrap());
+    let r = collect(&*store, &quick(GcOptions::default())).await.unwrap();
+    // the manifest and its layer, and its config, which the first mark could not see behind
+    // the hidden manifest and so hid as well
+    assert_eq!(r.restored, 3, "{r:?}");
+    assert!(r.blobs.is_empty(), "{r:?}");
+    pulls(&*store, &repo, "v1").await.expect("the image is whole again");
+    assert!(store.quarantine_list().await.unwrap().is_empty());
+}
+
+/// An index pushed by digest (to be tagged in a moment) keeps the children it lists.
+async fn a_fresh_untagged_index_keeps_its_children(store: Arc<dyn Store>) {
+    let repo = name("gc/index");
+    let child = image(&*store, &repo, None, "config-child", &[b"child layer"]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{child}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
+    );
+    let digest = Digest::sha256_of(index.as_bytes());
+    let put = ManifestPut {
+        digest: digest.clone(),
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        bytes: Bytes::from(index),
+        tags: vec![],
+        referrer: None,
+    };
+    store.manifest_put(&repo, put).await.unwrap();
+    let r =
+        collect(&*store, &quick(GcOptions { delete_untagged: true, ..Default::default() })).await.unwrap();
+    assert!(r.manifests.is_empty(), "a fresh index is a root: {r:?}");
+    pulls(&*store, &repo, &child.to_string()).await.unwrap();
+}
+
 macro_rules! on_every_store {
     ($($case:ident),*) => {
         mod memory {
@@ -247,7 +290,9 @@ on_every_store!(
     reclaims_an_untagged_images_unique_layers,
     untagged_manifests_stay_without_the_option_and_referrers_of_kept_ones_stay,
     grace_keeps_what_was_just_pushed,
-    a_manifest_that_arrives_while_blobs_are_hidden_keeps_them
+    a_manifest_that_arrives_while_blobs_are_hidden_keeps_them,
+    a_revision_whose_bytes_are_hidden_gets_them_back,
+    a_fresh_untagged_index_keeps_its_children
 );
 
 /// The same cases on a real S3 server (Garage), each in a bucket root of its own. Skipped when
@@ -268,4 +313,6 @@ async fn on_garage() {
     .await;
     grace_keeps_what_was_just_pushed(store(&format!("gc-c-{unique}")).await).await;
     a_manifest_that_arrives_while_blobs_are_hidden_keeps_them(store(&format!("gc-d-{unique}")).await).await;
+    a_revision_whose_bytes_are_hidden_gets_them_back(store(&format!("gc-e-{unique}")).await).await;
+    a_fresh_untagged_index_keeps_its_children(store(&format!("gc-f-{unique}")).await).await;
 }
