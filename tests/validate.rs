@@ -104,7 +104,7 @@ mutate:
 async fn serve(policy: &str) -> TestServer {
     let config: donjon::ValidationConfig = serde_yaml::from_str(policy).unwrap();
     TestServer::start_with(move |b| {
-        let layer = config.build(&["registry.example".into()], &[], Some(b.store().clone())).unwrap();
+        let layer = config.build(&["registry.example".into()], &[], None, Some(b.store().clone())).unwrap();
         b.validation(layer)
     })
     .await
@@ -220,7 +220,7 @@ async fn an_oversized_review_gets_413_and_the_connection_stays_usable() {
     use tokio::io::AsyncWriteExt;
     let config: donjon::ValidationConfig = serde_yaml::from_str(POLICY).unwrap();
     let s = TestServer::start_with(move |b| {
-        b.validation(config.build(&["registry.example".into()], &[], None).unwrap().max_body(4096))
+        b.validation(config.build(&["registry.example".into()], &[], None, None).unwrap().max_body(4096))
     })
     .await;
     let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();

@@ -267,7 +267,7 @@ impl Settings {
         if let Some(v) = &s.validation {
             v.check(&mut warnings)?;
             // Compiled once here so that a bad entry stops the start naming its key.
-            v.build(&s.names, &s.proxied_hosts(), None)?;
+            v.build(&s.names, &s.proxied_hosts(), s.proxy.default.as_deref(), None)?;
         }
         s.content.check()?;
         s.upload.check()?;
@@ -289,7 +289,11 @@ impl Settings {
         &self,
         store: Option<std::sync::Arc<dyn donjon_core::Store>>,
     ) -> Result<Option<donjon_validate::ValidationLayer>, ConfigError> {
-        self.validation.as_ref().map(|v| v.build(&self.names, &self.proxied_hosts(), store)).transpose()
+        let default = self.proxy.default.as_deref();
+        self.validation
+            .as_ref()
+            .map(|v| v.build(&self.names, &self.proxied_hosts(), default, store))
+            .transpose()
     }
 
     /// The settings as YAML, for `--dry-run`.

@@ -53,10 +53,12 @@ pub fn is_host(component: &str) -> bool {
         || component.bytes().any(|b| b.is_ascii_uppercase())
 }
 
-/// A host as references compare: lower case, Docker Hub's other names as `docker.io`. A host
-/// that is one only for its capitals (`MyHost`) keeps them, or it would stop being one.
+/// A host as references compare: lower case, without the default port `:443`, Docker Hub's
+/// other names as `docker.io`. A host that is one only for its capitals (`MyHost`) keeps them,
+/// or it would stop being one.
 pub fn normal_host(host: &str) -> String {
     let lower = host.to_ascii_lowercase();
+    let lower = lower.strip_suffix(":443").map(str::to_string).unwrap_or(lower);
     match lower.as_str() {
         "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
         l if is_host(l) => lower,
@@ -122,6 +124,13 @@ impl ImageRef {
             (None, Some(t)) => Reference::Tag(t.clone()),
             (None, None) => Reference::Tag(Tag::latest()),
         }
+    }
+
+    /// The digest alone, without the tag beside it: what a runtime pulls (`None` without a
+    /// digest).
+    pub fn pinned(&self) -> Option<Self> {
+        let digest = self.digest.clone()?;
+        Some(Self { host: self.host.clone(), repo: self.repo.clone(), tag: None, digest: Some(digest) })
     }
 
     /// The same image at another host and repository, with the same tag and digest.
@@ -231,6 +240,8 @@ mod tests {
             (&format!("nginx@{D}"), format!("docker.io/library/nginx@{D}")),
             (&format!("quay.io/org/app@{D}"), format!("quay.io/org/app@{D}")),
             ("Registry.Example/x", "registry.example/x:latest".into()),
+            ("quay.io:443/org/app", "quay.io/org/app:latest".into()),
+            ("registry-1.docker.io:443/library/nginx", "docker.io/library/nginx:latest".into()),
             ("MyHost/x", "MyHost/x:latest".into()),
             ("[::1]:5000/x", "[::1]:5000/x:latest".into()),
             ("10.0.0.1:5000/a", "10.0.0.1:5000/a:latest".into()),

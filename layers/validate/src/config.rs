@@ -93,15 +93,24 @@ pub struct MutateConfig {
 
 impl ValidationConfig {
     /// The layer: the policy compiled against this registry's host names (`local_hosts`,
-    /// Trow's `-n`), the mutator when `mutate` is set (its `hosts` defaulting to
-    /// `proxied_hosts`, the pull-through cache's upstreams), and `store` for `check_local`.
+    /// Trow's `-n`, and `mutate.registry`), the mutator when `mutate` is set (its `hosts`
+    /// defaulting to `proxied_hosts`, the pull-through cache's upstreams), plain local names
+    /// judged also as the images of the cache's `default_upstream`, and `store` for
+    /// `check_local`.
     pub fn build(
         &self,
         local_hosts: &[String],
         proxied_hosts: &[String],
+        default_upstream: Option<&str>,
         store: Option<std::sync::Arc<dyn donjon_core::Store>>,
     ) -> Result<crate::ValidationLayer, ConfigError> {
-        let mut layer = crate::ValidationLayer::new(crate::Policy::new(self, local_hosts)?);
+        // the registry the mutator names is this one too
+        let mut local: Vec<String> = local_hosts.to_vec();
+        if let Some(r) = self.mutate.as_ref().and_then(|m| m.registry.clone()) {
+            local.push(r);
+        }
+        let policy = crate::Policy::new(self, &local)?.default_upstream(default_upstream);
+        let mut layer = crate::ValidationLayer::new(policy);
         if let Some(m) = &self.mutate {
             let mut m = m.clone();
             if m.hosts.is_empty() {
@@ -159,6 +168,19 @@ mod tests {
         );
         let e = serde_yaml::from_str::<ValidationConfig>("default: yes").unwrap_err().to_string();
         assert!(e.contains("neither Allow nor Deny"), "{e}");
+    }
+
+    /// What the mutator rewrites to is judged as this registry's own name: its cached copies
+    /// answer for their upstream.
+    #[tokio::test]
+    async fn the_mutators_registry_is_local_to_the_policy() {
+        let c: ValidationConfig = serde_yaml::from_str(
+            "{default: Allow, deny: [docker.io/library/nginx], mutate: {registry: 'registry.example:5000', hosts: [docker.io]}}",
+        )
+        .unwrap();
+        let layer = c.build(&["registry.example".into()], &[], None, None).unwrap();
+        let d = layer.decide("registry.example:5000/f/docker.io/library/nginx:1").await;
+        assert!(!d.allowed, "{}", d.reason);
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct Policy {
     rules: Vec<Rule>,
     local_hosts: Vec<String>,
     check_local: bool,
+    /// The pull-through cache's default upstream (docker's `--registry-mirror`), whose images
+    /// this registry's plain names may be.
+    default_upstream: Option<String>,
 }
 
 /// A prefix as references are spelt once normalised: `nginx` → `docker.io/library/nginx`,
@@ -96,7 +99,12 @@ pub fn normal_prefix(p: &str) -> Result<String, String> {
     // Without a '/', a host alone (`quay.io`, `localhost:5000`) or a Docker Hub image
     // (`nginx`, `nginx:1.25`).
     let host_alone = |p: &str| match p.rsplit_once(':') {
-        Some((h, port)) => !h.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+        // `node:16` is an image and a tag; `registry.example:5000` and `localhost:5000` hosts
+        Some((h, port)) => {
+            (h.contains('.') || h == "localhost")
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+        }
         None => p == "localhost" || p.contains('.'),
     };
     let (host, rest) = match p.split_once('/') {
@@ -131,6 +139,13 @@ impl Policy {
                 let pattern = normal_prefix(p)
                     .map_err(|e| ConfigError::new(format!("image_validation.{key}[{i}]"), e))?;
                 let source = if allow { "allow list" } else { "deny list" };
+                // `deny: [bitnami]` means the namespace as much as `library/bitnami`: a deny
+                // covers both readings (an allow only the one docker gives it)
+                if let (false, Some(ns)) = (allow, pattern.strip_prefix("docker.io/library/")) {
+                    if !p.contains("library/") && !ns.is_empty() {
+                        rules.push(Rule { pattern: format!("docker.io/{ns}"), exact: false, allow, source });
+                    }
+                }
                 rules.push(Rule { pattern, exact: false, allow, source });
             }
         }
@@ -172,7 +187,15 @@ impl Policy {
             rules,
             local_hosts,
             check_local: config.check_local,
+            default_upstream: None,
         })
+    }
+
+    /// Judges this registry's plain names also as the images the pull-through cache's
+    /// `default` upstream would serve for them.
+    pub fn default_upstream(mut self, host: Option<&str>) -> Self {
+        self.default_upstream = host.map(normal_host);
+        self
     }
 
     /// Whether `host` (normalised) is one of this registry's own names.
@@ -231,27 +254,59 @@ impl Policy {
             }
         };
         let normal = r.to_string();
-        let (mut allowed, mut reason) = self.rules_say(&normal);
+        // What the reference is judged as: itself; for a name of this registry that a
+        // pull-through serves, the upstream image too (so the cache is no way around a deny);
+        // and, where a digest is pinned beside a tag, the digest alone (what runs).
+        let mut checks: Vec<(ImageRef, Option<String>)> = vec![(r.clone(), None)];
         let mut must_exist = None;
         if self.is_local(r.host()) {
-            if let Some((host, repo)) = mirror::split(r.repo()) {
-                // A cached copy is what it copies: the upstream reference must pass too.
-                let upstream = format!("{}/{repo}", mirror::network_host(host));
-                let upstream = match r.digest() {
-                    Some(d) => format!("{upstream}@{d}"),
-                    None => format!("{upstream}:{}", r.reference()),
-                };
-                let (up_allowed, up_reason) = self.rules_say(&upstream);
-                if allowed && !up_allowed {
-                    allowed = false;
-                    reason = format!("{normal} is a cached copy of {upstream}, and {up_reason}");
+            if let Some(up) = upstream_of(&r) {
+                let why = format!("{normal} is a cached copy of {up}");
+                checks.push((up, Some(why)));
+            } else {
+                if let Some(up) = self.default_upstream.as_deref().and_then(|d| from_default(&r, d)) {
+                    let why = format!("{normal} may be served from the default upstream as {up}");
+                    checks.push((up, Some(why)));
                 }
-            } else if self.check_local && allowed {
-                must_exist = Some((r.repo().clone(), r.reference()));
+                if self.check_local {
+                    must_exist = Some((r.repo().clone(), r.reference()));
+                }
             }
+        }
+        for (c, why) in checks.clone() {
+            if let (Some(p), true) = (c.pinned(), c.tag().is_some()) {
+                let why = why.unwrap_or_else(|| normal.clone());
+                checks.push((p.clone(), Some(format!("{why} pins {p}"))));
+            }
+        }
+        let (mut allowed, mut reason) = self.rules_say(&normal);
+        for (c, why) in &checks[1..] {
+            let (ok, because) = self.rules_say(&c.to_string());
+            if allowed && !ok {
+                allowed = false;
+                reason = format!("{}, and {because}", why.as_deref().unwrap_or(&normal));
+            }
+        }
+        if !allowed {
+            must_exist = None;
         }
         Decision { image: image.into(), normal: Some(normal), allowed, reason, must_exist }
     }
+}
+
+/// The upstream image a name of this registry's pull-through cache stands for
+/// (`<host>/f/docker/nginx:1` → `docker.io/library/nginx:1`), in its normal form.
+fn upstream_of(r: &ImageRef) -> Option<ImageRef> {
+    let canonical = mirror::canonical(r.repo()).unwrap_or_else(|| r.repo().clone());
+    let (host, repo) = mirror::split(&canonical)?;
+    let repo = repo.parse().ok()?;
+    Some(r.with_location(&mirror::network_host(host), repo))
+}
+
+/// The image the default upstream would serve for a name of this registry that is not here.
+fn from_default(r: &ImageRef, default: &str) -> Option<ImageRef> {
+    let cached = mirror::cached_name(default, r.repo().as_str()).ok()?;
+    upstream_of(&r.with_location(r.host(), cached))
 }
 
 impl Decision {
@@ -295,6 +350,8 @@ mod tests {
             (&format!("nginx@{D}"), &format!("docker.io/library/nginx@{D}")),
             ("127.0.0.1", "127.0.0.1/"),
             ("127.0.0.1:8000", "127.0.0.1:8000/"),
+            ("node:16", "docker.io/library/node:16"),
+            ("quay.io:443/", "quay.io/"),
             ("nginx:1.25.3", "docker.io/library/nginx:1.25.3"),
         ] {
             assert_eq!(normal_prefix(p).as_deref(), Ok(want), "{p}");
@@ -369,6 +426,46 @@ mod tests {
     }
 
     #[test]
+    fn no_spelling_gets_around_a_deny() {
+        let p = policy(
+            "{default: Allow, deny: [docker.io/library/nginx, 'quay.io/bad/', bitnami, 'quay.io/x@sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824']}",
+            &["registry.example"],
+        );
+        for bad in [
+            "nginx:1.25".to_string(),
+            "registry-1.docker.io:443/library/nginx".into(),
+            "quay.io:443/bad/app".into(),
+            // the cache's names, however spelt, answer for their upstream
+            "registry.example/f/docker.io/nginx:1.25".into(),
+            "registry.example/f/docker/nginx".into(),
+            "registry.example/f/index.docker.io/library/nginx".into(),
+            "registry.example:443/f/docker.io/library/nginx".into(),
+            // a namespace named by one word
+            "bitnami/redis:7".into(),
+            // a tag beside a denied digest
+            format!("quay.io/x:fine@{D}"),
+        ] {
+            let d = p.decide(&bad);
+            assert!(!d.allowed, "{bad} allowed: {}", d.reason);
+        }
+        assert!(p.decide("quay.io/good/app").allowed);
+        assert!(p.decide("node:16").allowed);
+    }
+
+    #[test]
+    fn the_default_upstream_answers_for_plain_local_names() {
+        let config: ValidationConfig =
+            serde_yaml::from_str("{default: Allow, deny: [docker.io/library/nginx]}").unwrap();
+        let p = Policy::new(&config, &["registry.example".to_string()])
+            .unwrap()
+            .default_upstream(Some("docker.io"));
+        let d = p.decide("registry.example/nginx:1");
+        assert!(!d.allowed, "{}", d.reason);
+        assert!(d.reason.contains("default upstream as docker.io/library/nginx:1"), "{}", d.reason);
+        assert!(p.decide("registry.example/team/app").allowed);
+    }
+
+    #[test]
     fn local_images_must_exist_when_asked() {
         let p =
             policy("{default: Deny, allow: ['registry.example/'], check_local: true}", &["registry.example"]);
@@ -391,7 +488,9 @@ mod tests {
         let yaml = "{allow_images: ['quay.io/coreos/etcd:latest'], deny_local_prefixes: [beta], deny_local_images: ['team/app:old']}";
         let p = policy(yaml, &["registry.example"]);
         assert!(p.decide("quay.io/coreos/etcd").allowed);
-        assert!(p.decide(&format!("quay.io/coreos/etcd:latest@{D}")).allowed);
+        // a digest beside the tag is what runs, and no entry allows that digest
+        let d = p.decide(&format!("quay.io/coreos/etcd:latest@{D}"));
+        assert!(!d.allowed && d.reason.contains(&format!("pins quay.io/coreos/etcd@{D}")), "{}", d.reason);
         assert!(!p.decide("quay.io/coreos/etcd:v3").allowed, "an image entry is not a prefix");
         let p = policy(&yaml.replace('}', ", allow: ['registry.example/']}"), &["registry.example"]);
         assert!(p.decide("registry.example/team/app:new").allowed);
