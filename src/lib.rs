@@ -196,10 +196,14 @@ impl RegistryBuilder {
             jobs.push(Box::pin(a.background()));
         }
         if let Some(g) = &self.gc {
-            jobs.push(Box::pin(donjon_store::gc::collector(self.store.clone(), g.clone())));
+            jobs.push(Box::pin(donjon_store::gc::collector(
+                self.store.clone(),
+                g.clone(),
+                self.read_only.clone(),
+            )));
         }
         if let Some(p) = &self.proxy {
-            jobs.push(Box::pin(p.background()));
+            jobs.push(Box::pin(p.background(self.read_only.clone())));
         }
         async move {
             futures_util::future::join_all(jobs).await;

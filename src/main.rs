@@ -84,7 +84,13 @@ async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
         tracing::warn!("read-only mode (storage.maintenance.readonly): pushes and deletes are refused");
     }
     builder = builder.read_only(read_only.clone());
-    tokio::spawn(reload_on_sighup(cli, read_only));
+    // Watched before serving: a SIGHUP that came before the watch would end the process.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => {
+            tokio::spawn(reload_on_sighup(hup, cli, read_only));
+        }
+        Err(e) => tracing::warn!("cannot watch SIGHUP, the configuration cannot be re-read: {e}"),
+    }
     if let Some(schedule) = settings.storage.gc_schedule() {
         tracing::info!(interval = ?schedule.interval, grace = ?schedule.options.grace, "garbage collection on a schedule");
         builder = builder.garbage_collection(schedule);
@@ -130,15 +136,7 @@ async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
 
 /// On `SIGHUP`, reads the configuration again and applies `storage.maintenance.readonly`
 /// (what else changed needs a restart; htpasswd files are reloaded on their own).
-async fn reload_on_sighup(cli: Cli, read_only: ReadOnlySwitch) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot watch SIGHUP, the configuration cannot be re-read: {e}");
-            return;
-        }
-    };
+async fn reload_on_sighup(mut hup: tokio::signal::unix::Signal, cli: Cli, read_only: ReadOnlySwitch) {
     while hup.recv().await.is_some() {
         match Settings::load(&cli, std::env::vars()) {
             Ok(s) => {

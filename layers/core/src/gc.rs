@@ -475,12 +475,21 @@ pub struct GcSchedule {
 }
 
 /// The scheduled collection over `store`, as a future to spawn: each run logs one line with
-/// what it freed; a run that fails logs why, and the next one comes at its time.
-pub async fn collector(store: std::sync::Arc<dyn Store>, schedule: GcSchedule) {
+/// what it freed; a run that fails logs why, and the next one comes at its time; while
+/// `read_only` is on, runs are skipped.
+pub async fn collector(
+    store: std::sync::Arc<dyn Store>,
+    schedule: GcSchedule,
+    read_only: crate::store::ReadOnlySwitch,
+) {
     let mut wait = schedule.interval.min(Duration::from_secs(3600));
     loop {
         tokio::time::sleep(wait).await;
         wait = schedule.interval;
+        if read_only.is_on() {
+            tracing::info!("garbage collection skipped: the registry is read-only");
+            continue;
+        }
         let started = std::time::Instant::now();
         match collect(&*store, &schedule.options).await {
             Ok(r) => tracing::info!(

@@ -349,6 +349,29 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn secret(&self, name: &str, init: Bytes) -> Result<Bytes>;
 }
 
+/// Whether the registry is read-only (Distribution's `storage.maintenance.readonly`); clones
+/// share one switch. Writes are refused while it is on, and background work that writes
+/// (garbage collection, cache eviction) waits.
+#[derive(Clone, Debug, Default)]
+pub struct ReadOnlySwitch(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl ReadOnlySwitch {
+    /// A switch, on or off.
+    pub fn new(on: bool) -> Self {
+        Self(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(on)))
+    }
+
+    /// Turns it on or off; returns what it was.
+    pub fn set(&self, on: bool) -> bool {
+        self.0.swap(on, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether it is on.
+    pub fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// One page of the catalog, walked in lexical order over a tree of folders (Distribution's
 /// `repositories/`): `list(prefix)` names the subfolders of `repositories/<prefix>` (`""` for
 /// the top). A folder holding `_manifests` is a repository. Only what can hold names after

@@ -5,9 +5,11 @@
 //!
 //! Only cached content (`f/<host>/…`) is evicted, and only it is counted: a blob that a
 //! pushed image references is neither counted nor freed, and a blob another cached manifest
-//! still references stays while that manifest stays. Pull times are kept in memory (one
-//! map entry per cached manifest reference, no write to the store per pull); what was not
-//! pulled since this process started counts from when it was cached.
+//! still references stays while that manifest stays, and so does a blob linked anywhere within
+//! the grace period (a push mounting a cached base layer). Pull times are kept in memory (one
+//! map entry per cached manifest reference, no write to the store per pull); for the size
+//! limit, what was not pulled since this process started counts from when it was cached, and
+//! for the age limit from the process's start, so a restart never makes hot content look old.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -42,6 +44,7 @@ pub(crate) async fn evict(
     max_size: Option<u64>,
     max_age: Option<Duration>,
     settle: Duration,
+    grace: Duration,
 ) -> Result<Eviction, GcError> {
     let store = &*shared.store;
     let now = SystemTime::now();
@@ -50,11 +53,19 @@ pub(crate) async fn evict(
     let pulled = shared.pulled.lock().map(|p| p.clone()).unwrap_or_default();
     let mut pushed: HashSet<Digest> = HashSet::new();
     let mut cached: Vec<CachedManifest> = vec![];
+    // what cached repositories link: the blobs a pass may free (those of earlier passes that
+    // stopped half-way among them)
+    let mut cache_linked: BTreeSet<Digest> = BTreeSet::new();
     for repo in gc::repositories(store).await? {
         let revisions = gc::revisions(store, &repo).await?;
         if !mirror::is_cached(&repo) {
             pushed.extend(revisions.into_iter().flat_map(|(_, refs)| refs));
             continue;
+        }
+        match store.layer_list(&repo).await {
+            Ok(links) => cache_linked.extend(links.into_iter().map(|l| l.digest)),
+            Err(StoreError::NameUnknown(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         // when each of its manifests was last pulled: by digest, or by a tag pointing at it
         let mut last: HashMap<Digest, SystemTime> = HashMap::new();
@@ -86,8 +97,11 @@ pub(crate) async fn evict(
     let mut total: u64 = users.keys().map(|d| sizes.get(d).copied().unwrap_or(0)).sum();
     let mut report = Eviction { cached_bytes: total, ..Eviction::default() };
     cached.sort_by_key(|m| m.last_pulled);
+    // Pulls before this process started are not known: age counts from its start at the
+    // earliest, so a restart never makes hot content look old.
     let too_old = |m: &CachedManifest| {
-        max_age.is_some_and(|a| now.duration_since(m.last_pulled).unwrap_or_default() > a)
+        let since = m.last_pulled.max(shared.started);
+        max_age.is_some_and(|a| now.duration_since(since).unwrap_or_default() > a)
     };
     let mut freed: BTreeSet<Digest> = BTreeSet::new();
     for m in &cached {
@@ -106,7 +120,14 @@ pub(crate) async fn evict(
         }
         report.manifests.push((m.repo.to_string(), m.digest.clone()));
     }
-    if report.manifests.is_empty() {
+    // what cached repositories link and no manifest references: left by a pass that stopped
+    // half-way, or kept by the grace period last time
+    let orphans: BTreeSet<Digest> = cache_linked
+        .iter()
+        .filter(|d| sizes.contains_key(*d) && !pushed.contains(*d) && !users.contains_key(*d))
+        .cloned()
+        .collect();
+    if report.manifests.is_empty() && orphans.is_empty() {
         return Ok(report);
     }
     for (repo, digest) in &report.manifests {
@@ -117,7 +138,9 @@ pub(crate) async fn evict(
         }
         shared.forget(&name, digest);
     }
-    let options = GcOptions { grace: Duration::ZERO, settle, only: Some(freed), ..GcOptions::default() };
+    // A blob linked within `grace` anywhere (a push that mounts a cached base layer) stays.
+    let only: BTreeSet<Digest> = freed.into_iter().chain(orphans).collect();
+    let options = GcOptions { grace, settle, only: Some(only), ..GcOptions::default() };
     let collected = gc::collect(store, &options).await?;
     report.bytes_freed = collected.bytes_freed;
     Ok(report)

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) max_size: Option<u64>,
     pub(crate) max_age: Option<Duration>,
     pub(crate) eviction_interval: Option<Duration>,
+    /// When this process started caching (eviction knows no pull before it).
+    pub(crate) started: SystemTime,
 }
 
 impl Shared {
@@ -107,20 +109,32 @@ impl ProxyCacheLayer {
                 max_size: config.max_size.map(|s| s.as_u64()),
                 max_age: config.max_age,
                 eviction_interval: config.eviction_interval(),
+                started: SystemTime::now(),
             }),
         })
     }
 
     /// Eviction (`max_size`, `max_age`), as a future to spawn: a pass every
-    /// `eviction_interval`, each logged. Without a limit it does nothing and ends at once.
-    pub fn background(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    /// `eviction_interval`, each logged, none while `read_only` is on. Without a limit it does
+    /// nothing and ends at once.
+    pub fn background(
+        &self,
+        read_only: donjon_core::store::ReadOnlySwitch,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let shared = self.shared.clone();
         async move {
             let Some(interval) = shared.eviction_interval else { return };
+            // The garbage collector's settle and grace; an interval under a minute (tests)
+            // shortens them.
             let settle = interval.min(Duration::from_secs(60));
+            let grace = interval.min(Duration::from_secs(600));
             loop {
                 tokio::time::sleep(interval).await;
-                match crate::evict::evict(&shared, shared.max_size, shared.max_age, settle).await {
+                if read_only.is_on() {
+                    tracing::debug!("proxy cache eviction: read-only, skipped");
+                    continue;
+                }
+                match crate::evict::evict(&shared, shared.max_size, shared.max_age, settle, grace).await {
                     Ok(e) if e.manifests.is_empty() => {
                         tracing::debug!(
                             cached_bytes = e.cached_bytes,

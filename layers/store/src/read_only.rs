@@ -25,8 +25,6 @@
 //! # });
 //! ```
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -34,28 +32,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use donjon_core::future::ResponseFuture;
+pub use donjon_core::store::ReadOnlySwitch;
 use donjon_core::{Action, Body, Error, ErrorCode, Route};
-
-/// Whether the registry is read-only; clones share one switch.
-#[derive(Clone, Debug, Default)]
-pub struct ReadOnlySwitch(Arc<AtomicBool>);
-
-impl ReadOnlySwitch {
-    /// A switch, on or off.
-    pub fn new(on: bool) -> Self {
-        Self(Arc::new(AtomicBool::new(on)))
-    }
-
-    /// Turns it on or off; returns what it was.
-    pub fn set(&self, on: bool) -> bool {
-        self.0.swap(on, Ordering::Relaxed)
-    }
-
-    /// Whether it is on.
-    pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// Refuses writes while its switch is on. See the module docs.
 #[derive(Clone, Debug, Default)]
