@@ -342,8 +342,14 @@ impl StorageConfig {
         }
         warnings.not_implemented(self.cache.is_some(), "storage.cache");
         warnings.not_implemented(self.tag.is_some(), "storage.tag");
-        if self.maintenance.gc.enabled && self.maintenance.gc.interval.is_zero() {
+        let gc = &self.maintenance.gc;
+        if gc.enabled && gc.interval.is_zero() {
             return Err(ConfigError::new("storage.maintenance.gc.interval", "must be above zero"));
+        }
+        if gc.enabled && (gc.grace.is_zero() || gc.settle.is_zero()) {
+            warnings.push(
+                "storage.maintenance.gc: a grace or settle of 0 on a live registry can sweep a blob whose manifest is on its way",
+            );
         }
         if self.maintenance.uploadpurging.interval.is_zero() {
             return Err(ConfigError::new("storage.maintenance.uploadpurging.interval", "must be above zero"));

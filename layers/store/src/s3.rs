@@ -100,6 +100,9 @@ fn io(e: object_store::Error) -> StoreError {
     StoreError::Io(std::io::Error::other(e))
 }
 
+/// The largest object one S3 CopyObject moves.
+const MAX_COPY: u64 = 5 << 30;
+
 /// Garbage collection's quarantine, beside Distribution's tree.
 const QUARANTINE: &str = "gc/quarantine";
 
@@ -970,6 +973,16 @@ impl Store for S3Store {
 
     async fn blob_quarantine(&self, digest: &Digest) -> Result<bool> {
         let (blob, held) = (self.blob_key(digest), self.quarantined(digest));
+        // One CopyObject moves at most 5 GiB: a larger blob stays (and is said so).
+        match self.inner.s3.head(&blob).await {
+            Ok(m) if m.size > MAX_COPY => {
+                tracing::warn!(%digest, size = m.size, "garbage collection leaves a blob over 5 GiB on S3 (one copy cannot move it)");
+                return Ok(false);
+            }
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(io(e)),
+        }
         match self.inner.s3.copy(&blob, &held).await {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => return Ok(false),
@@ -1037,15 +1050,33 @@ impl Store for S3Store {
         tokio::time::sleep(SECRET_SETTLE).await;
         let listed: Vec<object_store::ObjectMeta> =
             self.inner.s3.list(Some(&offers)).try_collect().await.map_err(io)?;
+        // Offers much older than this one are from a secret deleted since (a rotated key):
+        // they take no part.
+        let time = |m: &object_store::ObjectMeta| std::time::SystemTime::from(m.last_modified);
+        let own_time = listed.iter().find(|m| m.location == own).map(time);
         let first = listed
             .into_iter()
+            .filter(|m| own_time.is_none_or(|t| time(m) + std::time::Duration::from_secs(60) >= t))
             .min_by(|a, b| (a.last_modified, &a.location).cmp(&(b.last_modified, &b.location)))
             .map(|m| m.location)
             .unwrap_or(own);
         let kept = self.get_bytes(&first).await?.unwrap_or(init);
-        // Every replica writes the same bytes here; later starts read them in one request.
-        let opts = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
-        self.inner.s3.put_opts(&key, kept.clone().into(), opts).await.map_err(io)?;
+        // Every replica writes the same bytes here (first writer only, where the backend
+        // honours `If-None-Match`); later starts read them in one request. A second look
+        // after another pause settles any replica that still disagreed.
+        let mode = if self.inner.conditional { PutMode::Create } else { PutMode::Overwrite };
+        match self
+            .inner
+            .s3
+            .put_opts(&key, kept.clone().into(), PutOptions { mode, ..Default::default() })
+            .await
+        {
+            Ok(_)
+            | Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
+            Err(e) => return Err(io(e)),
+        }
+        tokio::time::sleep(SECRET_SETTLE).await;
+        let kept = self.get_bytes(&key).await?.unwrap_or(kept);
         Ok(kept)
     }
 }

@@ -752,12 +752,10 @@ impl Store for FsStore {
                 Err(e) => return Err(e),
             }
             sync_dir(held_dir)?;
-            // The blob's own folder goes too, as Distribution's collector leaves it.
+            // The blob's own folder stays, empty: removing it could pull it from under an
+            // upload of the same blob between its `create_dir_all` and its rename.
             if let Some(dir) = blob.parent() {
-                let _ = fs::remove_dir(dir);
-                if let Some(up) = dir.parent() {
-                    sync_dir(up)?;
-                }
+                sync_dir(dir)?;
             }
             Ok(true)
         })
@@ -816,9 +814,6 @@ impl Store for FsStore {
     }
 }
 
-/// The file at `path`, or `init` written there first (mode 0600, its folders 0700): written
-/// aside and hard-linked into place, so a second process starting at the same moment finds
-/// the first one's bytes, never half of them.
 /// Garbage collection's quarantine, under the store's root.
 const QUARANTINE: &str = "gc/quarantine";
 
@@ -859,6 +854,9 @@ async fn links_under(repo: PathBuf, under: &'static str) -> io::Result<Option<Ve
     .await
 }
 
+/// The file at `path`, or `init` written there first (mode 0600, its folders 0700): written
+/// aside and hard-linked into place, so a second process starting at the same moment finds
+/// the first one's bytes, never half of them.
 fn secret_file(path: &Path, init: &[u8]) -> io::Result<Bytes> {
     use std::io::Write as _;
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
