@@ -229,6 +229,7 @@ struct Seen {
     host: Option<String>,
     user_agent: Option<String>,
     request_id: Option<String>,
+    actor: donjon_core::ActorSlot,
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
@@ -319,7 +320,10 @@ impl Notifier {
                 "method": seen.method.as_str(),
                 "useragent": seen.user_agent.clone().unwrap_or_default(),
             },
-            "actor": {},
+            "actor": match seen.actor.get() {
+                Some(name) => json!({ "name": &*name }),
+                None => json!({}),
+            },
             "source": { "addr": self.host.clone().unwrap_or_default(), "instanceID": self.instance },
         });
         Some(Event { action, media_type, value })
@@ -366,7 +370,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let actor = donjon_core::ActorSlot::default();
+        req.extensions_mut().insert(actor.clone());
         let h = req.headers();
         let seen = Seen {
             method: req.method().clone(),
@@ -378,6 +384,7 @@ where
             host: header_str(h, header::HOST),
             user_agent: header_str(h, header::USER_AGENT),
             request_id: header_str(h, HeaderName::from_static("x-request-id")),
+            actor,
         };
         EventsFuture { fut: self.inner.call(req), seen: Some(seen), notifier: self.notifier.clone() }
     }

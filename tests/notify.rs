@@ -58,7 +58,7 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
     .unwrap();
     let addr = common::free_addr();
     let mut child = Command::new(env!("CARGO_BIN_EXE_donjon"))
-        .args(["--bind", &addr.to_string(), "--config-file"])
+        .args(["--bind", &addr.to_string(), "--user", "alice", "--password", "alice-pw", "--config-file"])
         .arg(&cfg)
         .arg("-d")
         .arg(dir.path().join("data"))
@@ -70,6 +70,8 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let c = client();
     let url = |p: &str| format!("http://{addr}{p}");
+    // alice, with Basic credentials on every request: the events name her
+    const ALICE: (&str, &str) = ("authorization", "Basic YWxpY2U6YWxpY2UtcHc=");
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let layer = b"a layer of notified bytes";
     let (cd, ld) = (digest(config), digest(layer));
@@ -78,7 +80,7 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
             &c,
             "POST",
             &url(&format!("/v2/team/app/blobs/uploads/?digest={d}")),
-            &[],
+            &[ALICE],
             Bytes::copy_from_slice(b),
         ));
         assert_eq!(r.status, 201);
@@ -89,7 +91,7 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
         &c,
         "PUT",
         &url("/v2/team/app/manifests/v1"),
-        &[("content-type", common::OCI_MANIFEST)],
+        &[("content-type", common::OCI_MANIFEST), ALICE],
         Bytes::from(m.clone()),
     ));
     assert_eq!(r.status, 201);
@@ -97,11 +99,17 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
         &c,
         "GET",
         &url("/v2/team/app/manifests/v1"),
-        &[("accept", common::OCI_MANIFEST)],
+        &[("accept", common::OCI_MANIFEST), ALICE],
         Bytes::new(),
     ));
     assert_eq!(r.status, 200);
-    let r = rt.block_on(send(&c, "DELETE", &url(&format!("/v2/team/app/manifests/{md}")), &[], Bytes::new()));
+    let r = rt.block_on(send(
+        &c,
+        "DELETE",
+        &url(&format!("/v2/team/app/manifests/{md}")),
+        &[ALICE],
+        Bytes::new(),
+    ));
     assert_eq!(r.status, 202);
 
     // the listener comes up now; what happened while it was down arrives
@@ -134,6 +142,7 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
     assert_eq!(push["target"]["tag"], "v1");
     assert_eq!(push["target"]["size"], m.len());
     assert_eq!(push["request"]["method"], "PUT");
+    assert_eq!(push["actor"]["name"], "alice", "the authenticated user");
     assert!(push["id"].as_str().is_some_and(|i| !i.is_empty()) && push["timestamp"].as_str().is_some());
     assert!(push["source"]["instanceID"].as_str().is_some_and(|i| !i.is_empty()));
     let delete = events.iter().find(|e| e["action"] == "delete").expect("the delete");
