@@ -71,6 +71,7 @@ use tower_service::Service;
 
 pub mod config;
 pub mod middleware;
+pub mod notify;
 pub mod server;
 
 pub use donjon_auth::{self as auth, AuthConfig, AuthLayer};

@@ -114,13 +114,27 @@ async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
         env!("CARGO_PKG_VERSION"),
         if tls.is_some() { "https" } else { "http" },
     );
-    let svc = middleware::wrap_with(registry, settings.headers.clone(), settings.metrics.on_main_listener());
+    let events = settings.notifications.enabled().then(|| {
+        let (notifier, senders) =
+            donjon::notify::Notifier::new(&settings.notifications, settings.hostname.clone());
+        for s in senders {
+            tokio::spawn(s);
+        }
+        tracing::info!(endpoints = settings.notifications.endpoints.len(), "event notifications on");
+        donjon::notify::EventsLayer::new(notifier)
+    });
+    let svc = middleware::wrap_with(
+        registry,
+        settings.headers.clone(),
+        settings.metrics.on_main_listener(),
+        events,
+    );
     let options = settings.connections.clone();
     if let (true, Some(debug)) = (settings.metrics.enabled, settings.metrics.addr) {
         // Distribution's `http.debug.addr`: the metrics (and health) there, not on the main listener.
         let listener = server::bind(debug).await?;
         tracing::info!(addr = %listener.local_addr()?, path = %settings.metrics.path, "metrics served apart");
-        let metrics = middleware::wrap_with(donjon::NotFound, vec![], Some(&settings.metrics.path));
+        let metrics = middleware::wrap_with(donjon::NotFound, vec![], Some(&settings.metrics.path), None);
         let options = options.clone();
         tokio::spawn(async move {
             if let Err(e) = server::serve(listener, None, metrics, server::shutdown_signal(), options).await {

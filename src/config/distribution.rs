@@ -31,7 +31,7 @@ pub(super) struct File {
     http: Http,
     auth: donjon_auth::AuthConfig,
     proxy: Option<ProxyFile>,
-    notifications: Option<IgnoredAny>,
+    notifications: Option<crate::notify::NotificationsConfig>,
     redis: Option<IgnoredAny>,
     health: Option<IgnoredAny>,
     validation: Option<ValidationFile>,
@@ -172,7 +172,10 @@ impl File {
             });
             s.proxy.default = Some(host);
         }
-        w.not_implemented(self.notifications.is_some(), "notifications");
+        if let Some(n) = self.notifications {
+            n.check()?;
+            s.notifications = n;
+        }
         w.not_implemented(self.redis.is_some(), "redis");
         w.not_implemented(self.middleware.is_some(), "middleware");
         let _ = (&self.version, &self.health, &self.compatibility);

@@ -37,6 +37,8 @@ pub use donjon_core::config::ConfigError;
 use donjon_core::config::Warnings;
 use donjon_store::{ContentConfig, StorageConfig};
 use donjon_upload::UploadConfig;
+
+use crate::notify::NotificationsConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_yaml::Value;
@@ -86,6 +88,9 @@ pub struct Settings {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Where `/metrics` is served (Distribution's `http.debug`).
     pub metrics: MetricsSettings,
+    /// Event notifications (Distribution's `notifications.endpoints`).
+    #[serde(skip_serializing_if = "NotificationsConfig::is_empty")]
+    pub notifications: NotificationsConfig,
     /// Log level, format and the access log.
     pub log: Logging,
     /// Things in the configuration that were ignored.
@@ -110,6 +115,7 @@ impl Default for Settings {
             connections: crate::server::Options::default(),
             headers: vec![],
             metrics: MetricsSettings::default(),
+            notifications: NotificationsConfig::default(),
             log: Logging::default(),
             warnings: vec![],
         }

@@ -90,15 +90,16 @@ where
     S::Future: Send + 'static,
     B: Send + 'static,
 {
-    wrap_with(inner, headers, Some("/metrics"))
+    wrap_with(inner, headers, Some("/metrics"), None)
 }
 
 /// [`wrap`], with the metrics at `metrics_path`, or not on this listener (`None`: the binary
-/// serves them on `http.debug.addr` instead).
+/// serves them on `http.debug.addr` instead), and event notifications when `events` is given.
 pub fn wrap_with<S, B>(
     inner: S,
     headers: Vec<(HeaderName, HeaderValue)>,
     metrics_path: Option<&str>,
+    events: Option<crate::notify::EventsLayer>,
 ) -> Wrapped<B>
 where
     S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
@@ -113,6 +114,7 @@ where
         .layer(ExtraHeadersLayer::new(headers))
         .layer(HealthLayer::new())
         .option_layer(metrics_path.map(MetricsLayer::new))
+        .option_layer(events)
         .layer(CatchPanicLayer::new())
         .service(inner);
     BoxCloneSyncService::new(stack)

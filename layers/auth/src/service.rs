@@ -371,6 +371,9 @@ where
                     }
                     match shared.decide(&req, &route, Caller::User(user, own)) {
                         Ok(p) => {
+                            if let Some(slot) = req.extensions().get::<donjon_core::ActorSlot>() {
+                                slot.set(p.subject.clone());
+                            }
                             req.extensions_mut().insert(p);
                             inner.call(req).await
                         }
@@ -381,6 +384,9 @@ where
         };
         match shared.decide(&req, &route, caller) {
             Ok(p) => {
+                if let Some(slot) = req.extensions().get::<donjon_core::ActorSlot>() {
+                    slot.set(p.subject.clone());
+                }
                 req.extensions_mut().insert(p);
                 ResponseFuture::inner(self.inner.call(req))
             }

@@ -63,7 +63,7 @@ pub use body::{Body, BoxError};
 pub use digest::{Algorithm, Digest, Digester};
 pub use error::{Error, ErrorCode};
 pub use name::{Name, Reference, Tag};
-pub use principal::{ClientConn, Principal};
+pub use principal::{ActorSlot, ClientConn, Principal};
 pub use route::{Action, Route, RouteLayer, RouteService};
 pub use store::{Store, StoreError};
 

@@ -53,6 +53,13 @@ pub struct StoreLabels {
     pub op: &'static str,
 }
 
+/// The label of a notification endpoint: its configured name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    /// The endpoint's name.
+    pub endpoint: String,
+}
+
 /// One label: a word.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -91,6 +98,9 @@ pub struct Metrics {
     pub proxy_upstream_bytes: Counter,
     /// Cached manifests evicted.
     pub proxy_evicted: Counter,
+    notifications_sent: Family<EndpointLabel, Counter>,
+    notifications_failed: Family<EndpointLabel, Counter>,
+    notifications_dropped: Family<EndpointLabel, Counter>,
 }
 
 impl Metrics {
@@ -147,6 +157,20 @@ impl Metrics {
         register!("proxy_upstream_bytes", "Blob bytes fetched from upstreams", proxy_upstream_bytes);
         let proxy_evicted = Counter::default();
         register!("proxy_evicted_manifests", "Cached manifests evicted", proxy_evicted);
+        let notifications_sent = Family::default();
+        register!("notifications_sent", "Events an endpoint took", notifications_sent);
+        let notifications_failed = Family::default();
+        register!(
+            "notifications_failed",
+            "POSTs of events that failed (and are retried)",
+            notifications_failed
+        );
+        let notifications_dropped = Family::default();
+        register!(
+            "notifications_dropped",
+            "Events dropped, oldest first, for an endpoint too far behind",
+            notifications_dropped
+        );
         Self {
             registry,
             families,
@@ -164,6 +188,9 @@ impl Metrics {
             proxy_requests,
             proxy_upstream_bytes,
             proxy_evicted,
+            notifications_sent,
+            notifications_failed,
+            notifications_dropped,
         }
     }
 
@@ -212,6 +239,21 @@ impl Metrics {
     /// yet (the text format leaves out a family without one).
     pub fn families(&self) -> &[String] {
         &self.families
+    }
+
+    /// Events an endpoint took.
+    pub fn record_notifications_sent(&self, endpoint: &str, n: u64) {
+        self.notifications_sent.get_or_create(&EndpointLabel { endpoint: endpoint.to_string() }).inc_by(n);
+    }
+
+    /// A POST of events that failed.
+    pub fn record_notifications_failed(&self, endpoint: &str) {
+        self.notifications_failed.get_or_create(&EndpointLabel { endpoint: endpoint.to_string() }).inc();
+    }
+
+    /// Events dropped for an endpoint too far behind.
+    pub fn record_notifications_dropped(&self, endpoint: &str, n: u64) {
+        self.notifications_dropped.get_or_create(&EndpointLabel { endpoint: endpoint.to_string() }).inc_by(n);
     }
 
     /// The OpenMetrics text of every metric.

@@ -97,6 +97,26 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     row[0]
 }
 
+/// Where an auth layer leaves the name of the caller it authenticated, for a layer outside it
+/// that wants to know after the answer (event notifications' `actor`): that layer puts one in
+/// the request's extensions; an auth layer that finds it fills it. Costs nothing when absent.
+#[derive(Clone, Debug, Default)]
+pub struct ActorSlot(Arc<std::sync::Mutex<Option<Arc<str>>>>);
+
+impl ActorSlot {
+    /// Notes the caller.
+    pub fn set(&self, subject: Option<Arc<str>>) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = subject;
+        }
+    }
+
+    /// The caller noted, if any.
+    pub fn get(&self) -> Option<Arc<str>> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+}
+
 /// The authenticated caller (or an anonymous one) and the rights granted to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Principal {

@@ -348,7 +348,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match parse(req.uri().path()) {
-            Ok(None) => RouteFuture::Inner { fut: self.inner.call(req), kind: None },
+            Ok(None) => RouteFuture::Inner { fut: self.inner.call(req), route: None },
             Ok(Some(mut route)) => {
                 if let Some(name) = route.name() {
                     let ns = self.mirrors.as_ref().and_then(|m| {
@@ -358,9 +358,8 @@ where
                         route = route.with_name(new);
                     }
                 }
-                let kind = route.kind();
-                req.extensions_mut().insert(route);
-                RouteFuture::Inner { fut: self.inner.call(req), kind: Some(kind) }
+                req.extensions_mut().insert(route.clone());
+                RouteFuture::Inner { fut: self.inner.call(req), route: Some(route) }
             }
             Err(e) => {
                 // A reference that is not a valid tag names no manifest: reads answer 404
@@ -379,7 +378,8 @@ where
 }
 
 /// The kind of route a response answered ([`Route::kind`], or `invalid` for a path the
-/// parser refused), in the response's extensions: what metrics label a request with.
+/// parser refused), in the response's extensions (beside the [`Route`] itself): what metrics
+/// label a request with, and what event notifications describe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteKind(pub &'static str);
 
@@ -399,8 +399,8 @@ pin_project! {
     /// The future of [`RouteService`].
     #[project = RouteFutureProj]
     pub enum RouteFuture<F> {
-        /// Waiting on the inner service; the kind of a registry route, to stamp its response.
-        Inner { #[pin] fut: F, kind: Option<&'static str> },
+        /// Waiting on the inner service; a registry route, to stamp its response with.
+        Inner { #[pin] fut: F, route: Option<Route> },
         /// Answered here.
         Ready { resp: Option<Response<Body>> },
     }
@@ -414,12 +414,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            RouteFutureProj::Inner { fut, kind } => {
+            RouteFutureProj::Inner { fut, route } => {
                 let resp = ready!(fut.poll(cx))?;
-                Poll::Ready(Ok(match kind {
-                    Some(k) => {
+                Poll::Ready(Ok(match route.take() {
+                    Some(r) => {
                         let mut resp = stamp(resp);
-                        resp.extensions_mut().insert(RouteKind(k));
+                        resp.extensions_mut().insert(RouteKind(r.kind()));
+                        resp.extensions_mut().insert(r);
                         resp
                     }
                     None => resp,

@@ -140,7 +140,8 @@ impl std::fmt::Debug for UpstreamClient {
     }
 }
 
-fn roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+/// The roots a TLS client trusts: Mozilla's (webpki-roots), the system's, and `ca_file`'s.
+pub fn roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let native = rustls_native_certs::load_native_certs();
