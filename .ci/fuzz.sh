@@ -24,6 +24,8 @@ for target in $(cargo +nightly fuzz list); do
   echo "fuzz: $target for ${seconds}s"
   if ! cargo +nightly fuzz run -O "$target" "$work/$target" "fuzz/corpus/$target" -- \
       -max_total_time="$seconds" -print_final_stats=0 >"$work/$target.log" 2>&1; then
+    # The panic's message first (the stack trace after it pushes it out of a tail).
+    grep -m1 -A4 "panicked at" "$work/$target.log" || true
     tail -60 "$work/$target.log"
     echo "fuzz: $target found a crash; its input is under fuzz/artifacts/$target/" >&2
     exit 1

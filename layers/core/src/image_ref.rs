@@ -58,7 +58,12 @@ pub fn is_host(component: &str) -> bool {
 /// or it would stop being one.
 pub fn normal_host(host: &str) -> String {
     let lower = host.to_ascii_lowercase();
-    let lower = lower.strip_suffix(":443").map(str::to_string).unwrap_or(lower);
+    let lower = match lower.strip_suffix(":443") {
+        // Only when it is the port: `name:443`, `[v6]:443`. `a:1:443` is no host:port and
+        // stays as written, so that normalising twice changes nothing (found by fuzzing).
+        Some(h) if h.ends_with(']') || !h.contains(':') => h.to_string(),
+        _ => lower,
+    };
     match lower.as_str() {
         "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
         l if is_host(l) => lower,
@@ -251,6 +256,21 @@ mod tests {
             assert_eq!(norm(input), want, "{input}");
             // normal forms are fixed points
             assert_eq!(norm(&want), want, "{want} again");
+        }
+    }
+
+    #[test]
+    fn normal_hosts_are_fixed_points() {
+        for (host, want) in [
+            ("quay.io:443", "quay.io"),
+            ("[::1]:443", "[::1]"),
+            ("Registry-1.Docker.IO:443", "docker.io"),
+            ("a:1:443", "a:1:443"),
+            // The fuzzer's: one `:443` less each time, before.
+            ("[:1]:55:443:443", "[:1]:55:443:443"),
+        ] {
+            assert_eq!(normal_host(host), want, "{host}");
+            assert_eq!(normal_host(want), want, "{want} again");
         }
     }
 
