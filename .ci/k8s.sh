@@ -2,6 +2,10 @@
 # Renders every kustomization under deploy/ with `kubectl kustomize` and validates the result
 # against the Kubernetes schemas (`kubernetes-validate --strict`, from PyPI, installed when
 # missing). Kinds outside Kubernetes (cert-manager's) have no schema there and are warned of.
+# Components (deploy/kubernetes/components) render as parts of the overlays that use them.
+# Each overlay under deploy/kubernetes/overlays is then checked by .ci/k8s_check.py: what the
+# Deployment must hold, and that donjon (target/debug/donjon, when built) takes the pod's
+# configuration with `--dry-run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v kubectl >/dev/null; then
@@ -17,10 +21,16 @@ trap 'rm -rf "$out"' EXIT
 found=0
 for k in $(find deploy -name kustomization.yaml | sort); do
   dir="$(dirname "$k")"
+  if grep -q '^kind: Component' "$k"; then continue; fi
   name="$(echo "$dir" | tr / _)"
   kubectl kustomize "$dir" > "$out/$name.yaml"
   kubernetes-validate --strict --quiet "$out/$name.yaml"
   echo "k8s: $dir renders and validates"
+  case "$dir" in
+    deploy/kubernetes/overlays/*)
+      bin=target/debug/donjon; [ -x "$bin" ] || bin=""
+      python3 .ci/k8s_check.py "$(basename "$dir")" "$out/$name.yaml" $bin ;;
+  esac
   found=$((found + 1))
 done
 [ "$found" -gt 0 ] || { echo "k8s: no kustomization under deploy/" >&2; exit 1; }

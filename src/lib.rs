@@ -70,9 +70,14 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub mod config;
+pub mod healthcheck;
 pub mod middleware;
 pub mod notify;
 pub mod server;
+
+/// The version and the commit it was built from, as `donjon --version` prints them:
+/// `0.1.0 (3f2a9c1d4e5b)` (`unknown` for a build outside a git checkout without `DONJON_COMMIT`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DONJON_COMMIT"), ")");
 
 pub use donjon_auth::{self as auth, AuthConfig, AuthLayer};
 pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Store};

@@ -29,6 +29,9 @@ fn main() -> ExitCode {
         print!("{}", settings.to_yaml());
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Healthcheck { timeout }) = &cli.command {
+        return healthcheck(&settings, *timeout);
+    }
     if let Some(Command::CheckImage { images }) = &cli.command {
         return check_images(&settings, images);
     }
@@ -111,7 +114,7 @@ async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
         %addr,
         tls = tls.is_some(),
         "donjon {} serving {content} on {}://{addr}",
-        env!("CARGO_PKG_VERSION"),
+        donjon::VERSION,
         if tls.is_some() { "https" } else { "http" },
     );
     let events = settings.notifications.enabled().then(|| {
@@ -210,6 +213,30 @@ fn garbage_collect(settings: &Settings, o: &donjon_store::gc::GcOptions) -> Exit
             }
         }
     })
+}
+
+/// `donjon healthcheck`: 0 when the configured address answers `/healthz` with 200.
+fn healthcheck(settings: &Settings, timeout: std::time::Duration) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("donjon: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = donjon::healthcheck::target(settings.bind);
+    let cert = settings.tls.as_ref().map(|t| t.cert.as_path());
+    match runtime.block_on(donjon::healthcheck::probe(addr, cert, "/healthz", timeout)) {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(code) => {
+            eprintln!("donjon: {addr} answered /healthz with {code}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("donjon: unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `donjon check-image`: the policy's decision on each image, one line each, the store

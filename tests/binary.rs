@@ -629,3 +629,87 @@ fn metrics_are_scraped_from_the_main_listener_or_the_debug_one() {
     assert_eq!(m.status, 200);
     assert!(String::from_utf8_lossy(&m.body).contains("# TYPE donjon_http_requests counter"));
 }
+
+/// `--version` names the version and the commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let want = format!("donjon {} (", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&want), "{text}");
+    let commit = text.trim_end().trim_end_matches(')').rsplit('(').next().unwrap().to_string();
+    let head = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output();
+    match head {
+        // Built in this checkout: its commit.
+        Ok(h) if h.status.success() && option_env!("DONJON_COMMIT").is_none() => {
+            assert_eq!(commit, String::from_utf8_lossy(&h.stdout).trim(), "{text}")
+        }
+        _ => assert!(!commit.is_empty(), "{text}"),
+    }
+}
+
+/// `donjon healthcheck` reads the server's own configuration: 0 while it serves (plain HTTP,
+/// and TLS with the configured certificate), 1 naming the address when nothing answers or the
+/// certificate is another one.
+#[test]
+fn healthcheck_asks_the_configured_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).args(["healthcheck", "--timeout", "5s"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let server = Donjon::start(&dir.path().join("plain"));
+    let bind = server.addr.to_string();
+    assert_eq!(check(&["--bind", &bind]).0, Some(0));
+    // All interfaces: asked on loopback.
+    let any = format!("0.0.0.0:{}", server.addr.port());
+    assert_eq!(check(&["--bind", &any]).0, Some(0));
+    drop(server);
+    let (code, err) = check(&["--bind", &bind]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains(&bind), "{err}");
+
+    let (cert, key) = common::self_signed(dir.path(), "registry.example", "DNS:registry.example");
+    let tls = format!("{},{}", cert.display(), key.display());
+    let server = Donjon::start_with(&dir.path().join("tls"), &["--tls", &tls]);
+    let bind = server.addr.to_string();
+    // The certificate names neither 127.0.0.1 nor localhost: trusted because it is the one.
+    assert_eq!(check(&["--bind", &bind, "--tls", &tls]), (Some(0), String::new()));
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (cert2, key2) = common::self_signed(&other, "registry.example", "DNS:registry.example");
+    let (code, err) = check(&["--bind", &bind, "--tls", &format!("{},{}", cert2.display(), key2.display())]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not the configured one"), "{err}");
+}
+
+/// A data directory the user cannot write (Trow's volume owned by root, run as 333333): the
+/// start stops with the path, the uid it runs as, the owner, and the fix. Needs root (to
+/// switch user with `setpriv`); skipped otherwise.
+#[test]
+fn a_data_dir_owned_by_another_user_names_both_and_the_fix() {
+    if !rustix::process::geteuid().is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and setpriv (util-linux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // The tempdir itself is 0700: open it so that the other user reaches `data`.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=333333", "--regid=333333", "--clear-groups", BIN, "--bind", "127.0.0.1:0", "-d"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("data directory {} is not writable", data.display())), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(err.contains("runs as uid 333333 gid 333333"), "{err}");
+    assert!(err.contains(&format!("{} is owned by uid 0 gid 0 with mode 755", data.display())), "{err}");
+    assert!(err.contains("chown -R 333333:333333"), "{err}");
+}

@@ -12,7 +12,7 @@ use super::{Settings, Tls};
 
 /// Command-line flags (Trow's names).
 #[derive(clap::Parser, Debug, Clone, Default)]
-#[command(name = "donjon", version, about = "An OCI container image registry")]
+#[command(name = "donjon", version = crate::VERSION, about = "An OCI container image registry")]
 pub struct Cli {
     /// Address to listen on: HOST:PORT, :PORT or PORT [default: 127.0.0.1:8000]
     #[arg(long)]
@@ -21,7 +21,7 @@ pub struct Cli {
     #[arg(short = 'd', long)]
     pub data_dir: Option<PathBuf>,
     /// YAML configuration file (donjon's, Trow's or a Distribution config.yml)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "DONJON_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
     /// The registry's host names, the public one first (comma- or space-separated); images
     /// named with them are "local" to image validation
@@ -98,6 +98,14 @@ pub enum Command {
         /// How long hidden blobs wait for a second look [default: storage.maintenance.gc.settle, 1m]
         #[arg(long, value_parser = parse_duration)]
         settle: Option<Duration>,
+    },
+    /// Ask the running registry for `/healthz` at the configured address (over TLS, trusting
+    /// the configured certificate, when TLS is on): exit status 0 on a 200, 1 otherwise. The
+    /// health command of an image that holds nothing but this binary
+    Healthcheck {
+        /// Give up after this long
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        timeout: Duration,
     },
 }
 

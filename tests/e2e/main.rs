@@ -30,13 +30,17 @@
 //! - One module per client or concern: `skopeo` (with the restart test), `containerd`,
 //!   `auth` (every client logging in to an auth-enabled donjon),
 //!   `podman` (podman and buildah), `docker`, `migration` (to and from Distribution),
-//!   `replicas` (two donjons on one bucket behind haproxy).
+//!   `replicas` (two donjons on one bucket behind haproxy), `container` (donjon's own image,
+//!   built with buildah and run with podman), `distribution_chart` (a Distribution chart
+//!   user's config.yml: S3, htpasswd and TLS).
 
 #[macro_use]
 mod support;
 
 mod auth;
+mod container;
 mod containerd;
+mod distribution_chart;
 mod docker;
 mod gc;
 mod migration;

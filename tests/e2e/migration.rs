@@ -87,6 +87,25 @@ impl Backing {
         keys
     }
 
+    /// A signed PUT of `bytes` as `rel` under the prefix, as `aws s3 cp` or `rclone` would.
+    fn s3_put(&self, rel: &str, bytes: &[u8]) {
+        let Backing::S3 { endpoint, bucket, access_key, secret_key, prefix } = self else { unreachable!() };
+        let mut child = Command::new(tool("curl"))
+            .args(["-sS", "--max-time", "120", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-"])
+            .args(["--aws-sigv4", "aws:amz:garage:s3", "--user"])
+            .arg(format!("{access_key}:{secret_key}"))
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+            .arg(format!("{endpoint}/{bucket}/{prefix}/{rel}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl");
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "S3 PUT {rel}");
+    }
+
     /// The keys of the multipart uploads in progress in the bucket.
     fn s3_multipart_uploads(&self) -> Vec<String> {
         let Backing::S3 { bucket, .. } = self else { unreachable!() };
@@ -548,5 +567,86 @@ fn migration_s3_both_ways() {
     let storage = s3_storage_yaml(&g, "/mig-prefix");
     let data = s.dir("donjon-data");
     migration_both_ways(&s, &storage, &Backing::s3(&g, "/mig-prefix"), Some(&data));
+    drop(g);
+}
+
+/// OpenShift's move of a registry's storage between a volume and a bucket: the files copied
+/// as they are, each to the key of its path (what `aws s3 sync DIR s3://BUCKET/PREFIX` or
+/// `rclone copy` does), and back. donjon serves what was copied on the other side, and what it
+/// stored there comes back too.
+#[test]
+fn moved_between_a_volume_and_a_bucket() {
+    require_e2e!();
+    let Some(g) = garage::Garage::start("move") else {
+        println!("skipped: no garage (set DONJON_S3=1 to make it a failure)");
+        return;
+    };
+    let s = Scratch::new("move");
+    let (layout, img) = fixtures::busybox(s.join("in"), "v1").unwrap();
+    let (mlayout, m) = fixtures::multi_arch(s.join("multi"), "multi").unwrap();
+    let volume = Backing::Dir(s.dir("volume"));
+    let Backing::Dir(volume_dir) = &volume else { unreachable!() };
+
+    let dj = Donjon::start_on(volume_dir, free_port(), &s.join("fs.log"));
+    skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("team/busybox:v1"));
+    skopeo_copy(&s, &["--all"], &mlayout.reference("multi"), &dj.docker("team/multi:1"));
+    dj.stop();
+
+    // Volume → bucket.
+    let bucket = Backing::s3(&g, "/moved");
+    let files = volume.list();
+    assert!(files.iter().any(|f| f.starts_with("docker/registry/v2/blobs/")), "{files:?}");
+    for f in &files {
+        bucket.s3_put(f, &volume.read(f).unwrap());
+    }
+    let config = s.join("s3.yml");
+    fs::write(&config, format!("storage:\n{}", s3_storage_yaml(&g, "/moved"))).unwrap();
+    let dj = Donjon::start_config(Some(&s.dir("s3-data")), &config, &s.join("s3.log"));
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("team/busybox:v1")), img.manifest.digest);
+    let blobs: Vec<&str> = img.layers.iter().map(|l| l.digest.as_str()).collect();
+    copy_out_and_check(
+        &s,
+        &[],
+        &dj.docker("team/busybox:v1"),
+        &s.join("out1"),
+        "v1",
+        &img.manifest.digest,
+        &blobs,
+    );
+    copy_out_and_check(
+        &s,
+        &["--all"],
+        &dj.docker("team/multi:1"),
+        &s.join("out2"),
+        "1",
+        &m.index.digest,
+        &[],
+    );
+    // Pushed while on the bucket.
+    skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("team/after-move:v1"));
+    dj.stop();
+
+    // Bucket → a new volume.
+    let back = s.dir("volume-again");
+    for key in bucket.list() {
+        let path = back.join(&key);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bucket.read(&key).unwrap()).unwrap();
+    }
+    let dj = Donjon::start_on(&back, free_port(), &s.join("back.log"));
+    for image in ["team/busybox:v1", "team/after-move:v1"] {
+        assert_eq!(skopeo_raw_digest(&s, &dj.docker(image)), img.manifest.digest, "{image}");
+    }
+    copy_out_and_check(
+        &s,
+        &["--all"],
+        &dj.docker("team/multi:1"),
+        &s.join("out3"),
+        "1",
+        &m.index.digest,
+        &[],
+    );
+    assert_catalog_has(&dj.host(), &["team/after-move", "team/busybox", "team/multi"]);
+    dj.stop();
     drop(g);
 }

@@ -68,6 +68,17 @@ impl Containers {
         c
     }
 
+    /// The environment podman and buildah get here, for a script that runs them (with
+    /// [`storage_flags`](Self::storage_flags) on its command lines).
+    pub(crate) fn env(&self, c: &mut Command) {
+        environment(c, &self.store, &self.registries);
+    }
+
+    /// The flags of this suite's private storage.
+    pub(crate) fn storage_flags(&self) -> Vec<String> {
+        storage_flags(&self.store)
+    }
+
     /// As root, podman asks the runtime for RLIMIT_NOFILE=1048576 and RLIMIT_NPROC=32768 unless
     /// told otherwise; above the hard limits of a process tree without CAP_SYS_RESOURCE (as in
     /// this sandbox: 20000 open files), runc fails with "error setting rlimit type 7: operation
@@ -92,12 +103,28 @@ fn hard_limit(name: &str) -> u64 {
 
 /// Common flags of podman and buildah: private vfs storage under `dir`.
 fn containers_env(c: &mut Command, dir: &Path, registries: &Path) {
+    environment(c, dir, registries);
+    c.args(storage_flags(dir));
+}
+
+/// The configuration files, credentials and temporary directory podman and buildah get.
+fn environment(c: &mut Command, dir: &Path, registries: &Path) {
     c.env("CONTAINERS_REGISTRIES_CONF", registries);
     c.env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf"));
     c.env("CONTAINERS_CONF", dir.join("containers.conf"));
     c.env("REGISTRY_AUTH_FILE", auth_file(dir));
     c.env("TMPDIR", dir.join("tmp"));
-    c.arg("--root").arg(dir.join("root"));
-    c.arg("--runroot").arg(dir.join("runroot"));
-    c.args(["--storage-driver", "vfs"]);
+}
+
+/// The private vfs storage under `dir`, as flags.
+fn storage_flags(dir: &Path) -> Vec<String> {
+    let (root, run) = (dir.join("root"), dir.join("runroot"));
+    vec![
+        "--root".into(),
+        root.display().to_string(),
+        "--runroot".into(),
+        run.display().to_string(),
+        "--storage-driver".into(),
+        "vfs".into(),
+    ]
 }

@@ -72,6 +72,26 @@ impl std::fmt::Debug for FsStore {
     }
 }
 
+/// What a "permission denied" on `path` needs said: who this process is, and who owns the
+/// deepest folder of `path` that exists (the one it could not write in), with the fix.
+fn denied(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
+    let Some((dir, meta)) = path.ancestors().find_map(|d| fs::metadata(d).ok().map(|m| (d, m))) else {
+        return format!("; donjon runs as uid {uid} gid {gid}");
+    };
+    format!(
+        "; donjon runs as uid {uid} gid {gid}, and {} is owned by uid {} gid {} with mode {:o}: \
+         make it writable for this user (chown -R {uid}:{gid} {}, or `fsGroup: {gid}` in a \
+         Kubernetes pod's securityContext)",
+        dir.display(),
+        meta.uid(),
+        meta.gid(),
+        meta.mode() & 0o7777,
+        dir.display(),
+    )
+}
+
 impl FsStore {
     /// Opens (creating if needed) a store rooted at `root`, and checks that it is writable.
     /// Nothing is scanned.
@@ -88,7 +108,8 @@ impl FsStore {
         })
         .await
         .map_err(|e| {
-            io::Error::new(e.kind(), format!("data directory {} is not writable: {e}", root.display()))
+            let why = if e.kind() == io::ErrorKind::PermissionDenied { denied(&base) } else { String::new() };
+            io::Error::new(e.kind(), format!("data directory {} is not writable: {e}{why}", root.display()))
         })?;
         let hash_threads = Arc::new(tokio::sync::Semaphore::new(HASH_THREADS));
         Ok(Self { inner: Arc::new(Inner { base, root, sessions: Mutex::default(), hash_threads }) })
@@ -1078,6 +1099,21 @@ mod tests {
         fs::write(&file, b"").unwrap();
         let err = FsStore::open(file.join("sub")).await.unwrap_err();
         assert!(err.to_string().contains("not writable"), "{err}");
+    }
+
+    #[test]
+    fn permission_denied_names_the_user_the_owner_and_the_fix() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("data");
+        fs::create_dir(&top).unwrap();
+        fs::set_permissions(&top, fs::Permissions::from_mode(0o750)).unwrap();
+        let uid = rustix::process::getuid().as_raw();
+        let msg = denied(&top.join("docker/registry/v2"));
+        assert!(msg.contains(&format!("runs as uid {uid} ")), "{msg}");
+        assert!(msg.contains(&format!("{} is owned by uid {uid} ", top.display())), "{msg}");
+        assert!(msg.contains("mode 750"), "{msg}");
+        assert!(msg.contains(&format!("chown -R {uid}:")), "{msg}");
     }
 
     #[test]

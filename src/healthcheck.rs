@@ -1,0 +1,209 @@
+//! `donjon healthcheck`: asks a running donjon for `/healthz` and exits 0 on a 200, 1
+//! otherwise, so that an image with nothing but the binary has a health command
+//! (`HEALTHCHECK`, `podman run --health-cmd`, a systemd `ExecStartPost`).
+//!
+//! It reads the same flags, environment and configuration file as the server, and asks the
+//! address the server listens on (loopback when it listens on all interfaces). Over TLS it
+//! trusts exactly the configured certificate, whatever names it holds: the probe talks to the
+//! server it shares a configuration with, not to a host a name could redirect.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), String> {
+//! let addr = "127.0.0.1:8000".parse().unwrap();
+//! let status = donjon::healthcheck::probe(addr, None, "/healthz", std::time::Duration::from_secs(3)).await?;
+//! assert_eq!(status, 200);
+//! # Ok(()) }
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+/// The address to probe for a server bound to `bind`: the same port on loopback when it
+/// listens on every interface.
+pub fn target(bind: SocketAddr) -> SocketAddr {
+    match bind.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bind.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bind.port()),
+        _ => bind,
+    }
+}
+
+/// `GET path` on `addr` (over TLS, trusting only `cert`'s first certificate, when given):
+/// the response's status code, or why there was none within `timeout`.
+pub async fn probe(
+    addr: SocketAddr,
+    cert: Option<&Path>,
+    path: &str,
+    timeout: Duration,
+) -> Result<u16, String> {
+    let connector = cert.map(pinned_connector).transpose()?;
+    tokio::time::timeout(timeout, async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        match connector {
+            None => ask(tcp, addr, path).await,
+            Some(c) => {
+                let name = ServerName::IpAddress(addr.ip().into());
+                let tls = c.connect(name, tcp).await.map_err(|e| format!("TLS with {addr}: {e}"))?;
+                ask(tls, addr, path).await
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("no answer from {addr} within {timeout:?}"))?
+}
+
+/// One HTTP/1.1 request; the status code of the answer.
+async fn ask(
+    mut io: impl AsyncRead + AsyncWrite + Unpin,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<u16, String> {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: donjon-healthcheck\r\nConnection: close\r\n\r\n"
+    );
+    io.write_all(req.as_bytes()).await.map_err(|e| format!("{addr}: {e}"))?;
+    // The status line is all that is read: "HTTP/1.1 200 OK".
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 64];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        let n = io.read(&mut buf).await.map_err(|e| format!("{addr}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or_default();
+    let mut words = line.split(' ');
+    match (words.next(), words.next().and_then(|c| c.parse::<u16>().ok())) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
+        _ => Err(format!("{addr} did not answer HTTP: {line:?}")),
+    }
+}
+
+/// A TLS connector that accepts the one certificate in `cert` (its first), and no other.
+fn pinned_connector(cert: &Path) -> Result<tokio_rustls::TlsConnector, String> {
+    let pem = std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+    let leaf = rustls_pemfile::certs(&mut &pem[..])
+        .next()
+        .ok_or_else(|| format!("{}: no certificate", cert.display()))?
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned { leaf, provider }))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Trusts exactly one end-entity certificate; the handshake's signatures are still checked.
+#[derive(Debug)]
+struct Pinned {
+    leaf: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("the server's certificate is not the configured one".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_interfaces_are_probed_on_loopback() {
+        assert_eq!(target("0.0.0.0:8000".parse().unwrap()), "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(target("[::]:8000".parse().unwrap()), "[::1]:8000".parse().unwrap());
+        assert_eq!(target("10.1.2.3:5000".parse().unwrap()), "10.1.2.3:5000".parse().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_status_line_is_read() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for answer in [
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                "HTTP/1.1 503 Service Unavailable\r\n\r\n",
+                "SSH-2.0-OpenSSH\r\n",
+            ] {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let t = Duration::from_secs(5);
+        assert_eq!(probe(addr, None, "/healthz", t).await, Ok(200));
+        assert_eq!(probe(addr, None, "/healthz", t).await, Ok(503));
+        let err = probe(addr, None, "/healthz", t).await.unwrap_err();
+        assert!(err.contains("did not answer HTTP"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_an_error_naming_the_address() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let err = probe(addr, None, "/healthz", Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.contains(&addr.to_string()), "{err}");
+    }
+}
