@@ -17,7 +17,7 @@ bin=target/release/donjon
 ctx=target/container
 rm -rf "$ctx"
 root="$ctx/rootfs"
-mkdir -p "$root/etc/donjon" "$root/etc/ssl/certs" "$root/data" "$root/tmp"
+mkdir -p "$root/etc/donjon" "$root/etc/ssl/certs" "$root/tmp" "$ctx/data"
 
 cp "$bin" "$root/donjon"
 # The dynamic loader and every library the binary needs, at the paths it looks for them.
@@ -31,8 +31,7 @@ cp deploy/container/config.yml "$root/etc/donjon/config.yml"
 printf 'root:x:0:0:root:/:/sbin/nologin\ndonjon:x:333333:333333:donjon:/data:/sbin/nologin\n' > "$root/etc/passwd"
 printf 'root:x:0:\ndonjon:x:333333:\n' > "$root/etc/group"
 chmod 1777 "$root/tmp"
-# /data belongs to the image's user, so that a new volume mounted there does too.
-chown 333333:333333 "$root/data" 2>/dev/null || echo "build.sh: not root: /data in the image is owned by $(id -u)" >&2
+chmod 750 "$ctx/data"
 cp deploy/container/Containerfile "$ctx/Containerfile"
 
 commit="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"

@@ -80,7 +80,7 @@ fn the_image_runs_read_only_serves_and_holds_itself() {
     run("refused", &owned_by_root.display().to_string());
     let code = wait_exit(&containers, "refused");
     assert_ne!(code, 0, "donjon served a volume it cannot write");
-    let logs = ok(containers.podman().args(["logs", "refused"]));
+    let logs = logs_of(&containers, "refused");
     println!("{logs}");
     assert!(logs.contains("data directory /data is not writable"), "{logs}");
     assert!(logs.contains("runs as uid 333333 gid 333333"), "{logs}");
@@ -94,7 +94,9 @@ fn the_image_runs_read_only_serves_and_holds_itself() {
         std::net::TcpStream::connect(&host).is_ok()
     });
     if !up {
-        panic!("the container did not listen: {}", ok(containers.podman().args(["logs", "donjon"])));
+        let state = ok(containers.podman().args(["ps", "-a", "--format", "{{.Names}} {{.Status}}"]));
+        let logs = logs_of(&containers, "donjon");
+        panic!("the container did not listen on {host}: {state}\n{logs}");
     }
     // The image's own health command.
     ok(containers.podman().args(["healthcheck", "run", "donjon"]));
@@ -121,7 +123,7 @@ fn the_image_runs_read_only_serves_and_holds_itself() {
 
     // SIGTERM drains and exits 0; the data is in the volume, owned by the image's user.
     ok(containers.podman().args(["stop", "-t", "20", "donjon"]));
-    assert_eq!(wait_exit(&containers, "donjon"), 0, "{}", ok(containers.podman().args(["logs", "donjon"])));
+    assert_eq!(wait_exit(&containers, "donjon"), 0, "{}", logs_of(&containers, "donjon"));
     let mount =
         ok(containers.podman().args(["volume", "inspect", "--format", "{{.Mountpoint}}", "donjon-data"]));
     let blobs = std::path::Path::new(mount.trim()).join("docker/registry/v2/blobs");
@@ -130,6 +132,13 @@ fn the_image_runs_read_only_serves_and_holds_itself() {
     assert_eq!(fs::metadata(mount.trim()).unwrap().uid(), 333333);
     let _ = containers.podman().args(["rm", "-f", "donjon", "refused"]).output();
     let _ = containers.podman().args(["volume", "rm", "-f", "donjon-data"]).output();
+}
+
+/// What container `name` wrote (podman hands its stderr on as its own).
+fn logs_of(containers: &Containers, name: &str) -> String {
+    let out = run_with(containers.podman().args(["logs", name]), TIMEOUT);
+    assert!(out.success(), "{}", out.describe());
+    out.stdout + &out.stderr
 }
 
 /// The exit code of container `name`, once it has stopped.
