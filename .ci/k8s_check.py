@@ -85,14 +85,17 @@ def main():
              == claims[0]["metadata"]["name"], "/data is not the claim")
     if OVERLAY in ("mirror",):
         svc = find("Service", "donjon-mirror")
-        need(svc and svc[0]["spec"]["type"] == "NodePort", "no NodePort for the nodes' containerd")
+        need(svc and svc[0]["spec"].get("clusterIP"), "no fixed cluster IP for the nodes' containerd")
+        need(svc[0]["spec"].get("type", "ClusterIP") == "ClusterIP", "the mirror is published on the nodes")
         ds = find("DaemonSet", "donjon-containerd-hosts")
         need(ds, "no DaemonSet writing hosts.toml")
-        hosts = find("ConfigMap")
-        tomls = [cm for cm in hosts if "docker.io.toml" in cm.get("data", {})]
+        tomls = [cm for cm in find("ConfigMap") if "docker.io.toml" in cm.get("data", {})]
         need(tomls, "no hosts.toml ConfigMap")
-        port = svc[0]["spec"]["ports"][0]["nodePort"]
-        need(f"127.0.0.1:{port}" in tomls[0]["data"]["docker.io.toml"], "hosts.toml is not the NodePort")
+        at = f"http://{svc[0]['spec']['clusterIP']}:{svc[0]['spec']['ports'][0]['port']}"
+        for name, text in tomls[0]["data"].items():
+            need(f'[host."{at}"]' in text, f"{name} does not name the mirror's Service ({at})")
+        size = claims[0]["spec"]["resources"]["requests"]["storage"]
+        need(size.endswith("Gi") and int(size[:-2]) >= 50, f"a {size} claim for the cache")
     if OVERLAY == "ingress":
         (ing,) = find("Ingress")
         ann = ing["metadata"].get("annotations", {})
@@ -125,12 +128,14 @@ def main():
                                 "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
                                 "/CN=donjon", "-keyout", f"{root}{mp}/tls.key", "-out",
                                 f"{root}{mp}/tls.crt"], check=True, capture_output=True)
+        # The ConfigMap's files where the pod mounts them (data_dir moved under root too).
         cfg = yaml.safe_load(config) or {}
         for k in ("data_dir",):
             if k in cfg:
                 cfg[k] = local(cfg[k])
-        path = os.path.join(root, "config.yml")
-        with open(path, "w") as f:
+        config_dir = root + mounts["config"]
+        os.makedirs(config_dir, exist_ok=True)
+        with open(os.path.join(config_dir, "config.yml"), "w") as f:
             yaml.safe_dump(cfg, f)
         run_env = {k: v for k, v in os.environ.items()
                    if not k.startswith(("REGISTRY_", "DONJON_", "AWS_"))}
@@ -139,10 +144,10 @@ def main():
                 run_env[k] = local(e["value"]) if e["value"].startswith("/") else e["value"]
             else:
                 run_env[k] = f"from-secret-{k.lower()}"
-        run_env["DONJON_CONFIG_FILE"] = path
+        need("DONJON_CONFIG_FILE" in run_env, "the pod names no configuration file")
         out = subprocess.run([binary, "--dry-run"], env=run_env, capture_output=True, text=True)
         need(out.returncode == 0, f"donjon refuses the pod's configuration:\n{out.stderr}")
-        need("unknown configuration key" not in out.stderr, f"donjon ignores keys:\n{out.stderr}")
+        need(" WARN " not in out.stderr, f"donjon warns about the pod's configuration:\n{out.stderr}")
         settings = yaml.safe_load(out.stdout)
         need(settings["bind"] == "0.0.0.0:8000", f"binds {settings['bind']}")
         need(settings["tls"] is not None if tls else settings["tls"] is None, "TLS setting")

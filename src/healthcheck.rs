@@ -3,7 +3,9 @@
 //! (`HEALTHCHECK`, `podman run --health-cmd`, a systemd `ExecStartPost`).
 //!
 //! It reads the same flags, environment and configuration file as the server, and asks the
-//! address the server listens on (loopback when it listens on all interfaces). Over TLS it
+//! address the server listens on (loopback when it listens on all interfaces). Flags given to
+//! the server alone (after an image's name) are not seen: give them to the health command too,
+//! or put them in the configuration. Over TLS it
 //! trusts exactly the configured certificate, whatever names it holds: the probe talks to the
 //! server it shares a configuration with, not to a host a name could redirect.
 //!
@@ -26,13 +28,18 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-/// The address to probe for a server bound to `bind`: the same port on loopback when it
-/// listens on every interface.
-pub fn target(bind: SocketAddr) -> SocketAddr {
+/// The addresses to probe, in turn, for a server bound to `bind`: the same port on loopback
+/// when it listens on every interface (for `[::]`, `[::1]` and then 127.0.0.1, which a
+/// dual-stack listener also takes, for a container without IPv6).
+pub fn targets(bind: SocketAddr) -> Vec<SocketAddr> {
+    let port = bind.port();
     match bind.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bind.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bind.port()),
-        _ => bind,
+        IpAddr::V4(ip) if ip.is_unspecified() => vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)],
+        IpAddr::V6(ip) if ip.is_unspecified() => vec![
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+        ],
+        _ => vec![bind],
     }
 }
 
@@ -170,9 +177,10 @@ mod tests {
 
     #[test]
     fn all_interfaces_are_probed_on_loopback() {
-        assert_eq!(target("0.0.0.0:8000".parse().unwrap()), "127.0.0.1:8000".parse().unwrap());
-        assert_eq!(target("[::]:8000".parse().unwrap()), "[::1]:8000".parse().unwrap());
-        assert_eq!(target("10.1.2.3:5000".parse().unwrap()), "10.1.2.3:5000".parse().unwrap());
+        let t = |s: &str| targets(s.parse().unwrap()).iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(t("0.0.0.0:8000"), ["127.0.0.1:8000"]);
+        assert_eq!(t("[::]:8000"), ["[::1]:8000", "127.0.0.1:8000"]);
+        assert_eq!(t("10.1.2.3:5000"), ["10.1.2.3:5000"]);
     }
 
     #[tokio::test]

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if let Some(Command::GarbageCollect { config: Some(c), .. }) = &cli.command {
+    if let Some(Command::GarbageCollect { config: Some(c), .. } | Command::Serve { config: Some(c) }) =
+        &cli.command
+    {
         cli.config_file = Some(c.clone());
     }
     let settings = match Settings::load(&cli, std::env::vars()) {
@@ -18,6 +20,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Healthcheck { timeout }) = &cli.command {
+        // Before the logging: a health command run every 30 s repeats no warnings.
+        return healthcheck(&settings, *timeout);
+    }
     init_logging(&settings.log);
     if let Some(n) = server::raise_nofile_limit() {
         tracing::debug!(limit = n, "open file limit");
@@ -28,9 +34,6 @@ fn main() -> ExitCode {
     if cli.dry_run {
         print!("{}", settings.to_yaml());
         return ExitCode::SUCCESS;
-    }
-    if let Some(Command::Healthcheck { timeout }) = &cli.command {
-        return healthcheck(&settings, *timeout);
     }
     if let Some(Command::CheckImage { images }) = &cli.command {
         return check_images(&settings, images);
@@ -224,19 +227,17 @@ fn healthcheck(settings: &Settings, timeout: std::time::Duration) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let addr = donjon::healthcheck::target(settings.bind);
     let cert = settings.tls.as_ref().map(|t| t.cert.as_path());
-    match runtime.block_on(donjon::healthcheck::probe(addr, cert, "/healthz", timeout)) {
-        Ok(200) => ExitCode::SUCCESS,
-        Ok(code) => {
-            eprintln!("donjon: {addr} answered /healthz with {code}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("donjon: unhealthy: {e}");
-            ExitCode::FAILURE
+    let mut why = Vec::new();
+    for addr in donjon::healthcheck::targets(settings.bind) {
+        match runtime.block_on(donjon::healthcheck::probe(addr, cert, "/healthz", timeout)) {
+            Ok(200) => return ExitCode::SUCCESS,
+            Ok(code) => why.push(format!("{addr} answered /healthz with {code}")),
+            Err(e) => why.push(e),
         }
     }
+    eprintln!("donjon: unhealthy: {}", why.join("; "));
+    ExitCode::FAILURE
 }
 
 /// `donjon check-image`: the policy's decision on each image, one line each, the store

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,17 +55,18 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
         ),
     )
     .unwrap();
-    let addr = common::free_addr();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_donjon"))
-        .args(["--bind", &addr.to_string(), "--user", "alice", "--password", "alice-pw", "--config-file"])
-        .arg(&cfg)
-        .arg("-d")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    common::wait_listening(addr);
+    let data = dir.path().join("data");
+    let (cfg, data) = (cfg.to_str().unwrap(), data.to_str().unwrap());
+    let (_donjon, addr) = common::spawn_donjon(&[
+        "--user",
+        "alice",
+        "--password",
+        "alice-pw",
+        "--config-file",
+        cfg,
+        "-d",
+        data,
+    ]);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let c = client();
     let url = |p: &str| format!("http://{addr}{p}");
@@ -162,8 +162,6 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
     let r = rt.block_on(send(&c, "GET", &url("/metrics"), &[], Bytes::new()));
     let text = String::from_utf8_lossy(&r.body).to_string();
     assert!(text.contains(r#"donjon_notifications_sent_total{endpoint="rec"} 4"#), "{text}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// An endpoint too far behind loses the oldest events, counted; the newest still arrive.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -330,19 +330,11 @@ fn the_binary_serves_the_webhooks_over_https() {
         common::self_signed(dir.path(), "donjon.donjon.svc", "DNS:donjon.donjon.svc,IP:127.0.0.1");
     let config = dir.path().join("config.yml");
     std::fs::write(&config, format!("image_validation:{}", POLICY.replace('\n', "\n  "))).unwrap();
-    let addr = common::free_addr();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_donjon"))
-        .args(["--bind", &addr.to_string(), "-n", "registry.example", "--config-file"])
-        .arg(&config)
-        .arg("--tls")
-        .arg(format!("{},{}", cert.display(), key.display()))
-        .arg("-d")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    common::wait_listening(addr);
+    let tls = format!("{},{}", cert.display(), key.display());
+    let data = dir.path().join("data");
+    let (config, data) = (config.to_str().unwrap(), data.to_str().unwrap());
+    let (_donjon, addr) =
+        common::spawn_donjon(&["-n", "registry.example", "--config-file", config, "--tls", &tls, "-d", data]);
     let body = dir.path().join("review.json");
     let post = |object: Value, path: &str| {
         std::fs::write(&body, serde_json::to_vec(&review("CREATE", object)).unwrap()).unwrap();
@@ -364,8 +356,6 @@ fn the_binary_serves_the_webhooks_over_https() {
     assert_eq!(a["response"]["allowed"], true);
     let a = post(deployment(&[("app", "quay.io/org/app:1")]), "/mutate-image");
     assert_eq!(a["response"]["patchType"], "JSONPatch", "{a}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

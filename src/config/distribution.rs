@@ -348,28 +348,49 @@ fn parse_headers(v: Option<&Value>) -> Result<Vec<(http::HeaderName, http::Heade
 }
 
 /// Applies `REGISTRY_A_B_C=value` as `a.b.c: value` on the YAML tree (Distribution's override
-/// rule). Values are parsed as YAML scalars, so `true` and `5000` keep their types.
+/// rule). Values are parsed as YAML scalars, so `true` and `5000` keep their types. Applied in
+/// the order of their names, as Distribution does, whatever order the environment has (a
+/// kubelet's is random), so that a section's name comes before its keys. A string set on a
+/// section names its kind (`REGISTRY_AUTH=htpasswd`, `REGISTRY_STORAGE=s3`): it keeps that
+/// kind's keys and drops the others, and keys set under it later go in that kind.
 pub(super) fn apply_env(root: &mut Value, env: impl Iterator<Item = (String, String)>) {
-    for (k, v) in env {
-        let Some(path) = k.strip_prefix("REGISTRY_") else {
-            continue;
-        };
-        let keys: Vec<String> = path.split('_').map(str::to_ascii_lowercase).collect();
-        if keys.iter().any(String::is_empty) {
-            continue;
-        }
+    let mut vars: Vec<(Vec<String>, String)> = env
+        .filter_map(|(k, v)| {
+            let keys: Vec<String> =
+                k.strip_prefix("REGISTRY_")?.split('_').map(str::to_ascii_lowercase).collect();
+            (!keys.iter().any(String::is_empty)).then_some((keys, v))
+        })
+        .collect();
+    vars.sort();
+    for (keys, v) in vars {
         let value: Value = serde_yaml::from_str(&v).unwrap_or(Value::String(v));
         let mut node = &mut *root;
         for (i, key) in keys.iter().enumerate() {
             if !node.is_mapping() {
-                *node = Value::Mapping(Default::default());
+                // `auth: htpasswd` and then `auth.htpasswd.realm`: the name becomes a section.
+                let mut map = serde_yaml::Mapping::new();
+                if let Value::String(kind) = &*node {
+                    map.insert(Value::String(kind.clone()), Value::Mapping(Default::default()));
+                }
+                *node = Value::Mapping(map);
             }
             let Some(map) = node.as_mapping_mut() else {
                 break;
             };
             let key = Value::String(key.clone());
             if i == keys.len() - 1 {
-                map.insert(key, value.clone());
+                match (map.get_mut(&key), &value) {
+                    // A kind named on a section that the file already fills.
+                    (Some(Value::Mapping(section)), Value::String(kind)) => {
+                        let kind = Value::String(kind.clone());
+                        let keep = section.remove(&kind).unwrap_or(Value::Mapping(Default::default()));
+                        section.clear();
+                        section.insert(kind, keep);
+                    }
+                    _ => {
+                        map.insert(key, value.clone());
+                    }
+                }
                 break;
             }
             node = map.entry(key).or_insert(Value::Mapping(Default::default()));

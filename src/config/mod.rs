@@ -609,6 +609,32 @@ storage:
         assert!(s.auth.enabled() && !s.to_yaml().contains(": p\n"));
     }
 
+    /// The Distribution chart's environment: `REGISTRY_AUTH=htpasswd` beside its keys, in any
+    /// order (a kubelet's is random); `REGISTRY_STORAGE=s3` switching the file's driver.
+    #[test]
+    fn a_kind_named_in_the_environment_takes_its_keys_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = dir.path().join("htpasswd");
+        std::fs::write(&h, "").unwrap();
+        let h = h.display().to_string();
+        let mut env = vec![
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
+            ("REGISTRY_AUTH", "htpasswd"),
+            ("REGISTRY_AUTH_HTPASSWD_PATH", h.as_str()),
+            ("REGISTRY_STORAGE_S3_BUCKET", "b"),
+            ("REGISTRY_STORAGE", "s3"),
+        ];
+        let yaml = "storage:\n  filesystem: {rootdirectory: /var/lib/registry}\n";
+        for _ in 0..env.len() {
+            env.rotate_left(1);
+            let s = load(&[], Some(yaml), &env).unwrap_or_else(|e| panic!("{env:?}: {e}"));
+            let ht = s.auth.htpasswd.as_ref().unwrap_or_else(|| panic!("{env:?}: no htpasswd"));
+            assert_eq!(ht.realm.as_deref(), Some("Registry Realm"), "{env:?}");
+            assert_eq!(ht.path, PathBuf::from(&h), "{env:?}");
+            assert!(matches!(s.storage.backend(), Ok(donjon_store::Backend::S3(_))), "{env:?}");
+        }
+    }
+
     #[test]
     fn distributions_token_auth_from_the_environment() {
         let dir = tempfile::tempdir().unwrap();

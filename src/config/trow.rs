@@ -99,6 +99,13 @@ pub enum Command {
         #[arg(long, value_parser = parse_duration)]
         settle: Option<Duration>,
     },
+    /// Serve, as without a command: Distribution's `registry serve CONFIG`, so that its image's
+    /// command line (and its Helm chart's) works unchanged
+    Serve {
+        /// The configuration file (as --config-file)
+        #[arg(value_name = "CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Ask the running registry for `/healthz` at the configured address (over TLS, trusting
     /// the configured certificate, when TLS is on): exit status 0 on a 200, 1 otherwise. The
     /// health command of an image that holds nothing but this binary

@@ -1,4 +1,5 @@
-//! `/healthz` and `/readiness` (Trow's paths) answer 200, whatever the layers below do.
+//! `/healthz` and `/readiness` (Trow's paths) answer 200, whatever the layers below do, and so
+//! does `/`, which Distribution answers and its Helm chart probes.
 //!
 //! ```
 //! use donjon::middleware::HealthLayer;
@@ -13,7 +14,7 @@ use tower_service::Service;
 
 use crate::Body;
 
-/// Answers `/healthz` and `/readiness` (Trow's paths) with 200.
+/// Answers `/healthz` and `/readiness` (Trow's paths) and `/` (Distribution's) with 200.
 #[derive(Clone, Debug)]
 pub struct Health<S> {
     inner: S,
@@ -34,7 +35,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match req.uri().path() {
-            "/healthz" | "/readiness" if req.method() == Method::GET || req.method() == Method::HEAD => {
+            "/healthz" | "/readiness" | "/"
+                if req.method() == Method::GET || req.method() == Method::HEAD =>
+            {
                 donjon_core::future::ResponseFuture::handled(async {
                     let mut r = Response::new(Body::from(r#"{"is_healthy":true,"message":"ok"}"#));
                     r.headers_mut()

@@ -222,5 +222,10 @@ mod tests {
         assert_eq!(resp.status(), 200);
         let resp = svc(404, b"").oneshot(req("GET", "/readiness")).await.unwrap();
         assert_eq!(resp.status(), 200);
+        // Distribution's, which its Helm chart probes.
+        let resp = svc(404, b"").oneshot(req("GET", "/")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let resp = svc(404, b"").oneshot(req("GET", "/other")).await.unwrap();
+        assert_eq!(resp.status(), 404);
     }
 }

@@ -42,6 +42,7 @@ pub mod conn;
 pub mod drain;
 pub mod linger;
 mod options;
+mod tls;
 
 use conn::{ConnState, Connections, TimedBody, Tracked, Verdict, Watched};
 use drain::{Drain, RequestBody};
@@ -66,32 +67,17 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor that offers h2 and
-/// http/1.1.
+/// http/1.1. The files are watched: when either changes (a renewal by cert-manager or certbot,
+/// a Kubernetes Secret updated in place), new handshakes use the new pair, without a restart.
+/// A pair that does not load is logged and the one in use stays.
 pub fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<TlsAcceptor> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))
-    };
-    let certs = rustls_pemfile::certs(&mut &read(cert)?[..])
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: no certificate found", cert.display()),
-        ));
-    }
-    let key_der = rustls_pemfile::private_key(&mut &read(key)?[..])
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", key.display())))?
-        .ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{}: no private key found", key.display()))
-        })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = tls::Reloading::new(cert, key, provider.clone())?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS certificate/key: {e}")))?;
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

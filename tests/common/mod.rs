@@ -12,6 +12,7 @@ pub use donjon_test_support::client::{client, send, try_send, HttpClient, Resp};
 use donjon_test_support::garage;
 pub use donjon_test_support::net::{free_addr, wait_listening};
 pub use donjon_test_support::oci::{digest, image_manifest, OCI_INDEX, OCI_MANIFEST};
+pub use donjon_test_support::process::Process;
 use http::Request;
 
 pub struct TestServer {
@@ -257,4 +258,22 @@ pub async fn read_more(c: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std:
     }
     buf.extend_from_slice(&chunk[..n]);
     Ok(())
+}
+
+/// The `donjon` binary on a free 127.0.0.1 address, `--bind ADDR` then `args`, with
+/// `RUST_LOG=warn` and stdout dropped; returns once it listens. The guard kills and reaps it,
+/// also when the test panics.
+pub fn spawn_donjon(args: &[&str]) -> (Process, SocketAddr) {
+    let addr = free_addr();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_donjon"))
+        .arg("--bind")
+        .arg(addr.to_string())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the donjon binary starts");
+    let guard = Process(child);
+    wait_listening(addr);
+    (guard, addr)
 }

@@ -55,10 +55,12 @@ fn the_image_runs_read_only_serves_and_holds_itself() {
         fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     top.sort();
     assert!(
-        top.iter().all(|f| ["data", "donjon", "etc", "lib", "lib64", "tmp", "usr"].contains(&f.as_str())),
+        top.iter()
+            .all(|f| ["bin", "data", "donjon", "etc", "lib", "lib64", "tmp", "usr"].contains(&f.as_str())),
         "{top:?}"
     );
     assert!(root.join("etc/ssl/certs/ca-certificates.crt").is_file());
+    assert_eq!(fs::read_link(root.join("bin/registry")).unwrap(), std::path::Path::new("/donjon"));
     ok(containers.podman().args(["image", "unmount", &image]));
     let size = ok(containers.podman().args(["image", "inspect", "--format", "{{.Size}}", &image]));
     println!("image size: {} bytes", size.trim());
@@ -100,6 +102,10 @@ fn the_image_runs_read_only_serves_and_holds_itself() {
     }
     // The image's own health command.
     ok(containers.podman().args(["healthcheck", "run", "donjon"]));
+    // Distribution's command line works in it: `/bin/registry serve CONFIG`.
+    let dry = ["exec", "donjon", "/bin/registry", "--dry-run", "serve", "/etc/donjon/config.yml"];
+    let settings = ok(containers.podman().args(dry));
+    assert!(settings.contains("data_dir: /data"), "{settings}");
     let ver = ok(containers.podman().args(["exec", "donjon", "/donjon", "--version"]));
     assert!(ver.starts_with(&format!("donjon {version} (")), "{ver}");
 
@@ -112,10 +118,18 @@ fn the_image_runs_read_only_serves_and_holds_itself() {
 
     // donjon's image into donjon, and back out whole.
     let own = format!("docker://{host}/donjon:{version}");
-    skopeo_copy_with(&s, &[], &format!("oci-archive:{}", archive.display()), &own, LARGE_TIMEOUT);
+    skopeo_copy_with(&s, &[], &format!("docker-archive:{}", archive.display()), &own, LARGE_TIMEOUT);
     let pulled = s.join("own");
     skopeo_copy_with(&s, &[], &own, &format!("oci:{}:{version}", pulled.display()), LARGE_TIMEOUT);
     let manifest: Value = serde_json::from_slice(&skopeo_raw(&s, &own)).unwrap();
+    // The health command came along (the Docker format has it).
+    let cfg_digest = manifest["config"]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+    let pushed_config: Value =
+        serde_json::from_slice(&fs::read(pulled.join("blobs/sha256").join(cfg_digest)).unwrap()).unwrap();
+    assert_eq!(
+        pushed_config["config"]["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "/donjon", "healthcheck"])
+    );
     for layer in manifest["layers"].as_array().unwrap() {
         let hex = layer["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
         assert_eq!(file_sha256(&pulled.join("blobs/sha256").join(hex)), hex);

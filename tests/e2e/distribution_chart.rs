@@ -1,9 +1,10 @@
-//! A Distribution chart user's setup, switched to donjon unchanged: the `config.yml` the
-//! docker-registry Helm chart writes (S3 storage with the keys from a Secret in
-//! `REGISTRY_STORAGE_S3_*` variables, `auth.htpasswd` from a Secret made with `htpasswd -nbB`,
-//! `http.tls` from a `kubernetes.io/tls` Secret, `REGISTRY_HTTP_SECRET`), on Garage. skopeo
-//! logs in with the htpasswd user over verified TLS, pushes and pulls; anonymous pulls are
-//! refused; then Distribution itself serves the same file and bucket, and finds the image.
+//! A Distribution chart user's setup, switched to donjon unchanged: the docker-registry Helm
+//! chart's `config.yml` and the environment its Deployment sets (S3 in `REGISTRY_STORAGE_S3_*`
+//! with the keys from a Secret, `REGISTRY_AUTH=htpasswd` with a file made by `htpasswd -nbB`,
+//! TLS files from a `kubernetes.io/tls` Secret, `REGISTRY_HTTP_SECRET`), and its command,
+//! `registry serve CONFIG`, on Garage. The chart's probe (`GET /`) answers; skopeo logs in with
+//! the htpasswd user over verified TLS, pushes and pulls; anonymous pulls are refused; then
+//! Distribution itself serves the same file, environment and bucket, and finds the image.
 
 use std::fs;
 use std::process::Command;
@@ -11,62 +12,55 @@ use std::time::Duration;
 
 use super::support::*;
 
-/// The chart's config.yml (its `configData` with `s3`, `secrets.htpasswd` and `tlsSecretName`
-/// set), with the addresses of this machine: loopback instead of `:5000`, Garage for MinIO.
-fn chart_config(port: u16, g: &garage::Garage, htpasswd: &std::path::Path, tls: &std::path::Path) -> String {
+/// The chart's config.yml (its ConfigMap, from `configData`): what is not in it comes from the
+/// environment. With loopback instead of `:5000`.
+fn chart_config(port: u16) -> String {
     format!(
         "version: 0.1
 log:
   fields:
     service: registry
 storage:
-  delete:
-    enabled: true
   cache:
     blobdescriptor: inmemory
-  s3:
-    region: {region}
-    regionendpoint: {endpoint}
-    bucket: {bucket}
-    rootdirectory: /chart
-    encrypt: false
-    secure: false
-    forcepathstyle: true
 http:
   addr: 127.0.0.1:{port}
   headers:
     X-Content-Type-Options: [nosniff]
-  tls:
-    certificate: {tls}/tls.crt
-    key: {tls}/tls.key
-auth:
-  htpasswd:
-    realm: Registry Realm
-    path: {htpasswd}
 health:
   storagedriver:
     enabled: true
     interval: 10s
     threshold: 3
-",
-        region = g.region(),
-        endpoint = g.endpoint(),
-        bucket = g.bucket(),
-        tls = tls.display(),
-        htpasswd = htpasswd.display(),
+"
     )
 }
 
-/// The Secrets' values as the chart hands them to the container: environment variables.
-fn chart_env(c: &mut Command, g: &garage::Garage) {
+/// The chart's environment (its `envs` helper) with `storage: s3`, `secrets.htpasswd` and
+/// `tlsSecretName` set: the Secrets' keys, the S3 settings, `REGISTRY_AUTH=htpasswd` beside its
+/// keys, the TLS files where the chart mounts them (here under `tls`), Garage for MinIO.
+fn chart_env(c: &mut Command, g: &garage::Garage, htpasswd: &std::path::Path, tls: &std::path::Path) {
     for (k, _) in std::env::vars() {
         if k.starts_with("REGISTRY_") || k.starts_with("DONJON_") || k.starts_with("AWS_") {
             c.env_remove(k);
         }
     }
+    c.env("REGISTRY_HTTP_SECRET", "a-shared-secret-from-the-chart");
+    c.env("REGISTRY_AUTH", "htpasswd");
+    c.env("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm");
+    c.env("REGISTRY_AUTH_HTPASSWD_PATH", htpasswd);
+    c.env("REGISTRY_HTTP_TLS_CERTIFICATE", tls.join("tls.crt"));
+    c.env("REGISTRY_HTTP_TLS_KEY", tls.join("tls.key"));
     c.env("REGISTRY_STORAGE_S3_ACCESSKEY", g.access_key());
     c.env("REGISTRY_STORAGE_S3_SECRETKEY", g.secret_key());
-    c.env("REGISTRY_HTTP_SECRET", "a-shared-secret-from-the-chart");
+    c.env("REGISTRY_STORAGE_S3_REGION", g.region());
+    c.env("REGISTRY_STORAGE_S3_REGIONENDPOINT", g.endpoint());
+    c.env("REGISTRY_STORAGE_S3_BUCKET", g.bucket());
+    c.env("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "/chart");
+    c.env("REGISTRY_STORAGE_S3_ENCRYPT", "false");
+    c.env("REGISTRY_STORAGE_S3_SECURE", "false");
+    c.env("REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "true");
+    c.env("REGISTRY_STORAGE_DELETE_ENABLED", "true");
 }
 
 #[test]
@@ -96,7 +90,7 @@ fn a_distribution_chart_config_with_s3_htpasswd_and_tls() {
     let port = free_port();
     let host = format!("127.0.0.1:{port}");
     let config = s.join("config.yml");
-    fs::write(&config, chart_config(port, &g, &auth.join("htpasswd"), &tls)).unwrap();
+    fs::write(&config, chart_config(port)).unwrap();
     let ready = |d: &mut Daemon| {
         let probe = || {
             let mut c = cmd("curl");
@@ -105,12 +99,17 @@ fn a_distribution_chart_config_with_s3_htpasswd_and_tls() {
             c.output().is_ok_and(|o| o.stdout == b"401")
         };
         d.wait_until("answering /v2/ with 401 over TLS", probe);
+        // The chart's liveness and readiness probes: `GET /`.
+        let mut c = cmd("curl");
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"]).arg(ca.join("ca.crt"));
+        let code = ok(c.arg(format!("https://{host}/")));
+        assert_eq!(code, "200", "{}: the chart's probe of /", d.name);
     };
 
-    // donjon with nothing but the file and the chart's environment.
+    // donjon as the chart starts the registry (`registry serve CONFIG`), with its environment.
     let mut c = Command::new(env!("CARGO_BIN_EXE_donjon"));
-    c.arg("--config-file").arg(&config).current_dir(s.dir("cwd"));
-    chart_env(&mut c, &g);
+    c.arg("serve").arg(&config).current_dir(s.dir("cwd"));
+    chart_env(&mut c, &g, &auth.join("htpasswd"), &tls);
     c.env("RUST_LOG", "info").env("NO_COLOR", "1");
     let mut dj = Daemon::spawn("donjon", &mut c, &s.join("donjon.log"));
     ready(&mut dj);
@@ -162,7 +161,7 @@ fn a_distribution_chart_config_with_s3_htpasswd_and_tls() {
     // Distribution on the same file and bucket serves what donjon stored.
     let mut c = Command::new(tool("docker-registry"));
     c.arg("serve").arg(&config);
-    chart_env(&mut c, &g);
+    chart_env(&mut c, &g, &auth.join("htpasswd"), &tls);
     let mut dist = Daemon::spawn("distribution", &mut c, &s.join("distribution.log"));
     dist.grace = Duration::from_secs(15);
     ready(&mut dist);

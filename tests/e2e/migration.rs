@@ -622,8 +622,9 @@ fn moved_between_a_volume_and_a_bucket() {
         &m.index.digest,
         &[],
     );
-    // Pushed while on the bucket.
-    skopeo_copy(&s, &[], &layout.reference("v1"), &dj.docker("team/after-move:v1"));
+    // Pushed while on the bucket: an image with a layer of its own, which the S3 store writes.
+    let (big_layout, big) = fixtures::large(s.join("big"), "v1", 300_000, 11, true).unwrap();
+    skopeo_copy(&s, &[], &big_layout.reference("v1"), &dj.docker("team/after-move:v1"));
     dj.stop();
 
     // Bucket → a new volume.
@@ -634,9 +635,17 @@ fn moved_between_a_volume_and_a_bucket() {
         fs::write(&path, bucket.read(&key).unwrap()).unwrap();
     }
     let dj = Donjon::start_on(&back, free_port(), &s.join("back.log"));
-    for image in ["team/busybox:v1", "team/after-move:v1"] {
-        assert_eq!(skopeo_raw_digest(&s, &dj.docker(image)), img.manifest.digest, "{image}");
-    }
+    assert_eq!(skopeo_raw_digest(&s, &dj.docker("team/busybox:v1")), img.manifest.digest);
+    let big_blobs: Vec<&str> = big.layers.iter().map(|l| l.digest.as_str()).collect();
+    copy_out_and_check(
+        &s,
+        &[],
+        &dj.docker("team/after-move:v1"),
+        &s.join("out4"),
+        "v1",
+        &big.manifest.digest,
+        &big_blobs,
+    );
     copy_out_and_check(
         &s,
         &["--all"],

@@ -72,23 +72,29 @@ impl std::fmt::Debug for FsStore {
     }
 }
 
-/// What a "permission denied" on `path` needs said: who this process is, and who owns the
-/// deepest folder of `path` that exists (the one it could not write in), with the fix.
-fn denied(path: &Path) -> String {
+/// What a "permission denied" under `root` (the data directory) needs said: who this process
+/// is, who owns the deepest folder of `path` that exists (the one it could not write in), and
+/// the fix. A `chown -R` is offered only inside the data directory; above it (a data directory
+/// not made yet), making and handing over the data directory alone.
+fn denied(root: &Path, path: &Path) -> String {
     use std::os::unix::fs::MetadataExt as _;
     let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
     let Some((dir, meta)) = path.ancestors().find_map(|d| fs::metadata(d).ok().map(|m| (d, m))) else {
         return format!("; donjon runs as uid {uid} gid {gid}");
     };
+    let fix = if dir.starts_with(root) {
+        format!("chown -R {uid}:{gid} {}", root.display())
+    } else {
+        format!("mkdir -p {0} && chown {uid}:{gid} {0}", root.display())
+    };
     format!(
         "; donjon runs as uid {uid} gid {gid}, and {} is owned by uid {} gid {} with mode {:o}: \
-         make it writable for this user (chown -R {uid}:{gid} {}, or `fsGroup: {gid}` in a \
+         make the data directory writable for this user ({fix}, or `fsGroup: {gid}` in a \
          Kubernetes pod's securityContext)",
         dir.display(),
         meta.uid(),
         meta.gid(),
         meta.mode() & 0o7777,
-        dir.display(),
     )
 }
 
@@ -108,7 +114,11 @@ impl FsStore {
         })
         .await
         .map_err(|e| {
-            let why = if e.kind() == io::ErrorKind::PermissionDenied { denied(&base) } else { String::new() };
+            let why = if e.kind() == io::ErrorKind::PermissionDenied {
+                denied(&root, &base)
+            } else {
+                String::new()
+            };
             io::Error::new(e.kind(), format!("data directory {} is not writable: {e}{why}", root.display()))
         })?;
         let hash_threads = Arc::new(tokio::sync::Semaphore::new(HASH_THREADS));
@@ -1109,11 +1119,15 @@ mod tests {
         fs::create_dir(&top).unwrap();
         fs::set_permissions(&top, fs::Permissions::from_mode(0o750)).unwrap();
         let uid = rustix::process::getuid().as_raw();
-        let msg = denied(&top.join("docker/registry/v2"));
+        let msg = denied(&top, &top.join("docker/registry/v2"));
         assert!(msg.contains(&format!("runs as uid {uid} ")), "{msg}");
         assert!(msg.contains(&format!("{} is owned by uid {uid} ", top.display())), "{msg}");
         assert!(msg.contains("mode 750"), "{msg}");
         assert!(msg.contains(&format!("chown -R {uid}:")), "{msg}");
+        // A data directory not made yet: its parent is not handed over whole.
+        let msg = denied(&top.join("registry"), &top.join("registry/docker/registry/v2"));
+        assert!(msg.contains(&format!("mkdir -p {0}/registry && chown {uid}:", top.display())), "{msg}");
+        assert!(!msg.contains("chown -R"), "{msg}");
     }
 
     #[test]
