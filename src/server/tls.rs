@@ -142,16 +142,31 @@ mod tests {
         k.cert[0].to_vec()
     }
 
+    /// Two pairs `a` and `b`, and `tls.crt`/`tls.key` holding `a`, watched every `every`.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        a: (PathBuf, PathBuf),
+        b: (PathBuf, PathBuf),
+        cert: PathBuf,
+        key: PathBuf,
+        r: Reloading,
+    }
+
+    fn fixture(every: Duration) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (pair(dir.path(), "a"), pair(dir.path(), "b"));
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::copy(&a.0, &cert).unwrap();
+        std::fs::copy(&a.1, &key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let r = Reloading::with_interval(&cert, &key, provider, every).unwrap();
+        Fixture { _dir: dir, a, b, cert, key, r }
+    }
+
     #[test]
     fn a_renewed_pair_is_presented_and_a_broken_one_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a_cert, a_key) = pair(dir.path(), "a");
-        let (b_cert, b_key) = pair(dir.path(), "b");
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::copy(&a_cert, &cert).unwrap();
-        std::fs::copy(&a_key, &key).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let r = Reloading::with_interval(&cert, &key, provider, Duration::ZERO).unwrap();
+        let Fixture { _dir: _keep, a: (a_cert, a_key), b: (b_cert, b_key), cert, key, r } =
+            fixture(Duration::ZERO);
         let first = leaf(&r.current().unwrap());
         assert_eq!(first, leaf(&load(&a_cert, &a_key, &r.provider).unwrap()));
 
@@ -174,14 +189,8 @@ mod tests {
 
     #[test]
     fn the_files_are_looked_at_no_more_than_every_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a_cert, a_key) = pair(dir.path(), "a");
-        let (b_cert, b_key) = pair(dir.path(), "b");
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::copy(&a_cert, &cert).unwrap();
-        std::fs::copy(&a_key, &key).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let r = Reloading::with_interval(&cert, &key, provider, Duration::from_secs(3600)).unwrap();
+        let Fixture { _dir: _keep, b: (b_cert, b_key), cert, key, r, .. } =
+            fixture(Duration::from_secs(3600));
         let first = leaf(&r.current().unwrap());
         std::fs::copy(&b_cert, &cert).unwrap();
         std::fs::copy(&b_key, &key).unwrap();
