@@ -27,14 +27,22 @@ impl Backing {
         }
     }
 
+    /// curl signing its request for the bucket (quiet: the command line holds the secret key).
+    fn curl(&self) -> Command {
+        let Backing::S3 { access_key, secret_key, .. } = self else { unreachable!() };
+        let mut c = Command::new(tool("curl"));
+        c.args(["-sS", "--aws-sigv4", "aws:amz:garage:s3", "--user"])
+            .arg(format!("{access_key}:{secret_key}"));
+        c
+    }
+
     /// A signed GET of `path_query` (`/BUCKET/KEY` or `/BUCKET?...`, already percent-encoded):
     /// None on a 404. Quiet: the command line holds the secret key.
     fn s3_get(&self, path_query: &str) -> Option<Vec<u8>> {
-        let Backing::S3 { endpoint, access_key, secret_key, .. } = self else { unreachable!() };
-        let out = Command::new(tool("curl"))
-            .args(["-sS", "--max-time", "60", "-w", "\n%{http_code}", "--aws-sigv4", "aws:amz:garage:s3"])
-            .arg("--user")
-            .arg(format!("{access_key}:{secret_key}"))
+        let Backing::S3 { endpoint, .. } = self else { unreachable!() };
+        let out = self
+            .curl()
+            .args(["--max-time", "60", "-w", "\n%{http_code}"])
             .args(["-H", &format!("x-amz-content-sha256: {EMPTY_SHA256}")])
             .arg(format!("{endpoint}{path_query}"))
             .stdin(Stdio::null())
@@ -89,11 +97,10 @@ impl Backing {
 
     /// A signed PUT of `bytes` as `rel` under the prefix, as `aws s3 cp` or `rclone` would.
     fn s3_put(&self, rel: &str, bytes: &[u8]) {
-        let Backing::S3 { endpoint, bucket, access_key, secret_key, prefix } = self else { unreachable!() };
-        let mut child = Command::new(tool("curl"))
-            .args(["-sS", "--max-time", "120", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-"])
-            .args(["--aws-sigv4", "aws:amz:garage:s3", "--user"])
-            .arg(format!("{access_key}:{secret_key}"))
+        let Backing::S3 { endpoint, bucket, prefix, .. } = self else { unreachable!() };
+        let mut child = self
+            .curl()
+            .args(["--max-time", "120", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-"])
             .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
             .arg(format!("{endpoint}/{bucket}/{prefix}/{rel}"))
             .stdin(Stdio::piped())
