@@ -26,7 +26,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The addresses to probe, in turn, for a server bound to `bind`: the same port on loopback
 /// when it listens on every interface (for `[::]`, `[::1]` and then 127.0.0.1, which a
@@ -69,33 +69,23 @@ pub async fn probe(
     .map_err(|_| format!("no answer from {addr} within {timeout:?}"))?
 }
 
-/// One HTTP/1.1 request; the status code of the answer.
+/// One HTTP/1.1 request (hyper's client on the connection); the status code of the answer.
 async fn ask(
-    mut io: impl AsyncRead + AsyncWrite + Unpin,
+    io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     addr: SocketAddr,
     path: &str,
 ) -> Result<u16, String> {
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: donjon-healthcheck\r\nConnection: close\r\n\r\n"
-    );
-    io.write_all(req.as_bytes()).await.map_err(|e| format!("{addr}: {e}"))?;
-    // The status line is all that is read: "HTTP/1.1 200 OK".
-    let mut head = Vec::with_capacity(64);
-    let mut buf = [0u8; 64];
-    while !head.contains(&b'\n') && head.len() < 1024 {
-        let n = io.read(&mut buf).await.map_err(|e| format!("{addr}: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let line = line.lines().next().unwrap_or_default();
-    let mut words = line.split(' ');
-    match (words.next(), words.next().and_then(|c| c.parse::<u16>().ok())) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
-        _ => Err(format!("{addr} did not answer HTTP: {line:?}")),
-    }
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::USER_AGENT, "donjon-healthcheck")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("{path}: {e}"))?;
+    let resp = send.send_request(req).await.map_err(|e| format!("{addr} did not answer HTTP: {e}"))?;
+    Ok(resp.status().as_u16())
 }
 
 /// A TLS connector that accepts the one certificate in `cert` (its first), and no other.
@@ -173,6 +163,8 @@ impl ServerCertVerifier for Pinned {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     use super::*;
 
     #[test]
