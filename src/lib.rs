@@ -31,6 +31,8 @@
 //! server (src/server): connections, timeouts, keep-alive after early answers, TLS
 //!  └─ middleware (src/middleware): request id, access log, extra headers, health, catch-panic
 //!      └─ Registry: one boxed service, composed once in RegistryBuilder::compose
+//!        └─ BrowseLayer (donjon-browse)     optional: the web page at /ui/, built from
+//!          │                                 sub-requests to the stack below
 //!          └─ RouteLayer (donjon-core)      parse the path once → Route in the extensions
 //!           └─ ValidationLayer (donjon-validate)  optional: /validate-image, /mutate-image
 //!              └─ AuthLayer (donjon-auth)    optional: who may do the Route's Action →
@@ -80,6 +82,7 @@ pub mod server;
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DONJON_COMMIT"), ")");
 
 pub use donjon_auth::{self as auth, AuthConfig, AuthLayer};
+pub use donjon_browse::{self as browse, BrowseConfig, BrowseLayer};
 pub use donjon_core::{self as core, Body, BoxError, Error, ErrorCode, Route, Store};
 pub use donjon_proxy::{self as proxy, ProxyCacheLayer, ProxyConfig};
 pub use donjon_store::{
@@ -96,6 +99,7 @@ pub type BoxRegistry = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 #[derive(Clone, Debug)]
 pub struct RegistryBuilder {
     store: Arc<dyn Store>,
+    browse: Option<BrowseLayer>,
     validation: Option<ValidationLayer>,
     auth: Option<AuthLayer>,
     proxy: Option<ProxyCacheLayer>,
@@ -129,6 +133,15 @@ impl RegistryBuilder {
     /// The largest catalog page (default 1000).
     pub fn catalog_max_entries(mut self, n: usize) -> Self {
         self.content = self.content.catalog_max_entries(n);
+        self
+    }
+
+    /// The read-only web page at `/ui/` (default: none). It sits above the route parser and
+    /// asks the layers below for what it shows, with the caller's rights; [`build`](Self::build)
+    /// tells it what it needs of the auth layer (the token endpoint for its login form), the
+    /// store (tag push times) and the pull-through cache (which names are cached).
+    pub fn browse(mut self, layer: BrowseLayer) -> Self {
+        self.browse = Some(layer);
         self
     }
 
@@ -230,7 +243,15 @@ impl RegistryBuilder {
         if let Some(p) = &self.proxy {
             route = route.mirrors(p.mirrors(&self.local_names));
         }
+        let browse = self.browse.clone().map(|b| {
+            let b = b.store(self.store.clone()).pull_through(self.proxy.is_some());
+            match self.auth.as_ref().map(|a| a.token_endpoint()) {
+                Some(Some(path)) => b.token_endpoint(path),
+                _ => b,
+            }
+        });
         let stack = ServiceBuilder::new()
+            .option_layer(browse)
             .layer(route)
             .option_layer(self.validation.clone())
             .option_layer(self.auth.clone())
@@ -299,6 +320,7 @@ impl Registry {
     pub fn builder(store: Arc<dyn Store>) -> RegistryBuilder {
         RegistryBuilder {
             store: store.clone(),
+            browse: None,
             validation: None,
             auth: None,
             proxy: None,

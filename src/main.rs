@@ -79,6 +79,12 @@ async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
     if let Some(layer) = settings.validation_layer(Some(store.clone())).map_err(std::io::Error::other)? {
         builder = builder.validation(layer);
     }
+    if let Some(mut layer) = settings.ui.build() {
+        if let Some(h) = &settings.hostname {
+            layer = layer.public_host(h.clone());
+        }
+        builder = builder.browse(layer);
+    }
     if settings.proxy.enabled() {
         let proxy =
             donjon::ProxyCacheLayer::new(builder.store().clone(), &settings.proxy, &settings.data_dir)

@@ -32,6 +32,7 @@ pub(super) struct File {
     auth: donjon_auth::AuthConfig,
     proxy: Option<ProxyFile>,
     notifications: Option<crate::notify::NotificationsConfig>,
+    ui: Option<donjon_browse::BrowseConfig>,
     redis: Option<IgnoredAny>,
     health: Option<IgnoredAny>,
     validation: Option<ValidationFile>,
@@ -171,6 +172,9 @@ impl File {
                 ..Default::default()
             });
             s.proxy.default = Some(host);
+        }
+        if let Some(ui) = self.ui {
+            s.ui = ui;
         }
         if let Some(n) = self.notifications {
             n.check()?;

@@ -80,6 +80,8 @@ pub struct Settings {
     /// Image validation webhooks (Trow's `image_validation` and its older flags).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation: Option<donjon_validate::ValidationConfig>,
+    /// The web page at `/ui/` (donjon's `ui` section; on by default).
+    pub ui: donjon_browse::BrowseConfig,
     /// Connection timeouts and limits (donjon's `connections` section), and the drain on
     /// shutdown (`drain_timeout`, Distribution's `http.draintimeout`).
     pub connections: crate::server::Options,
@@ -112,6 +114,7 @@ impl Default for Settings {
             auth: donjon_auth::AuthConfig::default(),
             proxy: donjon_proxy::ProxyConfig::default(),
             validation: None,
+            ui: donjon_browse::BrowseConfig::default(),
             connections: crate::server::Options::default(),
             headers: vec![],
             metrics: MetricsSettings::default(),

@@ -133,6 +133,15 @@ impl AuthLayer {
         self.with(|s| s.basic_realm = name)
     }
 
+    /// The path of the token endpoint this layer serves (`/v2/token`), or `None` when another
+    /// token server issues the tokens (`auth.token`): what a login form posts to.
+    pub fn token_endpoint(&self) -> Option<&'static str> {
+        match &self.shared.issuer {
+            Issuer::Own(_) => Some("/v2/token"),
+            Issuer::External(_) => None,
+        }
+    }
+
     /// The principal of an anonymous caller, for tests and for layers that want to know
     /// what is public.
     pub fn anonymous(&self) -> Principal {

@@ -309,6 +309,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// All tags of a repository, in lexical order. `NameUnknown` when the repository is absent.
     async fn tags(&self, repo: &Name) -> Result<Vec<String>>;
 
+    /// All tags of a repository with the time each was last pushed (moved), in lexical order;
+    /// `None` where the backend does not keep it (the default: none). For the web page's
+    /// "sort by push time".
+    async fn tag_times(&self, repo: &Name) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
+        Ok(self.tags(repo).await?.into_iter().map(|t| (t, None)).collect())
+    }
+
     /// Up to `n` repository names after `last`, in lexical order.
     async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>>;
 

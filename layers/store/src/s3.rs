@@ -942,6 +942,27 @@ impl Store for S3Store {
         Ok(out)
     }
 
+    async fn tag_times(&self, repo: &Name) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
+        let tags = self.tags(repo).await?;
+        let listed: Vec<object_store::ObjectMeta> =
+            self.inner.s3.list(Some(&self.repo(repo, "_manifests/tags"))).try_collect().await.map_err(io)?;
+        // …/_manifests/tags/<tag>/current/link, rewritten on every push of the tag.
+        let mut times = std::collections::HashMap::new();
+        for m in &listed {
+            let parts: Vec<&str> = m.location.as_ref().rsplitn(4, '/').collect();
+            if let ["link", "current", tag, ..] = parts.as_slice() {
+                times.insert(tag.to_string(), std::time::SystemTime::from(m.last_modified));
+            }
+        }
+        Ok(tags
+            .into_iter()
+            .map(|t| {
+                let time = times.get(&t).copied();
+                (t, time)
+            })
+            .collect())
+    }
+
     async fn blob_list(&self) -> Result<Vec<Stored>> {
         let listed: Vec<object_store::ObjectMeta> =
             self.inner.s3.list(Some(&self.key("blobs"))).try_collect().await.map_err(io)?;

@@ -698,6 +698,23 @@ impl Store for FsStore {
         found.ok_or_else(|| StoreError::NameUnknown(repo.clone()))
     }
 
+    async fn tag_times(&self, repo: &Name) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
+        let tags = self.tags(repo).await?;
+        let dir = self.repo(repo).join("_manifests/tags");
+        blocking(move || {
+            // A tag's `current/link` is replaced (renamed over) on every push of the tag.
+            Ok(tags
+                .into_iter()
+                .map(|t| {
+                    let m = std::fs::metadata(dir.join(&t).join("current/link")).and_then(|m| m.modified());
+                    (t, m.ok())
+                })
+                .collect())
+        })
+        .await
+        .map_err(Into::into)
+    }
+
     async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
         let root = self.inner.base.join("repositories");
         let list = |prefix: String| {

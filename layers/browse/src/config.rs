@@ -1,0 +1,36 @@
+//! The `ui` section: whether the web page is served.
+//!
+//! ```
+//! use donjon_browse::BrowseConfig;
+//!
+//! let on: BrowseConfig = serde_yaml::from_str("{}").unwrap();
+//! assert!(on.enabled);
+//! let off: BrowseConfig = serde_yaml::from_str("enabled: false").unwrap();
+//! assert!(off.build().is_none());
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::BrowseLayer;
+
+/// The `ui` section of donjon's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrowseConfig {
+    /// Serve the read-only web page at `/ui/` (default: yes).
+    pub enabled: bool,
+}
+
+impl Default for BrowseConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+impl BrowseConfig {
+    /// The layer, when the page is enabled; the caller adds what it knows of the rest of the
+    /// registry (its public name, its token endpoint, its store, whether it caches upstreams).
+    pub fn build(&self) -> Option<BrowseLayer> {
+        self.enabled.then(BrowseLayer::new)
+    }
+}
