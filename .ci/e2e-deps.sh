@@ -18,6 +18,8 @@ PKGS=(
   openssl                     # the TLS suite's self-signed certificate
   apache2-utils               # htpasswd -B: the auth suite writes its users as operators do
   ca-certificates
+  chromium                    # the web page's browser tests (tests/browser, headless)
+  nodejs npm                  # playwright-core drives chromium from node
 )
 
 . "$(dirname "$0")/apt.sh"
@@ -25,4 +27,10 @@ if apt_install e2e-deps "${PKGS[@]}"; then
   # On a machine with systemd, installing docker.io and containerd also starts their system
   # services; the suites run private daemons on their own sockets and are not affected.
   echo "e2e-deps: done"
+fi
+# playwright-core, at the version tests/browser/package-lock.json pins (no browser download:
+# the tests launch Debian's /usr/bin/chromium).
+browser="$(dirname "$0")/../tests/browser"
+if [ ! -d "$browser/node_modules/playwright-core" ]; then
+  (cd "$browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi

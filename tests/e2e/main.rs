@@ -32,12 +32,14 @@
 //!   `podman` (podman and buildah), `docker`, `migration` (to and from Distribution),
 //!   `replicas` (two donjons on one bucket behind haproxy), `container` (donjon's own image,
 //!   built with buildah and run with podman), `distribution_chart` (a Distribution chart
-//!   user's config.yml: S3, htpasswd and TLS).
+//!   user's config.yml: S3, htpasswd and TLS), `browse` (the web page in headless Chromium,
+//!   driven by playwright-core from `tests/browser`).
 
 #[macro_use]
 mod support;
 
 mod auth;
+mod browse;
 mod container;
 mod containerd;
 mod distribution_chart;

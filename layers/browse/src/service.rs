@@ -279,7 +279,9 @@ fn secured(mut resp: Response<Body>) -> Response<Body> {
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: with it a browser's form posts say `Origin: null`, which the login's
+    // same-origin check must refuse.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     resp
 }
@@ -724,6 +726,8 @@ mod tests {
         h.insert(header::ORIGIN, HeaderValue::from_static("https://reg.example"));
         assert!(same_origin(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert!(!same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!same_origin(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("https://reg.example"));
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
