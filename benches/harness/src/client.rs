@@ -1,6 +1,6 @@
 //! The HTTP/1.1 client: hyper-util's pooled legacy client over TCP or TLS (hyper-rustls, the
 //! system's roots plus `--ca-cert`), registry authentication (Basic, and the token flow of
-//! [`crate::auth`]), a generated streaming body, and response draining with time-to-first-byte.
+//! [`donjon_core::challenge`]), a generated streaming body, and response draining with time-to-first-byte.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -23,8 +23,8 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::auth::{self, Tokens};
 use crate::gen;
+use donjon_core::challenge::{self as auth, Tokens};
 
 /// The body type the hyper client sends: a fixed buffer or generated data.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -583,7 +583,7 @@ mod tests {
             let auth = authorization(req);
             if req.uri().path() == "/token" {
                 self.token_requests.lock().unwrap().push(req.uri().query().unwrap_or_default().to_string());
-                if auth != format!("Basic {}", crate::util::base64(b"u:p")) {
+                if auth != donjon_core::challenge::basic("u", "p").unwrap() {
                     return answer(
                         401,
                         &[("www-authenticate", r#"Basic realm="tokens""#)],
@@ -661,7 +661,7 @@ mod tests {
                 ("/v2/no-realm/tags/list", _) => {
                     answer(401, &[("www-authenticate", r#"Bearer service="s""#)], "")
                 }
-                (_, a) if a == format!("Basic {}", crate::util::base64(b"u:p")) => answer(200, &[], "ok"),
+                (_, a) if a == donjon_core::challenge::basic("u", "p").unwrap() => answer(200, &[], "ok"),
                 _ => answer(401, &[("www-authenticate", r#"Basic realm="registry""#)], "who are you"),
             }),
         )
@@ -744,7 +744,7 @@ mod tests {
         let http = Http::new(&reg, Some("u"), Some("p"), 1, Some(&ca)).unwrap();
         let d = http.call(Method::GET, &format!("{reg}/v2/a/blobs/sha256:ab"), &[], empty(), 100).await;
         assert_eq!(d.unwrap().body, b"secret blob");
-        assert_eq!(*reg_auth.lock().unwrap(), [format!("Basic {}", crate::util::base64(b"u:p"))]);
+        assert_eq!(*reg_auth.lock().unwrap(), [donjon_core::challenge::basic("u", "p").unwrap()]);
         assert_eq!(*store_auth.lock().unwrap(), [""]);
     }
 

@@ -1,7 +1,6 @@
 //! `donjon-bench`: a load harness for any OCI registry reachable over HTTP/1.1, plain or TLS,
 //! open or behind Basic or token (`Bearer`) authentication.
 
-mod auth;
 mod client;
 mod gen;
 mod report;

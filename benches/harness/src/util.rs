@@ -1,4 +1,4 @@
-//! Pure helpers: size and duration parsing, percentiles, `/proc` parsing, Basic auth.
+//! Pure helpers: size and duration parsing, percentiles and `/proc` parsing.
 
 use std::time::Duration;
 
@@ -106,24 +106,6 @@ pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?)
 }
 
-/// Standard base64 with padding (for the Basic `Authorization` header).
-pub fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,15 +182,5 @@ mod tests {
         let s = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 6 0 100 0 0";
         assert_eq!(parse_cpu_ticks(s), Some(1234 + 567));
         assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
-    }
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
     }
 }

@@ -829,7 +829,7 @@ mod tests {
         assert_eq!(MirrorPath::Trow.blob("ghcr.io", "a", d), "/v2/f/ghcr.io/a/blobs/sha256:abcd");
         assert_eq!(MirrorPath::Ns.blob("ghcr.io", "a", d), "/v2/a/blobs/sha256:abcd?ns=ghcr.io");
         // The repository of a mirror path is the one the token flow asks a scope for.
-        let scope = |p: &str| crate::auth::scope_for(&Method::GET, p.split('?').next().unwrap());
+        let scope = |p: &str| donjon_core::challenge::scope_for(&Method::GET, p.split('?').next().unwrap());
         assert_eq!(
             scope(&MirrorPath::Trow.blob(host, repo, d)),
             "repository:f/127.0.0.1:5000/library/nested/name:pull"

@@ -25,6 +25,9 @@
 //! - [`manifest`]: what a manifest references and how it describes itself; [`principal`]: who
 //!   is calling (set by an auth layer) and from where ([`ClientConn`], set by the server);
 //!   [`time`]: RFC 3339 timestamps.
+//! - [`challenge`]: registry authentication as a client meets it (`WWW-Authenticate`
+//!   challenges, token requests and answers, Basic credentials, a token cache), for donjon's
+//!   own clients: the pull-through cache's, the load harness's, `donjon ls`.
 //! - [`metrics`]: the process's Prometheus metrics, which every layer records into;
 //!   [`metered`]: a `Store` that records each operation's latency and faults there;
 //! - [`config`]: what the layers' configuration sections share: [`config::ConfigError`]
@@ -36,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod challenge;
 pub mod config;
 pub mod digest;
 pub mod error;

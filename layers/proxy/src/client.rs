@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use donjon_core::challenge;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
@@ -45,8 +46,6 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 const ATTEMPTS: u32 = 3;
 /// The most redirects followed.
 const REDIRECTS: usize = 5;
-/// A token without `expires_in` lives this long (the token spec's default).
-const TOKEN_DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// The most tokens kept.
 const TOKENS_MAX: usize = 4096;
 
@@ -81,48 +80,18 @@ pub enum Challenge {
     Basic,
 }
 
-/// Parses a `WWW-Authenticate` value (RFC 9110 `auth-scheme` and `auth-param`s, quoted
-/// strings with `\` escapes); `None` for other schemes or a Bearer challenge without a realm.
+/// The first challenge of a `WWW-Authenticate` value this client answers (parsed by
+/// [`donjon_core::challenge`]: RFC 9110 `auth-scheme` and `auth-param`s, quoted strings with
+/// `\` escapes); `None` when there is none, or a Bearer challenge has no realm.
 pub fn parse_challenge(value: &str) -> Option<Challenge> {
-    let value = value.trim();
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if scheme.eq_ignore_ascii_case("basic") {
+    let c = challenge::parse_challenges(value)
+        .into_iter()
+        .find(|c| c.scheme == "basic" || c.scheme == "bearer")?;
+    if c.scheme == "basic" {
         return Some(Challenge::Basic);
     }
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let mut params: HashMap<String, String> = HashMap::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
-        if key.is_empty() {
-            break;
-        }
-        if chars.next() != Some('=') {
-            return None;
-        }
-        let mut val = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next()? {
-                    '"' => break,
-                    '\\' => val.push(chars.next()?),
-                    c => val.push(c),
-                }
-            }
-        } else {
-            val.extend(std::iter::from_fn(|| chars.next_if(|c| *c != ',')));
-            val = val.trim().to_string();
-        }
-        params.insert(key.trim().to_ascii_lowercase(), val);
-    }
-    let realm = params.remove("realm").filter(|r| !r.is_empty())?;
-    Some(Challenge::Bearer { realm, service: params.remove("service") })
+    let realm = c.param("realm").filter(|r| !r.is_empty())?.to_string();
+    Some(Challenge::Bearer { realm, service: c.param("service").map(str::to_string) })
 }
 
 /// The pooled client, and the tokens it holds.
@@ -211,7 +180,7 @@ impl UpstreamClient {
             .map_err(|_| UpstreamError::Unreachable(format!("bad upstream path {path:?}")))?;
         let scope = format!("repository:{}:pull", up.repo);
         let key = (up.base.to_string(), scope.clone());
-        let mut auth = self.cached_token(&key).map(|t| format!("Bearer {t}"));
+        let mut auth = self.cached_token(&key);
         let mut answered = false;
         loop {
             let resp = self.follow(&method, uri.clone(), accept, auth.as_deref(), true).await?;
@@ -222,8 +191,7 @@ impl UpstreamClient {
             let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
             match challenge.and_then(parse_challenge) {
                 Some(Challenge::Bearer { realm, service }) => {
-                    let token = self.fetch_token(up, &realm, service.as_deref(), &scope).await?;
-                    auth = Some(format!("Bearer {token}"));
+                    auth = Some(self.fetch_token(up, &realm, service.as_deref(), &scope).await?);
                 }
                 Some(Challenge::Basic) => match &up.credentials {
                     Some(c) => auth = Some(basic(c)),
@@ -330,7 +298,8 @@ impl UpstreamClient {
         tokens.get(key).filter(|(_, until)| *until > Instant::now()).map(|(t, _)| t.clone())
     }
 
-    /// A token for `scope` from the realm: anonymous, or with the entry's credentials.
+    /// A token for `scope` from the realm (anonymous, or with the entry's credentials), as the
+    /// `Authorization` value that carries it.
     async fn fetch_token(
         &self,
         up: &Upstream,
@@ -371,20 +340,9 @@ impl UpstreamClient {
         .map_err(|_| UpstreamError::Timeout)?
         .map_err(|e| UpstreamError::Unreachable(format!("token response: {e}")))?
         .to_bytes();
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            token: Option<String>,
-            access_token: Option<String>,
-            expires_in: Option<u64>,
-        }
-        let t: TokenResponse = serde_json::from_slice(&body)
+        let (token, ttl) = challenge::parse_token(&body)
             .map_err(|e| UpstreamError::Unreachable(format!("token response: {e}")))?;
-        let token = t
-            .token
-            .or(t.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| UpstreamError::Unreachable("token response without a token".into()))?;
-        let ttl = t.expires_in.map_or(TOKEN_DEFAULT_TTL, Duration::from_secs);
+        let token = token.to_str().map_err(|e| UpstreamError::Unreachable(e.to_string()))?.to_string();
         // Renewed a little early, so a token does not expire on its way.
         let until = Instant::now() + ttl.saturating_sub(Duration::from_secs(5)).max(Duration::from_secs(1));
         if let Ok(mut tokens) = self.tokens.lock() {

@@ -1,9 +1,34 @@
-//! Registry authentication: Basic credentials, `WWW-Authenticate` challenges, and the token
-//! cache of the Docker registry token flow (the `Bearer` challenges of CNCF Distribution, Harbor,
-//! Zot, Docker Hub: <https://distribution.github.io/distribution/spec/auth/token/>).
+//! Registry authentication as a client meets it: `WWW-Authenticate` challenges, the token
+//! request a `Bearer` challenge calls for and its answer, Basic credentials, and a token cache
+//! (the Docker registry token flow of CNCF Distribution, Harbor, Zot, Docker Hub, and donjon's
+//! own auth layer: <https://distribution.github.io/distribution/spec/auth/token/>).
 //!
-//! The network half (asking the realm for a token, retrying) is [`crate::client::Http`]'s; this
-//! module holds what can be decided without a socket.
+//! Everything here is decided without a socket; a client sends the requests. The load harness
+//! (`donjon-bench`), the pull-through cache's upstream client and the `donjon ls`/`inspect`/`rm`
+//! commands share it.
+//!
+//! ```
+//! use donjon_core::challenge::{self, parse_challenges, Tokens};
+//! use http::Method;
+//!
+//! // A registry's 401 names the token endpoint, the service and the scope it wants.
+//! let c = parse_challenges(
+//!     r#"Bearer realm="https://auth.example/token",service="reg.example",scope="repository:a/b:pull""#,
+//! );
+//! assert_eq!(c[0].scheme, "bearer");
+//! let url = challenge::token_url(&c[0]).unwrap();
+//! assert_eq!(url, "https://auth.example/token?service=reg.example&scope=repository%3Aa%2Fb%3Apull");
+//!
+//! // The endpoint's JSON answer becomes the `Authorization` of the retry, and is kept by the
+//! // scope of the request, so the next request of that scope carries it from the start.
+//! let (value, ttl) = challenge::parse_token(br#"{"token":"t0k","expires_in":300}"#).unwrap();
+//! assert_eq!(value, "Bearer t0k");
+//! let tokens = Tokens::default();
+//! let scope = challenge::scope_for(&Method::GET, "/v2/a/b/manifests/latest");
+//! tokens.put(&scope, value, ttl);
+//! assert!(tokens.get("repository:a/b:pull").is_some());
+//! assert_eq!(challenge::basic("user", "pass").unwrap(), "Basic dXNlcjpwYXNz");
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,6 +54,7 @@ pub struct Challenge {
 }
 
 impl Challenge {
+    /// The value of parameter `name` (lowercase).
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
@@ -46,7 +72,8 @@ pub fn challenges(headers: &HeaderMap) -> Vec<Challenge> {
 
 /// Parses a `WWW-Authenticate` value (RFC 9110 §11.6.1): one or more challenges, each a scheme
 /// and `name=value` parameters separated by commas, values either tokens or quoted strings
-/// (which may hold commas, as `scope="repository:a:pull,push"` does).
+/// (which may hold commas, as `scope="repository:a:pull,push"` does). A quoted value that
+/// never ends is dropped, with its parameter.
 pub fn parse_challenges(s: &str) -> Vec<Challenge> {
     let mut out: Vec<Challenge> = Vec::new();
     let mut rest = s;
@@ -60,7 +87,9 @@ pub fn parse_challenges(s: &str) -> Vec<Challenge> {
         match (after.trim_start().strip_prefix('='), out.last_mut()) {
             (Some(value), Some(challenge)) => {
                 let (value, r) = param_value(value.trim_start());
-                challenge.params.push((name.to_ascii_lowercase(), value));
+                if let Some(value) = value {
+                    challenge.params.push((name.to_ascii_lowercase(), value));
+                }
                 rest = r;
             }
             _ => {
@@ -72,22 +101,22 @@ pub fn parse_challenges(s: &str) -> Vec<Challenge> {
 }
 
 /// A parameter value at the start of `s` (quoted, with `\` escapes, or a bare token), and what
-/// follows it.
-fn param_value(s: &str) -> (String, &str) {
+/// follows it; `None` for a quoted string that never ends.
+fn param_value(s: &str) -> (Option<String>, &str) {
     let Some(quoted) = s.strip_prefix('"') else {
         let end = s.find(|c: char| c == ',' || c.is_ascii_whitespace()).unwrap_or(s.len());
-        return (s[..end].to_string(), &s[end..]);
+        return (Some(s[..end].to_string()), &s[end..]);
     };
     let mut value = String::new();
     let mut chars = quoted.char_indices();
     while let Some((i, c)) = chars.next() {
         match c {
             '\\' => value.extend(chars.next().map(|(_, c)| c)),
-            '"' => return (value, &quoted[i + 1..]),
+            '"' => return (Some(value), &quoted[i + 1..]),
             c => value.push(c),
         }
     }
-    (value, "")
+    (None, "")
 }
 
 /// The scope a request needs, in the grammar registries use in their challenges:
@@ -135,10 +164,7 @@ fn repository_of(rest: &str) -> Option<&str> {
 /// The token request a `Bearer` challenge calls for:
 /// `<realm>?service=<service>&scope=<scope>`, one `scope` per space-separated scope.
 pub fn token_url(c: &Challenge) -> Result<String, String> {
-    let realm = c.param("realm").filter(|r| !r.is_empty()).ok_or("WWW-Authenticate without realm")?;
-    if !(realm.starts_with("http://") || realm.starts_with("https://")) {
-        return Err(format!("WWW-Authenticate realm is not an http(s) URL: {realm}"));
-    }
+    let realm = realm(c)?;
     let mut query = Vec::new();
     if let Some(service) = c.param("service") {
         query.push(format!("service={}", form_encode(service)));
@@ -186,8 +212,68 @@ pub fn parse_token(body: &[u8]) -> Result<(HeaderValue, Duration), String> {
 
 /// The `Authorization` value for Basic credentials.
 pub fn basic(user: &str, password: &str) -> Result<HeaderValue, String> {
-    let v = format!("Basic {}", crate::util::base64(format!("{user}:{password}").as_bytes()));
+    let v = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
     HeaderValue::from_str(&v).map_err(|e| format!("Basic credentials: {e}"))
+}
+
+/// The form of the OAuth2 refresh-token grant a `Bearer` challenge's realm takes instead of a
+/// `GET` (`POST`, `application/x-www-form-urlencoded`): what `docker login` keeps as an
+/// `identitytoken`, exchanged for an access token with the challenge's service and scope.
+///
+/// ```
+/// use donjon_core::challenge::{parse_challenges, refresh_token_form};
+///
+/// let c = &parse_challenges(r#"Bearer realm="https://h/token",service="s",scope="repository:a:pull""#)[0];
+/// let (realm, form) = refresh_token_form(c, "r3fresh", "donjon").unwrap();
+/// assert_eq!(realm, "https://h/token");
+/// assert_eq!(form, "grant_type=refresh_token&refresh_token=r3fresh&client_id=donjon&service=s&scope=repository%3Aa%3Apull");
+/// ```
+pub fn refresh_token_form(
+    c: &Challenge,
+    refresh_token: &str,
+    client_id: &str,
+) -> Result<(String, String), String> {
+    let realm = realm(c)?;
+    let mut form = vec![
+        "grant_type=refresh_token".to_string(),
+        format!("refresh_token={}", form_encode(refresh_token)),
+        format!("client_id={}", form_encode(client_id)),
+    ];
+    if let Some(service) = c.param("service") {
+        form.push(format!("service={}", form_encode(service)));
+    }
+    // The grant takes one space-separated `scope`.
+    if let Some(scope) = c.param("scope").filter(|s| !s.is_empty()) {
+        form.push(format!("scope={}", form_encode(scope)));
+    }
+    Ok((realm.to_string(), form.join("&")))
+}
+
+/// The challenge's `realm`, which must be an absolute http(s) URL.
+fn realm(c: &Challenge) -> Result<&str, String> {
+    let realm = c.param("realm").filter(|r| !r.is_empty()).ok_or("WWW-Authenticate without realm")?;
+    if !(realm.starts_with("http://") || realm.starts_with("https://")) {
+        return Err(format!("WWW-Authenticate realm is not an http(s) URL: {realm}"));
+    }
+    Ok(realm)
+}
+
+/// Standard base64 with padding (RFC 4648), for the Basic `Authorization` header.
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Tokens by scope (see [`scope_for`]), each until shortly before it expires.
@@ -213,6 +299,7 @@ impl Tokens {
         }
     }
 
+    /// Keeps `value` for `scope` until shortly before `ttl` ends.
     pub fn put(&self, scope: &str, value: HeaderValue, ttl: Duration) {
         let until = Instant::now() + ttl.saturating_sub(EXPIRY_MARGIN).max(ttl / 2);
         self.map.lock().unwrap_or_else(|e| e.into_inner()).insert(scope.to_string(), (value, until));
@@ -330,6 +417,37 @@ mod tests {
         assert!(parse_token(br#"{"expires_in":3}"#).unwrap_err().contains("neither"));
         assert!(parse_token(b"<html>").unwrap_err().contains("not JSON"));
         assert!(parse_token(br#"{"token":"a\nb"}"#).is_err());
+    }
+
+    #[test]
+    fn unterminated_values_are_dropped() {
+        let cs = parse_challenges(r#"Bearer service=s, realm="unterminated"#);
+        assert_eq!(params(&cs[0]), [("service", "s")]);
+        assert!(token_url(&cs[0]).is_err());
+    }
+
+    #[test]
+    fn refresh_token_forms() {
+        let c =
+            &parse_challenges(r#"Bearer realm="http://h/t",scope="repository:a:pull repository:b:pull""#)[0];
+        let (realm, form) = refresh_token_form(c, "a b&c", "donjon").unwrap();
+        assert_eq!(realm, "http://h/t");
+        assert_eq!(
+            form,
+            "grant_type=refresh_token&refresh_token=a%20b%26c&client_id=donjon&scope=repository%3Aa%3Apull%20repository%3Ab%3Apull"
+        );
+        assert!(refresh_token_form(&parse_challenges("Bearer")[0], "r", "c").is_err());
+    }
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(basic("u", "p:w").unwrap(), "Basic dTpwOnc=");
     }
 
     #[test]
