@@ -1,7 +1,9 @@
 //! `/v2/_catalog` pages at scale: a filesystem store with 100,000 repositories (1,000
 //! organisations of 100 repositories each, as Distribution lays them out), pages of 1,000
 //! taken at the start, the middle and the end, through the store (`Store::catalog`), beside a
-//! walk of the whole tree per page (what the catalog did before) on the same tree.
+//! walk of the whole tree per page (what the catalog did before) on the same tree. Then the
+//! web page's catalog (`/ui/`, pages of 100) over the same store, through the composed
+//! registry as the server calls it: the time to its whole body, and its weight.
 //!
 //! ```text
 //! cargo bench --bench catalog                       # 100,000 repositories
@@ -9,9 +11,12 @@
 //! ```
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use donjon::Store;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
 
 /// The whole tree walked, sorted and cut: the catalog before the ordered walk.
 fn walk_everything(root: &Path, last: Option<&str>, n: usize) -> Vec<String> {
@@ -78,5 +83,30 @@ fn main() {
             assert_eq!(got, want, "both walks give the same page");
         }
         println!("{:<22} {:>14.1?} {:>22.1?}", label, median(ordered), median(whole));
+    }
+
+    let registry = donjon::Registry::builder(Arc::new(store)).browse(donjon::BrowseLayer::new()).build();
+    println!("\n{:<34} {:>10} {:>10} {:>6}", "web page", "time", "bytes", "rows");
+    let mid = format!("/ui/?last={}", names[repos / 2]);
+    for (label, uri) in [
+        ("/ui/ (first page of 100)", "/ui/"),
+        ("/ui/?last=<the middle>", mid.as_str()),
+        ("/ui/?q=app-042 (1 name in 100)", "/ui/?q=app-042"),
+        ("/ui/?q=nothing (no match)", "/ui/?q=nothing"),
+    ] {
+        let mut times = vec![];
+        let mut size = 0;
+        let mut rows = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let req = http::Request::get(uri).body(donjon::Body::empty()).expect("request");
+            let resp = rt.block_on(registry.clone().oneshot(req)).expect("infallible");
+            assert_eq!(resp.status(), 200, "{uri}");
+            let body = rt.block_on(resp.into_body().collect()).expect("body").to_bytes();
+            times.push(t.elapsed());
+            size = body.len();
+            rows = String::from_utf8_lossy(&body).matches("<li><a href=").count();
+        }
+        println!("{:<34} {:>10.1?} {:>10} {:>6}", label, median(times), size, rows);
     }
 }

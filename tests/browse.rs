@@ -354,3 +354,23 @@ async fn without_the_layer_there_is_no_page() {
     let s = TestServer::start().await;
     assert_eq!(s.get("/ui/").await.status, 404);
 }
+
+/// The binary serves the page by default; `ui: {enabled: false}` (or its `REGISTRY_UI_ENABLED`)
+/// turns it off and leaves the API alone.
+#[tokio::test]
+async fn the_binary_serves_the_page_unless_the_configuration_turns_it_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let (_on, addr) = spawn_donjon(&["--data-dir", data]);
+    let c = client();
+    let r = send(&c, "GET", &format!("http://{addr}/ui/"), &[], Bytes::new()).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").starts_with("text/html"));
+
+    let file = dir.path().join("config.yml");
+    std::fs::write(&file, "ui:\n  enabled: false\n").unwrap();
+    let (_off, addr) = spawn_donjon(&["--data-dir", data, "--config-file", file.to_str().unwrap()]);
+    assert_eq!(send(&c, "GET", &format!("http://{addr}/ui/"), &[], Bytes::new()).await.status, 404);
+    assert_eq!(send(&c, "GET", &format!("http://{addr}/v2/"), &[], Bytes::new()).await.status, 200);
+}

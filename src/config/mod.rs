@@ -615,6 +615,15 @@ storage:
     /// The Distribution chart's environment: `REGISTRY_AUTH=htpasswd` beside its keys, in any
     /// order (a kubelet's is random); `REGISTRY_STORAGE=s3` switching the file's driver.
     #[test]
+    fn the_web_page_is_on_unless_turned_off() {
+        assert!(load(&[], None, &[]).unwrap().ui.enabled);
+        assert!(!load(&[], Some("ui: {enabled: false}"), &[]).unwrap().ui.enabled);
+        assert!(!load(&[], None, &[("REGISTRY_UI_ENABLED", "false")]).unwrap().ui.enabled);
+        let s = load(&[], Some("ui: {enabld: false}"), &[]).unwrap();
+        assert!(s.ui.enabled && s.warnings.iter().any(|w| w.contains("ui.enabld")), "{:?}", s.warnings);
+    }
+
+    #[test]
     fn a_kind_named_in_the_environment_takes_its_keys_in_any_order() {
         let dir = tempfile::tempdir().unwrap();
         let h = dir.path().join("htpasswd");

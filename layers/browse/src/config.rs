@@ -15,7 +15,7 @@ use crate::BrowseLayer;
 
 /// The `ui` section of donjon's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct BrowseConfig {
     /// Serve the read-only web page at `/ui/` (default: yes).
     pub enabled: bool,
