@@ -6,8 +6,17 @@ use donjon::{middleware, server, ReadOnlySwitch, Registry};
 use donjon_store::Backend;
 use std::process::ExitCode;
 
+mod client;
+
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        // `ls`, `inspect`, `rm`: a client of any registry, which reads no registry
+        // configuration (a broken one must not stop it) and sets up no logging.
+        if let Some(code) = client::run(command) {
+            return code;
+        }
+    }
     if let Some(Command::GarbageCollect { config: Some(c), .. } | Command::Serve { config: Some(c) }) =
         &cli.command
     {

@@ -114,6 +114,60 @@ pub enum Command {
         #[arg(long, value_parser = parse_duration, default_value = "3s")]
         timeout: Duration,
     },
+    /// List a registry's repositories (every page of its catalog), or a repository's tags; any
+    /// OCI registry, no configuration needed
+    Ls {
+        /// REGISTRY (host[:port]) or REGISTRY/REPO; an http:// or https:// in front sets the
+        /// scheme
+        #[arg(value_name = "REGISTRY[/REPO]", env = "DONJON_REGISTRY")]
+        target: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a manifest: media type, digest and size; an index's platforms, an image's layers,
+    /// config (created, labels) and annotations; the referrers, by artifact type
+    Inspect {
+        /// REGISTRY/REPO:TAG (default tag: latest) or REGISTRY/REPO@DIGEST
+        #[arg(value_name = "REGISTRY/REPO[:TAG|@DIGEST]")]
+        image: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a tag (REGISTRY/REPO:TAG), or a manifest with every tag on it
+    /// (REGISTRY/REPO@DIGEST)
+    Rm {
+        /// REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST
+        #[arg(value_name = "REGISTRY/REPO:TAG|@DIGEST")]
+        image: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// The flags of the client commands (`ls`, `inspect`, `rm`).
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Client options")]
+pub struct ClientArgs {
+    /// The user to log in as (with --password or --password-stdin); without it, the
+    /// credentials docker login or podman login stored, else none
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// The --user's password (or token)
+    #[arg(short = 'p', long = "password", value_name = "PASSWORD", conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the --user's password from the standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Plain HTTP instead of HTTPS (unless the registry is written with https://)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Also trust the PEM certificates of this file (a registry's self-signed certificate or
+    /// its CA), beside the system's and Mozilla's roots
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Print JSON for scripts instead of text for people
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
