@@ -33,13 +33,15 @@
 //!   `replicas` (two donjons on one bucket behind haproxy), `container` (donjon's own image,
 //!   built with buildah and run with podman), `distribution_chart` (a Distribution chart
 //!   user's config.yml: S3, htpasswd and TLS), `browse` (the web page in headless Chromium,
-//!   driven by playwright-core from `tests/browser`).
+//!   driven by playwright-core from `tests/browser`), `cli` (`donjon ls`, `inspect` and `rm`
+//!   against Distribution with htpasswd).
 
 #[macro_use]
 mod support;
 
 mod auth;
 mod browse;
+mod cli;
 mod container;
 mod containerd;
 mod distribution_chart;
