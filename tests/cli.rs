@@ -321,6 +321,16 @@ async fn ls_pages_through_the_catalog_and_the_tags() {
     assert_eq!(out.stdout.lines().collect::<Vec<_>>(), tags);
     let out = reg.run(&["ls", "--insecure", "--json", &format!("{host}/apps/a/")], &[]).await.ok();
     assert_eq!(out.json(), json!({"registry": host, "repository": "apps/a", "tags": ["old", "v1"]}));
+    // A reader that went away (`| head`) is no panic.
+    let line = format!("set -o pipefail; {BIN} ls --insecure {host}/zeta | true");
+    let out = tokio::process::Command::new("bash")
+        .args(["-c", &line])
+        .env("HOME", reg.home.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     // DONJON_REGISTRY stands for a missing argument.
     let out =
         reg.run(&["ls", "--insecure"], &[("DONJON_REGISTRY", format!("{host}/apps/b").into())]).await.ok();

@@ -82,7 +82,14 @@ impl Fail {
 
 /// A warning, on stderr.
 pub fn warn(msg: &str) {
-    eprintln!("donjon: warning: {msg}");
+    error_line(&format!("warning: {msg}"));
+}
+
+/// `donjon: <msg>` on stderr. A closed stderr (or stdout, in [`run`]) is no reason to panic as
+/// `eprintln!` would: `donjon ls | head -1` is a normal use.
+fn error_line(msg: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "donjon: {msg}");
 }
 
 /// Runs a client command (`ls`, `inspect`, `rm`); `None` for the other commands.
@@ -121,15 +128,17 @@ pub fn run(command: &Command) -> Option<ExitCode> {
     })();
     Some(match result {
         Ok(out) => {
-            print!("{out}");
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
             ExitCode::SUCCESS
         }
         Err(Fail::Usage(e)) => {
-            eprintln!("donjon: {e}");
+            error_line(&e);
             ExitCode::from(2)
         }
         Err(Fail::Request(e)) => {
-            eprintln!("donjon: {e}");
+            error_line(&e);
             ExitCode::FAILURE
         }
     })
