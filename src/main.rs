@@ -2,11 +2,9 @@
 
 use clap::Parser;
 use donjon::config::{Cli, Command, LogFormat, Logging, Settings};
-use donjon::{middleware, server, ReadOnlySwitch, Registry};
+use donjon::{client, middleware, server, ReadOnlySwitch, Registry};
 use donjon_store::Backend;
 use std::process::ExitCode;
-
-mod client;
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();

@@ -34,15 +34,15 @@ pub mod commands;
 pub mod credentials;
 pub mod output;
 pub mod target;
-mod tls;
+pub(crate) mod tls;
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::config::Command;
 use bytes::Bytes;
-use donjon::config::Command;
 use donjon_core::challenge::{self, Challenge, Tokens};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};

@@ -3,7 +3,7 @@
 //! a certificate of `--ca-file` that the server presents as it is, is trusted even where the
 //! WebPKI rules refuse it (`openssl req -x509` makes a CA certificate, which they refuse as a
 //! server's own). The handshake's signatures are checked all the same, so only the holder of
-//! its key can present it.
+//! its key can present it. `donjon healthcheck` uses the pinning alone ([`pinned_only`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,14 +35,25 @@ pub fn config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
         .map_err(|e| e.to_string())?;
     Ok(builder
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier { webpki, pinned, provider }))
+        .with_custom_certificate_verifier(Arc::new(Verifier { webpki: Some(webpki), pinned, provider }))
         .with_no_client_auth())
 }
 
-/// WebPKI, or one of the pinned certificates exactly.
+/// A configuration that trusts `leaf` exactly, and nothing else: no roots, no names.
+pub(crate) fn pinned_only(leaf: CertificateDer<'static>) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier { webpki: None, pinned: vec![leaf], provider }))
+        .with_no_client_auth())
+}
+
+/// WebPKI (when there is one), or one of the pinned certificates exactly.
 #[derive(Debug)]
 struct Verifier {
-    webpki: Arc<WebPkiServerVerifier>,
+    webpki: Option<Arc<WebPkiServerVerifier>>,
     pinned: Vec<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
 }
@@ -56,7 +67,11 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+        let webpki = match &self.webpki {
+            Some(w) => w.verify_server_cert(end_entity, intermediates, name, ocsp, now),
+            None => Err(rustls::Error::General("the server's certificate is not the configured one".into())),
+        };
+        match webpki {
             Ok(v) => Ok(v),
             Err(_) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
                 Ok(ServerCertVerified::assertion())
@@ -94,6 +109,6 @@ impl ServerCertVerifier for Verifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
