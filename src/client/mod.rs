@@ -44,6 +44,7 @@ use std::time::Duration;
 use crate::config::Command;
 use bytes::Bytes;
 use donjon_core::challenge::{self, Challenge, Tokens};
+use donjon_core::response::resolve_location;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -676,23 +677,6 @@ fn connect_error(e: &(dyn std::error::Error + 'static), uri: &Uri) -> String {
     s
 }
 
-/// A `Location` against the URL it answered.
-fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        return location.parse().ok();
-    }
-    let scheme = base.scheme_str()?;
-    let authority = base.authority()?;
-    if let Some(rest) = location.strip_prefix("//") {
-        return format!("{scheme}://{rest}").parse().ok();
-    }
-    if location.starts_with('/') {
-        return format!("{scheme}://{authority}{location}").parse().ok();
-    }
-    let dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
-    format!("{scheme}://{authority}{dir}/{location}").parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,14 +702,5 @@ mod tests {
         );
         assert_eq!(a(500, "").error_text(), "HTTP 500 Internal Server Error");
         assert!(a(500, &"x".repeat(500)).error_text().ends_with("x…"));
-    }
-
-    #[test]
-    fn locations() {
-        let base: Uri = "https://reg.example/v2/a/blobs/x".parse().unwrap();
-        assert_eq!(resolve_location(&base, "/cdn/x").unwrap().to_string(), "https://reg.example/cdn/x");
-        assert_eq!(resolve_location(&base, "//cdn.example/x").unwrap().to_string(), "https://cdn.example/x");
-        assert_eq!(resolve_location(&base, "http://o/x").unwrap().to_string(), "http://o/x");
-        assert_eq!(resolve_location(&base, "y").unwrap().to_string(), "https://reg.example/v2/a/blobs/y");
     }
 }

@@ -6,6 +6,7 @@
 //! at `registry-1.docker.io`, and a one-component repository is under `library/`, as docker
 //! reads `busybox`.
 
+use donjon_core::image_ref::host_ok;
 use std::fmt;
 
 use donjon_core::{Digest, Name, Reference, Tag};
@@ -114,34 +115,6 @@ impl fmt::Display for Target {
             None => Ok(()),
         }
     }
-}
-
-/// `name[:port]`, `[v6]` or `[v6]:port`.
-fn host_ok(host: &str) -> bool {
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else { return false };
-        if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return false;
-        }
-        match after {
-            "" => return true,
-            a => ("v6", Some(a.strip_prefix(':').unwrap_or(""))),
-        }
-    } else {
-        match host.split_once(':') {
-            Some((n, p)) => (n, Some(p)),
-            None => (host, None),
-        }
-    };
-    let label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    !name.is_empty() && name.len() <= 253 && name.split('.').all(label) && port_ok
 }
 
 #[cfg(test)]

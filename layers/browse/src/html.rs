@@ -43,19 +43,9 @@ pub fn query_escape(s: &str) -> String {
     utf8_percent_encode(s, QUERY).to_string()
 }
 
-/// A size in B, KiB, MiB, GiB.
+/// A size in B, KiB, MiB, GiB, one decimal above bytes.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
+    bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
 /// What surrounds every page: whether there is a login, and whether the caller used it.

@@ -71,8 +71,9 @@ pub fn normal_host(host: &str) -> String {
     }
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn host_ok(host: &str) -> bool {
+/// Whether `host` is a registry host: `host`, `host:port`, `[v6]` or `[v6]:port`, with DNS
+/// labels of at most 63 characters.
+pub fn host_ok(host: &str) -> bool {
     let (name, port) = if let Some(rest) = host.strip_prefix('[') {
         let Some((v6, after)) = rest.split_once(']') else { return false };
         if v6.parse::<std::net::Ipv6Addr>().is_err() {
@@ -93,6 +94,7 @@ fn host_ok(host: &str) -> bool {
     };
     let label = |l: &str| {
         !l.is_empty()
+            && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')

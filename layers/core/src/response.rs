@@ -162,6 +162,32 @@ pub fn has_query_param(uri: &Uri, key: &str) -> bool {
     query_param(uri, key).is_some()
 }
 
+/// A `Location` (a redirect, a next page) against the URL it answered: absolute, scheme-relative
+/// (`//host/x`), absolute-path (`/x`) or relative to the path's folder (`x`).
+///
+/// ```
+/// use donjon_core::response::resolve_location;
+/// let base: http::Uri = "https://reg.example/v2/a/blobs/x".parse().unwrap();
+/// assert_eq!(resolve_location(&base, "/cdn/x").unwrap(), "https://reg.example/cdn/x");
+/// assert_eq!(resolve_location(&base, "//cdn.example/x").unwrap(), "https://cdn.example/x");
+/// assert_eq!(resolve_location(&base, "y").unwrap(), "https://reg.example/v2/a/blobs/y");
+/// ```
+pub fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.parse().ok();
+    }
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?;
+    if let Some(rest) = location.strip_prefix("//") {
+        return format!("{scheme}://{rest}").parse().ok();
+    }
+    if location.starts_with('/') {
+        return format!("{scheme}://{authority}{location}").parse().ok();
+    }
+    let dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
+    format!("{scheme}://{authority}{dir}/{location}").parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
