@@ -62,7 +62,7 @@ impl BrowseLayer {
     }
 
     /// How many repository names one filtered catalog page looks through at most before it
-    /// offers to go on (default 5,000), so that a filter that matches little stays fast.
+    /// offers to go on (default 2,000), so that a filter that matches little stays fast.
     pub fn filter_budget(mut self, n: usize) -> Self {
         Arc::make_mut(&mut self.shared).scan = n.max(1);
         self

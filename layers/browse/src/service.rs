@@ -53,14 +53,7 @@ pub(crate) struct Shared {
 
 impl Default for Shared {
     fn default() -> Self {
-        Self {
-            public_host: None,
-            token_path: None,
-            store: None,
-            pull_through: false,
-            page: 100,
-            scan: 20_000,
-        }
+        Self { public_host: None, token_path: None, store: None, pull_through: false, page: 100, scan: 2_000 }
     }
 }
 
