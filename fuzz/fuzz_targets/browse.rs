@@ -2,7 +2,8 @@
 //! (`/ui/r/<name>[:tag|@digest]`) and its query, the cookie, the login form, and manifests,
 //! configs and referrer lists as the registry below returns them (a manifest's annotations are
 //! whatever its pusher wrote). None may panic, and no page may hold markup of the input's: the
-//! only `<script` is the page's own, and there is never an `<img`.
+//! only `<script` is the page's own, there is never an `<img`, and a copy button's command holds
+//! nothing but names, tags and digests.
 #![no_main]
 
 use std::convert::Infallible;
@@ -57,5 +58,11 @@ fuzz_target!(|data: &str| {
         let html = String::from_utf8_lossy(&html).to_ascii_lowercase();
         assert!(html.matches("<script").count() <= 1, "markup of the input in the page:\n{html}");
         assert!(!html.contains("<img"), "markup of the input in the page:\n{html}");
+        // What a copy button copies is a command made of checked names: nothing a shell would
+        // take for more than words.
+        for copied in html.split("data-copy=\"").skip(1).filter_map(|rest| rest.split_once('"')) {
+            let ok = copied.0.bytes().all(|b| b.is_ascii_alphanumeric() || b" ._:/@+=-".contains(&b));
+            assert!(ok, "a copied command holds more than names: {:?}", copied.0);
+        }
     });
 });

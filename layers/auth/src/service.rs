@@ -110,12 +110,7 @@ fn realm<B>(s: &Shared, req: &Request<B>) -> String {
         _ if tls || req.uri().scheme_str() == Some("https") => "https",
         _ => "http",
     };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("localhost");
+    let host = donjon_core::response::request_host(req).unwrap_or("localhost");
     format!("{scheme}://{host}/v2/token")
 }
 

@@ -246,10 +246,11 @@ pub(crate) fn repository(
     by_time: bool,
     times: bool,
     host: &str,
+    plain_http: bool,
 ) -> Page {
     let mut p = Page::new(name).crumb(name, None);
     let _ = write!(p.main, "<h1>{}{}</h1>", esc(name), badge(upstream));
-    pull_commands(&mut p.main, &format!("{host}/{name}"), false);
+    pull_commands(&mut p.main, &format!("{host}/{name}"), plain_http);
     let _ = write!(p.main, "<h2>Tags <span class=\"count\">{}</span></h2>", paging.total);
     if times {
         let link = |label: &str, key: &str, on: bool| {
@@ -301,12 +302,12 @@ pub(crate) fn repository(
             paging.from.saturating_sub(paging.page)
         );
     }
-    if paging.from + paging.page < paging.total {
+    if paging.from.saturating_add(paging.page) < paging.total {
         let _ = write!(
             p.main,
             "<a rel=\"next\" href=\"/ui/r/{}?from={}{sort}\">Next page</a>",
             esc(name),
-            paging.from + paging.page
+            paging.from.saturating_add(paging.page)
         );
     }
     p.main.push_str("</nav>");
@@ -351,9 +352,18 @@ fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
 }
 
 fn short(digest: &str) -> &str {
+    // `algorithm:` and 12 characters of the hex; a digest from a manifest body may be anything.
     match digest.split_once(':') {
-        Some((_, hex)) if hex.len() > 12 => &digest[..digest.len() - hex.len() + 12],
-        _ => digest,
+        Some((alg, hex)) => hex.char_indices().nth(12).map_or(digest, |(i, _)| &digest[..alg.len() + 1 + i]),
+        None => digest,
+    }
+}
+
+/// A digest of another manifest of `repo`: a link to its page when it is one, text otherwise.
+fn digest_link(repo: &str, digest: &str) -> String {
+    match digest.parse::<donjon_core::Digest>() {
+        Ok(d) => format!("<a href=\"/ui/r/{}@{d}\"><code>{}</code></a>", esc(repo), esc(short(digest))),
+        Err(_) => format!("<code>{}</code>", esc(digest)),
     }
 }
 
@@ -407,13 +417,7 @@ pub(crate) fn image(i: &Image<'_>) -> Page {
         let _ = write!(p.main, "<tr><th>Artifact type</th><td>{}</td></tr>", esc(a));
     }
     if let Some(s) = m.get("subject").and_then(|s| s.get("digest")).and_then(Value::as_str) {
-        let _ = write!(
-            p.main,
-            "<tr><th>Refers to</th><td><a href=\"/ui/r/{}@{s}\"><code>{}</code></a></td></tr>",
-            esc(i.repo),
-            esc(short(s)),
-            s = esc(s)
-        );
+        let _ = write!(p.main, "<tr><th>Refers to</th><td>{}</td></tr>", digest_link(i.repo, s));
     }
     let c = i.config;
     if !c.is_null() {
@@ -453,12 +457,10 @@ pub(crate) fn image(i: &Image<'_>) -> Page {
             let d = str_of(child, "digest");
             let _ = write!(
                 p.main,
-                "<tr><td>{}</td><td><a href=\"/ui/r/{}@{d}\"><code>{}</code></a></td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&name),
-                esc(i.repo),
-                esc(short(d)),
+                digest_link(i.repo, d),
                 size(child.get("size").and_then(Value::as_u64).unwrap_or(0)),
-                d = esc(d)
             );
         }
         p.main.push_str("</tbody></table>");
@@ -512,12 +514,10 @@ pub(crate) fn image(i: &Image<'_>) -> Page {
                     .unwrap_or("");
                 let _ = write!(
                     p.main,
-                    "<li><a href=\"/ui/r/{}@{d}\"><code>{}</code></a> {} <span class=\"muted\">{}</span></li>",
-                    esc(i.repo),
-                    esc(short(d)),
+                    "<li>{} {} <span class=\"muted\">{}</span></li>",
+                    digest_link(i.repo, d),
                     size(r.get("size").and_then(Value::as_u64).unwrap_or(0)),
                     esc(note),
-                    d = esc(d)
                 );
             }
             p.main.push_str("</ul>");
@@ -544,6 +544,17 @@ mod tests {
     fn every_markup_character_is_escaped() {
         assert_eq!(esc("a&b<c>d\"e'f"), "a&amp;b&lt;c&gt;d&quot;e&#39;f");
         assert!(matches!(esc("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn digests_are_shortened_on_character_boundaries() {
+        assert_eq!(short("sha256:0123456789abcdef"), "sha256:0123456789ab");
+        assert_eq!(short("sha256:aaaaaaaaaaaéééé"), "sha256:aaaaaaaaaaaé");
+        assert_eq!(short("sha256:éé"), "sha256:éé");
+        assert_eq!(digest_link("a", "\"><b>"), "<code>&quot;&gt;&lt;b&gt;</code>");
+        assert!(
+            digest_link("a", &format!("sha256:{}", "0".repeat(64))).starts_with("<a href=\"/ui/r/a@sha256:")
+        );
     }
 
     #[test]

@@ -23,7 +23,8 @@ use tower_service::Service;
 
 use donjon_core::future::ResponseFuture;
 use donjon_core::principal::ClientConn;
-use donjon_core::{Body, Digest, Name, Store};
+use donjon_core::store::RangeSpec;
+use donjon_core::{Body, Digest, Name, Reference, Store, Tag};
 
 use crate::html::{self, Page};
 
@@ -82,9 +83,8 @@ where
         if path != "/ui" && !path.starts_with("/ui/") {
             return ResponseFuture::inner(self.inner.call(req));
         }
-        // The ready service answers this request's first sub-request; a clone the others.
-        let ready = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, ready);
+        // Each sub-request takes a clone of the inner service and waits for its readiness.
+        let inner = self.inner.clone();
         let shared = self.shared.clone();
         ResponseFuture::handled(async move { secured(handle(shared, inner, req).await) })
     }
@@ -152,7 +152,8 @@ where
             shared,
             inner,
             extensions: req.extensions().clone(),
-            host: req.headers().get(header::HOST).cloned(),
+            // HTTP/2 carries the host as the URI's authority, not as a header.
+            host: donjon_core::response::request_host(req).and_then(|h| HeaderValue::try_from(h).ok()),
             forwarded_proto: req.headers().get("x-forwarded-proto").cloned(),
             session,
             bearer: None,
@@ -347,7 +348,7 @@ where
     let page = match (method == Method::POST, path.as_str()) {
         (true, "/ui/login") => return login(&mut ctx, req).await,
         (true, "/ui/logout") => {
-            if !same_origin(req.headers()) {
+            if !same_origin(&req) {
                 return forbidden_origin();
             }
             let mut r = redirect("/ui/");
@@ -417,14 +418,15 @@ fn html_response(status: StatusCode, body: &str) -> Response<Body> {
     r
 }
 
-/// A `POST` from a page of ours: the browser says so (`Sec-Fetch-Site`, `Origin`), or it is a
-/// client that sends neither (not a browser, so not a cross-site form).
-fn same_origin(h: &HeaderMap) -> bool {
+/// A `POST` from a page of ours: the browser says so (`Sec-Fetch-Site`, `Origin` naming the
+/// host the request was sent to), or it is a client that sends neither (not a browser, so not a
+/// cross-site form).
+fn same_origin(req: &Request<Body>) -> bool {
+    let h = req.headers();
     let site_ok = h.get("sec-fetch-site").is_none_or(|v| v == "same-origin" || v == "none");
-    let origin_ok = match (h.get(header::ORIGIN).and_then(|v| v.to_str().ok()), h.get(header::HOST)) {
-        (Some(o), Some(host)) => {
-            o.split_once("://").is_some_and(|(_, rest)| rest.as_bytes() == host.as_bytes())
-        }
+    let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let origin_ok = match (origin, donjon_core::response::request_host(req)) {
+        (Some(o), Some(host)) => o.split_once("://").is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host)),
         (Some(_), None) => false,
         (None, _) => true,
     };
@@ -442,7 +444,7 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    if !same_origin(req.headers()) {
+    if !same_origin(&req) {
         return forbidden_origin();
     }
     let Some(path) = ctx.shared.token_path.clone() else {
@@ -501,7 +503,20 @@ where
     }
 }
 
+/// The `last` of a `Link: <…?last=X&n=N>; rel="next"` header: where the next page starts.
+fn link_last(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get(header::LINK)?.to_str().ok()?;
+    let target = link.split_once('<')?.1.split_once('>')?.0;
+    let query = target.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "last").map(|(_, v)| v.into_owned())
+}
+
 /// `/ui/`: a page of repositories, those whose name holds `filter` when there is one.
+///
+/// The catalog's pages are followed by their `Link`, not by the last name seen: the registry
+/// lists only what the caller may pull, so a page may be short, even empty, with more after it.
+/// One page of the web page asks for at most `scan` names of the catalog (unfiltered, a page
+/// and one more name at a time), then offers to keep looking from where it stopped.
 async fn catalog<S>(ctx: &mut Ctx<S>, filter: String, last: Option<String>) -> Result<Page, Failure>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
@@ -510,51 +525,41 @@ where
     ctx.authorize(&["registry:catalog:*".into()]).await?;
     let page = ctx.shared.page;
     let filter = filter.trim().to_ascii_lowercase();
+    let per = if filter.is_empty() { page + 1 } else { ctx.shared.scan.min(1000) };
+    let mut budget = ctx.shared.scan.max(per);
     let mut shown: Vec<String> = vec![];
     let mut cursor = last.clone().filter(|l| !l.is_empty());
-    let mut scanned = 0;
-    let mut more = false;
-    loop {
-        // Unfiltered: one page and one more name (is there a next page?). Filtered: big pages,
-        // until the page is full or the budget spent.
-        let n = if filter.is_empty() { page + 1 } else { 1000 };
-        let mut uri = format!("/v2/_catalog?n={n}");
+    // Where the next page starts, and whether it is the budget (not a full page) that stopped.
+    let (next, looking) = loop {
+        let mut uri = format!("/v2/_catalog?n={per}");
         if let Some(l) = &cursor {
             uri.push_str("&last=");
             uri.push_str(&html::query_escape(l));
         }
         let a = ctx.get(&uri, None).await?;
+        budget = budget.saturating_sub(per);
         let names: Vec<String> = a
             .json()
             .and_then(|v| serde_json::from_value(v.get("repositories")?.clone()).ok())
             .unwrap_or_default();
-        let has_next = a.headers.contains_key(header::LINK) || names.len() >= n;
-        let got = names.len();
-        for name in names {
-            scanned += 1;
-            cursor = Some(name.clone());
-            if filter.is_empty() || name.contains(&filter) {
-                if shown.len() == page {
-                    more = true;
-                    break;
-                }
-                shown.push(name);
+        let mut full = false;
+        for name in names.into_iter().filter(|n| filter.is_empty() || n.contains(&filter)) {
+            if shown.len() == page {
+                full = true;
+                break;
             }
+            shown.push(name);
         }
-        if more || !has_next || got == 0 {
-            break;
+        let after = link_last(&a.headers);
+        if full || (shown.len() == page && after.is_some()) {
+            break (shown.last().cloned(), false);
         }
-        if filter.is_empty() && shown.len() == page {
-            more = has_next;
-            break;
+        match after {
+            None => break (None, false),
+            Some(l) if budget == 0 => break (Some(l), true),
+            Some(l) => cursor = Some(l),
         }
-        if scanned >= ctx.shared.scan {
-            more = true;
-            break;
-        }
-    }
-    let next =
-        more.then(|| if shown.len() == page { shown.last().cloned() } else { cursor.clone() }).flatten();
+    };
     let rows: Vec<html::RepoRow> = shown
         .into_iter()
         .map(|name| {
@@ -562,7 +567,6 @@ where
             html::RepoRow { name, upstream }
         })
         .collect();
-    let looking = !filter.is_empty() && rows.len() < page;
     Ok(html::catalog(&filter, last.is_some(), &rows, next.as_deref(), looking))
 }
 
@@ -570,7 +574,7 @@ impl<S> Ctx<S> {
     /// The upstream a pull-through repository caches: `f/<host>/…` names it.
     fn upstream_of(&self, name: &str) -> Option<String> {
         let rest = name.strip_prefix("f/").filter(|_| self.shared.pull_through)?;
-        rest.split_once('/').map(|(host, _)| host.to_string())
+        rest.split_once('/').map(|(host, _)| donjon_core::mirror::network_host(host))
     }
 
     fn chrome(&self, signed_in: bool) -> html::Chrome {
@@ -590,20 +594,22 @@ where
     S::Future: Send + 'static,
 {
     let rest = percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned();
+    let unknown = |what: &str| {
+        Failure::Status(StatusCode::NOT_FOUND, format!("{what:?} is not a repository, tag or digest"))
+    };
+    // Only what the spec's grammar accepts reaches a sub-request or a pull command.
     let (name, reference) = match rest.split_once('@') {
-        Some((n, d)) => (n.to_string(), Some(format!("@{d}"))),
+        Some((n, d)) => (n, Some(Reference::Digest(d.parse::<Digest>().map_err(|_| unknown(d))?))),
         None => match rest.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => (n.to_string(), Some(format!(":{t}"))),
-            _ => (rest.trim_end_matches('/').to_string(), None),
+            Some((n, t)) => (n, Some(Reference::Tag(t.parse::<Tag>().map_err(|_| unknown(t))?))),
+            None => (rest.trim_end_matches('/'), None),
         },
     };
-    let name: Name = name
-        .parse()
-        .map_err(|_| Failure::Status(StatusCode::NOT_FOUND, format!("{name:?} is not a repository name")))?;
+    let name: Name = name.parse().map_err(|_| unknown(name))?;
     ctx.authorize(&[format!("repository:{}:pull", name.as_str())]).await?;
     match reference {
         None => repository(ctx, &name, sort, from.and_then(|f| f.parse().ok()).unwrap_or(0)).await,
-        Some(r) => image(ctx, &name, &r[1..], r.starts_with('@')).await,
+        Some(r) => image(ctx, &name, &r).await,
     }
 }
 
@@ -649,18 +655,19 @@ where
         by_time,
         !times.is_empty(),
         &ctx.registry_host(),
+        !ctx.tls(),
     ))
 }
 
-async fn image<S>(ctx: &mut Ctx<S>, name: &Name, reference: &str, by_digest: bool) -> Result<Page, Failure>
+async fn image<S>(ctx: &mut Ctx<S>, name: &Name, reference: &Reference) -> Result<Page, Failure>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
     let repo = name.as_str();
     let a = ctx.get(&format!("/v2/{repo}/manifests/{reference}"), Some(ACCEPT)).await?;
-    let header_digest = a.headers.get("docker-content-digest").and_then(|v| v.to_str().ok());
-    let digest = header_digest.map(str::to_string).unwrap_or_else(|| Digest::sha256_of(&a.body).to_string());
+    let header_digest = a.headers.get("docker-content-digest").and_then(|v| v.to_str().ok()?.parse().ok());
+    let digest: Digest = header_digest.unwrap_or_else(|| Digest::sha256_of(&a.body));
     let content_type =
         a.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let manifest = a.json().unwrap_or(Value::Null);
@@ -671,18 +678,21 @@ where
             m == "application/vnd.oci.image.config.v1+json"
                 || m == "application/vnd.docker.container.image.v1+json"
         });
-        if let (true, Some(d)) = (is_image, c.get("digest").and_then(Value::as_str)) {
+        let d = c.get("digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok());
+        if let (true, Some(d)) = (is_image, d) {
             // An unreadable config still shows the manifest.
-            if let Ok(b) = ctx.get(&format!("/v2/{repo}/blobs/{d}"), None).await {
-                config = b.json().unwrap_or(Value::Null);
-            }
+            config = ctx.config_blob(name, &d).await.unwrap_or(Value::Null);
         }
     }
     let referrers = match ctx.get(&format!("/v2/{repo}/referrers/{digest}"), None).await {
         Ok(r) => r.json().and_then(|v| v.get("manifests").cloned()).unwrap_or(Value::Null),
         Err(_) => Value::Null,
     };
-    let tag = (!by_digest).then_some(reference);
+    let digest = digest.to_string();
+    let tag = match reference {
+        Reference::Tag(t) => Some(t.as_str()),
+        Reference::Digest(_) => None,
+    };
     Ok(html::image(&html::Image {
         repo,
         upstream: ctx.upstream_of(repo),
@@ -696,6 +706,38 @@ where
         host: ctx.registry_host(),
         plain_http: !ctx.tls(),
     }))
+}
+
+impl<S> Ctx<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    /// An image's config, through the API; when the API redirects to object storage (a
+    /// presigned URL this layer does not follow), from the store, which the manifest's `GET`
+    /// has just shown the caller may read.
+    async fn config_blob(&self, name: &Name, digest: &Digest) -> Option<Value> {
+        let uri = format!("/v2/{}/blobs/{digest}", name.as_str());
+        let mut h = HeaderMap::new();
+        if let Some(b) = &self.bearer {
+            h.insert(header::AUTHORIZATION, b.clone());
+        }
+        let a = self.send(Method::GET, &uri, h, Bytes::new()).await.ok()?;
+        if a.status.is_success() {
+            return a.json();
+        }
+        if !a.status.is_redirection() {
+            return None;
+        }
+        let store = self.shared.store.as_ref()?;
+        let read = store.blob_read(name, digest, RangeSpec::Full).await.ok()?;
+        if read.size > READ_MAX as u64 {
+            return None;
+        }
+        let body = Body::from_stream(read.body);
+        let bytes = http_body_util::Limited::new(body, READ_MAX).collect().await.ok()?.to_bytes();
+        serde_json::from_slice(&bytes).ok()
+    }
 }
 
 #[cfg(test)]
@@ -713,18 +755,24 @@ mod tests {
 
     #[test]
     fn a_form_of_another_site_is_refused() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("reg.example"));
-        assert!(same_origin(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://reg.example"));
-        assert!(same_origin(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
-        assert!(!same_origin(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(!same_origin(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://reg.example"));
-        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(!same_origin(&h));
+        let post = |uri: &str, headers: &[(&str, &str)]| {
+            let mut r = Request::post(uri);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.body(Body::empty()).unwrap()
+        };
+        let host = ("host", "reg.example");
+        assert!(same_origin(&post("/ui/login", &[host])));
+        assert!(same_origin(&post("/ui/login", &[host, ("origin", "https://reg.example")])));
+        assert!(!same_origin(&post("/ui/login", &[host, ("origin", "https://evil.example")])));
+        assert!(!same_origin(&post("/ui/login", &[host, ("origin", "null")])));
+        let cross = [host, ("origin", "https://reg.example"), ("sec-fetch-site", "cross-site")];
+        assert!(!same_origin(&post("/ui/login", &cross)));
+        // HTTP/2: no Host header, the authority says where it was sent.
+        assert!(same_origin(&post("https://reg.example/ui/login", &[("origin", "https://reg.example")])));
+        assert!(!same_origin(&post("https://reg.example/ui/login", &[("origin", "https://evil.example")])));
+        assert!(!same_origin(&post("/ui/login", &[("origin", "https://reg.example")])));
     }
 
     #[test]
@@ -733,5 +781,47 @@ mod tests {
         let c = c.to_str().unwrap();
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.ends_with("; Secure"), "{c}");
         assert!(!session_cookie("t", false).unwrap().to_str().unwrap().contains("Secure"));
+    }
+
+    /// A registry on object storage redirects blob reads to a presigned URL; the image page
+    /// still shows the config, read from the store.
+    #[tokio::test]
+    async fn a_redirected_config_is_read_from_the_store() {
+        use tower::Layer;
+        let store = Arc::new(donjon_core::memory::MemoryStore::default());
+        let repo: Name = "a/b".parse().unwrap();
+        let config = br#"{"os":"linux","architecture":"riscv64","created":"2026-01-02T03:04:05Z"}"#;
+        let digest = Digest::sha256_of(config);
+        let body = donjon_core::store::bytes_stream(Bytes::from_static(config));
+        store.blob_put(&repo, &digest, body).await.unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest.to_string(), "size": config.len()},
+            "layers": [],
+        })
+        .to_string();
+        let registry = tower::service_fn(move |req: Request<Body>| {
+            let manifest = manifest.clone();
+            async move {
+                let mut r = Response::new(Body::empty());
+                if req.uri().path().contains("/blobs/") {
+                    *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+                    r.headers_mut()
+                        .insert(header::LOCATION, HeaderValue::from_static("https://bucket.example/x"));
+                } else if req.uri().path().contains("/manifests/") {
+                    *r.body_mut() = Body::from(manifest);
+                } else {
+                    *r.status_mut() = StatusCode::NOT_FOUND;
+                }
+                Ok::<_, Infallible>(r)
+            }
+        });
+        let ui = crate::BrowseLayer::new().store(store).layer(registry);
+        let req = Request::get("/ui/r/a/b:v1").body(Body::empty()).unwrap();
+        let resp = ui.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let page = resp.into_body().collect().await.unwrap().to_bytes();
+        let page = String::from_utf8_lossy(&page);
+        assert!(page.contains("linux/riscv64") && page.contains("2026-01-02T03:04:05Z"), "{page}");
     }
 }

@@ -110,7 +110,7 @@ impl Store for MeteredStore {
         self.timed("tags", self.inner.tags(repo)).await
     }
     async fn tag_times(&self, repo: &Name) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
-        self.timed("tags", self.inner.tag_times(repo)).await
+        self.timed("tag_times", self.inner.tag_times(repo)).await
     }
     async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
         self.timed("catalog", self.inner.catalog(last, n)).await

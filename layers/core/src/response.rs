@@ -162,6 +162,22 @@ pub fn has_query_param(uri: &Uri, key: &str) -> bool {
     query_param(uri, key).is_some()
 }
 
+/// The host a request was sent to: its `Host` header (HTTP/1.1), or its URI's authority
+/// (HTTP/2's `:authority`, where browsers send no `Host`).
+///
+/// ```
+/// let h1 = http::Request::get("/v2/").header("host", "reg.example").body(()).unwrap();
+/// assert_eq!(donjon_core::response::request_host(&h1), Some("reg.example"));
+/// let h2 = http::Request::get("https://reg.example:5000/v2/").body(()).unwrap();
+/// assert_eq!(donjon_core::response::request_host(&h2), Some("reg.example:5000"));
+/// ```
+pub fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
 /// A `Location` (a redirect, a next page) against the URL it answered: absolute, scheme-relative
 /// (`//host/x`), absolute-path (`/x`) or relative to the path's folder (`x`).
 ///
