@@ -308,7 +308,12 @@ async fn ls_pages_through_the_catalog_and_the_tags() {
 
     let out = reg.run(&alice(&["ls", "--insecure", &host]), &[]).await.ok();
     assert_eq!(out.stdout, all.map(|r| format!("{r}\n")).concat());
-    assert!(out.stderr.is_empty(), "{out:?}");
+    // Nothing on stderr but docker's advice about a password given on the command line.
+    assert_eq!(
+        out.stderr,
+        "donjon: warning: --password on the command line can be read by other users of this machine: use --password-stdin\n",
+        "{out:?}"
+    );
     let out = reg.run(&alice(&["ls", "--json", &format!("http://{host}")]), &[]).await.ok();
     assert_eq!(out.json(), json!({"registry": host, "repositories": all}));
 
@@ -694,6 +699,31 @@ async fn https_with_a_ca_file() {
     assert!(out.stderr.contains("give its certificate with --ca-file"), "{out:?}");
     let out = run_in(dir.path(), &["ls", "--insecure", &host], &[], None).await.failed(1);
     assert!(out.stderr.starts_with("donjon: "), "{out:?}");
+
+    // A registry over TLS whose challenge names a plain-HTTP token endpoint: the password is
+    // not sent there.
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("alice:{}\n", bcrypt::hash("alice-pw", 4).unwrap())).unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!("auth:\n  htpasswd: {{path: {}}}\n  realm: http://{host}/v2/token\n", htpasswd.display()),
+    )
+    .unwrap();
+    let data2 = dir.path().join("data2");
+    let (_plain_realm, addr2) = spawn_donjon(&[
+        "-d",
+        data2.to_str().unwrap(),
+        "--tls",
+        &tls,
+        "--config-file",
+        config.to_str().unwrap(),
+    ]);
+    let login = ["ls", "--ca-file", cert.to_str().unwrap(), "-u", "alice", "--password-stdin"];
+    let target = addr2.to_string();
+    let args: Vec<&str> = login.iter().copied().chain([target.as_str()]).collect();
+    let out = run_in(dir.path(), &args, &[], Some("alice-pw\n")).await.failed(1);
+    assert!(out.stderr.contains("over plain HTTP: refused"), "{out:?}");
 }
 
 /// `--help` lists the commands.

@@ -42,6 +42,8 @@ const IMAGE_CONFIGS: [&str; 2] =
     ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
 /// The largest listing page, manifest or image configuration read.
 const PAGE_MAX: usize = 16 << 20;
+/// The most pages one listing follows (a million repositories at the spec's 100 a page).
+const MAX_PAGES: usize = 10_000;
 /// The page size asked for (a registry may send fewer, and says where the next page is).
 const PAGE_SIZE: usize = 100;
 
@@ -55,7 +57,7 @@ pub trait Print: Serialize {
             s.push('\n');
             Ok(s)
         } else {
-            Ok(self.human())
+            Ok(super::output::printable(&self.human()))
         }
     }
 }
@@ -156,9 +158,21 @@ async fn pages<T>(
         })?;
         out.extend(page);
         seen.insert(url.clone());
+        if seen.len() >= MAX_PAGES {
+            let e = format!("{what}: more than {MAX_PAGES} pages; stopped");
+            return Err(PageFail::Other(Fail::Request(e)));
+        }
         match next_link(&a.headers) {
             Some(next) => {
-                url = c.url(&next);
+                // Relative to the page that named it (RFC 8288).
+                url = url
+                    .parse::<http::Uri>()
+                    .ok()
+                    .and_then(|base| donjon_core::response::resolve_location(&base, &next))
+                    .map(|u| u.to_string())
+                    .ok_or_else(|| {
+                        PageFail::Other(Fail::Request(format!("{what}: a next page I cannot follow: {next}")))
+                    })?;
                 if seen.contains(&url) {
                     let e = format!("{what}: the registry's next page is one already read ({next})");
                     return Err(PageFail::Other(Fail::Request(e)));

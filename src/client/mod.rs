@@ -204,6 +204,10 @@ fn flag_credentials(args: &Options) -> Result<Option<Credentials>, Fail> {
             .map_err(|e| Fail::Usage(format!("--password-stdin: cannot read the standard input: {e}")))?;
         Some(s.trim_end_matches(['\n', '\r']).to_string())
     } else {
+        if args.password.is_some() {
+            // As docker login says: other users of the machine may read a command line.
+            warn("--password on the command line can be read by other users of this machine: use --password-stdin");
+        }
         args.password.clone()
     };
     match (&args.user, password) {
@@ -434,15 +438,12 @@ impl Client {
         &self.registry
     }
 
-    /// An absolute URL for a path (`/v2/…`) or a `Link`/`Location` target.
+    /// An absolute URL for a path of the registry (`/v2/…`); an absolute URL as it is.
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_string()
-        } else if path.starts_with('/') {
-            format!("{}{path}", self.base)
-        } else {
-            format!("{}/{path}", self.base)
+            return path.to_string();
         }
+        format!("{}/{}", self.base.trim_end_matches('/'), path.trim_start_matches('/'))
     }
 
     /// `GET` of a path of the registry, its body read up to `limit` bytes.
@@ -543,6 +544,13 @@ impl Client {
             }
             _ => {
                 let url = challenge::token_url(c).map_err(bad)?;
+                // A registry reached over TLS does not get its users' passwords sent in clear.
+                if self.basic.is_some() && self.base.starts_with("https://") && url.starts_with("http://") {
+                    return Err(Fail::request(format!(
+                        "{} sends the login to {realm}, over plain HTTP: refused (the password would cross in clear)",
+                        self.registry.host
+                    )));
+                }
                 self.exchange(&Method::GET, &url, None, self.basic.clone(), None, TOKEN_ANSWER_MAX).await?
             }
         };

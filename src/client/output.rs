@@ -6,6 +6,12 @@ pub fn size(n: u64) -> String {
     bytesize::ByteSize(n).display().iec().to_string()
 }
 
+/// Text for a terminal: every control character but the line ends becomes `�`. Names, labels
+/// and annotations are the pusher's: an escape sequence among them must not reach the terminal.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() && c != '\n' { '\u{FFFD}' } else { c }).collect()
+}
+
 /// Columns padded to their widest cell, two spaces apart, with no trailing spaces.
 #[derive(Debug, Default)]
 pub struct Table {
@@ -75,6 +81,11 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_sequences_do_not_reach_the_terminal() {
+        assert_eq!(printable("a\u{1b}[2Jb\tc\r\nd\n"), "a\u{FFFD}[2Jb\u{FFFD}c\u{FFFD}\nd\n");
+    }
 
     #[test]
     fn sizes_in_binary_units() {
