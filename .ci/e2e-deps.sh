@@ -19,8 +19,11 @@ PKGS=(
   apache2-utils               # htpasswd -B: the auth suite writes its users as operators do
   ca-certificates
   chromium                    # the web page's browser tests (tests/browser, headless)
-  nodejs npm                  # playwright-core drives chromium from node
 )
+# playwright-core drives chromium from node. A node from elsewhere (NodeSource's nodejs carries
+# its own npm, which Debian's npm package conflicts with) is used as it is.
+command -v node >/dev/null || PKGS+=(nodejs)
+command -v npm >/dev/null || PKGS+=(npm)
 
 . "$(dirname "$0")/apt.sh"
 if apt_install e2e-deps "${PKGS[@]}"; then
