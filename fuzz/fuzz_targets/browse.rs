@@ -60,7 +60,10 @@ fuzz_target!(|data: &str| {
         assert!(!html.contains("<img"), "markup of the input in the page:\n{html}");
         // What a copy button copies is a command made of checked names: nothing a shell would
         // take for more than words.
-        for copied in html.split("data-copy=\"").skip(1).filter_map(|rest| rest.split_once('"')) {
+        // (A copy button's attribute: an escaped name cannot spell its `"`s.)
+        for copied in
+            html.split("class=\"copy\" data-copy=\"").skip(1).filter_map(|rest| rest.split_once('"'))
+        {
             let ok = copied.0.bytes().all(|b| b.is_ascii_alphanumeric() || b" ._:/@+=-".contains(&b));
             assert!(ok, "a copied command holds more than names: {:?}", copied.0);
         }
