@@ -161,3 +161,17 @@ async fn a_pooling_http1_client_is_answered_after_an_early_416() {
 async fn a_pooling_http2_client_is_answered_after_an_early_416() {
     pooled_client_reuses_its_connection(true).await;
 }
+
+/// The web page's early answers (a login form over its limit, a method it does not take, a
+/// form from another site) leave the connection usable too.
+#[tokio::test]
+async fn the_web_pages_early_answers_keep_the_connection() {
+    let s =
+        TestServer::start_with(|b| b.browse(donjon::BrowseLayer::new().token_endpoint("/v2/token"))).await;
+    let n = 200 * 1024;
+    let form = "content-type: application/x-www-form-urlencoded\r\n";
+    early_answer_then_reuse(&s, head("POST", "/ui/login", form, n), n, 413).await;
+    early_answer_then_reuse(&s, head("PUT", "/ui/", "", n), n, 405).await;
+    let elsewhere = "origin: https://evil.example\r\n";
+    early_answer_then_reuse(&s, head("POST", "/ui/logout", elsewhere, n), n, 403).await;
+}
