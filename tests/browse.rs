@@ -48,9 +48,7 @@ async fn setup(ui: BrowseLayer) -> (TestServer, tempfile::TempDir) {
 }
 
 async fn put(s: &TestServer, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut h = vec![("authorization", ALICE)];
-    h.extend_from_slice(headers);
-    s.req(method, path, &h, Bytes::copy_from_slice(body)).await
+    s.req_as(ALICE, method, path, headers, Bytes::copy_from_slice(body)).await
 }
 
 async fn blob(s: &TestServer, repo: &str, data: &[u8]) -> String {

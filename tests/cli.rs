@@ -139,10 +139,7 @@ impl Reg {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Resp {
-        let auth = basic("alice", "alice-pw");
-        let mut h = vec![("authorization", auth.as_str())];
-        h.extend_from_slice(headers);
-        self.server.req(method, path, &h, body).await
+        self.server.req_as(&basic("alice", "alice-pw"), method, path, headers, body).await
     }
 
     async fn blob(&self, repo: &str, data: &[u8]) -> Pushed {

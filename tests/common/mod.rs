@@ -133,6 +133,20 @@ impl TestServer {
         send(&self.client, method, &self.url(path), headers, body.into()).await
     }
 
+    /// A request with this `Authorization` header before `headers`.
+    pub async fn req_as(
+        &self,
+        authorization: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        let mut h = vec![("authorization", authorization)];
+        h.extend_from_slice(headers);
+        self.req(method, path, &h, body).await
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         self.req("GET", path, &[], Bytes::new()).await
     }

@@ -236,8 +236,8 @@ where
         Ok(())
     }
 
-    /// A `GET` of the registry's API with this page's token.
-    async fn get(&self, uri: &str, accept: Option<&'static str>) -> Result<Answer, Failure> {
+    /// A `GET` with this page's token, whatever its answer.
+    async fn fetch(&self, uri: &str, accept: Option<&'static str>) -> Result<Answer, Failure> {
         let mut h = HeaderMap::new();
         if let Some(b) = &self.bearer {
             h.insert(header::AUTHORIZATION, b.clone());
@@ -245,7 +245,12 @@ where
         if let Some(a) = accept {
             h.insert(header::ACCEPT, HeaderValue::from_static(a));
         }
-        let a = self.send(Method::GET, uri, h, Bytes::new()).await?;
+        self.send(Method::GET, uri, h, Bytes::new()).await
+    }
+
+    /// A `GET` whose refusal becomes the page's: the login, or an error page.
+    async fn get(&self, uri: &str, accept: Option<&'static str>) -> Result<Answer, Failure> {
+        let a = self.fetch(uri, accept).await?;
         match a.status {
             s if s.is_success() => Ok(a),
             StatusCode::UNAUTHORIZED if self.session.is_none() && self.shared.token_path.is_some() => {
@@ -717,12 +722,7 @@ where
     /// presigned URL this layer does not follow), from the store, which the manifest's `GET`
     /// has just shown the caller may read.
     async fn config_blob(&self, name: &Name, digest: &Digest) -> Option<Value> {
-        let uri = format!("/v2/{}/blobs/{digest}", name.as_str());
-        let mut h = HeaderMap::new();
-        if let Some(b) = &self.bearer {
-            h.insert(header::AUTHORIZATION, b.clone());
-        }
-        let a = self.send(Method::GET, &uri, h, Bytes::new()).await.ok()?;
+        let a = self.fetch(&format!("/v2/{}/blobs/{digest}", name.as_str()), None).await.ok()?;
         if a.status.is_success() {
             return a.json();
         }
