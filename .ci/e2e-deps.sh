@@ -9,6 +9,8 @@ PKGS=(
   skopeo                      # copy/inspect/list-tags/delete, and pushes the fixtures
   containerd                  # containerd + ctr (+ containerd-shim-runc-v2)
   runc                        # the OCI runtime of containerd, dockerd and podman
+  crun                        # also installed, on purpose: the suites pin runc (crun refuses
+                              # hosts whose cgroups are in hybrid mode), and this proves the pin
   podman                      # pulls uidmap, conmon, containers-common
   buildah
   docker.io                   # dockerd + Debian's docker CLI (/usr/bin/docker), tini

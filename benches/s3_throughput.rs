@@ -11,7 +11,7 @@
 //! (`POST ?digest=` with a streamed body over HTTP/1.1 on loopback) + streamed pull, in
 //! alternation (A B A B …) so that a noisy machine affects both alike.
 
-use donjon_test_support::garage;
+use donjon_test_support::s3server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,7 +59,7 @@ async fn main() {
     let mb: u64 = std::env::var("DONJON_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
     let rounds: usize = std::env::var("DONJON_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Some(g) = garage::Garage::start("bench") else {
+    let Some(g) = s3server::S3Server::start("bench") else {
         eprintln!("no Garage: run .ci/s3-deps.sh first");
         std::process::exit(2);
     };

@@ -10,7 +10,7 @@
 
 mod common;
 
-use donjon_test_support::garage;
+use donjon_test_support::s3server;
 use donjon_test_support::process::Process;
 
 use std::net::SocketAddr;
@@ -271,7 +271,7 @@ fn sigkill_mid_push_on_the_filesystem_leaves_old_or_new_state() {
 
 #[test]
 fn sigkill_mid_push_on_s3_leaves_old_or_new_state() {
-    let Some(g) = garage::Garage::start("faults") else { return };
+    let Some(g) = s3server::S3Server::start("faults") else { return };
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yml");
     let yaml = format!(

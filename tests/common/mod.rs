@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 pub use donjon_test_support::client::{client, send, try_send, HttpClient, Resp};
-use donjon_test_support::garage;
+use donjon_test_support::s3server;
 pub use donjon_test_support::net::{free_addr, wait_listening};
 pub use donjon_test_support::oci::{digest, image_manifest, OCI_INDEX, OCI_MANIFEST};
 pub use donjon_test_support::process::Process;
@@ -21,7 +21,7 @@ pub struct TestServer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     client: HttpClient,
-    _garage: Option<garage::Garage>,
+    _s3: Option<s3server::S3Server>,
 }
 
 /// Stateless replicas behind a balancer, in process: each request goes to the next replica.
@@ -78,10 +78,10 @@ impl TestServer {
         let stop = async move {
             let _ = rx.await;
         };
-        let mut garage = None;
+        let mut s3 = None;
         let task = if std::env::var("DONJON_TEST_STORE").as_deref() == Ok("s3") {
-            let g = garage::Garage::start("replicas")
-                .expect("DONJON_TEST_STORE=s3 needs Garage (.ci/s3-deps.sh)");
+            let g = s3server::S3Server::start("replicas")
+                .expect("DONJON_TEST_STORE=s3 needs an S3 server (.ci/s3-deps.sh)");
             let mut replicas = vec![];
             for _ in 0..2 {
                 let config = g.store_config("replicas");
@@ -91,7 +91,7 @@ impl TestServer {
                 replicas.push(builder.build());
             }
             let svc = RoundRobin { replicas: replicas.into(), next: Arc::default() };
-            garage = Some(g);
+            s3 = Some(g);
             tokio::spawn(async move {
                 donjon::server::serve(listener, None, donjon::middleware::wrap(svc, vec![]), stop, options)
                     .await
@@ -116,7 +116,7 @@ impl TestServer {
                 .unwrap();
             })
         };
-        Self { addr, dir, shutdown: Some(tx), task: Some(task), client: client(), _garage: garage }
+        Self { addr, dir, shutdown: Some(tx), task: Some(task), client: client(), _s3: s3 }
     }
 
     pub fn url(&self, path: &str) -> String {

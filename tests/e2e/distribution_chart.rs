@@ -39,7 +39,7 @@ health:
 /// The chart's environment (its `envs` helper) with `storage: s3`, `secrets.htpasswd` and
 /// `tlsSecretName` set: the Secrets' keys, the S3 settings, `REGISTRY_AUTH=htpasswd` beside its
 /// keys, the TLS files where the chart mounts them (here under `tls`), Garage for MinIO.
-fn chart_env(c: &mut Command, g: &garage::Garage, htpasswd: &std::path::Path, tls: &std::path::Path) {
+fn chart_env(c: &mut Command, g: &s3server::S3Server, htpasswd: &std::path::Path, tls: &std::path::Path) {
     for (k, _) in std::env::vars() {
         if k.starts_with("REGISTRY_") || k.starts_with("DONJON_") || k.starts_with("AWS_") {
             c.env_remove(k);
@@ -66,8 +66,8 @@ fn chart_env(c: &mut Command, g: &garage::Garage, htpasswd: &std::path::Path, tl
 #[test]
 fn a_distribution_chart_config_with_s3_htpasswd_and_tls() {
     require_e2e!();
-    let Some(g) = garage::Garage::start("chart") else {
-        println!("skipped: no garage (set DONJON_S3=1 to make it a failure)");
+    let Some(g) = s3server::S3Server::start("chart") else {
+        println!("skipped: no S3 server (set DONJON_S3=1 to make it a failure)");
         return;
     };
     let s = Scratch::new("chart");

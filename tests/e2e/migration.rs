@@ -11,15 +11,16 @@ use super::support::*;
 /// (listed and read with `curl --aws-sigv4`, which signs S3 requests).
 enum Backing {
     Dir(PathBuf),
-    S3 { endpoint: String, bucket: String, access_key: String, secret_key: String, prefix: String },
+    S3 { endpoint: String, region: String, bucket: String, access_key: String, secret_key: String, prefix: String },
 }
 
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 impl Backing {
-    fn s3(g: &garage::Garage, prefix: &str) -> Self {
+    fn s3(g: &s3server::S3Server, prefix: &str) -> Self {
         Backing::S3 {
             endpoint: g.endpoint(),
+            region: g.region().to_string(),
             bucket: g.bucket().to_string(),
             access_key: g.access_key().to_string(),
             secret_key: g.secret_key().to_string(),
@@ -29,9 +30,9 @@ impl Backing {
 
     /// curl signing its request for the bucket (quiet: the command line holds the secret key).
     fn curl(&self) -> Command {
-        let Backing::S3 { access_key, secret_key, .. } = self else { unreachable!() };
+        let Backing::S3 { access_key, secret_key, region, .. } = self else { unreachable!() };
         let mut c = Command::new(tool("curl"));
-        c.args(["-sS", "--aws-sigv4", "aws:amz:garage:s3", "--user"])
+        c.args(["-sS", "--aws-sigv4", &format!("aws:amz:{region}:s3"), "--user"])
             .arg(format!("{access_key}:{secret_key}"));
         c
     }
@@ -566,8 +567,8 @@ fn migration_filesystem_both_ways() {
 #[test]
 fn migration_s3_both_ways() {
     require_e2e!();
-    let Some(g) = garage::Garage::start("migration") else {
-        println!("skipped: no garage (set DONJON_S3=1 to make it a failure)");
+    let Some(g) = s3server::S3Server::start("migration") else {
+        println!("skipped: no S3 server (set DONJON_S3=1 to make it a failure)");
         return;
     };
     let s = Scratch::new("mig-s3");
@@ -584,8 +585,8 @@ fn migration_s3_both_ways() {
 #[test]
 fn moved_between_a_volume_and_a_bucket() {
     require_e2e!();
-    let Some(g) = garage::Garage::start("move") else {
-        println!("skipped: no garage (set DONJON_S3=1 to make it a failure)");
+    let Some(g) = s3server::S3Server::start("move") else {
+        println!("skipped: no S3 server (set DONJON_S3=1 to make it a failure)");
         return;
     };
     let s = Scratch::new("move");

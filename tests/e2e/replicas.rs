@@ -89,8 +89,8 @@ fn chunked_upload(
 fn replicas_behind_round_robin() {
     require_e2e!();
     let t0 = Instant::now();
-    let Some(g) = garage::Garage::start("replicas") else {
-        println!("skipped: no garage (set DONJON_S3=1 to make it a failure)");
+    let Some(g) = s3server::S3Server::start("replicas") else {
+        println!("skipped: no S3 server (set DONJON_S3=1 to make it a failure)");
         return;
     };
     let s = Scratch::new("replicas");
@@ -129,7 +129,7 @@ fn replicas_behind_round_robin() {
     let lb = format!("127.0.0.1:{fport}");
     lb_daemon.wait_until("proxying", || http(&lb, "GET", "/v2/", &[]).is_ok_and(|r| r.status == 200));
     let docker = |r: &str| format!("docker://{lb}/{r}");
-    println!("== setup (garage, two donjons, haproxy) took {:.1?}", t0.elapsed());
+    println!("== setup (S3 server, two donjons, haproxy) took {:.1?}", t0.elapsed());
     let t1 = Instant::now();
 
     // ---- a chunked upload through the balancer: tiny and multi-MiB chunks
@@ -401,8 +401,8 @@ fn replicas_behind_round_robin() {
 #[test]
 fn replicas_share_the_token_signing_key_through_the_bucket() {
     require_e2e!();
-    let Some(g) = garage::Garage::start("replicas-auth") else {
-        println!("skipped: no garage (set DONJON_S3=1 to make it a failure)");
+    let Some(g) = s3server::S3Server::start("replicas-auth") else {
+        println!("skipped: no S3 server (set DONJON_S3=1 to make it a failure)");
         return;
     };
     let s = Scratch::new("replicas-auth");

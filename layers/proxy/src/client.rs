@@ -8,7 +8,10 @@
 //! GHCR and Quay all want the anonymous dance), and the token is kept per endpoint and scope
 //! until it expires. A `Basic` challenge gets the credentials directly. Redirects (blob
 //! downloads from a CDN or a presigned bucket URL) are followed without the credentials, and
-//! to public hosts only.
+//! to public hosts only unless they stay on the configured endpoint's own origin. A token
+//! realm gets the credentials only on the endpoint's origin, its host over HTTPS, or an origin
+//! configured for it (`realms`). Every request of one [`UpstreamClient::send`] (retries,
+//! redirects, the token dance) fits in one overall deadline.
 //!
 //! ```
 //! use donjon_proxy::client::{parse_challenge, Challenge};
@@ -38,7 +41,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::upstream::{is_public, Credentials, GuardedResolver, Refused, Upstream, Upstreams};
+use crate::upstream::{is_public, Credentials, GuardedResolver, Refused, Upstream};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 
@@ -51,7 +54,7 @@ const REDIRECTS: usize = 5;
 const TOKENS_MAX: usize = 4096;
 
 /// Why an upstream request failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// The upstream answered with this status (after the token dance).
     #[error("upstream answered {0}")]
@@ -65,6 +68,12 @@ pub enum UpstreamError {
     /// The upstream may not be asked.
     #[error(transparent)]
     Refused(#[from] Refused),
+    /// The upstream answered with a body that is not what was asked for (not a manifest).
+    #[error("the upstream's answer is not a manifest: {0}")]
+    NotAManifest(String),
+    /// The upstream sent more than it may: its `Content-Length`, or the configured ceiling.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// A `WWW-Authenticate` challenge.
@@ -95,13 +104,16 @@ pub fn parse_challenge(value: &str) -> Option<Challenge> {
     Some(Challenge::Bearer { realm, service: c.param("service").map(str::to_string) })
 }
 
-/// The pooled client, and the tokens it holds.
+/// The pooled clients, and the tokens they hold.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    http: Client<Connector, Empty<Bytes>>,
+    /// For the origins an [`Upstream`] trusts (its configured endpoint): any address.
+    open: Client<Connector, Empty<Bytes>>,
+    /// For everything else: public addresses only.
+    guarded: Client<Connector, Empty<Bytes>>,
     tokens: Arc<Mutex<HashMap<(String, String), (String, Instant)>>>,
     read_timeout: Duration,
-    upstreams: Arc<Upstreams>,
+    total_timeout: Duration,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -133,33 +145,46 @@ pub fn roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+/// How long the upstream client waits.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// For a connection (TCP and TLS).
+    pub connect: Duration,
+    /// For response headers, and between two pieces of a body.
+    pub read: Duration,
+    /// For one [`UpstreamClient::send`], retries, redirects and the token dance included.
+    pub total: Duration,
+}
+
 impl UpstreamClient {
-    /// A client for `upstreams`, trusting `ca_file` besides the usual roots.
-    pub fn new(
-        upstreams: Arc<Upstreams>,
-        connect_timeout: Duration,
-        read_timeout: Duration,
-        ca_file: Option<&Path>,
-    ) -> Result<Self, String> {
+    /// A client trusting `ca_file` besides the usual roots.
+    pub fn new(timeouts: Timeouts, ca_file: Option<&Path>) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots(ca_file)?)
             .with_no_client_auth();
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver { upstreams: upstreams.clone() });
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let http =
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https);
-        Ok(Self { http, tokens: Arc::default(), read_timeout, upstreams })
+        let client = |public_only: bool| {
+            let mut http = HttpConnector::new_with_resolver(GuardedResolver { public_only });
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(timeouts.connect));
+            http.set_nodelay(true);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https)
+        };
+        Ok(Self {
+            open: client(false),
+            guarded: client(true),
+            tokens: Arc::default(),
+            read_timeout: timeouts.read,
+            total_timeout: timeouts.total,
+        })
     }
 
     /// The read timeout: for response headers, and between two pieces of a body.
@@ -168,8 +193,21 @@ impl UpstreamClient {
     }
 
     /// `method` on `/v2/<repo>/<path>` of the upstream, after the token dance if it asks for
-    /// one. Any status comes back as the response; only failures to get one are errors.
+    /// one. Any status comes back as the response; only failures to get one are errors,
+    /// among them the overall deadline passing (the body is the caller's to time).
     pub async fn send(
+        &self,
+        up: &Upstream,
+        method: Method,
+        path: &str,
+        accept: Option<&HeaderValue>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        tokio::time::timeout(self.total_timeout, self.send_once(up, method, path, accept))
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+    }
+
+    async fn send_once(
         &self,
         up: &Upstream,
         method: Method,
@@ -184,7 +222,7 @@ impl UpstreamClient {
         let mut auth = self.cached_token(&key);
         let mut answered = false;
         loop {
-            let resp = self.follow(&method, uri.clone(), accept, auth.as_deref(), true).await?;
+            let resp = self.follow(up, &method, uri.clone(), accept, auth.as_deref()).await?;
             if resp.status() != StatusCode::UNAUTHORIZED || answered {
                 return Ok(resp);
             }
@@ -203,21 +241,20 @@ impl UpstreamClient {
         }
     }
 
-    /// One request, its redirects followed (without credentials), retried as `send` says.
+    /// One request on `up`'s behalf, its redirects followed (without credentials), retried as
+    /// `send` says. Each hop is judged like the first: the open client only for an origin
+    /// `up` trusts, the public-only one for any other.
     async fn follow(
         &self,
+        up: &Upstream,
         method: &Method,
         mut uri: Uri,
         accept: Option<&HeaderValue>,
         mut auth: Option<&str>,
-        trusted_start: bool,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut trusted = trusted_start;
         for _ in 0..=REDIRECTS {
-            if !trusted {
-                self.allowed(&uri)?;
-            }
-            let resp = self.with_retries(method, &uri, accept, auth).await?;
+            let client = self.client_for(up, &uri)?;
+            let resp = self.with_retries(client, method, &uri, accept, auth).await?;
             if !resp.status().is_redirection() {
                 return Ok(resp);
             }
@@ -227,26 +264,28 @@ impl UpstreamClient {
             uri = resolve_location(&uri, next)
                 .ok_or_else(|| UpstreamError::Unreachable(format!("bad redirect {next:?}")))?;
             auth = None;
-            trusted = false;
         }
         Err(UpstreamError::Unreachable("too many redirects".into()))
     }
 
-    /// A URL the upstream sent us to (a redirect, a realm): a public host, or one configured.
-    fn allowed(&self, uri: &Uri) -> Result<(), UpstreamError> {
-        let host = uri.host().unwrap_or("").trim_matches(['[', ']']);
-        if self.upstreams.trusted(host) {
-            return Ok(());
+    /// The client for a request to `uri` on `up`'s behalf: the open one for an origin `up`
+    /// trusts; else the public-only one, after refusing a non-public IP literal (which the
+    /// connector connects to without asking the resolver).
+    fn client_for(&self, up: &Upstream, uri: &Uri) -> Result<&Client<Connector, Empty<Bytes>>, UpstreamError> {
+        if up.trusts(uri) {
+            return Ok(&self.open);
         }
+        let host = uri.host().unwrap_or("").trim_matches(['[', ']']);
         match host.parse::<IpAddr>() {
-            Ok(ip) if !is_public(ip) => Err(Refused::NotPublic(host.to_string()).into()),
+            Ok(ip) if !is_public(ip) => Err(Refused::NotPublic(authority(uri)).into()),
             // Names are checked by the resolver, on the addresses connected to.
-            _ => Ok(()),
+            _ => Ok(&self.guarded),
         }
     }
 
     async fn with_retries(
         &self,
+        client: &Client<Connector, Empty<Bytes>>,
         method: &Method,
         uri: &Uri,
         accept: Option<&HeaderValue>,
@@ -264,7 +303,7 @@ impl UpstreamClient {
             }
             req = req.header(header::USER_AGENT, concat!("donjon/", env!("CARGO_PKG_VERSION")));
             let req = req.body(Empty::new()).map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
-            match tokio::time::timeout(self.read_timeout, self.http.request(req)).await {
+            match tokio::time::timeout(self.read_timeout, client.request(req)).await {
                 Ok(Ok(resp)) if !matches!(resp.status().as_u16(), 502..=504) || attempt == ATTEMPTS => {
                     return Ok(resp)
                 }
@@ -278,10 +317,10 @@ impl UpstreamClient {
                             .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
                         cur = c.source();
                     }
-                    let msg = chain(&e);
                     if refused {
-                        return Err(Refused::NotPublic(msg).into());
+                        return Err(Refused::NotPublic(authority(uri)).into());
                     }
+                    let msg = chain(&e);
                     last = UpstreamError::Unreachable(msg);
                 }
                 Err(_) => last = UpstreamError::Timeout,
@@ -319,13 +358,11 @@ impl UpstreamClient {
         let url = format!("{realm}{}{query}", if realm.contains('?') { '&' } else { '?' });
         let uri: Uri =
             url.parse().map_err(|_| UpstreamError::Unreachable(format!("bad token realm {realm:?}")))?;
-        // The realm is the upstream's word: it may point anywhere public, or at a configured
-        // host; credentials go only to a realm of the same host or a configured one.
-        let same_host = uri.host() == up.base.host();
-        let realm_trusted = same_host || uri.host().is_some_and(|h| self.upstreams.trusted(h));
-        let auth =
-            up.credentials.as_ref().filter(|_| realm_trusted || uri.scheme_str() == Some("https")).map(basic);
-        let resp = self.follow(&Method::GET, uri, None, auth.as_deref(), realm_trusted).await?;
+        // The realm is the upstream's word: it is judged like a redirect (a public address,
+        // unless it is an origin `up` trusts), and gets the credentials only where
+        // `credentials_for_realm` says.
+        let auth = up.credentials.as_ref().filter(|_| up.credentials_for_realm(&uri)).map(basic);
+        let resp = self.follow(up, &Method::GET, uri, None, auth.as_deref()).await?;
         if !resp.status().is_success() {
             return Err(UpstreamError::Status(if resp.status() == StatusCode::UNAUTHORIZED {
                 StatusCode::UNAUTHORIZED
@@ -365,6 +402,11 @@ fn basic(c: &Credentials) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))
     )
+}
+
+/// `host[:port]` of a URL, for messages.
+fn authority(uri: &Uri) -> String {
+    uri.authority().map_or_else(String::new, |a| a.to_string())
 }
 
 /// An error and its sources, on one line.

@@ -52,13 +52,22 @@ pub struct ProxyConfig {
     /// against its pull limit).
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub check_interval: Option<Duration>,
-    /// The longest wait for an upstream connection (default 10s).
+    /// The longest wait for an upstream connection (default 5s).
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Duration>,
     /// The longest wait for an upstream's response headers, and between two pieces of its
-    /// body (default 60s).
+    /// body (default 15s).
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub read_timeout: Option<Duration>,
+    /// The longest a client waits for an upstream's answer, retries, redirects and the token
+    /// dance included (default 20s): a dead or silent upstream costs a client this, then a
+    /// `502 UNAVAILABLE`.
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout: Option<Duration>,
+    /// The largest blob fetched from an upstream (default 64GiB; `max_size`, when smaller):
+    /// a blob announced larger is refused, and one streamed past it is cut off and dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_blob_size: Option<bytesize::ByteSize>,
     /// A PEM file of CA certificates to trust besides the system's and Mozilla's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -104,11 +113,20 @@ pub struct RegistryConfig {
     /// Where to send this host's requests instead (`https://mirror.example:5000`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Token services on other origins that may get this entry's credentials
+    /// (`http://10.0.0.5:5001`): by default only the endpoint's own origin, or its host over
+    /// HTTPS (and `auth.docker.io` for Docker Hub), do.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub realms: Vec<String>,
 }
 
 /// Upstream connections time out after this long without progress, by default.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client's whole wait for an upstream answer, by default.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(20);
+/// The largest blob fetched, by default.
+const MAX_BLOB_SIZE: u64 = 64 << 30;
 
 impl ProxyConfig {
     /// Whether the section asks for anything: an entry, or `offline`.
@@ -137,10 +155,34 @@ impl ProxyConfig {
         self.read_timeout.unwrap_or(READ_TIMEOUT)
     }
 
+    /// The upstream client's timeouts.
+    pub fn timeouts(&self) -> crate::client::Timeouts {
+        crate::client::Timeouts {
+            connect: self.connect_timeout(),
+            read: self.read_timeout(),
+            total: self.upstream_timeout.unwrap_or(UPSTREAM_TIMEOUT),
+        }
+    }
+
+    /// The largest blob fetched: `max_blob_size`, or `max_size` when smaller.
+    pub fn max_blob_size(&self) -> u64 {
+        let ceiling = self.max_blob_size.map_or(MAX_BLOB_SIZE, |s| s.as_u64());
+        self.max_size.map_or(ceiling, |m| ceiling.min(m.as_u64()))
+    }
+
     /// Checks the section; what cannot work names its key.
     pub fn check(&self, warnings: &mut Warnings) -> Result<(), ConfigError> {
         if self.eviction_interval.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new("registry_proxies.eviction_interval", "must be above zero"));
+        }
+        for (key, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("read_timeout", self.read_timeout),
+            ("upstream_timeout", self.upstream_timeout),
+        ] {
+            if d.is_some_and(|d| d.is_zero()) {
+                return Err(ConfigError::new(format!("registry_proxies.{key}"), "must be above zero"));
+            }
         }
         let _ = warnings;
         self.upstreams().map(drop)
@@ -189,6 +231,22 @@ impl ProxyConfig {
                 ),
                 None => None,
             };
+            let mut realms = vec![];
+            for (j, r) in r.realms.iter().enumerate() {
+                let origin = r
+                    .parse::<http::Uri>()
+                    .ok()
+                    .filter(|u| u.path() == "/" || u.path().is_empty())
+                    .as_ref()
+                    .and_then(crate::upstream::Origin::of)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            at(&format!("realms[{j}]")),
+                            format!("{r:?} is not an origin: write scheme://host[:port], as http://10.0.0.5:5001"),
+                        )
+                    })?;
+                realms.push(origin);
+            }
             entries.push(crate::upstream::Entry {
                 host: donjon_core::mirror::canonical_host(r.host.trim()),
                 prefix: r
@@ -199,6 +257,7 @@ impl ProxyConfig {
                 insecure: r.insecure,
                 credentials,
                 url,
+                realms,
             });
         }
         Ok(Arc::new(Upstreams::new(entries, self.offline)))
@@ -225,6 +284,22 @@ mod tests {
             .upstreams()
             .unwrap_err();
         assert_eq!(e.key, "registry_proxies.registries[0].password_file");
+        let e = parse("registries: [{host: a, realms: ['http://h:5001/token']}]").upstreams().unwrap_err();
+        assert_eq!(e.key, "registry_proxies.registries[0].realms[0]");
+        let mut w = Warnings::default();
+        let e = parse("upstream_timeout: 0s").check(&mut w).unwrap_err();
+        assert_eq!(e.key, "registry_proxies.upstream_timeout");
+    }
+
+    #[test]
+    fn a_dead_upstream_costs_a_client_seconds_and_the_blob_ceiling_follows_max_size() {
+        let c = parse("");
+        let t = c.timeouts();
+        assert!(t.total < Duration::from_secs(30), "{t:?}");
+        assert!(t.read <= t.total && t.connect <= t.total, "{t:?}");
+        assert_eq!(c.max_blob_size(), 64 << 30);
+        assert_eq!(parse("max_size: 1GiB").max_blob_size(), 1 << 30);
+        assert_eq!(parse("max_size: 1GiB\nmax_blob_size: 1MiB").max_blob_size(), 1 << 20);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! request never falls between the fill and the store.
 //!
 //! The task does not depend on the clients: one that goes away leaves the fill running for
-//! the others and for the cache.
+//! the others and for the cache. It is bounded instead: a blob announced larger than the
+//! ceiling (`max_blob_size`, or the cache's `max_size`) is refused before a byte is spooled,
+//! and one streamed past its `Content-Length` or the ceiling is cut off and dropped at once.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
+
+use crate::client::UpstreamError;
 
 /// The most readers read in one go.
 const READ_CHUNK: usize = 256 * 1024;
@@ -42,7 +46,7 @@ pub(crate) struct Progress {
     /// Bytes in the spool file.
     pub(crate) written: u64,
     /// `Some(Ok)`: all written and verified; `Some(Err)`: the fill failed.
-    pub(crate) end: Option<Result<(), String>>,
+    pub(crate) end: Option<Result<(), UpstreamError>>,
     /// Whether the upstream answered (with its size) yet.
     pub(crate) started: bool,
 }
@@ -65,7 +69,7 @@ impl Fill {
                 return p;
             }
             if rx.changed().await.is_err() {
-                return Progress { end: Some(Err("the fill stopped".into())), ..p };
+                return Progress { end: Some(Err(UpstreamError::Unreachable("the fill stopped".into()))), ..p };
             }
         }
     }
@@ -139,7 +143,7 @@ impl Fill {
 
 /// The upstream response a fill downloads, once the task asked for it.
 pub(crate) type Start = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<http::Response<Incoming>, String>> + Send + 'static>,
+    Box<dyn std::future::Future<Output = Result<http::Response<Incoming>, UpstreamError>> + Send + 'static>,
 >;
 
 /// The fills running now.
@@ -147,6 +151,8 @@ pub(crate) struct Fills {
     dir: PathBuf,
     store: Arc<dyn Store>,
     read_timeout: Duration,
+    /// The largest blob fetched.
+    max_blob: u64,
     running: Mutex<HashMap<Digest, Arc<Fill>>>,
 }
 
@@ -157,8 +163,8 @@ impl std::fmt::Debug for Fills {
 }
 
 impl Fills {
-    pub(crate) fn new(dir: PathBuf, store: Arc<dyn Store>, read_timeout: Duration) -> Self {
-        Self { dir, store, read_timeout, running: Mutex::default() }
+    pub(crate) fn new(dir: PathBuf, store: Arc<dyn Store>, read_timeout: Duration, max_blob: u64) -> Self {
+        Self { dir, store, read_timeout, max_blob, running: Mutex::default() }
     }
 
     /// The fill running for `digest`, if any.
@@ -223,13 +229,24 @@ impl Fills {
         start: Start,
         file: std::fs::File,
         tx: &watch::Sender<Progress>,
-    ) -> Result<(), String> {
+    ) -> Result<(), UpstreamError> {
+        let broken = UpstreamError::Unreachable;
         let resp = start.await?;
         let size = resp
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let too_large = |n: u64| {
+            UpstreamError::TooLarge(format!(
+                "the upstream's blob is {n} bytes or more, past this cache's ceiling of {} bytes \
+                 (registry_proxies.max_blob_size, or max_size)",
+                self.max_blob
+            ))
+        };
+        if let Some(s) = size.filter(|s| *s > self.max_blob) {
+            return Err(too_large(s));
+        }
         tx.send_modify(|p| {
             p.size = size;
             p.started = true;
@@ -243,7 +260,7 @@ impl Fills {
             // Wait for a piece, then take what else has arrived already (up to a batch), so
             // the first byte goes out at once and a fast upstream is written in large pieces.
             let first = match tokio::time::timeout(self.read_timeout, body.frame()).await {
-                Err(_) => return Err("upstream stopped sending".into()),
+                Err(_) => return Err(UpstreamError::Timeout),
                 Ok(f) => f,
             };
             let (mut batch, mut len) = (Vec::new(), 0usize);
@@ -251,7 +268,7 @@ impl Fills {
             while let Some(frame) = next.take() {
                 match frame {
                     None => ended = true,
-                    Some(Err(e)) => return Err(format!("upstream body: {e}")),
+                    Some(Err(e)) => return Err(broken(format!("upstream body: {e}"))),
                     Some(Ok(f)) => {
                         if let Ok(data) = f.into_data() {
                             len += data.len();
@@ -267,7 +284,10 @@ impl Fills {
                 continue;
             }
             if size.is_some_and(|s| written + len as u64 > s) {
-                return Err("upstream sent more than its Content-Length".into());
+                return Err(UpstreamError::TooLarge("the upstream sent more than its Content-Length".into()));
+            }
+            if written + len as u64 > self.max_blob {
+                return Err(too_large(written + len as u64));
             }
             // Written and hashed off the async workers, from the frames as they came (no copy).
             let (f, mut h) = (file.clone(), hasher.take());
@@ -282,20 +302,20 @@ impl Fills {
                 Ok::<_, std::io::Error>(h)
             })
             .await
-            .map_err(|e| format!("spool file: {e}"))?
-            .map_err(|e| format!("spool file: {e}"))?;
+            .map_err(|e| broken(format!("spool file: {e}")))?
+            .map_err(|e| broken(format!("spool file: {e}")))?;
             hasher = done;
             written += len as u64;
             donjon_core::metrics::metrics().proxy_upstream_bytes.inc_by(len as u64);
             tx.send_modify(|p| p.written = written);
         }
-        let hasher = hasher.ok_or("the hash state was lost")?;
+        let hasher = hasher.ok_or_else(|| broken("the hash state was lost".into()))?;
         if size.is_some_and(|s| s != written) {
-            return Err(format!("upstream sent {written} of {} bytes", size.unwrap_or(0)));
+            return Err(broken(format!("upstream sent {written} of {} bytes", size.unwrap_or(0))));
         }
         let got = hasher.finish();
         if got != *digest {
-            return Err(format!("upstream bytes hash to {got}, not {digest}"));
+            return Err(broken(format!("upstream bytes hash to {got}, not {digest}")));
         }
         if size.is_none() {
             tx.send_modify(|p| p.size = Some(written));

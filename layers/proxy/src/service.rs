@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use donjon_core::future::ResponseFuture;
-use donjon_core::manifest::{self, OCI_MANIFEST};
+use donjon_core::manifest;
 use donjon_core::store::{ManifestPut, RangeSpec};
 use donjon_core::{mirror, Body, BoxError, Digest, Error, ErrorCode, Name, Reference, Route, StoreError};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -61,6 +61,12 @@ fn upstream_error(e: &UpstreamError, what: ErrorCode) -> Response<Body> {
         }
         UpstreamError::Refused(Refused::Offline) => Error::new(what, e.to_string()),
         UpstreamError::Refused(r) => Error::new(ErrorCode::Denied, r.to_string()),
+        UpstreamError::NotAManifest(_) => {
+            Error::new(ErrorCode::ManifestInvalid, e.to_string()).with_status(StatusCode::BAD_GATEWAY)
+        }
+        UpstreamError::TooLarge(_) => {
+            Error::new(ErrorCode::SizeInvalid, e.to_string()).with_status(StatusCode::BAD_GATEWAY)
+        }
         other => Error::new(ErrorCode::Unavailable, other.to_string()).with_status(StatusCode::BAD_GATEWAY),
     };
     err.into_response()
@@ -204,16 +210,11 @@ impl Shared {
             None => Digest::sha256_of(&body),
         };
         donjon_core::metrics::metrics().record_proxy("manifest_fetch");
-        let parsed = manifest::parse(&body, content_type.as_deref()).ok();
-        let media_type = parsed
-            .as_ref()
-            .map(|p| p.media_type.clone())
-            .or(content_type)
-            .or_else(|| manifest::media_type_of(&body))
-            .unwrap_or_else(|| OCI_MANIFEST.to_string());
-        let referrer = parsed
-            .as_ref()
-            .and_then(|p| p.subject.clone().map(|s| (s, p.descriptor(digest.clone(), body.len() as u64))));
+        // Only a manifest is cached as one: an error page, or JSON of another shape, never is.
+        let parsed = manifest::parse(&body, content_type.as_deref())
+            .map_err(|e| UpstreamError::NotAManifest(e.message().to_string()))?;
+        let media_type = parsed.media_type.clone();
+        let referrer = parsed.subject.clone().map(|s| (s, parsed.descriptor(digest.clone(), body.len() as u64)));
         let put = ManifestPut {
             digest: digest.clone(),
             media_type,
@@ -269,9 +270,9 @@ impl Shared {
         let (up2, path) = (up.clone(), format!("blobs/{digest}"));
         let joined = self.fills.join(digest, name, move || {
             Box::pin(async move {
-                let resp = client.send(&up2, Method::GET, &path, None).await.map_err(|e| e.to_string())?;
+                let resp = client.send(&up2, Method::GET, &path, None).await?;
                 if !resp.status().is_success() {
-                    return Err(format!("upstream answered {}", resp.status()));
+                    return Err(UpstreamError::Status(resp.status()));
                 }
                 Ok(resp)
             })
@@ -284,13 +285,7 @@ impl Shared {
         };
         let p = fill.started().await;
         if let Some(Err(e)) = &p.end {
-            let status = if e.contains("404") { StatusCode::NOT_FOUND } else { StatusCode::BAD_GATEWAY };
-            let err = if status == StatusCode::NOT_FOUND {
-                Error::new(ErrorCode::BlobUnknown, "not found upstream")
-            } else {
-                Error::new(ErrorCode::Unavailable, e.clone()).with_status(StatusCode::BAD_GATEWAY)
-            };
-            return Some(err.into_response());
+            return Some(upstream_error(e, ErrorCode::BlobUnknown));
         }
         let mut out = match (range, p.size) {
             (Some(r), Some(size)) => {

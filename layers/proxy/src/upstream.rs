@@ -1,10 +1,13 @@
 //! Which upstream serves a cached repository, and which hosts may be reached at all.
 //!
-//! A configured host may be anywhere (it was chosen by the operator). Any other host named by
-//! a client (`f/<host>/…`, `?ns=<host>`) must be public: a name that resolves to a loopback,
-//! private, link-local (cloud metadata), unique-local or otherwise special address is
-//! refused, and the connection goes to the address that was checked, never to a second
-//! lookup (no DNS rebinding between the check and the connect).
+//! A configured endpoint may be anywhere (it was chosen by the operator). Trust is an
+//! *origin* (scheme, host, port), and only the request for that entry's repository has it:
+//! anything else — a host a client names (`f/<host>/…`, `?ns=<host>`), a redirect or a token
+//! realm the upstream names, even on another port of a configured host or at another
+//! configured upstream — must be public: a name that resolves to a loopback, private,
+//! link-local (cloud metadata), unique-local or otherwise special address is refused, and the
+//! connection goes to the address that was checked, never to a second lookup (no DNS
+//! rebinding between the check and the connect).
 //!
 //! ```
 //! use donjon_proxy::upstream::{is_public, Upstreams};
@@ -15,9 +18,7 @@
 //! assert!(!is_public("169.254.169.254".parse().unwrap()));
 //! ```
 
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use donjon_core::mirror::DOCKER_HUB;
 use http::Uri;
@@ -45,7 +46,38 @@ pub(crate) struct Entry {
     pub(crate) insecure: bool,
     pub(crate) credentials: Option<Credentials>,
     pub(crate) url: Option<Uri>,
+    /// Other origins this entry's token realm may be on (they get its credentials).
+    pub(crate) realms: Vec<Origin>,
 }
+
+/// Where a URL points: scheme, lower-case host and port (the scheme's default when absent),
+/// the unit of trust for connections and credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The host, lower-case, without IPv6 brackets.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl Origin {
+    /// The origin of an absolute `http(s)` URL; `None` for anything else.
+    pub fn of(uri: &Uri) -> Option<Origin> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        let host = uri.host()?.trim_matches(['[', ']']).to_ascii_lowercase();
+        Some(Origin { port: uri.port_u16().unwrap_or(default), scheme, host })
+    }
+}
+
+/// The host of Docker Hub's token service, which gets Docker Hub's credentials over HTTPS.
+const DOCKER_HUB_REALM_HOST: &str = "auth.docker.io";
 
 /// Where one cached repository's content comes from.
 #[derive(Clone, Debug)]
@@ -58,6 +90,29 @@ pub struct Upstream {
     pub base: Uri,
     /// Credentials, when configured.
     pub credentials: Option<Credentials>,
+    /// Whether `base` is a configured endpoint: only then may it resolve to a non-public
+    /// address, and only for requests to its own origin.
+    pub configured: bool,
+    /// Origins besides `base`'s that may serve this upstream's token realm with its
+    /// credentials, and be reached wherever they resolve.
+    pub realms: Vec<Origin>,
+}
+
+impl Upstream {
+    /// Whether a request to `uri` on this upstream's behalf may go to a non-public address:
+    /// `uri` is the configured endpoint's own origin, or a realm origin configured for it.
+    pub fn trusts(&self, uri: &Uri) -> bool {
+        let Some(o) = Origin::of(uri) else { return false };
+        (self.configured && Origin::of(&self.base).as_ref() == Some(&o)) || self.realms.contains(&o)
+    }
+
+    /// Whether this upstream's credentials may go to a token realm at `uri`: the endpoint's
+    /// own origin, its host over HTTPS, or a realm origin configured for it.
+    pub fn credentials_for_realm(&self, uri: &Uri) -> bool {
+        let (Some(o), Some(base)) = (Origin::of(uri), Origin::of(&self.base)) else { return false };
+        let hub = base.host == "registry-1.docker.io" && o.scheme == "https" && o.host == DOCKER_HUB_REALM_HOST;
+        o == base || (o.scheme == "https" && o.host == base.host) || self.realms.contains(&o) || hub
+    }
 }
 
 /// Why an upstream cannot be used.
@@ -79,23 +134,11 @@ pub enum Refused {
 pub struct Upstreams {
     entries: Vec<Entry>,
     offline: bool,
-    /// Host names of configured endpoints: the resolver lets them resolve anywhere.
-    trusted: HashSet<String>,
 }
 
 impl Upstreams {
     pub(crate) fn new(entries: Vec<Entry>, offline: bool) -> Self {
-        let mut trusted = HashSet::new();
-        for e in &entries {
-            match &e.url {
-                Some(u) => trusted.extend(u.host().map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())),
-                None => {
-                    let h = endpoint_host(&e.host);
-                    trusted.insert(h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n).to_string());
-                }
-            }
-        }
-        Self { entries, offline, trusted }
+        Self { entries, offline }
     }
 
     /// Whether no upstream is ever asked.
@@ -141,17 +184,15 @@ impl Upstreams {
                 format!("{scheme}://{name}/").parse().map_err(|_| Refused::BadHost(host.to_string()))?
             }
         };
+        let realms = entry.map(|e| e.realms.clone()).unwrap_or_default();
         Ok(Upstream {
             host: host.to_string(),
             repo: repo.to_string(),
             base,
             credentials: entry.and_then(|e| e.credentials.clone()),
+            configured: entry.is_some(),
+            realms,
         })
-    }
-
-    /// Whether a name may resolve to non-public addresses (it is a configured endpoint).
-    pub(crate) fn trusted(&self, name: &str) -> bool {
-        self.trusted.contains(&name.to_ascii_lowercase())
     }
 }
 
@@ -199,11 +240,13 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// Resolves upstream names for the connector, refusing non-public answers for names that are
-/// not configured endpoints. The connector connects to what this returns, and nothing else.
+/// Resolves upstream names for the connector; with `public_only`, refuses names that resolve
+/// to no public address and drops the non-public answers. The connector connects to what
+/// this returns, and nothing else. The client keeps one connector of each kind, and uses the
+/// open one only for an origin [`Upstream::trusts`].
 #[derive(Clone, Debug)]
 pub(crate) struct GuardedResolver {
-    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) public_only: bool,
 }
 
 impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for GuardedResolver {
@@ -218,11 +261,11 @@ impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for 
     }
 
     fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
-        let upstreams = self.upstreams.clone();
+        let public_only = self.public_only;
         Box::pin(async move {
             let host = name.as_str().to_string();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if upstreams.trusted(&host) {
+            if !public_only {
                 return Ok(addrs.into_iter());
             }
             let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| is_public(a.ip())).collect();
@@ -248,6 +291,7 @@ mod tests {
             insecure: false,
             credentials: Some(Credentials { username: user.into(), password: "p".into() }),
             url: None,
+            realms: vec![],
         }
     }
 
@@ -295,13 +339,44 @@ mod tests {
         let mut local = entry("10.0.0.1", None, "u");
         local.insecure = true;
         let up = Upstreams::new(vec![local], false);
-        assert_eq!(up.resolve("10.0.0.1", "a").unwrap().base.to_string(), "http://10.0.0.1/");
-        assert!(up.trusted("10.0.0.1"));
+        let local = up.resolve("10.0.0.1", "a").unwrap();
+        assert_eq!(local.base.to_string(), "http://10.0.0.1/");
+        assert!(local.trusts(&"http://10.0.0.1/v2/a/blobs/x".parse().unwrap()));
         let mut port = entry("127.0.0.1__5000", None, "u");
         port.insecure = true;
         let up = Upstreams::new(vec![port], false);
-        assert_eq!(up.resolve("127.0.0.1__5000", "a").unwrap().base.to_string(), "http://127.0.0.1:5000/");
+        let at_port = up.resolve("127.0.0.1__5000", "a").unwrap();
+        assert_eq!(at_port.base.to_string(), "http://127.0.0.1:5000/");
         assert!(Upstreams::new(vec![], false).resolve("127.0.0.1__5000", "a").is_err());
-        assert!(!up.trusted("evil.example"));
+        assert!(at_port.trusts(&"http://127.0.0.1:5000/x".parse().unwrap()));
+        for other in ["http://127.0.0.1:5001/x", "https://127.0.0.1:5000/x", "http://evil.example/x"] {
+            assert!(!at_port.trusts(&other.parse().unwrap()), "{other}: another origin");
+        }
+    }
+
+    #[test]
+    fn trust_and_credentials_are_per_origin() {
+        let mut e = entry("reg.example", None, "u");
+        e.url = Some("http://10.0.0.5:5000".parse().unwrap());
+        e.realms = vec![Origin { scheme: "http".into(), host: "10.0.0.5".into(), port: 5001 }];
+        let up = Upstreams::new(vec![e, entry("other.example", None, "o")], false);
+        let reg = up.resolve("reg.example", "a").unwrap();
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert!(reg.trusts(&uri("http://10.0.0.5:5000/v2/")));
+        assert!(reg.trusts(&uri("http://10.0.0.5:5001/token")), "a configured realm origin");
+        assert!(!reg.trusts(&uri("http://10.0.0.5:5002/")), "another port of the same host");
+        assert!(!reg.trusts(&uri("https://other.example/")), "another configured upstream");
+        assert!(reg.credentials_for_realm(&uri("http://10.0.0.5:5000/token")), "the same origin");
+        assert!(reg.credentials_for_realm(&uri("http://10.0.0.5:5001/token")), "configured for it");
+        assert!(!reg.credentials_for_realm(&uri("http://10.0.0.5:5002/token")), "plain HTTP, another port");
+        assert!(!reg.credentials_for_realm(&uri("https://auth.example/token")), "another host");
+        let o = up.resolve("other.example", "a").unwrap();
+        assert!(o.credentials_for_realm(&uri("https://other.example:8443/token")), "its host, over HTTPS");
+        assert!(!o.credentials_for_realm(&uri("http://other.example:8080/token")), "its host, plain HTTP");
+        let hub = Upstreams::default().resolve("docker.io", "library/nginx").unwrap();
+        assert!(hub.credentials_for_realm(&uri("https://auth.docker.io/token")));
+        assert!(!hub.trusts(&uri("https://registry-1.docker.io/v2/")), "not configured: public only");
+        let unconfigured = Upstreams::default().resolve("ghcr.io", "a").unwrap();
+        assert!(!unconfigured.trusts(&uri("https://ghcr.io/v2/")));
     }
 }

@@ -299,8 +299,8 @@ on_every_store!(
 /// Garage is not installed, unless `DONJON_S3=1`.
 #[cfg(feature = "s3")]
 #[tokio::test]
-async fn on_garage() {
-    let Some(g) = donjon_test_support::garage::Garage::start("collect") else { return };
+async fn on_s3() {
+    let Some(g) = donjon_test_support::s3server::S3Server::start("collect") else { return };
     let store = |root: &str| {
         let config = donjon_store::S3Config { chunk_size: Some(5 * 1024 * 1024), ..g.store_config(root) };
         async move { Arc::new(donjon_store::S3Store::connect(config).await.unwrap()) as Arc<dyn Store> }

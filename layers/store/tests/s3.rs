@@ -2,7 +2,7 @@
 //! Skipped when Garage is not installed, unless `DONJON_S3=1`, where its absence fails.
 #![cfg(feature = "s3")]
 
-use donjon_test_support::garage;
+use donjon_test_support::s3server;
 
 use std::sync::Arc;
 
@@ -12,11 +12,11 @@ use donjon_core::{Algorithm, Digest, Name};
 use donjon_store::{S3Config, S3Store};
 use futures_util::TryStreamExt;
 
-fn config(g: &garage::Garage, root: &str) -> S3Config {
+fn config(g: &s3server::S3Server, root: &str) -> S3Config {
     S3Config { chunk_size: Some(5 * 1024 * 1024), ..g.store_config(root) }
 }
 
-async fn store(g: &garage::Garage, root: String) -> Arc<dyn Store> {
+async fn store(g: &s3server::S3Server, root: String) -> Arc<dyn Store> {
     Arc::new(S3Store::connect(config(g, &root)).await.expect("connect"))
 }
 
@@ -32,8 +32,8 @@ fn uuid_like() -> u128 {
 }
 
 #[tokio::test]
-async fn store_contract_on_garage() {
-    let Some(g) = garage::Garage::start("contract") else { return };
+async fn store_contract_on_s3() {
+    let Some(g) = s3server::S3Server::start("contract") else { return };
     donjon_core::contract::run_all(|| store(&g, unique())).await;
 }
 
@@ -41,7 +41,7 @@ async fn store_contract_on_garage() {
 /// no replica holds state of its own.
 #[tokio::test]
 async fn replicas_share_sessions() {
-    let Some(g) = garage::Garage::start("replicas") else { return };
+    let Some(g) = s3server::S3Server::start("replicas") else { return };
     let root = unique();
     let (a, b, c) =
         (store(&g, root.clone()).await, store(&g, root.clone()).await, store(&g, root.clone()).await);
@@ -100,7 +100,7 @@ async fn replicas_share_sessions() {
 /// a fresh process sees them.
 #[tokio::test]
 async fn small_chunks_survive_a_restart() {
-    let Some(g) = garage::Garage::start("small") else { return };
+    let Some(g) = s3server::S3Server::start("small") else { return };
     let root = unique();
     let repo: Name = "small".parse().unwrap();
     let id = {
@@ -118,7 +118,7 @@ async fn small_chunks_survive_a_restart() {
 
 #[tokio::test]
 async fn bad_bucket_or_keys_fail_at_connect() {
-    let Some(g) = garage::Garage::start("connect") else { return };
+    let Some(g) = s3server::S3Server::start("connect") else { return };
     let mut c = config(&g, "x");
     c.bucket = "no-such-bucket".into();
     let e = S3Store::connect(c).await.unwrap_err();
@@ -141,7 +141,7 @@ async fn blob_get_redirects_to_a_presigned_url() {
     use http_body_util::BodyExt;
     use tower::{ServiceBuilder, ServiceExt};
 
-    let Some(g) = garage::Garage::start("redirect") else { return };
+    let Some(g) = s3server::S3Server::start("redirect") else { return };
     let mut c = config(&g, &unique());
     c.redirect = Some(std::time::Duration::from_secs(600));
     let store: Arc<dyn Store> = Arc::new(S3Store::connect(c).await.unwrap());

@@ -17,7 +17,7 @@ pub(crate) use containerd::*;
 pub(crate) use daemon::*;
 pub(crate) use distribution::*;
 pub(crate) use docker::*;
-pub(crate) use donjon_test_support::garage;
+pub(crate) use donjon_test_support::s3server;
 pub(crate) use donjon_test_support::net::free_port;
 pub(crate) use http::*;
 pub(crate) use podman::*;

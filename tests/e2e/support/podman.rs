@@ -7,6 +7,12 @@ use std::process::Command;
 
 use super::*;
 
+/// The OCI runtime podman and buildah use here, pinned rather than left to whichever of crun
+/// and runc the machine happens to have first: Debian's podman takes crun when installed alone,
+/// and crun refuses a host whose cgroups are in hybrid mode ("cgroups in hybrid mode not
+/// supported"), where runc works. `.ci/e2e-deps.sh` installs both, so the pin is what is tested.
+pub(crate) const RUNTIME: &str = "runc";
+
 /// The containers tools' configuration and storage for one suite.
 pub(crate) struct Containers {
     store: PathBuf,
@@ -30,7 +36,7 @@ impl Containers {
         fs::write(
             store.join("containers.conf"),
             format!(
-                "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\ntmp_dir = \"{}\"\n\
+                "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"{RUNTIME}\"\ntmp_dir = \"{}\"\n\
                  [containers]\nlog_driver = \"k8s-file\"\n",
                 store.join("libpod").display()
             ),
@@ -57,7 +63,7 @@ impl Containers {
         let mut c = cmd("podman");
         containers_env(&mut c, &self.store, &self.registries);
         c.arg("--tmpdir").arg(self.store.join("libpod"));
-        c.args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
+        c.args(["--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", RUNTIME]);
         c
     }
 

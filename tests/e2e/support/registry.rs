@@ -72,7 +72,7 @@ pub(crate) fn as_str(v: &[String]) -> Vec<&str> {
 
 /// The `storage:` section for the S3 driver on `g`'s bucket under `prefix`, read by both
 /// Distribution and donjon.
-pub(crate) fn s3_storage_yaml(g: &garage::Garage, prefix: &str) -> String {
+pub(crate) fn s3_storage_yaml(g: &s3server::S3Server, prefix: &str) -> String {
     format!(
         "  s3:\n    bucket: {}\n    region: {}\n    regionendpoint: {}\n    \
          accesskey: {}\n    secretkey: {}\n    rootdirectory: {prefix}\n    \

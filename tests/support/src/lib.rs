@@ -12,8 +12,8 @@
 //!
 //! # Layout
 //!
-//! - [`garage`]: a private single-node Garage (S3) on free loopback ports, killed by its PID
-//!   when dropped.
+//! - [`s3server`]: the S3 server a test runs on, a private [`seaweedfs`] cluster (the default)
+//!   or a single-node [`garage`], on free loopback ports, killed by their PIDs when dropped.
 //! - [`net`]: free ports, waiting for a listener; [`process`]: a child killed by its PID on
 //!   drop.
 //! - [`client`]: a pooling HTTP/1.1 client and the response as tests read it ([`client::Resp`]).
@@ -24,3 +24,5 @@ pub mod garage;
 pub mod net;
 pub mod oci;
 pub mod process;
+pub mod s3server;
+pub mod seaweedfs;
