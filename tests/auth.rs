@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -311,6 +312,54 @@ async fn repeated_failed_logins_are_slowed_down() {
     assert!(r.header("retry-after").parse::<u64>().unwrap() >= 1);
     let r = s.token(Some(("alice", "alice-pw")), &[]).await;
     assert_eq!(r.status, 429, "the token endpoint counts the same failures");
+}
+
+#[tokio::test]
+async fn another_users_good_login_resets_no_guesses() {
+    let s = setup().await;
+    let mut checked = 0;
+    for _ in 0..6 {
+        for _ in 0..9 {
+            let r = s.with("GET", "/v2/", &basic("bob", "guess"), Bytes::new()).await;
+            if r.status == 401 {
+                checked += 1;
+            } else {
+                assert_eq!(r.status, 429);
+            }
+        }
+        // a good login of another account between the rounds
+        let _ = s.with("GET", "/v2/", &basic("alice", "alice-pw"), Bytes::new()).await;
+    }
+    assert_eq!(checked, 10, "bob's password was tried {checked} times");
+}
+
+#[tokio::test]
+async fn parallel_guesses_are_limited_exactly() {
+    let s = Arc::new(setup().await);
+    let tries = (0..100).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let path = if i % 2 == 0 { "/v2/" } else { "/v2/token?service=donjon-test" };
+            s.with("GET", path, &basic("alice", "guess"), Bytes::new()).await.status.as_u16()
+        })
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(tries).await.into_iter().map(|r| r.unwrap()).collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(checked, 10, "at most the limit are checked: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 90, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn credentials_in_the_token_query_are_refused() {
+    let s = setup().await;
+    for q in ["username=alice&password=alice-pw", "grant_type=refresh_token&refresh_token=x"] {
+        let r = s.server.get(&format!("/v2/token?service=donjon-test&{q}")).await;
+        assert_eq!(r.status, 400, "{q}: {:?}", r.body);
+        assert!(String::from_utf8_lossy(&r.body).contains("query string"), "{:?}", r.body);
+    }
+    // the same credentials as Basic, or in a POST form, work
+    assert_eq!(s.token(Some(("alice", "alice-pw")), &[]).await.status, 200);
+    assert_eq!(form(&s, "grant_type=password&username=alice&password=alice-pw").await.status, 200);
 }
 
 #[tokio::test]

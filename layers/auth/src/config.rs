@@ -74,6 +74,10 @@ pub struct AuthConfig {
     /// anonymous callers nothing (Distribution's behaviour).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<RuleConfig>,
+    /// Failed logins an address may make: `per_user` (10), `per_address` (30), `window` (1m),
+    /// `ipv6_prefix` (64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_limit: Option<crate::limiter::LoginLimit>,
     /// Trow's `--user`/`--password`: one more user (the password may be `file://PATH`).
     #[serde(skip)]
     pub user: Option<(String, String)>,
@@ -242,6 +246,21 @@ impl AuthConfig {
     /// warned about.
     pub fn check(&self, warnings: &mut Warnings) -> Result<(), ConfigError> {
         self.refusals()?;
+        if let Some(l) = &self.login_limit {
+            let bad = |k: &str, why: &str| Err(ConfigError::new(format!("auth.login_limit.{k}"), why));
+            if l.per_user == 0 {
+                return bad("per_user", "must be at least 1");
+            }
+            if l.per_address == 0 {
+                return bad("per_address", "must be at least 1");
+            }
+            if l.window.is_zero() {
+                return bad("window", "must be above zero");
+            }
+            if l.ipv6_prefix > 128 {
+                return bad("ipv6_prefix", "is a prefix length: 0 to 128 (64 counts a client's /64 as one)");
+            }
+        }
         if let Some(t) = &self.token {
             return t.issuer().map(drop);
         }
@@ -335,6 +354,9 @@ impl AuthConfig {
         let mut layer = AuthLayer::new(users, self.rules()?, tokens);
         if let Some(r) = self.htpasswd.as_ref().and_then(|h| h.realm.clone()) {
             layer = layer.basic_realm(r);
+        }
+        if let Some(l) = &self.login_limit {
+            layer = layer.login_limit(l.clone());
         }
         if let Some(r) = &self.realm {
             layer = layer.realm(r.clone());

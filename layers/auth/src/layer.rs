@@ -133,6 +133,12 @@ impl AuthLayer {
         self.with(|s| s.basic_realm = name)
     }
 
+    /// How many failed logins an address may make (default: 10 per user and 30 in all a
+    /// minute, IPv6 counted by /64). See [`crate::limiter`].
+    pub fn login_limit(self, limit: crate::limiter::LoginLimit) -> Self {
+        self.with(|s| s.limiter = Limiter::new(limit))
+    }
+
     /// The path of the token endpoint this layer serves (`/v2/token`), or `None` when another
     /// token server issues the tokens (`auth.token`): what a login form posts to.
     pub fn token_endpoint(&self) -> Option<&'static str> {

@@ -345,25 +345,21 @@ where
                 return ready(unauthorized(&shared, &req, Scope::needed(&route, req.method()), None));
             }
             Credentials::Basic(user, password) => {
-                let ip = client_ip(&req);
-                if let Some(wait) = ip.and_then(|ip| shared.limiter.retry_after(ip)) {
-                    return ready(too_many(wait));
-                }
+                // The attempt is counted before bcrypt runs (a failure unless it succeeds).
+                let attempt = match client_ip(&req).map(|ip| shared.limiter.begin(ip, &user)).transpose() {
+                    Ok(a) => a,
+                    Err(wait) => return ready(too_many(wait)),
+                };
                 // bcrypt (or its cache) first; then the same decision as for the others.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 return ResponseFuture::deferred(async move {
                     let Issuer::Own(own) = &shared.issuer else { return Ok(denied()) };
                     if !own.users.verify(&user, &password).await {
-                        if let Some(ip) = ip {
-                            shared.limiter.failed(ip);
-                        }
                         let scope = Scope::needed(&route, req.method());
                         return Ok(unauthorized(&shared, &req, scope, None));
                     }
-                    if let Some(ip) = ip {
-                        shared.limiter.succeeded(ip);
-                    }
+                    attempt.map(crate::limiter::Attempt::succeeded);
                     match shared.decide(&req, &route, Caller::User(user, own)) {
                         Ok(p) => {
                             if let Some(slot) = req.extensions().get::<donjon_core::ActorSlot>() {
@@ -445,15 +441,23 @@ where
     };
     let Own { users, rules, tokens } = own;
     let ip = client_ip(&req);
-    if let Some(wait) = ip.and_then(|ip| s.limiter.retry_after(ip)) {
-        return too_many(wait);
-    }
     let basic = match credentials(req.headers()) {
         Credentials::Basic(u, p) => Some((u, p)),
         _ => None,
     };
     let params = if req.method() == Method::GET || req.method() == Method::HEAD {
-        TokenRequest::from_pairs(form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()))
+        let params = TokenRequest::from_pairs(form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()));
+        // A URL's query is written to access logs, proxies' and browsers' histories.
+        if params.password.is_some() || params.refresh_token.is_some() {
+            donjon_core::metrics::metrics().record_auth_refusal("credentials_in_query");
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "credentials in the query string are refused (URLs end up in logs): send them as \
+                 Basic auth, or in a POST form (application/x-www-form-urlencoded)",
+            );
+        }
+        params
     } else if req.method() == Method::POST {
         let body = http_body_util::Limited::new(req.into_body(), FORM_MAX).collect().await;
         match body {
@@ -471,9 +475,6 @@ where
     };
 
     let bad_credentials = || {
-        if let Some(ip) = ip {
-            s.limiter.failed(ip);
-        }
         donjon_core::metrics::metrics().record_auth_refusal("bad_credentials");
         let mut resp = Error::new(ErrorCode::Unauthorized, "invalid credentials").into_response();
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, basic_challenge(&s.basic_realm));
@@ -486,6 +487,7 @@ where
             };
             match tokens.verify_refresh(t) {
                 Ok((sub, fp)) => {
+                    // Refresh tokens are signed: a forged one fails its signature, not here.
                     let current = users.fingerprint(&sub).unwrap_or_default();
                     if !bool::from(current.as_bytes().ct_eq(fp.as_bytes())) || current.is_empty() {
                         return bad_credentials();
@@ -502,12 +504,15 @@ where
             };
             match given {
                 Some((u, p)) => {
+                    // Counted before bcrypt runs: a failure unless it succeeds.
+                    let attempt = match ip.map(|ip| s.limiter.begin(ip, &u)).transpose() {
+                        Ok(a) => a,
+                        Err(wait) => return too_many(wait),
+                    };
                     if !users.verify(&u, &p).await {
                         return bad_credentials();
                     }
-                    if let Some(ip) = ip {
-                        s.limiter.succeeded(ip);
-                    }
+                    attempt.map(crate::limiter::Attempt::succeeded);
                     Some(u)
                 }
                 None => None,

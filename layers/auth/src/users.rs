@@ -112,8 +112,18 @@ pub struct Users {
     fixed: Option<Fixed>,
     /// sha256(user, password, entry) → when it was checked.
     cache: Mutex<HashMap<[u8; 32], Instant>>,
-    /// A hash to check unknown users against, so that they take as long as known ones.
-    decoy: String,
+    /// A hash to check unknown users against, so that they take as long as the dearest known
+    /// one: made again when a reload changes the dearest cost.
+    decoy: RwLock<String>,
+}
+
+/// A decoy hash as costly as the dearest entry of `table` (htpasswd -B's default cost is 5).
+fn decoy_for(table: &Htpasswd) -> Result<String, String> {
+    bcrypt::hash(uuid::Uuid::new_v4().to_string(), dearest_cost(table).unwrap_or(5)).map_err(|e| format!("bcrypt: {e}"))
+}
+
+fn dearest_cost(table: &Htpasswd) -> Option<u32> {
+    table.entries.values().filter_map(|h| h.parse::<bcrypt::HashParts>().ok()).map(|h| h.get_cost()).max()
 }
 
 impl std::fmt::Debug for Users {
@@ -141,11 +151,7 @@ impl Users {
             user: user.to_string(),
             password_sha256: Sha256::digest(password.as_bytes()).into(),
         });
-        // As costly as the dearest entry (htpasswd -B's default cost is 5).
-        let cost =
-            table.entries.values().filter_map(|h| h.parse::<bcrypt::HashParts>().ok()).map(|h| h.get_cost());
-        let decoy = bcrypt::hash(uuid::Uuid::new_v4().to_string(), cost.max().unwrap_or(5))
-            .map_err(|e| format!("bcrypt: {e}"))?;
+        let decoy = RwLock::new(decoy_for(&table)?);
         Ok(Self {
             file: file.map(Path::to_path_buf),
             table: RwLock::new(Arc::new(table)),
@@ -189,7 +195,7 @@ impl Users {
             return true;
         }
         let known = entry.is_some();
-        let hash = entry.unwrap_or_else(|| self.decoy.clone());
+        let hash = entry.unwrap_or_else(|| self.decoy.read().map(|d| d.clone()).unwrap_or_default());
         let password = password.to_string();
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
             .await
@@ -232,6 +238,24 @@ impl Users {
         {
             Ok(table) => {
                 tracing::info!(file = %path.display(), users = table.len(), "htpasswd reloaded");
+                // Unknown users keep costing what the dearest user costs.
+                let cost = dearest_cost(&table).unwrap_or(5);
+                let stale = self
+                    .decoy
+                    .read()
+                    .ok()
+                    .and_then(|d| d.parse::<bcrypt::HashParts>().ok())
+                    .is_none_or(|d| d.get_cost() != cost);
+                if stale {
+                    match decoy_for(&table) {
+                        Ok(d) => {
+                            if let Ok(mut old) = self.decoy.write() {
+                                *old = d;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "htpasswd reload: no new decoy hash"),
+                    }
+                }
                 if let Ok(mut t) = self.table.write() {
                     *t = Arc::new(table);
                 }
@@ -288,6 +312,25 @@ mod tests {
         assert!(users.cached(&cache_key("alice", "right", &hash)));
         assert!(!users.cached(&cache_key("alice", "wrong", &hash)), "failures are not remembered");
         assert!(users.exists("alice") && !users.exists("mallory"));
+    }
+
+    #[tokio::test]
+    async fn unknown_users_cost_the_dearest_user_after_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), &format!("alice:{}\n", bcrypt::hash("a", 4).unwrap()));
+        let users = Users::new(Some(&path), None).unwrap();
+        let cost = |u: &Users| u.decoy.read().unwrap().parse::<bcrypt::HashParts>().unwrap().get_cost();
+        assert_eq!(cost(&users), 4);
+        // A reload adds a dearer user (and the file's size changes, so it is seen as changed).
+        std::fs::write(
+            &path,
+            format!("alice:{}\nbob:{}\n", bcrypt::hash("a", 4).unwrap(), bcrypt::hash("b", 6).unwrap()),
+        )
+        .unwrap();
+        users.reload();
+        assert!(users.exists("bob"));
+        assert_eq!(cost(&users), 6, "the decoy follows the dearest entry");
+        assert!(!users.verify("mallory", "x").await);
     }
 
     #[tokio::test]

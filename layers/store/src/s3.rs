@@ -889,14 +889,21 @@ impl Store for S3Store {
     }
 
     async fn tags(&self, repo: &Name) -> Result<Vec<String>> {
-        let listed =
-            self.inner.s3.list_with_delimiter(Some(&self.repo(repo, "_manifests/tags"))).await.map_err(io)?;
-        let mut tags: Vec<String> = listed
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_owned))
-            .filter(|t| t.parse::<Tag>().is_ok())
-            .collect();
+        // A tag is one with a `current/link`. Its folder is not proof: filer-backed stores
+        // (SeaweedFS) list a folder whose objects were just deleted for a while after.
+        let dir = self.repo(repo, "_manifests/tags");
+        let mut listed = self.inner.s3.list(Some(&dir));
+        let mut tags = vec![];
+        while let Some(meta) = listed.try_next().await.map_err(io)? {
+            let mut parts = meta.location.prefix_match(&dir).into_iter().flatten();
+            let (Some(tag), Some(current), Some(link), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if current.as_ref() == "current" && link.as_ref() == "link" && tag.as_ref().parse::<Tag>().is_ok() {
+                tags.push(tag.as_ref().to_string());
+            }
+        }
         if tags.is_empty() {
             // A bucket has no empty folders: once its last tag and revision are deleted, a
             // repository is known by its remaining links (`_layers`, `_manifests`, `_uploads`),

@@ -212,9 +212,9 @@ impl SeaweedFs {
             }
             let probe = self
                 .try_create_bucket(bucket)
-                .and_then(|()| self.curl("PUT", &format!("/{bucket}/.donjon-ready"), Some(b"ready")))
+                .and_then(|()| self.curl("PUT", &format!("/{bucket}/donjon-ready"), Some(b"ready")))
                 .and_then(|(code, body)| match code {
-                    200 => self.curl("DELETE", &format!("/{bucket}/.donjon-ready"), None).map(|_| ()),
+                    200 => self.curl("DELETE", &format!("/{bucket}/donjon-ready"), None).map(|_| ()),
                     _ => Err(format!("probe object: {code} {body}")),
                 });
             match probe {
@@ -244,7 +244,7 @@ impl SeaweedFs {
         if let Some(bytes) = body {
             let file = self.dir.path().join("curl-body");
             fs::write(&file, bytes).map_err(|e| e.to_string())?;
-            c.arg("--data-binary").arg(format!("@{}", file.display()));
+            c.arg("-T").arg(&file);
         }
         let out = c
             .arg(format!("{}{path}", self.endpoint()))
