@@ -50,6 +50,9 @@ pub struct ConnState {
     idle_since: AtomicU64,
     /// Milliseconds since `start` when a write began to wait on the client, or `NOT_BLOCKED`.
     blocked_since: AtomicU64,
+    /// Milliseconds since `start` when the first bytes of a request head arrived with no
+    /// request in flight, or `NOT_BLOCKED`: the connection is reading a head.
+    head_since: AtomicU64,
     shedding: AtomicBool,
     shed: Notify,
 }
@@ -77,6 +80,7 @@ impl ConnState {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             blocked_since: AtomicU64::new(NOT_BLOCKED),
+            head_since: AtomicU64::new(NOT_BLOCKED),
             shedding: AtomicBool::new(false),
             shed: Notify::new(),
         }
@@ -92,6 +96,20 @@ impl ConnState {
 
     fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_since.store(NOT_BLOCKED, Ordering::Release);
+    }
+
+    /// Bytes arrived: with no request in flight, they begin a request head.
+    fn read_some(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 && self.head_since.load(Ordering::Acquire) == NOT_BLOCKED {
+            self.head_since.store(self.now(), Ordering::Release);
+        }
+    }
+
+    /// Whether the connection is reading a request head (part of one came, no request is in
+    /// flight): nothing of it will be answered, so closing it at once loses nothing.
+    pub fn reading_head(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.head_since.load(Ordering::Acquire) != NOT_BLOCKED
     }
 
     fn end(&self) {
@@ -142,9 +160,20 @@ impl ConnState {
         at
     }
 
-    fn idle_for(&self) -> Option<u64> {
-        (self.in_flight.load(Ordering::Acquire) == 0 && !self.shedding.load(Ordering::Relaxed))
-            .then(|| self.now().saturating_sub(self.idle_since.load(Ordering::Acquire)))
+    /// How readily the connection gives up its room, when it can (no request in flight, not
+    /// already going): connections reading a head first, oldest head first; then the idle
+    /// ones, longest idle first.
+    fn shed_rank(&self) -> Option<(bool, u64)> {
+        if self.in_flight.load(Ordering::Acquire) != 0 || self.shedding.load(Ordering::Relaxed) {
+            return None;
+        }
+        let now = self.now();
+        let head = self.head_since.load(Ordering::Acquire);
+        Some(if head != NOT_BLOCKED {
+            (true, now.saturating_sub(head))
+        } else {
+            (false, now.saturating_sub(self.idle_since.load(Ordering::Acquire)))
+        })
     }
 
     /// Asks the connection to close (gracefully: it finishes nothing, it has nothing in flight).
@@ -225,18 +254,30 @@ impl Connections {
         Slot { id, conns: self.clone(), _permit: permit, state }
     }
 
-    /// Asks the longest-idle connection to close; `false` when no connection is idle.
+    /// Asks the connection with no request in flight that has waited longest to close
+    /// (one reading a request head before an idle one); `false` when every connection has a
+    /// request in flight.
     pub fn shed_idle(&self) -> bool {
+        self.shed(1) > 0
+    }
+
+    /// Asks up to `n` connections to close, in [`Connections::shed_idle`]'s order; how many.
+    pub fn shed(&self, n: usize) -> usize {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        let idlest = live.values().filter_map(|s| Some((s.idle_for()?, s))).max_by_key(|(idle, _)| *idle);
-        match idlest {
-            Some((_, s)) => {
-                tracing::debug!("at the connection limit: closing the longest-idle connection");
-                s.shed();
-                true
-            }
-            None => false,
+        let mut ranked: Vec<((bool, u64), &Arc<ConnState>)> =
+            live.values().filter_map(|s| Some((s.shed_rank()?, s))).collect();
+        let n = n.min(ranked.len());
+        if n == 0 {
+            return 0;
         }
+        if n < ranked.len() {
+            ranked.select_nth_unstable_by(n - 1, |a, b| b.0.cmp(&a.0));
+        }
+        for (_, s) in &ranked[..n] {
+            s.shed();
+        }
+        tracing::debug!(n, "making room: closing connections with no request in flight");
+        n
     }
 
     /// How many connections are open.
@@ -277,7 +318,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.read_some();
+        }
+        r
     }
 }
 

@@ -142,8 +142,9 @@ where
                 Ok(x) => x,
                 Err(e) => {
                     if is_descriptor_exhaustion(&e) {
-                        // Make room: the idlest connection goes, its descriptor comes back.
-                        conns.shed_idle();
+                        // Make room: connections with nothing in flight go, partial request
+                        // heads first, a batch at a time (each accept that fails is a pause).
+                        conns.shed(SHED_BATCH);
                     }
                     backoff.failed(&e).await;
                     continue;
@@ -255,6 +256,11 @@ async fn drive<I, S, B>(
                 conn.as_mut().graceful_shutdown();
             }
             () = state.shed_requested(), if closing.is_none() => {
+                // A partial request head gets no answer however long it waits: its room now.
+                if state.reading_head() {
+                    tracing::debug!(%peer, "making room: closing a connection still sending its request head");
+                    return;
+                }
                 conn.as_mut().graceful_shutdown();
                 closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
             }
@@ -274,6 +280,9 @@ async fn drive<I, S, B>(
         }
     }
 }
+
+/// How many connections an `accept` that ran out of descriptors asks to close.
+const SHED_BATCH: usize = 16;
 
 fn is_descriptor_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::MFILE.raw_os_error() || code == rustix::io::Errno::NFILE.raw_os_error())
