@@ -58,7 +58,7 @@ pub async fn client_conn(
     mut req: Request,
     next: Next,
 ) -> axum::response::Response {
-    req.extensions_mut().insert(ClientConn { peer, tls: false });
+    req.extensions_mut().insert(ClientConn { peer, tls: false, local: None });
     next.run(req).await
 }
 

@@ -81,7 +81,14 @@ async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
     let auth =
         settings.auth.build(&*store, settings.hostname.as_deref()).await.map_err(std::io::Error::other)?;
     if let Some(layer) = auth {
-        builder = builder.auth(layer);
+        if settings.auth.realm.is_none() && settings.names.is_empty() && settings.auth.token.is_none() {
+            tracing::warn!(
+                "auth: neither auth.realm nor the registry's names (-n) are set: token challenges name \
+                 the address each client connected to; behind a proxy, a load balancer or a port \
+                 mapping, set auth.realm (or -n HOST[:PORT])"
+            );
+        }
+        builder = builder.auth(layer.hosts(settings.names.clone()));
     }
     if let Some(layer) = settings.validation_layer(Some(store.clone())).map_err(std::io::Error::other)? {
         builder = builder.validation(layer);

@@ -315,6 +315,31 @@ async fn repeated_failed_logins_are_slowed_down() {
 }
 
 #[tokio::test]
+async fn a_challenges_realm_is_never_the_hosts_header_alone() {
+    // Without names: the address the client connected to, whatever Host says.
+    let s = setup().await;
+    let r = s.server.req("GET", "/v2/", &[("host", "attacker.example")], Bytes::new()).await;
+    let want = format!(r#"Bearer realm="http://{}/v2/token""#, s.server.addr);
+    assert!(r.header("www-authenticate").starts_with(&want), "{}", r.header("www-authenticate"));
+    // With names: the one Host names, else the first.
+    let config = AuthConfig {
+        htpasswd: Some(HtpasswdConfig { realm: None, path: s.htpasswd.clone() }),
+        ..Default::default()
+    };
+    let layer = config.build(&s.keys, None).await.unwrap().unwrap().hosts(["reg.example", "reg.internal:5000"]);
+    let named = TestServer::start_with(move |b| b.auth(layer.clone())).await;
+    for (host, realm) in [
+        ("REG.internal:5000", "http://reg.internal:5000/v2/token"),
+        ("reg.example", "http://reg.example/v2/token"),
+        ("attacker.example", "http://reg.example/v2/token"),
+    ] {
+        let r = named.req("GET", "/v2/", &[("host", host)], Bytes::new()).await;
+        let got = r.header("www-authenticate").to_string();
+        assert!(got.starts_with(&format!(r#"Bearer realm="{realm}""#)), "Host {host}: {got}");
+    }
+}
+
+#[tokio::test]
 async fn another_users_good_login_resets_no_guesses() {
     let s = setup().await;
     let mut checked = 0;

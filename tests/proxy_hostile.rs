@@ -157,6 +157,7 @@ async fn redirects_to_other_services_are_not_followed() {
         assert_eq!(code(&r), "DENIED", "{path}");
         let msg = String::from_utf8_lossy(&r.body);
         assert!(msg.contains("127.0.0.1:"), "the message names the refused host and port: {msg}");
+        assert!(msg.contains("the upstream sent this request to"), "{msg}");
     }
     assert!(internal.seen.paths().is_empty(), "the internal upstream was reached: {:?}", internal.seen.paths());
     assert!(other_port.seen.paths().is_empty(), "another port was reached: {:?}", other_port.seen.paths());
@@ -342,4 +343,15 @@ async fn a_silent_upstream_costs_the_client_the_upstream_timeout_then_a_502() {
     }
     s.stop().await;
     drop(held);
+}
+
+#[tokio::test]
+async fn a_private_upstream_without_an_entry_is_refused_saying_how_to_allow_it() {
+    let (s, _spool) = proxy(config(vec![])).await;
+    let r = s.get("/v2/f/127.0.0.1__5000/app/manifests/1").await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let msg = String::from_utf8_lossy(&r.body);
+    assert!(msg.contains(r#"host: \"127.0.0.1:5000\""#), "the host as the user writes it, and the fix: {msg}");
+    assert!(!msg.contains("__"), "no internal spelling: {msg}");
+    s.stop().await;
 }

@@ -78,7 +78,7 @@ fuzz_target!(|s: &str| {
             b = b.header("authorization", auth);
         }
         let Ok(mut req) = b.body(Body::from(body.to_string())) else { continue };
-        req.extensions_mut().insert(ClientConn { peer, tls: false });
+        req.extensions_mut().insert(ClientConn { peer, tls: false, local: None });
         let mut svc = ServiceBuilder::new().layer(RouteLayer::new()).layer(layer.clone()).service(
             tower::service_fn(|_req: http::Request<Body>| async {
                 Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))

@@ -155,9 +155,10 @@ where
         backoff.succeeded();
         let slot = conns.register(room);
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let state = slot.state.clone();
         let stream = Linger::new(Watched::new(stream, state.clone()));
-        let conn = donjon_core::ClientConn { peer, tls: tls.is_some() };
+        let conn = donjon_core::ClientConn { peer, tls: tls.is_some(), local };
         let svc = tower::ServiceExt::map_request(svc.clone(), move |mut req: Request<ServerBody>| {
             req.extensions_mut().insert(conn);
             req

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) realm: Option<String>,
     /// The realm of the Basic challenge (Distribution's `auth.htpasswd.realm`).
     pub(crate) basic_realm: String,
+    /// The registry's host names (`host[:port]`), which a challenge's realm may name.
+    pub(crate) hosts: Vec<String>,
     pub(crate) limiter: Limiter,
     /// Verified access tokens: sha256(token) → what they grant and until when.
     pub(crate) verified: Mutex<HashMap<[u8; 32], crate::service::Verified>>,
@@ -98,6 +100,7 @@ impl AuthLayer {
             anonymous,
             realm,
             basic_realm: "donjon".into(),
+            hosts: vec![],
             limiter: Limiter::default(),
             verified: Mutex::new(HashMap::new()),
         };
@@ -112,7 +115,8 @@ impl AuthLayer {
                 anonymous: arc.anonymous.clone(),
                 realm: arc.realm.clone(),
                 basic_realm: arc.basic_realm.clone(),
-                limiter: Limiter::default(),
+                hosts: arc.hosts.clone(),
+                limiter: Limiter::new(arc.limiter.limit().clone()),
                 verified: Mutex::new(HashMap::new()),
             },
         };
@@ -131,6 +135,14 @@ impl AuthLayer {
     pub fn basic_realm(self, name: impl Into<String>) -> Self {
         let name = name.into();
         self.with(|s| s.basic_realm = name)
+    }
+
+    /// This registry's host names (`host[:port]`, Trow's `-n`): without a configured
+    /// [`realm`](Self::realm), a challenge names the one the request's `Host` names, else the
+    /// first. Without names either, it names the address the client connected to.
+    pub fn hosts<I: IntoIterator<Item = S>, S: Into<String>>(self, names: I) -> Self {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        self.with(|s| s.hosts = names)
     }
 
     /// How many failed logins an address may make (default: 10 per user and 30 in all a

@@ -111,6 +111,11 @@ impl Limiter {
         Self { limit, table: Arc::default() }
     }
 
+    /// The limits.
+    pub fn limit(&self) -> &LoginLimit {
+        &self.limit
+    }
+
     /// The group `ip` is counted by: itself, or its IPv6 prefix (an IPv4-mapped address as the
     /// IPv4 one).
     fn group(&self, ip: IpAddr) -> IpAddr {

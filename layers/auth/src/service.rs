@@ -97,12 +97,16 @@ fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
     req.extensions().get::<ClientConn>().map(|c| c.peer.ip())
 }
 
-/// The token endpoint's URL: the configured one, or this request's scheme and host.
+/// The token endpoint's URL: the configured one; else this request's scheme and host, where
+/// the host is one of the registry's names (the first one when the `Host` names none), or,
+/// without names, the address the client connected to. A `Host` header alone never decides
+/// where clients send their passwords.
 fn realm<B>(s: &Shared, req: &Request<B>) -> String {
     if let Some(r) = &s.realm {
         return r.clone();
     }
-    let tls = req.extensions().get::<ClientConn>().is_some_and(|c| c.tls);
+    let conn = req.extensions().get::<ClientConn>();
+    let tls = conn.is_some_and(|c| c.tls);
     let forwarded = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok());
     let scheme = match forwarded {
         Some(p) if p.eq_ignore_ascii_case("https") => "https",
@@ -110,7 +114,15 @@ fn realm<B>(s: &Shared, req: &Request<B>) -> String {
         _ if tls || req.uri().scheme_str() == Some("https") => "https",
         _ => "http",
     };
-    let host = donjon_core::response::request_host(req).unwrap_or("localhost");
+    let given = donjon_core::response::request_host(req);
+    let host = match (s.hosts.first(), conn.and_then(|c| c.local)) {
+        (Some(first), _) => {
+            given.and_then(|g| s.hosts.iter().find(|h| h.eq_ignore_ascii_case(g))).unwrap_or(first).clone()
+        }
+        (None, Some(local)) => local.to_string(),
+        // Mounted without a connection's facts: the embedder should set a realm.
+        (None, None) => given.unwrap_or("localhost").to_string(),
+    };
     format!("{scheme}://{host}/v2/token")
 }
 

@@ -34,6 +34,10 @@ pub struct ClientConn {
     pub peer: SocketAddr,
     /// Whether the connection is TLS (so that links the registry writes say `https`).
     pub tls: bool,
+    /// The address the client connected to (this side of the connection), when known: what
+    /// links and challenges name when no host name is configured, instead of a `Host` header
+    /// anyone can write.
+    pub local: Option<SocketAddr>,
 }
 
 /// Rights over the repositories a pattern covers.

@@ -253,8 +253,9 @@ impl UpstreamClient {
         mut auth: Option<&str>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         for _ in 0..=REDIRECTS {
-            let client = self.client_for(up, &uri)?;
-            let resp = self.with_retries(client, method, &uri, accept, auth).await?;
+            let client = self.client_for(up, &uri).map_err(|e| refusal(up, &uri, e))?;
+            let resp =
+                self.with_retries(client, method, &uri, accept, auth).await.map_err(|e| refusal(up, &uri, e))?;
             if !resp.status().is_redirection() {
                 return Ok(resp);
             }
@@ -402,6 +403,16 @@ fn basic(c: &Credentials) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))
     )
+}
+
+/// A refusal to reach `uri` on `up`'s behalf, said as what it is: the upstream itself is not
+/// public (a client named it), or the upstream sent us elsewhere; logged once per place.
+fn refusal(up: &Upstream, uri: &Uri, e: UpstreamError) -> UpstreamError {
+    let UpstreamError::Refused(Refused::NotPublic(_)) = e else { return e };
+    let own = crate::upstream::Origin::of(uri) == crate::upstream::Origin::of(&up.base);
+    let r = if own { Refused::NotPublic(authority(uri)) } else { Refused::Elsewhere(authority(uri)) };
+    crate::upstream::warn_once(&r);
+    r.into()
 }
 
 /// `host[:port]` of a URL, for messages.

@@ -75,7 +75,12 @@ fn upstream_error(e: &UpstreamError, what: ErrorCode) -> Response<Body> {
 impl Shared {
     fn upstream(&self, name: &Name) -> Result<Upstream, UpstreamError> {
         let (host, repo) = mirror::split(name).ok_or(Refused::BadHost(name.to_string()))?;
-        Ok(self.upstreams.resolve(host, repo)?)
+        self.upstreams.resolve(host, repo).map_err(|r| {
+            if matches!(r, Refused::NotPublic(_)) {
+                crate::upstream::warn_once(&r);
+            }
+            r.into()
+        })
     }
 
     /// Makes the store hold the manifest `reference` of `name` as fresh as the rules want; an

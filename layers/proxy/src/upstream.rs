@@ -121,9 +121,19 @@ pub enum Refused {
     /// `offline`: no upstream is asked.
     #[error("the proxy is offline: only cached content is served")]
     Offline,
-    /// A client named a host that is not public.
-    #[error("upstream {0} is not a public host, and not configured")]
+    /// A client named a host that is not public, and has no entry.
+    #[error(
+        "upstream {0} is not a public host and has no entry of its own; to mirror it, configure it: \
+         registry_proxies: {{registries: [{{host: \"{0}\", insecure: true}}]}} (insecure: plain HTTP)"
+    )]
     NotPublic(String),
+    /// The upstream sent us (a redirect, a token realm) to a place that is not public.
+    #[error(
+        "the upstream sent this request to {0}, which is not a public address: redirects and token \
+         realms may lead only to public hosts or to the upstream's own origin (a private token \
+         server is listed in the entry's `realms`)"
+    )]
+    Elsewhere(String),
     /// Not a host name.
     #[error("{0:?} is not an upstream host")]
     BadHost(String),
@@ -177,7 +187,7 @@ impl Upstreams {
                     let bare = name.rsplit_once(':').map_or(name.as_str(), |(n, _)| n);
                     if let Ok(ip) = bare.parse::<IpAddr>() {
                         if !is_public(ip) {
-                            return Err(Refused::NotPublic(host.to_string()));
+                            return Err(Refused::NotPublic(name));
                         }
                     }
                 }
@@ -237,6 +247,21 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (seg[0] == 0x2001 && seg[1] == 0x0db8)
                 || (seg[0] == 0x0064 && seg[1] == 0xff9b))
         }
+    }
+}
+
+/// Logs a refusal at `warn`, once per place refused (up to 1,024 places), so that a mirror
+/// client that quietly falls back to the upstream (containerd does, after a body-less `HEAD`
+/// refusal) leaves a trace of why in the registry's log.
+pub(crate) fn warn_once(r: &Refused) {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> = std::sync::Mutex::new(None);
+    let key = r.to_string();
+    let first = SEEN.lock().map(|mut s| {
+        let seen = s.get_or_insert_with(Default::default);
+        seen.len() < 1024 && seen.insert(key)
+    });
+    if first.unwrap_or(false) {
+        tracing::warn!("proxy: {r}");
     }
 }
 
