@@ -74,6 +74,7 @@ use tower_service::Service;
 pub mod client;
 pub mod config;
 pub mod healthcheck;
+pub mod log_fields;
 pub mod middleware;
 pub mod notify;
 pub mod server;

@@ -322,9 +322,11 @@ fn init_logging(log: &Logging) {
             filter = filter.add_directive(off);
         }
     }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let json = log.format == LogFormat::Json;
+    let writer = donjon::log_fields::WithFields::new(&log.fields, json);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match log.format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal() && log.fields.is_empty()).init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
 }

@@ -60,7 +60,7 @@ pub struct NotificationsConfig {
     pub endpoints: Vec<EndpointConfig>,
     /// Read (Distribution's `events.includereferences`); events carry no references.
     #[serde(skip_serializing)]
-    pub events: Option<serde::de::IgnoredAny>,
+    pub events: Option<donjon_core::config::Accepted>,
 }
 
 /// One endpoint.

@@ -11,10 +11,9 @@
 
 use std::path::PathBuf;
 
-use donjon_core::config::{duration, ConfigError, Warnings};
+use donjon_core::config::{duration, Accepted, ConfigError, Warnings};
 use donjon_store::StorageConfig;
 use donjon_upload::IndexChildren;
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -24,7 +23,7 @@ use super::{LogFormat, Logging, Settings, Tls};
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 pub(super) struct File {
-    version: Option<IgnoredAny>,
+    version: Option<Accepted>,
     log: LogFile,
     loglevel: Option<String>,
     storage: StorageConfig,
@@ -33,11 +32,13 @@ pub(super) struct File {
     proxy: Option<ProxyFile>,
     notifications: Option<crate::notify::NotificationsConfig>,
     ui: Option<donjon_browse::BrowseConfig>,
-    redis: Option<IgnoredAny>,
-    health: Option<IgnoredAny>,
+    redis: Option<Accepted>,
+    health: Option<Accepted>,
     validation: Option<ValidationFile>,
-    middleware: Option<IgnoredAny>,
-    compatibility: Option<IgnoredAny>,
+    middleware: Option<Accepted>,
+    compatibility: Option<Accepted>,
+    /// Distribution 2's bug trackers (bugsnag, newrelic).
+    reporting: Option<Accepted>,
     catalog: Catalog,
 }
 
@@ -48,7 +49,7 @@ struct ProxyFile {
     remoteurl: Option<String>,
     username: Option<String>,
     password: Option<String>,
-    ttl: Option<IgnoredAny>,
+    ttl: Option<Accepted>,
 }
 
 /// Distribution 3's `validation` section.
@@ -56,7 +57,7 @@ struct ProxyFile {
 #[serde(default)]
 struct ValidationFile {
     /// Deprecated in Distribution for `disabled`; only `disabled` decides.
-    enabled: Option<IgnoredAny>,
+    enabled: Option<Accepted>,
     disabled: Option<bool>,
     manifests: ManifestValidationFile,
 }
@@ -64,7 +65,7 @@ struct ValidationFile {
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
 struct ManifestValidationFile {
-    urls: Option<IgnoredAny>,
+    urls: Option<Accepted>,
     indexes: IndexesFile,
 }
 
@@ -89,10 +90,11 @@ struct PlatformFile {
 struct LogFile {
     level: Option<String>,
     formatter: Option<String>,
-    fields: Option<IgnoredAny>,
+    /// Added to every line: `{service: registry}` (the stock config's).
+    fields: std::collections::BTreeMap<String, Value>,
     accesslog: AccessLogFile,
-    hooks: Option<IgnoredAny>,
-    reportcaller: Option<IgnoredAny>,
+    hooks: Option<Accepted>,
+    reportcaller: Option<Accepted>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -112,16 +114,18 @@ struct Catalog {
 struct Http {
     addr: Option<String>,
     host: Option<String>,
-    net: Option<IgnoredAny>,
-    prefix: Option<IgnoredAny>,
-    secret: Option<IgnoredAny>,
-    relativeurls: Option<IgnoredAny>,
+    net: Option<Accepted>,
+    prefix: Option<Accepted>,
+    secret: Option<Accepted>,
+    relativeurls: Option<Accepted>,
     #[serde(with = "duration::option")]
     draintimeout: Option<std::time::Duration>,
     tls: Option<HttpTls>,
     headers: Option<Value>,
     debug: Option<HttpDebug>,
-    http2: Option<IgnoredAny>,
+    http2: Option<Accepted>,
+    /// Distribution 3's HTTP/2 over plain TCP: donjon always serves it.
+    h2c: Option<Accepted>,
 }
 
 /// `http.debug`: where the metrics are served when not on the main listener.
@@ -144,10 +148,10 @@ struct Prometheus {
 struct HttpTls {
     certificate: Option<PathBuf>,
     key: Option<PathBuf>,
-    clientcas: Option<IgnoredAny>,
-    minimumtls: Option<IgnoredAny>,
-    ciphersuites: Option<IgnoredAny>,
-    letsencrypt: Option<IgnoredAny>,
+    clientcas: Option<Accepted>,
+    minimumtls: Option<Accepted>,
+    ciphersuites: Option<Accepted>,
+    letsencrypt: Option<Accepted>,
 }
 
 impl File {
@@ -182,6 +186,7 @@ impl File {
         }
         w.not_implemented(self.redis.is_some(), "redis");
         w.not_implemented(self.middleware.is_some(), "middleware");
+        w.not_implemented(self.reporting.is_some(), "reporting");
         let _ = (&self.version, &self.health, &self.compatibility);
 
         self.storage.check(w)?;
@@ -247,8 +252,18 @@ impl File {
 }
 
 fn logging(log: LogFile, loglevel: Option<String>, w: &mut Warnings) -> Result<Logging, ConfigError> {
-    w.not_implemented(log.fields.is_some(), "log.fields");
     w.not_implemented(log.hooks.is_some(), "log.hooks");
+    let mut fields = std::collections::BTreeMap::new();
+    for (k, v) in log.fields {
+        let v = match v {
+            Value::String(s) => s,
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::Null => String::new(),
+            _ => return Err(ConfigError::new(format!("log.fields.{k}"), "must be a string, number or boolean")),
+        };
+        fields.insert(k, v);
+    }
     let _ = &log.reportcaller;
     let format = match log.formatter.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("text") => LogFormat::Text,
@@ -267,7 +282,7 @@ fn logging(log: LogFile, loglevel: Option<String>, w: &mut Warnings) -> Result<L
             format!("unknown level {level:?} (error, warn, info or debug)"),
         ));
     }
-    Ok(Logging { level, format, access_log: !log.accesslog.disabled })
+    Ok(Logging { level, format, access_log: !log.accesslog.disabled, fields })
 }
 
 /// `validation.manifests.indexes`: Distribution's `platforms: All|None|List` with its

@@ -171,11 +171,14 @@ pub struct Logging {
     pub format: LogFormat,
     /// One line per request (default on).
     pub access_log: bool,
+    /// Distribution's `log.fields`: `key=value` on every line (a JSON line's members).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Logging {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Text, access_log: true }
+        Self { level: "info".into(), format: LogFormat::Text, access_log: true, fields: Default::default() }
     }
 }
 
@@ -457,6 +460,42 @@ health:
         assert!(s.validation_layer(None).unwrap().is_some());
         let e = load(&[], Some(yaml), &[]).unwrap_err();
         assert_eq!(e.key, "image_validation.mutate.registry");
+    }
+
+    #[test]
+    fn distributions_configuration_reference_is_taken_saying_only_what_is_not_implemented() {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, "").unwrap();
+        let yaml = include_str!("testdata/distribution-reference.yml")
+            .replace("HTPASSWD", &htpasswd.display().to_string());
+        let s = load(&[], Some(&yaml), &[]).unwrap();
+        let not_implemented = |k: &str| format!("`{k}` is not implemented by this donjon version; ignored");
+        let want = [
+            not_implemented("proxy.ttl (cached content is kept until deleted)"),
+            not_implemented("redis"),
+            not_implemented("middleware"),
+            not_implemented("reporting"),
+            not_implemented("storage.cache"),
+            not_implemented("storage.tag"),
+            "storage.redirect applies to object storage only; ignored".to_string(),
+            not_implemented("validation.manifests.urls"),
+            not_implemented("http.prefix"),
+            not_implemented("log.hooks"),
+        ];
+        let mut got = s.warnings.clone();
+        got.sort();
+        let mut want = want.to_vec();
+        want.sort();
+        assert_eq!(got, want, "no key is called unknown, none is said twice");
+        assert_eq!(s.log.fields.get("service").map(String::as_str), Some("registry"), "log.fields is applied");
+    }
+
+    #[test]
+    fn the_projects_distribution_example_loads_without_a_warning() {
+        let yaml = include_str!("../../deploy/config/distribution-config.yml");
+        let s = load(&[], Some(yaml), &[]).unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     }
 
     #[test]

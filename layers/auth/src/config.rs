@@ -24,10 +24,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use donjon_core::config::{duration, ConfigError, Warnings};
+use donjon_core::config::{duration, Accepted, ConfigError, Warnings};
 use donjon_core::route::Action;
 use donjon_core::Store;
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::issuer::TrustedIssuer;
@@ -51,7 +50,7 @@ pub struct AuthConfig {
     pub token: Option<TokenConfig>,
     /// Distribution's `auth.silly`: refused (it lets anyone in).
     #[serde(skip_serializing)]
-    pub silly: Option<IgnoredAny>,
+    pub silly: Option<Accepted>,
     /// The service tokens are for (their audience; default: the host name, else `donjon`).
     pub service: Option<String>,
     /// The tokens' issuer (default `donjon`).
@@ -116,10 +115,10 @@ pub struct TokenConfig {
     pub signingalgorithms: Vec<String>,
     /// Distribution's realm built from each request's host: refused (set `realm`).
     #[serde(skip_serializing)]
-    pub autoredirect: Option<IgnoredAny>,
+    pub autoredirect: Option<Accepted>,
     /// Its path.
     #[serde(skip_serializing)]
-    pub autoredirectpath: Option<IgnoredAny>,
+    pub autoredirectpath: Option<Accepted>,
 }
 
 impl TokenConfig {

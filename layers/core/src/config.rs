@@ -28,6 +28,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize as _;
+
 /// A configuration that cannot be used: which key, what is wrong, and in which file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -103,6 +105,90 @@ impl Warnings {
 
 /// Durations in configuration, for `#[serde(with = "duration")]`: humantime's forms (which
 /// include Go's `168h`, `1h30m`, `500ms`) or a number of seconds; written back as humantime.
+/// A key a section accepts and does not use (Distribution's `version`, `health`, `http.secret`,
+/// …): read whole, whatever its value, so that the loader never reports it as unknown. (serde's
+/// `IgnoredAny` would be reported: reading into it is what "ignored" means to the loader.)
+///
+/// ```
+/// use donjon_core::config::Accepted;
+/// let v: Accepted = serde_json::from_str(r#"{"a": [1, {"b": "c"}], "t": null}"#).unwrap();
+/// assert_eq!(v, Accepted);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accepted;
+
+impl<'de> serde::Deserialize<'de> for Accepted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AcceptedVisitor)
+    }
+}
+
+impl serde::Serialize for Accepted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
+
+struct AcceptedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for AcceptedVisitor {
+    type Value = Accepted;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Accepted, E> {
+        Ok(Accepted)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Accepted, E> {
+        Ok(Accepted)
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<Accepted, E> {
+        Ok(Accepted)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Accepted, E> {
+        Ok(Accepted)
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<Accepted, E> {
+        Ok(Accepted)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Accepted, E> {
+        Ok(Accepted)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Accepted, E> {
+        Ok(Accepted)
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<Accepted, E> {
+        Ok(Accepted)
+    }
+    fn visit_none<E>(self) -> Result<Accepted, E> {
+        Ok(Accepted)
+    }
+    fn visit_unit<E>(self) -> Result<Accepted, E> {
+        Ok(Accepted)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Accepted, D::Error> {
+        Accepted::deserialize(d)
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<Accepted, D::Error> {
+        Accepted::deserialize(d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Accepted, A::Error> {
+        while seq.next_element::<Accepted>()?.is_some() {}
+        Ok(Accepted)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Accepted, A::Error> {
+        while map.next_entry::<Accepted, Accepted>()?.is_some() {}
+        Ok(Accepted)
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Accepted, A::Error> {
+        use serde::de::VariantAccess as _;
+        let (Accepted, variant) = data.variant::<Accepted>()?;
+        variant.newtype_variant::<Accepted>()
+    }
+}
+
 pub mod duration {
     use std::time::Duration;
 

@@ -28,8 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use donjon_core::config::{duration, ConfigError, Warnings};
-use serde::de::IgnoredAny;
+use donjon_core::config::{duration, Accepted, ConfigError, Warnings};
 use serde::{Deserialize, Serialize};
 
 use crate::upstream::{Credentials, Upstreams};
@@ -87,7 +86,7 @@ pub struct ProxyConfig {
     pub eviction_interval: Option<Duration>,
     /// Trow's `stream`: donjon always streams; read and ignored.
     #[serde(skip_serializing)]
-    pub stream: Option<IgnoredAny>,
+    pub stream: Option<Accepted>,
 }
 
 /// One entry of `registries`.

@@ -26,9 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use donjon_core::config::{duration, ConfigError, Warnings};
+use donjon_core::config::{duration, Accepted, ConfigError, Warnings};
 use donjon_core::Store;
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::{ContentStoreLayer, S3Config, UploadPurging};
@@ -85,13 +84,13 @@ pub struct StorageConfig {
     pub redirect: Option<RedirectConfig>,
     /// Read; not implemented (reported).
     #[serde(skip_serializing)]
-    pub cache: Option<IgnoredAny>,
+    pub cache: Option<Accepted>,
     /// Read; not implemented (reported).
     #[serde(skip_serializing)]
-    pub tag: Option<IgnoredAny>,
+    pub tag: Option<Accepted>,
     /// Refused: content would be lost on restart.
     #[serde(skip_serializing)]
-    pub inmemory: Option<IgnoredAny>,
+    pub inmemory: Option<Accepted>,
 }
 
 /// `storage.filesystem`.
@@ -102,7 +101,7 @@ pub struct FilesystemConfig {
     pub rootdirectory: Option<PathBuf>,
     /// Go's thread limit; tokio's blocking pool has its own bound. Accepted, not used.
     #[serde(skip_serializing)]
-    pub maxthreads: Option<IgnoredAny>,
+    pub maxthreads: Option<Accepted>,
 }
 
 /// `storage.delete`.
@@ -245,43 +244,43 @@ pub struct S3Section {
     // `StorageConfig::check`.
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub v4auth: Option<IgnoredAny>,
+    pub v4auth: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub encrypt: Option<IgnoredAny>,
+    pub encrypt: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub keyid: Option<IgnoredAny>,
+    pub keyid: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub storageclass: Option<IgnoredAny>,
+    pub storageclass: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub objectacl: Option<IgnoredAny>,
+    pub objectacl: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub multipartcopychunksize: Option<IgnoredAny>,
+    pub multipartcopychunksize: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub multipartcopymaxconcurrency: Option<IgnoredAny>,
+    pub multipartcopymaxconcurrency: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub multipartcopythresholdsize: Option<IgnoredAny>,
+    pub multipartcopythresholdsize: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub loglevel: Option<IgnoredAny>,
+    pub loglevel: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub useragent: Option<IgnoredAny>,
+    pub useragent: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub usedualstack: Option<IgnoredAny>,
+    pub usedualstack: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub accelerate: Option<IgnoredAny>,
+    pub accelerate: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
-    pub sessiontoken: Option<IgnoredAny>,
+    pub sessiontoken: Option<Accepted>,
 }
 
 impl std::fmt::Debug for S3Section {
