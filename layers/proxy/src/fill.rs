@@ -141,6 +141,44 @@ impl Fill {
     }
 }
 
+/// A batch being written to the spool file and hashed, each on a blocking thread at once.
+struct InFlight {
+    /// Both done: the hash state, updated.
+    done: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Digester, UpstreamError>> + Send>>,
+    len: u64,
+}
+
+impl InFlight {
+    fn start(file: &Arc<std::fs::File>, batch: Vec<Bytes>, mut hasher: Digester) -> Self {
+        let len = batch.iter().map(|b| b.len() as u64).sum();
+        let batch = Arc::new(batch);
+        let (f, b) = (file.clone(), batch.clone());
+        let write = tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            b.iter().try_for_each(|chunk| (&*f).write_all(chunk))
+        });
+        let hash = tokio::task::spawn_blocking(move || {
+            batch.iter().for_each(|chunk| hasher.update(chunk));
+            hasher
+        });
+        let done = Box::pin(async move {
+            let spool = |e: String| UpstreamError::Unreachable(format!("spool file: {e}"));
+            write.await.map_err(|e| spool(e.to_string()))?.map_err(|e| spool(e.to_string()))?;
+            hash.await.map_err(|e| spool(e.to_string()))
+        });
+        Self { done, len }
+    }
+}
+
+/// Counts a batch as written and tells the readers; the hash state passes through.
+fn publish(hasher: Digester, len: u64, written: &mut u64, tx: &watch::Sender<Progress>) -> Digester {
+    *written += len;
+    donjon_core::metrics::metrics().proxy_upstream_bytes.inc_by(len);
+    let w = *written;
+    tx.send_modify(|p| p.written = w);
+    hasher
+}
+
 /// The upstream response a fill downloads, once the task asked for it.
 pub(crate) type Start = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<http::Response<Incoming>, UpstreamError>> + Send + 'static>,
@@ -254,15 +292,32 @@ impl Fills {
         let file = Arc::new(file);
         let mut hasher = Some(Digester::new(digest.algorithm()));
         let mut body = resp.into_body();
+        // Bytes written and published, and the batch being written and hashed meanwhile: the
+        // next batch is received while the last one is written (one blocking task) and hashed
+        // (another), so receiving, writing and hashing overlap instead of taking turns.
         let mut written = 0u64;
+        let mut in_flight: Option<InFlight> = None;
         let mut ended = false;
         while !ended {
             // Wait for a piece, then take what else has arrived already (up to a batch), so
             // the first byte goes out at once and a fast upstream is written in large pieces.
-            let first = match tokio::time::timeout(self.read_timeout, body.frame()).await {
-                Err(_) => return Err(UpstreamError::Timeout),
-                Ok(f) => f,
+            // A batch written meanwhile is published as soon as it is, not when the next
+            // piece comes (a slow upstream's first bytes go out at once).
+            let first = loop {
+                let Some(f) = in_flight.as_mut() else {
+                    break tokio::time::timeout(self.read_timeout, body.frame()).await;
+                };
+                tokio::select! {
+                    biased;
+                    done = &mut f.done => {
+                        let len = f.len;
+                        in_flight = None;
+                        hasher = Some(publish(done?, len, &mut written, tx));
+                    }
+                    frame = tokio::time::timeout(self.read_timeout, body.frame()) => break frame,
+                }
             };
+            let first = first.map_err(|_| UpstreamError::Timeout)?;
             let (mut batch, mut len) = (Vec::new(), 0usize);
             let mut next = Some(first);
             while let Some(frame) = next.take() {
@@ -280,34 +335,24 @@ impl Fills {
                     }
                 }
             }
+            let total = written + in_flight.as_ref().map_or(0, |f| f.len) + len as u64;
+            if size.is_some_and(|s| total > s) {
+                return Err(UpstreamError::TooLarge("the upstream sent more than its Content-Length".into()));
+            }
+            if total > self.max_blob {
+                return Err(too_large(total));
+            }
+            if let Some(f) = in_flight.take() {
+                hasher = Some(publish(f.done.await?, f.len, &mut written, tx));
+            }
             if len == 0 {
                 continue;
             }
-            if size.is_some_and(|s| written + len as u64 > s) {
-                return Err(UpstreamError::TooLarge("the upstream sent more than its Content-Length".into()));
-            }
-            if written + len as u64 > self.max_blob {
-                return Err(too_large(written + len as u64));
-            }
-            // Written and hashed off the async workers, from the frames as they came (no copy).
-            let (f, mut h) = (file.clone(), hasher.take());
-            let done = tokio::task::spawn_blocking(move || {
-                use std::io::Write as _;
-                for chunk in &batch {
-                    (&*f).write_all(chunk)?;
-                    if let Some(h) = h.as_mut() {
-                        h.update(chunk);
-                    }
-                }
-                Ok::<_, std::io::Error>(h)
-            })
-            .await
-            .map_err(|e| broken(format!("spool file: {e}")))?
-            .map_err(|e| broken(format!("spool file: {e}")))?;
-            hasher = done;
-            written += len as u64;
-            donjon_core::metrics::metrics().proxy_upstream_bytes.inc_by(len as u64);
-            tx.send_modify(|p| p.written = written);
+            let h = hasher.take().ok_or_else(|| broken("the hash state was lost".into()))?;
+            in_flight = Some(InFlight::start(&file, batch, h));
+        }
+        if let Some(f) = in_flight.take() {
+            hasher = Some(publish(f.done.await?, f.len, &mut written, tx));
         }
         let hasher = hasher.ok_or_else(|| broken("the hash state was lost".into()))?;
         if size.is_some_and(|s| s != written) {

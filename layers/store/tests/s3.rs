@@ -1,5 +1,6 @@
-//! The object-storage store against a real S3 server (Garage, started here on 127.0.0.1).
-//! Skipped when Garage is not installed, unless `DONJON_S3=1`, where its absence fails.
+//! The object-storage store against a real S3 server (a SeaweedFS cluster, or Garage with
+//! `DONJON_S3_SERVER=garage`, started here on 127.0.0.1). Skipped when the server is not
+//! installed, unless `DONJON_S3=1`, where its absence fails.
 #![cfg(feature = "s3")]
 
 use donjon_test_support::s3server;
@@ -325,4 +326,55 @@ async fn a_late_replica_keeps_the_first_secret() {
     let later = S3Store::with_backend(mem, "donjon", 5 * 1024 * 1024, false);
     let c = later.secret("auth/key.pem", Bytes::from_static(b"later")).await.expect("later replica");
     assert_eq!(c, a, "a replica started later reads the same key");
+}
+
+/// On the SeaweedFS cluster (replication 001 over three volume servers): pushes run while a
+/// volume server is SIGKILLed. Each push ends either committed, with every byte readable and
+/// hashing to its digest, or with an error and nothing visible; what was pushed before the
+/// kill stays readable from its replica; and pushes after it succeed on the servers left.
+#[tokio::test]
+async fn a_volume_server_killed_mid_push_loses_nothing() {
+    let Some(mut g) = s3server::S3Server::start("volume-kill") else { return };
+    let store = store(&g, unique()).await;
+    let name = g.name();
+    let s3server::S3Server::SeaweedFs(cluster) = &mut g else {
+        eprintln!("skipped: needs SeaweedFS (a cluster), not {name}");
+        return;
+    };
+    let repo: Name = "faults/volume".parse().unwrap();
+    let blob = |i: usize| -> Vec<u8> { (0..(2 << 20)).map(|j: usize| ((i * 7 + j) % 251) as u8).collect() };
+    let push = |i: usize| {
+        let store = store.clone();
+        let repo = repo.clone();
+        async move {
+            let data = blob(i);
+            let d = Digest::sha256_of(&data);
+            (i, d.clone(), store.blob_put(&repo, &d, bytes_stream(Bytes::from(data))).await)
+        }
+    };
+    let before: Vec<_> = futures_util::future::join_all((0..4).map(push)).await;
+    assert!(before.iter().all(|(_, _, r)| r.is_ok()), "pushes before the kill: {before:?}");
+    let during = tokio::spawn({
+        let pushes: Vec<_> = (4..16).map(push).collect();
+        async move { futures_util::future::join_all(pushes).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    cluster.kill_volume(1);
+    let during = during.await.unwrap();
+    let after: Vec<_> = futures_util::future::join_all((16..20).map(push)).await;
+    let failed_after = after.iter().filter(|(_, _, r)| r.is_err()).count();
+    for (i, d, r) in before.iter().chain(&during).chain(&after) {
+        match r {
+            Ok(_) => {
+                let read = store.blob_read(&repo, d, RangeSpec::Full).await.unwrap_or_else(|e| panic!("blob {i}: {e}"));
+                let parts: Vec<Bytes> = read.body.try_collect().await.unwrap_or_else(|e| panic!("blob {i}: {e}"));
+                let bytes = parts.concat();
+                assert_eq!(Digest::sha256_of(&bytes), *d, "blob {i} reads back whole");
+            }
+            Err(_) => assert!(store.blob_size(&repo, d).await.is_err(), "blob {i} failed yet is visible"),
+        }
+    }
+    let ok = during.iter().filter(|(_, _, r)| r.is_ok()).count();
+    println!("during the kill: {ok} of {} pushes committed; after it: {failed_after} of 4 failed", during.len());
+    assert_eq!(failed_after, 0, "pushes after the kill fail: {after:?}\n{}", cluster.log());
 }
