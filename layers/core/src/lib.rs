@@ -52,6 +52,7 @@ pub mod metered;
 pub mod metrics;
 pub mod mirror;
 pub mod name;
+pub mod pagecache;
 pub mod principal;
 pub mod response;
 pub mod route;

@@ -126,22 +126,8 @@ pub(super) fn file_stream(file: fs::File, offset: u64, len: u64) -> ByteStream {
     Box::pin(stream.map_err(|e: io::Error| Box::new(e) as donjon_core::BoxError))
 }
 
-/// Reads into `buf` at `pos` only what the page cache already holds; `None` when that is nothing
-/// (or the kernel cannot say: before Linux 4.14, or on a filesystem without `RWF_NOWAIT`).
-#[cfg(target_os = "linux")]
-pub(super) fn read_cached(file: &fs::File, buf: &mut [u8], pos: u64) -> Option<usize> {
-    let flags = rustix::io::ReadWriteFlags::NOWAIT;
-    match rustix::io::preadv2(file, &mut [io::IoSliceMut::new(buf)], pos, flags) {
-        Ok(n) if n > 0 => Some(n),
-        // EAGAIN: not cached. 0 at a position inside the blob: truncated, the blocking read says so.
-        _ => None,
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(super) fn read_cached(_: &fs::File, _: &mut [u8], _: u64) -> Option<usize> {
-    None
-}
+/// [`donjon_core::pagecache::read_cached`].
+pub(super) use donjon_core::pagecache::read_cached;
 
 pub(super) fn modified_before(path: &Path, t: SystemTime) -> bool {
     fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|m| m < t)
