@@ -172,30 +172,34 @@ async fn at_the_connection_limit_the_idlest_connection_makes_room() {
     assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
 }
 
-/// The binary with 128 descriptors, 150 silent connections, a connection limit set above what
-/// the descriptors allow (so `accept` fails with EMFILE): a normal client is still served, and
-/// the failures are logged a few times, not 20 times a second.
-#[test]
-fn under_a_low_descriptor_limit_silent_clients_do_not_lock_others_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("donjon.yml");
-    std::fs::write(
-        &cfg,
-        "connections:\n  max_connections: 1000\n  idle_timeout: 3s\n  header_read_timeout: 3s\n",
-    )
-    .unwrap();
+/// The binary under `prlimit --nofile=N`, with `config`, listening (its log on a pipe).
+fn donjon_with_descriptors(nofile: u32, config: &str, dir: &std::path::Path) -> (std::net::SocketAddr, std::process::Child) {
+    let cfg = dir.join("donjon.yml");
+    std::fs::write(&cfg, config).unwrap();
     let addr = free_addr();
-    let mut child = Command::new("prlimit")
-        .args(["--nofile=128:128", "--"])
+    let child = Command::new("prlimit")
+        .arg(format!("--nofile={nofile}:{nofile}"))
+        .arg("--")
         .arg(env!("CARGO_BIN_EXE_donjon"))
         .args(["--bind", &addr.to_string(), "--config-file", cfg.to_str().unwrap(), "-d"])
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("prlimit (util-linux) runs donjon");
     wait_listening(addr);
+    (addr, child)
+}
+
+/// The binary with 128 descriptors, 150 silent connections, a connection limit set above what
+/// the descriptors allow (so `accept` fails with EMFILE): a normal client is still served, and
+/// the failures are logged a few times, not 20 times a second.
+#[test]
+fn under_a_low_descriptor_limit_silent_clients_do_not_lock_others_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "connections:\n  max_connections: 1000\n  idle_timeout: 3s\n  header_read_timeout: 3s\n";
+    let (addr, mut child) = donjon_with_descriptors(128, config, dir.path());
     let silent: Vec<_> = (0..150).filter_map(|_| std::net::TcpStream::connect(addr).ok()).collect();
     assert!(silent.len() >= 140, "the backlog took the connections: {}", silent.len());
     std::thread::sleep(Duration::from_millis(500));
@@ -229,20 +233,7 @@ fn under_a_low_descriptor_limit_partial_request_heads_are_shed_at_once() {
     use std::io::{Read as _, Write as _};
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("donjon.yml");
-    std::fs::write(&cfg, "connections:\n  max_connections: 5000\n").unwrap();
-    let addr = free_addr();
-    let mut child = Command::new("prlimit")
-        .args(["--nofile=256:256", "--"])
-        .arg(env!("CARGO_BIN_EXE_donjon"))
-        .args(["--bind", &addr.to_string(), "--config-file", cfg.to_str().unwrap(), "-d"])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prlimit (util-linux) runs donjon");
-    wait_listening(addr);
+    let (addr, mut child) = donjon_with_descriptors(256, "connections:\n  max_connections: 5000\n", dir.path());
     let stop = Arc::new(AtomicBool::new(false));
     let open = |addr| {
         let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;

@@ -13,6 +13,8 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+
+use crate::s3server::{random_hex, tail};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
@@ -27,8 +29,6 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a step that waits for the layout to take effect may retry.
 const SETUP_RETRY: Duration = Duration::from_secs(20);
-/// Attempts at starting a node (a free port can be taken between probing and binding).
-const START_ATTEMPTS: usize = 3;
 
 pub struct Garage {
     child: Child,
@@ -49,31 +49,8 @@ impl Garage {
     /// Returns None (after printing why) when the garage binary is missing and env DONJON_S3 is
     /// not "1"; panics when DONJON_S3=1 and garage is missing, or when a present garage fails.
     pub fn start(bucket: &str) -> Option<Garage> {
-        let required = std::env::var("DONJON_S3").map(|v| v == "1").unwrap_or(false);
-        let bin = match find_binary() {
-            Some(bin) => bin,
-            None if required => {
-                panic!("DONJON_S3=1 but no garage binary (not on PATH nor at ~/.cargo/bin/garage): run .ci/s3-deps.sh")
-            }
-            None => {
-                eprintln!(
-                    "skipping: no garage binary (not on PATH nor at ~/.cargo/bin/garage); \
-                     run .ci/s3-deps.sh, and set DONJON_S3=1 to make this a failure"
-                );
-                return None;
-            }
-        };
-        let mut errors = Vec::new();
-        for attempt in 1..=START_ATTEMPTS {
-            match Garage::try_start(&bin, bucket) {
-                Ok(garage) => return Some(garage),
-                Err(e) => {
-                    eprintln!("garage: start attempt {attempt}/{START_ATTEMPTS} failed: {e}");
-                    errors.push(e);
-                }
-            }
-        }
-        panic!("garage ({}) did not start:\n{}", bin.display(), errors.join("\n---\n"));
+        let missing = "no garage binary (not on PATH nor at ~/.cargo/bin/garage)";
+        crate::s3server::start_server("garage", find_binary(), missing, |bin| Garage::try_start(bin, bucket))
     }
 
     /// "http://127.0.0.1:PORT", the S3 API (path-style; no root_domain is configured).
@@ -343,13 +320,6 @@ s3_region = "{REGION}"
     )
 }
 
-fn random_hex(bytes: usize) -> Result<String, String> {
-    let mut buf = vec![0u8; bytes];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
 
 /// The key id ("GK" + hex) and secret (64 hex) from `key create` / `key info --show-secret`.
 fn parse_key(out: &str) -> Option<(String, String)> {
@@ -380,7 +350,3 @@ pub fn http_status(port: u16) -> Result<u16, String> {
         .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
 }
 
-fn tail(s: &str, lines: usize) -> String {
-    let all: Vec<&str> = s.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}

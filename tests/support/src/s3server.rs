@@ -5,8 +5,59 @@
 //! `start` returns `None` (after printing why) when the server's binary is missing, unless
 //! `DONJON_S3=1`, where that is a failure.
 
+use std::path::{Path, PathBuf};
+
 use crate::garage::Garage;
 use crate::seaweedfs::SeaweedFs;
+
+/// Attempts at starting a server (a free port can be taken between probing and binding).
+const START_ATTEMPTS: usize = 3;
+
+/// Starts a server of `what` with `bin` (`None`: not installed, where `missing` says how to
+/// install it): `None` when it is missing and `DONJON_S3` is not "1" (printing why); a panic
+/// when it is missing and `DONJON_S3=1`, or when every attempt fails.
+pub(crate) fn start_server<T>(
+    what: &str,
+    bin: Option<PathBuf>,
+    missing: &str,
+    try_start: impl Fn(&Path) -> Result<T, String>,
+) -> Option<T> {
+    let required = std::env::var("DONJON_S3").map(|v| v == "1").unwrap_or(false);
+    let Some(bin) = bin else {
+        if required {
+            panic!("DONJON_S3=1 but {missing}: run .ci/s3-deps.sh");
+        }
+        eprintln!("skipping: {missing}; run .ci/s3-deps.sh, and set DONJON_S3=1 to make this a failure");
+        return None;
+    };
+    let mut errors = Vec::new();
+    for attempt in 1..=START_ATTEMPTS {
+        match try_start(&bin) {
+            Ok(server) => return Some(server),
+            Err(e) => {
+                eprintln!("{what}: start attempt {attempt}/{START_ATTEMPTS} failed: {e}");
+                errors.push(e);
+            }
+        }
+    }
+    panic!("{what} ({}) did not start:\n{}", bin.display(), errors.join("\n---\n"));
+}
+
+/// `bytes` random bytes from /dev/urandom, as hex.
+pub(crate) fn random_hex(bytes: usize) -> Result<String, String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The last `lines` lines of `s`.
+pub(crate) fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
 
 pub enum S3Server {
     SeaweedFs(SeaweedFs),

