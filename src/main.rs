@@ -133,10 +133,16 @@ async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
         }
         Backend::S3(s3) => s3.to_string(),
     };
+    let deletes = if settings.content.delete_enabled {
+        "deletes on"
+    } else {
+        "deletes off (storage.delete.enabled: true allows them)"
+    };
     tracing::info!(
         %addr,
         tls = tls.is_some(),
-        "donjon {} serving {content} on {}://{addr}",
+        deletes = settings.content.delete_enabled,
+        "donjon {} serving {content} on {}://{addr}; {deletes}",
         donjon::VERSION,
         if tls.is_some() { "https" } else { "http" },
     );

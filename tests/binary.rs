@@ -712,3 +712,40 @@ fn a_data_dir_owned_by_another_user_names_both_and_the_fix() {
     assert!(err.contains(&format!("{} is owned by uid 0 gid 0 with mode 755", data.display())), "{err}");
     assert!(err.contains("chown -R 333333:333333"), "{err}");
 }
+
+/// With no configuration, deletes are refused (Distribution's default): 405 `UNSUPPORTED`,
+/// naming the key that allows them; `REGISTRY_STORAGE_DELETE_ENABLED=true` allows them.
+#[tokio::test]
+async fn deletes_are_off_unless_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::client();
+    let blob = b"a blob to delete";
+    let d = common::digest(blob);
+    let off = Donjon::start(&dir.path().join("off"));
+    let r = common::send(&c, "POST", &off.url(&format!("/v2/a/blobs/uploads/?digest={d}")), &[], blob.to_vec().into()).await;
+    assert_eq!(r.status, 201);
+    let r = common::send(&c, "DELETE", &off.url(&format!("/v2/a/blobs/{d}")), &[], Default::default()).await;
+    assert_eq!(r.status, 405, "{:?}", r.body);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("UNSUPPORTED") && body.contains("storage.delete.enabled"), "{body}");
+    drop(off);
+
+    let addr = common::free_addr();
+    let mut child = Command::new(BIN)
+        .args(["--bind", &addr.to_string(), "-d"])
+        .arg(dir.path().join("on"))
+        .env("REGISTRY_STORAGE_DELETE_ENABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_listening(addr);
+    let url = |p: &str| format!("http://{addr}{p}");
+    let r = common::send(&c, "POST", &url(&format!("/v2/a/blobs/uploads/?digest={d}")), &[], blob.to_vec().into()).await;
+    assert_eq!(r.status, 201);
+    let r = common::send(&c, "DELETE", &url(&format!("/v2/a/blobs/{d}")), &[], Default::default()).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status, 202, "{:?}", r.body);
+}
+

@@ -51,7 +51,7 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
     std::fs::write(
         &cfg,
         format!(
-            "notifications:\n  endpoints:\n    - name: rec\n      url: http://{listener}/events\n      headers: {{Authorization: [Bearer t0k3n]}}\n      timeout: 1s\n      backoff: 100ms\n      ignore: {{actions: [pull]}}\n"
+            "storage:\n  delete:\n    enabled: true\nnotifications:\n  endpoints:\n    - name: rec\n      url: http://{listener}/events\n      headers: {{Authorization: [Bearer t0k3n]}}\n      timeout: 1s\n      backoff: 100ms\n      ignore: {{actions: [pull]}}\n"
         ),
     )
     .unwrap();

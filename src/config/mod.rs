@@ -343,7 +343,9 @@ mod tests {
         let s = load(&[], None, &[]).unwrap();
         assert_eq!(s.bind, "127.0.0.1:8000".parse().unwrap());
         assert_eq!(s.data_dir, PathBuf::from("./data"));
-        assert!(s.content.delete_enabled);
+        assert!(!s.content.delete_enabled, "deletes are off unless asked for, as in Distribution");
+        let on = load(&[], None, &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")]).unwrap();
+        assert!(on.content.delete_enabled);
         assert!(s.tls.is_none());
         assert_eq!(s.upload.max_manifest_size, 4 << 20);
     }

@@ -56,7 +56,8 @@ impl TestServer {
     }
 
     /// A registry on the filesystem; with `DONJON_TEST_STORE=s3`, two registries (replicas) on
-    /// one Garage bucket instead, every request going to the other one than the last.
+    /// one S3 bucket instead, every request going to the other one than the last. Deletes are on
+    /// (the suites delete; the default, off, is tested in `tests/binary.rs`).
     pub async fn start_with(f: impl Fn(donjon::RegistryBuilder) -> donjon::RegistryBuilder) -> Self {
         let options = donjon::server::Options { drain_timeout: Duration::from_secs(5), ..Default::default() };
         Self::start_full(options, f).await
@@ -86,7 +87,7 @@ impl TestServer {
             for _ in 0..2 {
                 let config = g.store_config("replicas");
                 let store = donjon_store::S3Store::connect(config).await.unwrap();
-                let builder = f(donjon::Registry::builder(Arc::new(store)));
+                let builder = f(donjon::Registry::builder(Arc::new(store)).delete_enabled(true));
                 tokio::spawn(builder.background(None));
                 replicas.push(builder.build());
             }
@@ -99,7 +100,7 @@ impl TestServer {
             })
         } else {
             let store = donjon::FsStore::open(dir.path()).await.unwrap();
-            let builder = f(donjon::Registry::builder(Arc::new(store)));
+            let builder = f(donjon::Registry::builder(Arc::new(store)).delete_enabled(true));
             // The layers' background work (the auth layer's htpasswd reloading), as the binary
             // runs it; upload purging stays off.
             tokio::spawn(builder.background(None));

@@ -17,7 +17,7 @@
 //! assert_eq!(s3.endpoint.as_deref(), Some("http://minio:9000"));
 //! assert_eq!(storage.upload_purging().unwrap().age.as_secs(), 7200);
 //!
-//! let layer = ContentConfig { delete_enabled: false, ..Default::default() }
+//! let layer = ContentConfig { delete_enabled: true, ..Default::default() }
 //!     .build(Arc::new(MemoryStore::default()));
 //! # let _ = layer;
 //! ```
@@ -37,7 +37,7 @@ use crate::{ContentStoreLayer, S3Config, UploadPurging};
 #[serde(default)]
 pub struct ContentConfig {
     /// Whether clients may delete blobs, manifests and tags (Distribution's
-    /// `storage.delete.enabled`; default yes).
+    /// `storage.delete.enabled`; default no, as in Distribution).
     pub delete_enabled: bool,
     /// The largest catalog page, and its default `n` (Distribution's `catalog.maxentries`;
     /// default 1000).
@@ -46,7 +46,7 @@ pub struct ContentConfig {
 
 impl Default for ContentConfig {
     fn default() -> Self {
-        Self { delete_enabled: true, catalog_max_entries: 1000 }
+        Self { delete_enabled: false, catalog_max_entries: 1000 }
     }
 }
 
@@ -458,7 +458,8 @@ mod tests {
         assert_eq!((p.age.as_secs(), p.interval.as_secs(), p.dry_run), (168 * 3600, 24 * 3600, false));
         assert_eq!(
             ContentConfig::default(),
-            ContentConfig { delete_enabled: true, catalog_max_entries: 1000 }
+            ContentConfig { delete_enabled: false, catalog_max_entries: 1000 },
+            "deletes are off unless asked for, as in Distribution"
         );
         assert!(ContentConfig { catalog_max_entries: 0, ..Default::default() }.check().is_err());
     }

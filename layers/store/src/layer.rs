@@ -16,7 +16,7 @@ use crate::ContentConfig;
 /// use donjon_store::ContentStoreLayer;
 ///
 /// let layer = ContentStoreLayer::new(Arc::new(MemoryStore::default()))
-///     .delete_enabled(false)
+///     .delete_enabled(true) // off by default, as in Distribution
 ///     .catalog_max_entries(500);
 /// # let _ = layer;
 /// ```

@@ -82,7 +82,11 @@ fn deletable(s: &Shared) -> HResult<()> {
     if s.delete_enabled {
         Ok(())
     } else {
-        Err(Error::new(ErrorCode::Unsupported, "deletes are disabled on this registry"))
+        Err(Error::new(
+            ErrorCode::Unsupported,
+            "deletes are disabled on this registry: its operator can allow them with \
+             storage.delete.enabled: true (or REGISTRY_STORAGE_DELETE_ENABLED=true)",
+        ))
     }
 }
 

@@ -226,6 +226,9 @@ impl Donjon {
             }
         }
         c.env("RUST_LOG", "info").env("NO_COLOR", "1");
+        // The suites delete (skopeo delete, donjon rm, garbage collection); deletes are off by
+        // default, as in Distribution (tests/binary.rs checks that).
+        c.env("REGISTRY_STORAGE_DELETE_ENABLED", "true");
         let mut daemon = Daemon::spawn("donjon", &mut c, log);
         daemon.grace = Duration::from_secs(15);
         let addr = format!("127.0.0.1:{port}");
