@@ -326,12 +326,17 @@ async fn a_challenges_realm_is_never_the_hosts_header_alone() {
         htpasswd: Some(HtpasswdConfig { realm: None, path: s.htpasswd.clone() }),
         ..Default::default()
     };
-    let layer = config.build(&s.keys, None).await.unwrap().unwrap().hosts(["reg.example", "reg.internal:5000"]);
+    let layer = config.build(&s.keys, None).await.unwrap().unwrap().hosts([
+        "https://reg.example/",
+        "reg.internal:5000",
+    ]);
     let named = TestServer::start_with(move |b| b.auth(layer.clone())).await;
     for (host, realm) in [
         ("REG.internal:5000", "http://reg.internal:5000/v2/token"),
         ("reg.example", "http://reg.example/v2/token"),
+        ("reg.example:8000", "http://reg.example:8000/v2/token"),
         ("attacker.example", "http://reg.example/v2/token"),
+        ("attacker.example:80@reg.example", "http://reg.example/v2/token"),
     ] {
         let r = named.req("GET", "/v2/", &[("host", host)], Bytes::new()).await;
         let got = r.header("www-authenticate").to_string();
@@ -365,13 +370,25 @@ async fn parallel_guesses_are_limited_exactly() {
         let s = s.clone();
         tokio::spawn(async move {
             let path = if i % 2 == 0 { "/v2/" } else { "/v2/token?service=donjon-test" };
-            s.with("GET", path, &basic("alice", "guess"), Bytes::new()).await.status.as_u16()
+            s.with("GET", path, &basic("alice", &format!("guess {i}")), Bytes::new()).await.status.as_u16()
         })
     });
     let statuses: Vec<u16> = futures_util::future::join_all(tries).await.into_iter().map(|r| r.unwrap()).collect();
     let checked = statuses.iter().filter(|s| **s == 401).count();
     assert_eq!(checked, 10, "at most the limit are checked: {statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 90, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn the_same_login_many_times_at_once_is_one_attempt() {
+    // Twenty pulls starting together with one pull secret: none is limited.
+    let s = Arc::new(setup().await);
+    let pulls = (0..20).map(|_| {
+        let s = s.clone();
+        tokio::spawn(async move { s.token(Some(("bob", "bob-pw")), &["repository:team/app:pull"]).await.status.as_u16() })
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(pulls).await.into_iter().map(|r| r.unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }
 
 #[tokio::test]

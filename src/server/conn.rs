@@ -50,9 +50,14 @@ pub struct ConnState {
     idle_since: AtomicU64,
     /// Milliseconds since `start` when a write began to wait on the client, or `NOT_BLOCKED`.
     blocked_since: AtomicU64,
-    /// Milliseconds since `start` when the first bytes of a request head arrived with no
-    /// request in flight, or `NOT_BLOCKED`: the connection is reading a head.
+    /// Milliseconds since `start` when the first bytes arrived on a connection that has not
+    /// had a request yet, or `NOT_BLOCKED`: it is reading its first request head. (After a
+    /// first request, bytes with none in flight may be an HTTP/2 ping or window update, or
+    /// a response's last bytes may still be on their way: such a connection closes
+    /// gracefully.)
     head_since: AtomicU64,
+    /// Whether a request has come on this connection.
+    had_request: AtomicBool,
     shedding: AtomicBool,
     shed: Notify,
 }
@@ -81,6 +86,7 @@ impl ConnState {
             idle_since: AtomicU64::new(0),
             blocked_since: AtomicU64::new(NOT_BLOCKED),
             head_since: AtomicU64::new(NOT_BLOCKED),
+            had_request: AtomicBool::new(false),
             shedding: AtomicBool::new(false),
             shed: Notify::new(),
         }
@@ -96,20 +102,22 @@ impl ConnState {
 
     fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.had_request.store(true, Ordering::Release);
         self.head_since.store(NOT_BLOCKED, Ordering::Release);
     }
 
-    /// Bytes arrived: with no request in flight, they begin a request head.
+    /// Bytes arrived: on a connection that has had no request, they begin its first head.
     fn read_some(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0 && self.head_since.load(Ordering::Acquire) == NOT_BLOCKED {
+        if !self.had_request.load(Ordering::Acquire) && self.head_since.load(Ordering::Acquire) == NOT_BLOCKED {
             self.head_since.store(self.now(), Ordering::Release);
         }
     }
 
-    /// Whether the connection is reading a request head (part of one came, no request is in
-    /// flight): nothing of it will be answered, so closing it at once loses nothing.
+    /// Whether the connection is still reading its first request head (part of one came, no
+    /// request yet): nothing has been or will be answered on it, so closing it at once loses
+    /// nothing.
     pub fn reading_head(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0 && self.head_since.load(Ordering::Acquire) != NOT_BLOCKED
+        !self.had_request.load(Ordering::Acquire) && self.head_since.load(Ordering::Acquire) != NOT_BLOCKED
     }
 
     fn end(&self) {

@@ -141,7 +141,13 @@ impl AuthLayer {
     /// [`realm`](Self::realm), a challenge names the one the request's `Host` names, else the
     /// first. Without names either, it names the address the client connected to.
     pub fn hosts<I: IntoIterator<Item = S>, S: Into<String>>(self, names: I) -> Self {
-        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        // Distribution's `http.host` is a URL (`https://reg.example:5000`): its authority.
+        let authority = |n: String| match n.parse::<http::Uri>() {
+            Ok(u) if u.scheme().is_some() => u.authority().map_or(n.clone(), |a| a.to_string()),
+            _ => n,
+        };
+        let names: Vec<String> =
+            names.into_iter().map(Into::into).map(authority).filter(|n| !n.is_empty()).collect();
         self.with(|s| s.hosts = names)
     }
 

@@ -5,10 +5,13 @@
 //! owns.
 //!
 //! An attempt is counted *before* its password is checked: [`Limiter::begin`] takes a
-//! reservation in both counts, or refuses; a failure keeps it, a good login gives it back and
-//! clears that user's count at that address (never the address's count, nor another user's).
-//! So parallel guesses are limited exactly (the 11th of 100 at once is refused before its
-//! bcrypt), and a good login of one account does not reset the guesses at another.
+//! reservation in both counts, or refuses (counting nothing); a failure keeps it, a good login
+//! gives it back and clears that user's count at that address (never the address's count, nor
+//! another user's). So parallel guesses are limited exactly (the 11th of 100 at once is
+//! refused before its bcrypt), and a good login of one account does not reset the guesses at
+//! another. The same login in flight several times at once (twenty pulls starting together
+//! with one pull secret) is one attempt: it shares one place, and [`crate::users::Users`]
+//! checks its password once for all of them.
 //!
 //! At most 8192 keys are tracked; when the table is full, keys whose window is over are
 //! forgotten first, and if none is, new keys are counted together under one entry, so memory
@@ -20,13 +23,13 @@
 //!
 //! let l = Limiter::default();
 //! let ip: IpAddr = "192.0.2.1".parse().unwrap();
-//! for _ in 0..10 {
-//!     let attempt = l.begin(ip, "admin").expect("not limited yet");
+//! for i in 0..10 {
+//!     let attempt = l.begin(ip, "admin", &format!("guess {i}")).expect("not limited yet");
 //!     drop(attempt); // a wrong password: the reservation stays a failure
 //! }
-//! assert!(l.begin(ip, "admin").is_err(), "10 failures of admin: limited");
-//! l.begin(ip, "alice").unwrap().succeeded();
-//! assert!(l.begin(ip, "admin").is_err(), "alice's good login does not reset admin's count");
+//! assert!(l.begin(ip, "admin", "guess 10").is_err(), "10 failures of admin: limited");
+//! l.begin(ip, "alice", "alice's password").unwrap().succeeded();
+//! assert!(l.begin(ip, "admin", "guess 11").is_err(), "alice's good login does not reset admin's count");
 //! ```
 
 use std::collections::HashMap;
@@ -66,9 +69,14 @@ impl Default for LoginLimit {
 enum Key {
     Address(IpAddr),
     User(IpAddr, String),
-    /// Where new keys are counted when the table is full.
-    Overflow,
+    /// Where new addresses are counted when the table is full, by a hash of the address.
+    OverflowAddress(u8),
+    /// Where new (address, user) pairs are counted when the table is full, likewise.
+    OverflowUser(u8),
 }
+
+/// Buckets of each overflow kind.
+const OVERFLOW_BUCKETS: u64 = 64;
 
 #[derive(Debug)]
 struct Count {
@@ -76,11 +84,30 @@ struct Count {
     since: Instant,
 }
 
+#[derive(Debug, Default)]
+struct Table {
+    counts: HashMap<Key, Count>,
+    /// Attempts in flight with the same (address group, user, password): they share one place,
+    /// so that twenty pulls starting at once with one pull secret are one attempt, not twenty.
+    in_flight: HashMap<[u8; 32], Shared>,
+    /// When expired counts were last dropped (at most once a second while the table is full).
+    swept: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    holders: usize,
+    /// The place was given back (one of them succeeded).
+    settled: bool,
+    address: Key,
+    user: Key,
+}
+
 /// Counts failed logins.
 #[derive(Debug, Default)]
 pub struct Limiter {
     limit: LoginLimit,
-    table: Arc<Mutex<HashMap<Key, Count>>>,
+    table: Arc<Mutex<Table>>,
 }
 
 /// A login attempt that holds its place in the counts: dropped, it stays counted as a failure;
@@ -88,19 +115,45 @@ pub struct Limiter {
 #[must_use = "an attempt is a failure unless `succeeded` is called"]
 #[derive(Debug)]
 pub struct Attempt {
-    table: Arc<Mutex<HashMap<Key, Count>>>,
-    address: Key,
-    user: Key,
+    table: Arc<Mutex<Table>>,
+    id: [u8; 32],
 }
 
 impl Attempt {
     /// The password was right: the address's count gets its place back, and the user's
     /// failures at this address are forgotten.
     pub fn succeeded(self) {
-        let Ok(mut table) = self.table.lock() else { return };
-        table.remove(&self.user);
-        if let Some(c) = table.get_mut(&self.address) {
-            c.n = c.n.saturating_sub(1);
+        let Ok(mut t) = self.table.lock() else { return };
+        let Some(shared) = t.in_flight.get_mut(&self.id) else { return };
+        if std::mem::replace(&mut shared.settled, true) {
+            return;
+        }
+        let (address, user) = (shared.address.clone(), shared.user.clone());
+        for key in [address, user] {
+            match key {
+                // That user's failures at that address are forgotten.
+                Key::User(..) => {
+                    t.counts.remove(&key);
+                }
+                // Shared counts only get this attempt's place back.
+                _ => {
+                    if let Some(c) = t.counts.get_mut(&key) {
+                        c.n = c.n.saturating_sub(1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let Ok(mut t) = self.table.lock() else { return };
+        if let Some(shared) = t.in_flight.get_mut(&self.id) {
+            shared.holders -= 1;
+            if shared.holders == 0 {
+                t.in_flight.remove(&self.id);
+            }
         }
     }
 }
@@ -132,48 +185,82 @@ impl Limiter {
         }
     }
 
-    /// Takes a place for a login of `user` from `ip` in both counts, or says how long `ip`
-    /// must wait.
-    pub fn begin(&self, ip: IpAddr, user: &str) -> Result<Attempt, Duration> {
+    /// Takes a place for a login of `user` with `password` from `ip` in both counts (or
+    /// shares the place of the same login in flight), or says how long `ip` must wait.
+    /// Nothing is counted for a refused attempt.
+    pub fn begin(&self, ip: IpAddr, user: &str, password: &str) -> Result<Attempt, Duration> {
         let group = self.group(ip);
         let user: String = user.chars().take(USER_MAX).collect();
-        let (address, user) = (Key::Address(group), Key::User(group, user));
+        let id = attempt_id(group, &user, password);
         let window = self.limit.window;
-        let Ok(mut table) = self.table.lock() else { return Err(window) };
-        let mut keys = [address, user];
-        let mut wait = None;
-        for (key, max) in keys.iter_mut().zip([self.limit.per_address, self.limit.per_user]) {
-            if !table.contains_key(key) && table.len() >= MAX_KEYS {
-                table.retain(|_, c| c.since.elapsed() < window);
-                if table.len() >= MAX_KEYS {
-                    *key = Key::Overflow;
+        let Ok(mut guard) = self.table.lock() else { return Err(window) };
+        let t = &mut *guard;
+        if let Some(shared) = t.in_flight.get_mut(&id) {
+            shared.holders += 1;
+            return Ok(Attempt { table: self.table.clone(), id });
+        }
+        let bucket = (hash_of(&group) % OVERFLOW_BUCKETS) as u8;
+        let wanted = [
+            (Key::Address(group), Key::OverflowAddress(bucket), self.limit.per_address),
+            (Key::User(group, user), Key::OverflowUser(bucket), self.limit.per_user),
+        ];
+        let missing = wanted.iter().filter(|(k, _, _)| !t.counts.contains_key(k)).count();
+        if t.counts.len() + missing > MAX_KEYS && t.swept.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            t.counts.retain(|_, c| c.since.elapsed() < window);
+            t.swept = Some(Instant::now());
+        }
+        let mut keys = vec![];
+        let mut wait: Option<Duration> = None;
+        for (key, overflow, max) in wanted {
+            let room = t.counts.contains_key(&key) || t.counts.len() + keys.len() < MAX_KEYS;
+            let key = if room { key } else { overflow };
+            if let Some(c) = t.counts.get(&key).filter(|c| c.since.elapsed() < window) {
+                if c.n >= max {
+                    let left = window.saturating_sub(c.since.elapsed()).max(Duration::from_secs(1));
+                    wait = Some(wait.map_or(left, |w| w.max(left)));
                 }
             }
-            let c = table.entry(key.clone()).or_insert(Count { n: 0, since: Instant::now() });
-            if c.since.elapsed() >= window {
-                *c = Count { n: 0, since: Instant::now() };
-            }
-            if c.n >= max {
-                let left = window.saturating_sub(c.since.elapsed()).max(Duration::from_secs(1));
-                wait = Some(wait.map_or(left, |w: Duration| w.max(left)));
-            }
+            keys.push(key);
         }
         if let Some(w) = wait {
             return Err(w);
         }
         for key in &keys {
-            if let Some(c) = table.get_mut(key) {
-                c.n += 1;
+            let c = t.counts.entry(key.clone()).or_insert(Count { n: 0, since: Instant::now() });
+            if c.since.elapsed() >= window {
+                *c = Count { n: 0, since: Instant::now() };
             }
+            c.n += 1;
         }
-        let [address, user] = keys;
-        Ok(Attempt { table: self.table.clone(), address, user })
+        let mut keys = keys.into_iter();
+        let (Some(address), Some(user)) = (keys.next(), keys.next()) else { return Err(window) };
+        t.in_flight.insert(id, Shared { holders: 1, settled: false, address, user });
+        Ok(Attempt { table: self.table.clone(), id })
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.table.lock().map(|t| t.len()).unwrap_or(0)
+        self.table.lock().map(|t| t.counts.len()).unwrap_or(0)
     }
+}
+
+/// An attempt's identity: the same (group, user, password) is the same attempt.
+fn attempt_id(group: IpAddr, user: &str, password: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for part in [group.to_string().as_bytes(), user.as_bytes(), password.as_bytes()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+fn hash_of(v: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher as _;
+    // SipHash with fixed keys: the same address always lands in the same bucket.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -183,14 +270,15 @@ mod tests {
     #[test]
     fn memory_stays_bounded_under_many_addresses() {
         let l = Limiter::default();
-        for i in 0..(MAX_KEYS as u32 / 2 + 1000) {
-            drop(l.begin(IpAddr::from(i.to_be_bytes()), "u"));
+        for i in 0..(MAX_KEYS as u32 / 2 + 100_000) {
+            drop(l.begin(IpAddr::from(i.to_be_bytes()), "u", "p"));
         }
-        assert!(l.len() <= MAX_KEYS + 1, "{}", l.len());
-        // New addresses share the overflow entry, which took the last failures: they are
-        // slowed together.
-        assert!(l.begin("203.0.113.9".parse().unwrap(), "u").is_err());
-        assert!(l.begin(IpAddr::from(1u32.to_be_bytes()), "u").is_ok(), "one failure is fine");
+        assert!(l.len() <= MAX_KEYS + 2 * OVERFLOW_BUCKETS as usize, "{}", l.len());
+        // New addresses share overflow buckets, which took the last failures: they are slowed
+        // together, by bucket.
+        let limited = (0..50u32).filter(|i| l.begin(IpAddr::from((0xC000_0000 + i).to_be_bytes()), "u", "p").is_err());
+        assert!(limited.count() > 0);
+        assert!(l.begin(IpAddr::from(1u32.to_be_bytes()), "u", "p2").is_ok(), "one failure is fine");
     }
 
     #[test]
@@ -198,14 +286,14 @@ mod tests {
         let l = Limiter::default();
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let mut checked = 0;
-        for _ in 0..6 {
-            for _ in 0..9 {
-                if let Ok(a) = l.begin(ip, "admin") {
+        for round in 0..6 {
+            for i in 0..9 {
+                if let Ok(a) = l.begin(ip, "admin", &format!("guess {round} {i}")) {
                     checked += 1;
                     drop(a);
                 }
             }
-            l.begin(ip, "alice").map(Attempt::succeeded).ok();
+            l.begin(ip, "alice", "right").map(Attempt::succeeded).ok();
         }
         assert_eq!(checked, 10, "guesses at admin checked, whatever alice does");
     }
@@ -214,44 +302,59 @@ mod tests {
     fn the_address_count_holds_many_users() {
         let l = Limiter::default();
         let ip: IpAddr = "192.0.2.8".parse().unwrap();
-        let checked = (0..100).filter(|i| l.begin(ip, &format!("user{i}")).is_ok()).count();
+        let checked = (0..100).filter(|i| l.begin(ip, &format!("user{i}"), "p").is_ok()).count();
         assert_eq!(checked, 30, "30 failures of any users from one address");
         let elsewhere: IpAddr = "192.0.2.9".parse().unwrap();
-        assert!(l.begin(elsewhere, "user0").is_ok(), "another address is not limited");
+        assert!(l.begin(elsewhere, "user0", "p").is_ok(), "another address is not limited");
     }
 
     #[test]
     fn a_reservation_is_taken_before_the_check() {
         let l = Limiter::default();
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
-        // 100 attempts in flight at once, none finished: exactly the limit get through.
-        let held: Vec<Attempt> = (0..100).filter_map(|_| l.begin(ip, "admin").ok()).collect();
+        // 100 guesses in flight at once, none finished: exactly the limit get through.
+        let held: Vec<Attempt> = (0..100).filter_map(|i| l.begin(ip, "admin", &format!("g{i}")).ok()).collect();
         assert_eq!(held.len(), 10);
         // A good login gives its place back.
         let l = Limiter::default();
         for _ in 0..50 {
-            l.begin(ip, "alice").unwrap().succeeded();
+            l.begin(ip, "alice", "right").unwrap().succeeded();
         }
-        assert!(l.begin(ip, "alice").is_ok());
+        assert!(l.begin(ip, "alice", "right").is_ok());
+        // The same login twenty times at once is one attempt: all get through, one place.
+        let l = Limiter::default();
+        let same: Vec<Attempt> = (0..20).filter_map(|_| l.begin(ip, "kubelet", "pull-secret").ok()).collect();
+        assert_eq!(same.len(), 20);
+        let others = (0..20).filter(|i| l.begin(ip, "kubelet", &format!("other {i}")).is_ok()).count();
+        assert_eq!(others, 9, "the twenty took one place of ten");
+        // A refused attempt counts nothing.
+        let l = Limiter::default();
+        for i in 0..10 {
+            drop(l.begin(ip, "admin", &format!("g{i}")));
+        }
+        for i in 0..1000 {
+            assert!(l.begin(ip, &format!("flood{i}"), "p").is_ok() || i >= 20);
+        }
+        assert!(l.len() < 100, "refused attempts add no keys: {}", l.len());
     }
 
     #[test]
     fn ipv6_clients_are_counted_by_their_64() {
         let l = Limiter::default();
         for i in 0..10u16 {
-            drop(l.begin(format!("2001:db8:1:2::{i:x}").parse().unwrap(), "admin").unwrap());
+            drop(l.begin(format!("2001:db8:1:2::{i:x}").parse().unwrap(), "admin", &format!("g{i}")).unwrap());
         }
-        assert!(l.begin("2001:db8:1:2:ffff::1".parse().unwrap(), "admin").is_err(), "the same /64");
-        assert!(l.begin("2001:db8:1:3::1".parse().unwrap(), "admin").is_ok(), "another /64");
+        assert!(l.begin("2001:db8:1:2:ffff::1".parse().unwrap(), "admin", "x").is_err(), "the same /64");
+        assert!(l.begin("2001:db8:1:3::1".parse().unwrap(), "admin", "x").is_ok(), "another /64");
         let exact = Limiter::new(LoginLimit { ipv6_prefix: 128, ..Default::default() });
         for i in 0..10u16 {
-            drop(exact.begin(format!("2001:db8::{i:x}").parse().unwrap(), "admin").unwrap());
+            drop(exact.begin(format!("2001:db8::{i:x}").parse().unwrap(), "admin", &format!("g{i}")).unwrap());
         }
-        assert!(exact.begin("2001:db8::ff".parse().unwrap(), "admin").is_ok(), "prefix 128: exact");
+        assert!(exact.begin("2001:db8::ff".parse().unwrap(), "admin", "x").is_ok(), "prefix 128: exact");
         let mapped = Limiter::default();
-        for _ in 0..10 {
-            drop(mapped.begin("::ffff:192.0.2.1".parse().unwrap(), "a").unwrap());
+        for i in 0..10 {
+            drop(mapped.begin("::ffff:192.0.2.1".parse().unwrap(), "a", &format!("g{i}")).unwrap());
         }
-        assert!(mapped.begin("192.0.2.1".parse().unwrap(), "a").is_err(), "mapped is the IPv4 address");
+        assert!(mapped.begin("192.0.2.1".parse().unwrap(), "a", "x").is_err(), "mapped is the IPv4 address");
     }
 }

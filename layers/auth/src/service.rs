@@ -116,14 +116,36 @@ fn realm<B>(s: &Shared, req: &Request<B>) -> String {
     };
     let given = donjon_core::response::request_host(req);
     let host = match (s.hosts.first(), conn.and_then(|c| c.local)) {
-        (Some(first), _) => {
-            given.and_then(|g| s.hosts.iter().find(|h| h.eq_ignore_ascii_case(g))).unwrap_or(first).clone()
-        }
+        (Some(first), _) => given.and_then(|g| named(&s.hosts, g)).unwrap_or_else(|| first.clone()),
         (None, Some(local)) => local.to_string(),
         // Mounted without a connection's facts: the embedder should set a realm.
         (None, None) => given.unwrap_or("localhost").to_string(),
     };
     format!("{scheme}://{host}/v2/token")
+}
+
+/// `given` (a `Host`), when it is one of `names`: the same `host[:port]`, or a name written
+/// without a port on any port of it (`reg.example` covers `reg.example:8000`). As the
+/// request wrote it, then, which is what its client reached.
+fn named(names: &[String], given: &str) -> Option<String> {
+    let bare = |h: &str| -> String {
+        let h = h.trim_end_matches('.');
+        match h.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => name.into(),
+            _ => h.into(),
+        }
+    };
+    names
+        .iter()
+        .find_map(|n| {
+            if n.eq_ignore_ascii_case(given) {
+                Some(n.clone())
+            } else if !n.contains(':') && bare(given).eq_ignore_ascii_case(n) {
+                Some(format!("{n}{}", &given[bare(given).len()..]))
+            } else {
+                None
+            }
+        })
 }
 
 fn unauthorized<B>(
@@ -358,7 +380,7 @@ where
             }
             Credentials::Basic(user, password) => {
                 // The attempt is counted before bcrypt runs (a failure unless it succeeds).
-                let attempt = match client_ip(&req).map(|ip| shared.limiter.begin(ip, &user)).transpose() {
+                let attempt = match client_ip(&req).map(|ip| shared.limiter.begin(ip, &user, &password)).transpose() {
                     Ok(a) => a,
                     Err(wait) => return ready(too_many(wait)),
                 };
@@ -517,7 +539,7 @@ where
             match given {
                 Some((u, p)) => {
                     // Counted before bcrypt runs: a failure unless it succeeds.
-                    let attempt = match ip.map(|ip| s.limiter.begin(ip, &u)).transpose() {
+                    let attempt = match ip.map(|ip| s.limiter.begin(ip, &u, &p)).transpose() {
                         Ok(a) => a,
                         Err(wait) => return too_many(wait),
                     };

@@ -112,6 +112,8 @@ pub struct Users {
     fixed: Option<Fixed>,
     /// sha256(user, password, entry) → when it was checked.
     cache: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Checks running now, by the same key: the same login at once runs bcrypt once.
+    running: Mutex<HashMap<[u8; 32], Arc<tokio::sync::OnceCell<bool>>>>,
     /// A hash to check unknown users against, so that they take as long as the dearest known
     /// one: made again when a reload changes the dearest cost.
     decoy: RwLock<String>,
@@ -158,6 +160,7 @@ impl Users {
             stamp: Mutex::new(st),
             fixed,
             cache: Mutex::new(HashMap::new()),
+            running: Mutex::default(),
             decoy,
         })
     }
@@ -196,10 +199,24 @@ impl Users {
         }
         let known = entry.is_some();
         let hash = entry.unwrap_or_else(|| self.decoy.read().map(|d| d.clone()).unwrap_or_default());
+        // One bcrypt for the same check asked several times at once; the others wait for it.
+        let cell = match self.running.lock() {
+            Ok(mut r) => r.entry(key).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
         let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
+        let ok = *cell
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                    .await
+                    .unwrap_or(false)
+            })
+            .await;
+        if let Ok(mut r) = self.running.lock() {
+            if r.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                r.remove(&key);
+            }
+        }
         if ok && known {
             self.remember(key);
         }
@@ -331,6 +348,22 @@ mod tests {
         assert!(users.exists("bob"));
         assert_eq!(cost(&users), 6, "the decoy follows the dearest entry");
         assert!(!users.verify("mallory", "x").await);
+    }
+
+    #[tokio::test]
+    async fn the_same_check_at_once_runs_one_bcrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = bcrypt::hash("right", 4).unwrap();
+        let users = Arc::new(Users::new(Some(&file(dir.path(), &format!("alice:{hash}\n"))), None).unwrap());
+        let checks = (0..20).map(|_| {
+            let u = users.clone();
+            tokio::spawn(async move { u.verify("alice", "wrong").await })
+        });
+        for c in checks {
+            assert!(!c.await.unwrap());
+        }
+        assert!(users.running.lock().unwrap().is_empty(), "nothing is left running");
+        assert!(users.verify("alice", "right").await);
     }
 
     #[tokio::test]

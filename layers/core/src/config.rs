@@ -103,8 +103,6 @@ impl Warnings {
     }
 }
 
-/// Durations in configuration, for `#[serde(with = "duration")]`: humantime's forms (which
-/// include Go's `168h`, `1h30m`, `500ms`) or a number of seconds; written back as humantime.
 /// A key a section accepts and does not use (Distribution's `version`, `health`, `http.secret`,
 /// …): read whole, whatever its value, so that the loader never reports it as unknown. (serde's
 /// `IgnoredAny` would be reported: reading into it is what "ignored" means to the loader.)
@@ -189,6 +187,8 @@ impl<'de> serde::de::Visitor<'de> for AcceptedVisitor {
     }
 }
 
+/// Durations in configuration, for `#[serde(with = "duration")]`: humantime's forms (which
+/// include Go's `168h`, `1h30m`, `500ms`) or a number of seconds; written back as humantime.
 pub mod duration {
     use std::time::Duration;
 

@@ -255,7 +255,9 @@ pub fn is_public(ip: IpAddr) -> bool {
 /// refusal) leaves a trace of why in the registry's log.
 pub(crate) fn warn_once(r: &Refused) {
     static SEEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> = std::sync::Mutex::new(None);
-    let key = r.to_string();
+    // Keyed by the message's first 256 characters: an upstream cannot pin memory with long
+    // names (the set holds at most 1,024 of them).
+    let key: String = r.to_string().chars().take(256).collect();
     let first = SEEN.lock().map(|mut s| {
         let seen = s.get_or_insert_with(Default::default);
         seen.len() < 1024 && seen.insert(key)

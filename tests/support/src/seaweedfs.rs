@@ -187,6 +187,11 @@ impl SeaweedFs {
             if let Some(status) = self.server.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("weed server exited early: {status}"));
             }
+            for (i, v) in self.volumes.iter_mut().enumerate() {
+                if let Some(status) = v.as_mut().map(|c| c.try_wait()).transpose().map_err(|e| e.to_string())?.flatten() {
+                    return Err(format!("weed volume {} exited early: {status}", i + 1));
+                }
+            }
             let probe = self
                 .try_create_bucket(bucket)
                 .and_then(|()| self.curl("PUT", &format!("/{bucket}/donjon-ready"), Some(b"ready")))
@@ -219,7 +224,9 @@ impl SeaweedFs {
             .arg(format!("{}:{}", self.access_key, self.secret_key))
             .args(["-w", "\n%{http_code}"]);
         if let Some(bytes) = body {
-            let file = self.dir.path().join("curl-body");
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let file = self.dir.path().join(format!("curl-body-{n}"));
             fs::write(&file, bytes).map_err(|e| e.to_string())?;
             c.arg("-T").arg(&file);
         }
