@@ -31,9 +31,14 @@ impl WithFields {
         let mut text = String::new();
         let mut members = String::new();
         for (k, v) in fields {
-            let quoted = if v.is_empty() || v.contains([' ', '"', '=']) { format!("{v:?}") } else { v.clone() };
+            let quoted =
+                if v.is_empty() || v.contains([' ', '"', '=']) { format!("{v:?}") } else { v.clone() };
             text.push_str(&format!(" {k}={quoted}"));
-            members.push_str(&format!(",{}:{}", serde_json::Value::from(k.as_str()), serde_json::Value::from(v.as_str())));
+            members.push_str(&format!(
+                ",{}:{}",
+                serde_json::Value::from(k.as_str()),
+                serde_json::Value::from(v.as_str())
+            ));
         }
         Self { text, json: members, is_json: json }
     }

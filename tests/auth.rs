@@ -326,10 +326,12 @@ async fn a_challenges_realm_is_never_the_hosts_header_alone() {
         htpasswd: Some(HtpasswdConfig { realm: None, path: s.htpasswd.clone() }),
         ..Default::default()
     };
-    let layer = config.build(&s.keys, None).await.unwrap().unwrap().hosts([
-        "https://reg.example/",
-        "reg.internal:5000",
-    ]);
+    let layer = config
+        .build(&s.keys, None)
+        .await
+        .unwrap()
+        .unwrap()
+        .hosts(["https://reg.example/", "reg.internal:5000"]);
     let named = TestServer::start_with(move |b| b.auth(layer.clone())).await;
     for (host, realm) in [
         ("REG.internal:5000", "http://reg.internal:5000/v2/token"),
@@ -373,7 +375,8 @@ async fn parallel_guesses_are_limited_exactly() {
             s.with("GET", path, &basic("alice", &format!("guess {i}")), Bytes::new()).await.status.as_u16()
         })
     });
-    let statuses: Vec<u16> = futures_util::future::join_all(tries).await.into_iter().map(|r| r.unwrap()).collect();
+    let statuses: Vec<u16> =
+        futures_util::future::join_all(tries).await.into_iter().map(|r| r.unwrap()).collect();
     let checked = statuses.iter().filter(|s| **s == 401).count();
     assert_eq!(checked, 10, "at most the limit are checked: {statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 90, "{statuses:?}");
@@ -385,9 +388,12 @@ async fn the_same_login_many_times_at_once_is_one_attempt() {
     let s = Arc::new(setup().await);
     let pulls = (0..20).map(|_| {
         let s = s.clone();
-        tokio::spawn(async move { s.token(Some(("bob", "bob-pw")), &["repository:team/app:pull"]).await.status.as_u16() })
+        tokio::spawn(async move {
+            s.token(Some(("bob", "bob-pw")), &["repository:team/app:pull"]).await.status.as_u16()
+        })
     });
-    let statuses: Vec<u16> = futures_util::future::join_all(pulls).await.into_iter().map(|r| r.unwrap()).collect();
+    let statuses: Vec<u16> =
+        futures_util::future::join_all(pulls).await.into_iter().map(|r| r.unwrap()).collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }
 

@@ -722,7 +722,14 @@ async fn deletes_are_off_unless_asked_for() {
     let blob = b"a blob to delete";
     let d = common::digest(blob);
     let off = Donjon::start(&dir.path().join("off"));
-    let r = common::send(&c, "POST", &off.url(&format!("/v2/a/blobs/uploads/?digest={d}")), &[], blob.to_vec().into()).await;
+    let r = common::send(
+        &c,
+        "POST",
+        &off.url(&format!("/v2/a/blobs/uploads/?digest={d}")),
+        &[],
+        blob.to_vec().into(),
+    )
+    .await;
     assert_eq!(r.status, 201);
     let r = common::send(&c, "DELETE", &off.url(&format!("/v2/a/blobs/{d}")), &[], Default::default()).await;
     assert_eq!(r.status, 405, "{:?}", r.body);
@@ -741,11 +748,17 @@ async fn deletes_are_off_unless_asked_for() {
         .unwrap();
     common::wait_listening(addr);
     let url = |p: &str| format!("http://{addr}{p}");
-    let r = common::send(&c, "POST", &url(&format!("/v2/a/blobs/uploads/?digest={d}")), &[], blob.to_vec().into()).await;
+    let r = common::send(
+        &c,
+        "POST",
+        &url(&format!("/v2/a/blobs/uploads/?digest={d}")),
+        &[],
+        blob.to_vec().into(),
+    )
+    .await;
     assert_eq!(r.status, 201);
     let r = common::send(&c, "DELETE", &url(&format!("/v2/a/blobs/{d}")), &[], Default::default()).await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(r.status, 202, "{:?}", r.body);
 }
-

@@ -10,8 +10,8 @@
 
 mod common;
 
-use donjon_test_support::s3server;
 use donjon_test_support::process::Process;
+use donjon_test_support::s3server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

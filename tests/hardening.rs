@@ -173,7 +173,11 @@ async fn at_the_connection_limit_the_idlest_connection_makes_room() {
 }
 
 /// The binary under `prlimit --nofile=N`, with `config`, listening (its log on a pipe).
-fn donjon_with_descriptors(nofile: u32, config: &str, dir: &std::path::Path) -> (std::net::SocketAddr, std::process::Child) {
+fn donjon_with_descriptors(
+    nofile: u32,
+    config: &str,
+    dir: &std::path::Path,
+) -> (std::net::SocketAddr, std::process::Child) {
     let cfg = dir.join("donjon.yml");
     std::fs::write(&cfg, config).unwrap();
     let addr = free_addr();
@@ -233,7 +237,8 @@ fn under_a_low_descriptor_limit_partial_request_heads_are_shed_at_once() {
     use std::io::{Read as _, Write as _};
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let (addr, mut child) = donjon_with_descriptors(256, "connections:\n  max_connections: 5000\n", dir.path());
+    let (addr, mut child) =
+        donjon_with_descriptors(256, "connections:\n  max_connections: 5000\n", dir.path());
     let stop = Arc::new(AtomicBool::new(false));
     let open = |addr| {
         let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -250,7 +255,9 @@ fn under_a_low_descriptor_limit_partial_request_heads_are_shed_at_once() {
                 let mut buf = [0u8; 64];
                 let before = conns.len();
                 // Kept while the server holds it open without a word.
-                conns.retain_mut(|c| matches!(c.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
+                conns.retain_mut(
+                    |c| matches!(c.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                );
                 let closed = before - conns.len();
                 for _ in 0..closed {
                     if let Some(c) = open(addr) {

@@ -37,7 +37,9 @@ struct Hostile {
 }
 
 impl Hostile {
-    async fn start(answer: impl Fn(&Request<donjon::server::ServerBody>) -> Response<Body> + Send + Sync + 'static) -> Self {
+    async fn start(
+        answer: impl Fn(&Request<donjon::server::ServerBody>) -> Response<Body> + Send + Sync + 'static,
+    ) -> Self {
         let seen = Seen::default();
         let (log, answer) = (seen.clone(), Arc::new(answer));
         let svc = tower::service_fn(move |req: Request<donjon::server::ServerBody>| {
@@ -56,7 +58,9 @@ impl Hostile {
             };
             let options =
                 donjon::server::Options { drain_timeout: Duration::from_millis(100), ..Default::default() };
-            let _ = donjon::server::serve(listener, None, donjon::middleware::wrap(svc, vec![]), stop, options).await;
+            let _ =
+                donjon::server::serve(listener, None, donjon::middleware::wrap(svc, vec![]), stop, options)
+                    .await;
         });
         Self { addr, seen, _stop: tx }
     }
@@ -67,7 +71,11 @@ impl Hostile {
 }
 
 fn redirect(to: String) -> Response<Body> {
-    Response::builder().status(StatusCode::TEMPORARY_REDIRECT).header("location", to).body(Body::empty()).unwrap()
+    Response::builder()
+        .status(StatusCode::TEMPORARY_REDIRECT)
+        .header("location", to)
+        .body(Body::empty())
+        .unwrap()
 }
 
 /// A valid image manifest, as an internal registry would serve it.
@@ -159,7 +167,11 @@ async fn redirects_to_other_services_are_not_followed() {
         assert!(msg.contains("127.0.0.1:"), "the message names the refused host and port: {msg}");
         assert!(msg.contains("the upstream sent this request to"), "{msg}");
     }
-    assert!(internal.seen.paths().is_empty(), "the internal upstream was reached: {:?}", internal.seen.paths());
+    assert!(
+        internal.seen.paths().is_empty(),
+        "the internal upstream was reached: {:?}",
+        internal.seen.paths()
+    );
     assert!(other_port.seen.paths().is_empty(), "another port was reached: {:?}", other_port.seen.paths());
     assert_nothing_cached(&s, "f/evil.test/app").await;
     // The internal upstream itself is still served, by its own entry.
@@ -238,7 +250,8 @@ fn base64_of(s: &str) -> String {
 #[tokio::test]
 async fn only_manifests_are_cached_as_manifests() {
     let up = Hostile::start(|req| {
-        let body = if req.uri().path().ends_with("/json") { r#"{"hello":"world"}"# } else { "<html>login</html>" };
+        let body =
+            if req.uri().path().ends_with("/json") { r#"{"hello":"world"}"# } else { "<html>login</html>" };
         let ct = if req.uri().path().ends_with("/json") { "application/json" } else { "text/html" };
         Response::builder().header("content-type", ct).body(Body::from(body)).unwrap()
     })
@@ -293,7 +306,14 @@ async fn blobs_past_the_ceiling_are_refused_or_cut_off() {
     assert!(String::from_utf8_lossy(&r.body).contains("max_blob_size"), "names the key: {:?}", r.body);
 
     // Without end: the client's body breaks off near the ceiling, the upstream is dropped.
-    let got = try_send(&client(), "GET", &s.url(&format!("/v2/f/up.test/endless/blobs/{}", digest(b"b"))), &[], Bytes::new()).await;
+    let got = try_send(
+        &client(),
+        "GET",
+        &s.url(&format!("/v2/f/up.test/endless/blobs/{}", digest(b"b"))),
+        &[],
+        Bytes::new(),
+    )
+    .await;
     assert!(got.is_err() || got.as_ref().is_ok_and(|r| r.status != 200), "an endless blob was served whole");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -328,12 +348,19 @@ async fn a_silent_upstream_costs_the_client_the_upstream_timeout_then_a_502() {
             std::thread::sleep(Duration::from_millis(10));
         }
     });
-    let e = RegistryConfig { host: "silent.test".into(), url: Some(format!("http://{addr}")), ..Default::default() };
+    let e = RegistryConfig {
+        host: "silent.test".into(),
+        url: Some(format!("http://{addr}")),
+        ..Default::default()
+    };
     let mut c = config(vec![e]);
     c.read_timeout = Some(Duration::from_secs(1));
     c.upstream_timeout = Some(Duration::from_secs(2));
     let (s, _spool) = proxy(c).await;
-    for path in ["/v2/f/silent.test/app/manifests/1".to_string(), format!("/v2/f/silent.test/app/blobs/{}", digest(b"c"))] {
+    for path in [
+        "/v2/f/silent.test/app/manifests/1".to_string(),
+        format!("/v2/f/silent.test/app/blobs/{}", digest(b"c")),
+    ] {
         let t = Instant::now();
         let r = s.get(&path).await;
         assert_eq!(r.status, 502, "{path}: {:?}", r.body);
@@ -351,7 +378,10 @@ async fn a_private_upstream_without_an_entry_is_refused_saying_how_to_allow_it()
     let r = s.get("/v2/f/127.0.0.1__5000/app/manifests/1").await;
     assert_eq!(r.status, 403, "{:?}", r.body);
     let msg = String::from_utf8_lossy(&r.body);
-    assert!(msg.contains(r#"host: \"127.0.0.1:5000\""#), "the host as the user writes it, and the fix: {msg}");
+    assert!(
+        msg.contains(r#"host: \"127.0.0.1:5000\""#),
+        "the host as the user writes it, and the fix: {msg}"
+    );
     assert!(!msg.contains("__"), "no internal spelling: {msg}");
     s.stop().await;
 }

@@ -260,7 +260,12 @@ fn logging(log: LogFile, loglevel: Option<String>, w: &mut Warnings) -> Result<L
             Value::Bool(b) => b.to_string(),
             Value::Number(n) => n.to_string(),
             Value::Null => String::new(),
-            _ => return Err(ConfigError::new(format!("log.fields.{k}"), "must be a string, number or boolean")),
+            _ => {
+                return Err(ConfigError::new(
+                    format!("log.fields.{k}"),
+                    "must be a string, number or boolean",
+                ))
+            }
         };
         fields.insert(k, v);
     }

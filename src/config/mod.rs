@@ -490,7 +490,11 @@ health:
         let mut want = want.to_vec();
         want.sort();
         assert_eq!(got, want, "no key is called unknown, none is said twice");
-        assert_eq!(s.log.fields.get("service").map(String::as_str), Some("registry"), "log.fields is applied");
+        assert_eq!(
+            s.log.fields.get("service").map(String::as_str),
+            Some("registry"),
+            "log.fields is applied"
+        );
     }
 
     #[test]

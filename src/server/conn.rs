@@ -108,7 +108,8 @@ impl ConnState {
 
     /// Bytes arrived: on a connection that has had no request, they begin its first head.
     fn read_some(&self) {
-        if !self.had_request.load(Ordering::Acquire) && self.head_since.load(Ordering::Acquire) == NOT_BLOCKED {
+        if !self.had_request.load(Ordering::Acquire) && self.head_since.load(Ordering::Acquire) == NOT_BLOCKED
+        {
             self.head_since.store(self.now(), Ordering::Release);
         }
     }

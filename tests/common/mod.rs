@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 pub use donjon_test_support::client::{client, send, try_send, HttpClient, Resp};
-use donjon_test_support::s3server;
 pub use donjon_test_support::net::{free_addr, wait_listening};
 pub use donjon_test_support::oci::{digest, image_manifest, OCI_INDEX, OCI_MANIFEST};
 pub use donjon_test_support::process::Process;
+use donjon_test_support::s3server;
 use http::Request;
 
 pub struct TestServer {

@@ -11,7 +11,14 @@ use super::support::*;
 /// (listed and read with `curl --aws-sigv4`, which signs S3 requests).
 enum Backing {
     Dir(PathBuf),
-    S3 { endpoint: String, region: String, bucket: String, access_key: String, secret_key: String, prefix: String },
+    S3 {
+        endpoint: String,
+        region: String,
+        bucket: String,
+        access_key: String,
+        secret_key: String,
+        prefix: String,
+    },
 }
 
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";

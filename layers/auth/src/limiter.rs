@@ -205,7 +205,9 @@ impl Limiter {
             (Key::User(group, user), Key::OverflowUser(bucket), self.limit.per_user),
         ];
         let missing = wanted.iter().filter(|(k, _, _)| !t.counts.contains_key(k)).count();
-        if t.counts.len() + missing > MAX_KEYS && t.swept.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+        if t.counts.len() + missing > MAX_KEYS
+            && t.swept.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
             t.counts.retain(|_, c| c.since.elapsed() < window);
             t.swept = Some(Instant::now());
         }
@@ -276,7 +278,8 @@ mod tests {
         assert!(l.len() <= MAX_KEYS + 2 * OVERFLOW_BUCKETS as usize, "{}", l.len());
         // New addresses share overflow buckets, which took the last failures: they are slowed
         // together, by bucket.
-        let limited = (0..50u32).filter(|i| l.begin(IpAddr::from((0xC000_0000 + i).to_be_bytes()), "u", "p").is_err());
+        let limited =
+            (0..50u32).filter(|i| l.begin(IpAddr::from((0xC000_0000 + i).to_be_bytes()), "u", "p").is_err());
         assert!(limited.count() > 0);
         assert!(l.begin(IpAddr::from(1u32.to_be_bytes()), "u", "p2").is_ok(), "one failure is fine");
     }
@@ -313,7 +316,8 @@ mod tests {
         let l = Limiter::default();
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         // 100 guesses in flight at once, none finished: exactly the limit get through.
-        let held: Vec<Attempt> = (0..100).filter_map(|i| l.begin(ip, "admin", &format!("g{i}")).ok()).collect();
+        let held: Vec<Attempt> =
+            (0..100).filter_map(|i| l.begin(ip, "admin", &format!("g{i}")).ok()).collect();
         assert_eq!(held.len(), 10);
         // A good login gives its place back.
         let l = Limiter::default();
@@ -342,13 +346,17 @@ mod tests {
     fn ipv6_clients_are_counted_by_their_64() {
         let l = Limiter::default();
         for i in 0..10u16 {
-            drop(l.begin(format!("2001:db8:1:2::{i:x}").parse().unwrap(), "admin", &format!("g{i}")).unwrap());
+            drop(
+                l.begin(format!("2001:db8:1:2::{i:x}").parse().unwrap(), "admin", &format!("g{i}")).unwrap(),
+            );
         }
         assert!(l.begin("2001:db8:1:2:ffff::1".parse().unwrap(), "admin", "x").is_err(), "the same /64");
         assert!(l.begin("2001:db8:1:3::1".parse().unwrap(), "admin", "x").is_ok(), "another /64");
         let exact = Limiter::new(LoginLimit { ipv6_prefix: 128, ..Default::default() });
         for i in 0..10u16 {
-            drop(exact.begin(format!("2001:db8::{i:x}").parse().unwrap(), "admin", &format!("g{i}")).unwrap());
+            drop(
+                exact.begin(format!("2001:db8::{i:x}").parse().unwrap(), "admin", &format!("g{i}")).unwrap(),
+            );
         }
         assert!(exact.begin("2001:db8::ff".parse().unwrap(), "admin", "x").is_ok(), "prefix 128: exact");
         let mapped = Limiter::default();

@@ -131,21 +131,21 @@ fn named(names: &[String], given: &str) -> Option<String> {
     let bare = |h: &str| -> String {
         let h = h.trim_end_matches('.');
         match h.rsplit_once(':') {
-            Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => name.into(),
+            Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+                name.into()
+            }
             _ => h.into(),
         }
     };
-    names
-        .iter()
-        .find_map(|n| {
-            if n.eq_ignore_ascii_case(given) {
-                Some(n.clone())
-            } else if !n.contains(':') && bare(given).eq_ignore_ascii_case(n) {
-                Some(format!("{n}{}", &given[bare(given).len()..]))
-            } else {
-                None
-            }
-        })
+    names.iter().find_map(|n| {
+        if n.eq_ignore_ascii_case(given) {
+            Some(n.clone())
+        } else if !n.contains(':') && bare(given).eq_ignore_ascii_case(n) {
+            Some(format!("{n}{}", &given[bare(given).len()..]))
+        } else {
+            None
+        }
+    })
 }
 
 fn unauthorized<B>(
@@ -380,10 +380,11 @@ where
             }
             Credentials::Basic(user, password) => {
                 // The attempt is counted before bcrypt runs (a failure unless it succeeds).
-                let attempt = match client_ip(&req).map(|ip| shared.limiter.begin(ip, &user, &password)).transpose() {
-                    Ok(a) => a,
-                    Err(wait) => return ready(too_many(wait)),
-                };
+                let attempt =
+                    match client_ip(&req).map(|ip| shared.limiter.begin(ip, &user, &password)).transpose() {
+                        Ok(a) => a,
+                        Err(wait) => return ready(too_many(wait)),
+                    };
                 // bcrypt (or its cache) first; then the same decision as for the others.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -480,7 +481,8 @@ where
         _ => None,
     };
     let params = if req.method() == Method::GET || req.method() == Method::HEAD {
-        let params = TokenRequest::from_pairs(form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()));
+        let params =
+            TokenRequest::from_pairs(form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()));
         // A URL's query is written to access logs, proxies' and browsers' histories.
         if params.password.is_some() || params.refresh_token.is_some() {
             donjon_core::metrics::metrics().record_auth_refusal("credentials_in_query");

@@ -121,7 +121,8 @@ pub struct Users {
 
 /// A decoy hash as costly as the dearest entry of `table` (htpasswd -B's default cost is 5).
 fn decoy_for(table: &Htpasswd) -> Result<String, String> {
-    bcrypt::hash(uuid::Uuid::new_v4().to_string(), dearest_cost(table).unwrap_or(5)).map_err(|e| format!("bcrypt: {e}"))
+    bcrypt::hash(uuid::Uuid::new_v4().to_string(), dearest_cost(table).unwrap_or(5))
+        .map_err(|e| format!("bcrypt: {e}"))
 }
 
 fn dearest_cost(table: &Htpasswd) -> Option<u32> {

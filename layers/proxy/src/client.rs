@@ -254,8 +254,10 @@ impl UpstreamClient {
     ) -> Result<Response<Incoming>, UpstreamError> {
         for _ in 0..=REDIRECTS {
             let client = self.client_for(up, &uri).map_err(|e| refusal(up, &uri, e))?;
-            let resp =
-                self.with_retries(client, method, &uri, accept, auth).await.map_err(|e| refusal(up, &uri, e))?;
+            let resp = self
+                .with_retries(client, method, &uri, accept, auth)
+                .await
+                .map_err(|e| refusal(up, &uri, e))?;
             if !resp.status().is_redirection() {
                 return Ok(resp);
             }
@@ -272,7 +274,11 @@ impl UpstreamClient {
     /// The client for a request to `uri` on `up`'s behalf: the open one for an origin `up`
     /// trusts; else the public-only one, after refusing a non-public IP literal (which the
     /// connector connects to without asking the resolver).
-    fn client_for(&self, up: &Upstream, uri: &Uri) -> Result<&Client<Connector, Empty<Bytes>>, UpstreamError> {
+    fn client_for(
+        &self,
+        up: &Upstream,
+        uri: &Uri,
+    ) -> Result<&Client<Connector, Empty<Bytes>>, UpstreamError> {
         if up.trusts(uri) {
             return Ok(&self.open);
         }

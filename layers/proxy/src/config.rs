@@ -241,7 +241,9 @@ impl ProxyConfig {
                     .ok_or_else(|| {
                         ConfigError::new(
                             at(&format!("realms[{j}]")),
-                            format!("{r:?} is not an origin: write scheme://host[:port], as http://10.0.0.5:5001"),
+                            format!(
+                                "{r:?} is not an origin: write scheme://host[:port], as http://10.0.0.5:5001"
+                            ),
                         )
                     })?;
                 realms.push(origin);

@@ -69,7 +69,10 @@ impl Fill {
                 return p;
             }
             if rx.changed().await.is_err() {
-                return Progress { end: Some(Err(UpstreamError::Unreachable("the fill stopped".into()))), ..p };
+                return Progress {
+                    end: Some(Err(UpstreamError::Unreachable("the fill stopped".into()))),
+                    ..p
+                };
             }
         }
     }

@@ -90,8 +90,7 @@ impl ProxyCacheLayer {
         let client = UpstreamClient::new(config.timeouts(), config.ca_file.as_deref())
             .map_err(|e| donjon_core::config::ConfigError::new("registry_proxies.ca_file", e))?;
         let spool: PathBuf = config.spool_dir.clone().unwrap_or_else(|| data_dir.join("proxy-spool"));
-        let fills =
-            Arc::new(Fills::new(spool, store.clone(), config.read_timeout(), config.max_blob_size()));
+        let fills = Arc::new(Fills::new(spool, store.clone(), config.read_timeout(), config.max_blob_size()));
         Ok(Self {
             shared: Arc::new(Shared {
                 store,

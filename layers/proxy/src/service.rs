@@ -219,7 +219,8 @@ impl Shared {
         let parsed = manifest::parse(&body, content_type.as_deref())
             .map_err(|e| UpstreamError::NotAManifest(e.message().to_string()))?;
         let media_type = parsed.media_type.clone();
-        let referrer = parsed.subject.clone().map(|s| (s, parsed.descriptor(digest.clone(), body.len() as u64)));
+        let referrer =
+            parsed.subject.clone().map(|s| (s, parsed.descriptor(digest.clone(), body.len() as u64)));
         let put = ManifestPut {
             digest: digest.clone(),
             media_type,

@@ -110,7 +110,8 @@ impl Upstream {
     /// own origin, its host over HTTPS, or a realm origin configured for it.
     pub fn credentials_for_realm(&self, uri: &Uri) -> bool {
         let (Some(o), Some(base)) = (Origin::of(uri), Origin::of(&self.base)) else { return false };
-        let hub = base.host == "registry-1.docker.io" && o.scheme == "https" && o.host == DOCKER_HUB_REALM_HOST;
+        let hub =
+            base.host == "registry-1.docker.io" && o.scheme == "https" && o.host == DOCKER_HUB_REALM_HOST;
         o == base || (o.scheme == "https" && o.host == base.host) || self.realms.contains(&o) || hub
     }
 }

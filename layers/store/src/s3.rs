@@ -896,11 +896,13 @@ impl Store for S3Store {
         let mut tags = vec![];
         while let Some(meta) = listed.try_next().await.map_err(io)? {
             let mut parts = meta.location.prefix_match(&dir).into_iter().flatten();
-            let (Some(tag), Some(current), Some(link), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+            let (Some(tag), Some(current), Some(link), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
-            if current.as_ref() == "current" && link.as_ref() == "link" && tag.as_ref().parse::<Tag>().is_ok() {
+            if current.as_ref() == "current" && link.as_ref() == "link" && tag.as_ref().parse::<Tag>().is_ok()
+            {
                 tags.push(tag.as_ref().to_string());
             }
         }

@@ -366,8 +366,12 @@ async fn a_volume_server_killed_mid_push_loses_nothing() {
     for (i, d, r) in before.iter().chain(&during).chain(&after) {
         match r {
             Ok(_) => {
-                let read = store.blob_read(&repo, d, RangeSpec::Full).await.unwrap_or_else(|e| panic!("blob {i}: {e}"));
-                let parts: Vec<Bytes> = read.body.try_collect().await.unwrap_or_else(|e| panic!("blob {i}: {e}"));
+                let read = store
+                    .blob_read(&repo, d, RangeSpec::Full)
+                    .await
+                    .unwrap_or_else(|e| panic!("blob {i}: {e}"));
+                let parts: Vec<Bytes> =
+                    read.body.try_collect().await.unwrap_or_else(|e| panic!("blob {i}: {e}"));
                 let bytes = parts.concat();
                 assert_eq!(Digest::sha256_of(&bytes), *d, "blob {i} reads back whole");
             }
@@ -375,6 +379,9 @@ async fn a_volume_server_killed_mid_push_loses_nothing() {
         }
     }
     let ok = during.iter().filter(|(_, _, r)| r.is_ok()).count();
-    println!("during the kill: {ok} of {} pushes committed; after it: {failed_after} of 4 failed", during.len());
+    println!(
+        "during the kill: {ok} of {} pushes committed; after it: {failed_after} of 4 failed",
+        during.len()
+    );
     assert_eq!(failed_after, 0, "pushes after the kill fail: {after:?}\n{}", cluster.log());
 }

@@ -146,7 +146,10 @@ pub fn images(kind: &str, object: &Value) -> Result<Vec<ImageAt>, String> {
             // shape is refused, never read as "no containers".
             Some(v) if v.is_object() => spec = v,
             Some(v) if !v.is_null() => {
-                return Err(format!("{pointer}/{key} is not an object (a {kind}'s pod spec is), but {}", shape(v)))
+                return Err(format!(
+                    "{pointer}/{key} is not an object (a {kind}'s pod spec is), but {}",
+                    shape(v)
+                ))
             }
             // No pod template (yet): nothing to run, nothing to check.
             _ => return Ok(vec![]),
@@ -157,9 +160,9 @@ pub fn images(kind: &str, object: &Value) -> Result<Vec<ImageAt>, String> {
     let mut out = vec![];
     for list in ["containers", "initContainers", "ephemeralContainers"] {
         let Some(containers) = spec.get(list).filter(|v| !v.is_null()) else { continue };
-        let containers = containers
-            .as_array()
-            .ok_or_else(|| format!("{pointer}/{list} is not a list of containers, but {}", shape(containers)))?;
+        let containers = containers.as_array().ok_or_else(|| {
+            format!("{pointer}/{list} is not a list of containers, but {}", shape(containers))
+        })?;
         for (i, c) in containers.iter().enumerate() {
             if !c.is_object() {
                 return Err(format!("{pointer}/{list}/{i} is not a container object, but {}", shape(c)));
@@ -167,7 +170,9 @@ pub fn images(kind: &str, object: &Value) -> Result<Vec<ImageAt>, String> {
             let name = match c.get("name") {
                 None | Some(Value::Null) => String::new(),
                 Some(Value::String(n)) => n.clone(),
-                Some(other) => return Err(format!("{pointer}/{list}/{i}/name is not a string, but {}", shape(other))),
+                Some(other) => {
+                    return Err(format!("{pointer}/{list}/{i}/name is not a string, but {}", shape(other)))
+                }
             };
             match c.get("image") {
                 None | Some(Value::Null) => continue,
@@ -206,14 +211,30 @@ mod tests {
             ("Pod", json!({"spec": ["x"]}), "/spec is not an object"),
             ("Pod", json!({"spec": 5}), "/spec is not an object"),
             ("Pod", json!("x"), "not a JSON object"),
-            ("Deployment", json!({"spec": {"template": {"spec": 5}}}), "/spec/template/spec is not an object"),
+            (
+                "Deployment",
+                json!({"spec": {"template": {"spec": 5}}}),
+                "/spec/template/spec is not an object",
+            ),
             ("Deployment", json!({"spec": {"template": "t"}}), "/spec/template is not an object"),
             ("Deployment", json!({"spec": []}), "/spec is not an object"),
-            ("CronJob", json!({"spec": {"jobTemplate": {"spec": true}}}), "/spec/jobTemplate/spec is not an object"),
+            (
+                "CronJob",
+                json!({"spec": {"jobTemplate": {"spec": true}}}),
+                "/spec/jobTemplate/spec is not an object",
+            ),
             ("Pod", json!({"spec": {"containers": "nginx"}}), "/spec/containers is not a list"),
-            ("Pod", json!({"spec": {"initContainers": {"image": "x"}}}), "/spec/initContainers is not a list"),
+            (
+                "Pod",
+                json!({"spec": {"initContainers": {"image": "x"}}}),
+                "/spec/initContainers is not a list",
+            ),
             ("Pod", json!({"spec": {"containers": ["nginx"]}}), "/spec/containers/0 is not a container"),
-            ("Pod", json!({"spec": {"ephemeralContainers": [7]}}), "/spec/ephemeralContainers/0 is not a container"),
+            (
+                "Pod",
+                json!({"spec": {"ephemeralContainers": [7]}}),
+                "/spec/ephemeralContainers/0 is not a container",
+            ),
             ("Pod", json!({"spec": {"containers": [{"name": 1, "image": "x"}]}}), "/spec/containers/0/name"),
         ] {
             let e = images(kind, &object).expect_err(&format!("{kind} {object} must be refused"));

@@ -320,7 +320,6 @@ s3_region = "{REGION}"
     )
 }
 
-
 /// The key id ("GK" + hex) and secret (64 hex) from `key create` / `key info --show-secret`.
 fn parse_key(out: &str) -> Option<(String, String)> {
     let field = |label: &str| {
@@ -349,4 +348,3 @@ pub fn http_status(port: u16) -> Result<u16, String> {
         .and_then(|code| code.trim().parse().ok())
         .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
 }
-

