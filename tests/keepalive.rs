@@ -1,5 +1,5 @@
-//! Early answers on pooled connections: after a 416, 400, 404 or 413 sent before the request
-//! body was read, the next request on the same connection is answered — over raw HTTP/1.1,
+//! Early answers on pooled connections: after a 416, 400, 404, 405, 413 or 429 sent before the
+//! request body was read, the next request on the same connection is answered — over raw HTTP/1.1,
 //! through a pooling client (hyper-util's, as Go's net/http pools), and over HTTP/2.
 
 mod common;
@@ -174,4 +174,58 @@ async fn the_web_pages_early_answers_keep_the_connection() {
     early_answer_then_reuse(&s, head("PUT", "/ui/", "", n), n, 405).await;
     let elsewhere = "origin: https://evil.example\r\n";
     early_answer_then_reuse(&s, head("POST", "/ui/logout", elsewhere, n), n, 403).await;
+}
+
+/// Sends `head` and its body, reads the answer (`want`), then `GET /v2/` on the same
+/// connection, which must be answered (`next`).
+async fn answered_then_reused(
+    addr: std::net::SocketAddr,
+    head: String,
+    body_len: usize,
+    want: u16,
+    next: u16,
+) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&vec![b'x'; body_len]).await.unwrap();
+    let mut buf = vec![];
+    let r = read_response(&mut c, &mut buf).await.unwrap();
+    assert_eq!(r.status, want, "{head}");
+    assert!(!r.closes(), "the connection is kept: {head}");
+    c.write_all(b"GET /v2/ HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    let r = read_response(&mut c, &mut buf).await.unwrap_or_else(|e| panic!("after {want}: {e}"));
+    assert_eq!(r.status, next);
+}
+
+#[tokio::test]
+async fn refused_deletes_limited_logins_and_query_credentials_keep_the_connection() {
+    use base64::Engine as _;
+    // A refused delete (deletes off), with a body the client sent anyway.
+    let s = TestServer::start_with(|b| b.delete_enabled(false)).await;
+    let d = s.push_blob("ka", b"kept").await;
+    answered_then_reused(s.addr, head("DELETE", &format!("/v2/ka/blobs/{d}"), "", 1024), 1024, 405, 200)
+        .await;
+
+    // A limited login (429) on an upload with its body, and credentials in the token query (400).
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("alice:{}\n", bcrypt::hash("alice-pw", 4).unwrap())).unwrap();
+    let config = donjon_auth::AuthConfig {
+        htpasswd: Some(donjon_auth::config::HtpasswdConfig { realm: None, path: htpasswd }),
+        ..Default::default()
+    };
+    let keys = donjon::core::memory::MemoryStore::default();
+    let layer = config.build(&keys, None).await.unwrap().unwrap();
+    let s = TestServer::start_with(move |b| b.auth(layer.clone())).await;
+    let basic =
+        |p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("alice:{p}")));
+    for i in 0..10 {
+        let r = s.req("GET", "/v2/", &[("authorization", &basic(&format!("g{i}")))], Bytes::new()).await;
+        assert_eq!(r.status, 401);
+    }
+    let n = 200 * 1024;
+    let auth = format!("authorization: {}\r\n", basic("g10"));
+    answered_then_reused(s.addr, head("POST", "/v2/ka/blobs/uploads/", &auth, n), n, 429, 401).await;
+    let q = "/v2/token?username=alice&password=alice-pw";
+    answered_then_reused(s.addr, head("GET", q, "", 0), 0, 400, 401).await;
 }
