@@ -211,31 +211,29 @@ impl Limiter {
             t.counts.retain(|_, c| c.since.elapsed() < window);
             t.swept = Some(Instant::now());
         }
-        let mut keys = vec![];
-        let mut wait: Option<Duration> = None;
-        for (key, overflow, max) in wanted {
-            let room = t.counts.contains_key(&key) || t.counts.len() + keys.len() < MAX_KEYS;
-            let key = if room { key } else { overflow };
-            if let Some(c) = t.counts.get(&key).filter(|c| c.since.elapsed() < window) {
-                if c.n >= max {
-                    let left = window.saturating_sub(c.since.elapsed()).max(Duration::from_secs(1));
-                    wait = Some(wait.map_or(left, |w| w.max(left)));
-                }
-            }
-            keys.push(key);
-        }
+        // Each count's key: its own, or its overflow bucket when the table has no room for it.
+        let mut fresh = 0;
+        let keys = wanted.map(|(key, overflow, max)| {
+            let room = t.counts.contains_key(&key) || t.counts.len() + fresh < MAX_KEYS;
+            fresh += usize::from(room && !t.counts.contains_key(&key));
+            (if room { key } else { overflow }, max)
+        });
+        let wait = keys
+            .iter()
+            .filter_map(|(key, max)| t.counts.get(key).filter(|c| c.since.elapsed() < window && c.n >= *max))
+            .map(|c| window.saturating_sub(c.since.elapsed()).max(Duration::from_secs(1)))
+            .max();
         if let Some(w) = wait {
             return Err(w);
         }
-        for key in &keys {
+        let [(address, _), (user, _)] = keys;
+        for key in [&address, &user] {
             let c = t.counts.entry(key.clone()).or_insert(Count { n: 0, since: Instant::now() });
             if c.since.elapsed() >= window {
                 *c = Count { n: 0, since: Instant::now() };
             }
             c.n += 1;
         }
-        let mut keys = keys.into_iter();
-        let (Some(address), Some(user)) = (keys.next(), keys.next()) else { return Err(window) };
         t.in_flight.insert(id, Shared { holders: 1, settled: false, address, user });
         Ok(Attempt { table: self.table.clone(), id })
     }
@@ -248,13 +246,7 @@ impl Limiter {
 
 /// An attempt's identity: the same (group, user, password) is the same attempt.
 fn attempt_id(group: IpAddr, user: &str, password: &str) -> [u8; 32] {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    for part in [group.to_string().as_bytes(), user.as_bytes(), password.as_bytes()] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    h.finalize().into()
+    crate::users::digest_of(&[group.to_string().as_bytes(), user.as_bytes(), password.as_bytes()])
 }
 
 fn hash_of(v: &impl std::hash::Hash) -> u64 {

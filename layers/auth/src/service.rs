@@ -125,26 +125,19 @@ fn realm<B>(s: &Shared, req: &Request<B>) -> String {
 }
 
 /// `given` (a `Host`), when it is one of `names`: the same `host[:port]`, or a name written
-/// without a port on any port of it (`reg.example` covers `reg.example:8000`). As the
-/// request wrote it, then, which is what its client reached.
+/// without a port on any port of it (`reg.example` covers `reg.example:8000`), with the port
+/// the request used, which is what its client reached.
 fn named(names: &[String], given: &str) -> Option<String> {
-    let bare = |h: &str| -> String {
-        let h = h.trim_end_matches('.');
-        match h.rsplit_once(':') {
-            Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-                name.into()
-            }
-            _ => h.into(),
-        }
-    };
+    let given_at: http::uri::Authority = given.parse().ok()?;
     names.iter().find_map(|n| {
         if n.eq_ignore_ascii_case(given) {
-            Some(n.clone())
-        } else if !n.contains(':') && bare(given).eq_ignore_ascii_case(n) {
-            Some(format!("{n}{}", &given[bare(given).len()..]))
-        } else {
-            None
+            return Some(n.clone());
         }
+        let portless = n.parse::<http::uri::Authority>().is_ok_and(|a| a.port().is_none());
+        (portless && given_at.host().eq_ignore_ascii_case(n)).then(|| match given_at.port_u16() {
+            Some(port) => format!("{n}:{port}"),
+            None => n.clone(),
+        })
     })
 }
 

@@ -301,10 +301,15 @@ impl Users {
 }
 
 fn cache_key(user: &str, password: &str, entry: &str) -> [u8; 32] {
+    digest_of(&[user.as_bytes(), password.as_bytes(), entry.as_bytes()])
+}
+
+/// SHA-256 of `parts`, each preceded by its length (so that no two lists of parts collide).
+pub(crate) fn digest_of(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
-    for part in [user, password, entry] {
+    for part in parts {
         h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
+        h.update(part);
     }
     h.finalize().into()
 }
