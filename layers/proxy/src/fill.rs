@@ -109,27 +109,11 @@ impl Fill {
                 }
                 if st.pos < limit {
                     let n = ((limit - st.pos) as usize).min(READ_CHUNK);
-                    let (file, pos) = (st.file.clone(), st.pos);
                     // What the fill just wrote is in the page cache: read here, no thread hop.
-                    let mut buf = vec![0u8; n];
-                    if let Some(got) = donjon_core::pagecache::read_cached(&file, &mut buf, pos) {
-                        buf.truncate(got);
-                        st.pos += got as u64;
-                        return Some((Ok(Bytes::from(buf)), st));
-                    }
-                    let read = tokio::task::spawn_blocking(move || {
-                        use std::os::unix::fs::FileExt as _;
-                        file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
-                    })
-                    .await;
-                    match read {
-                        Ok(Ok(chunk)) => {
-                            st.pos += n as u64;
+                    match donjon_core::pagecache::read_at(&st.file, st.pos, n).await {
+                        Ok(chunk) => {
+                            st.pos += chunk.len() as u64;
                             return Some((Ok(chunk), st));
-                        }
-                        Ok(Err(e)) => {
-                            st.done = true;
-                            return Some((Err(BoxError::from(e)), st));
                         }
                         Err(e) => {
                             st.done = true;

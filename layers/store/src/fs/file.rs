@@ -4,12 +4,10 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use futures_util::TryStreamExt;
 
 use donjon_core::digest::Digest;
@@ -100,34 +98,16 @@ pub(super) fn file_stream(file: fs::File, offset: u64, len: u64) -> ByteStream {
         if pos >= end {
             return Ok(None);
         }
-        let mut buf = vec![0; usize::try_from(end - pos).map_or(IO_BUF, |n| n.min(IO_BUF))];
-        let n = match read_cached(&file, &mut buf, pos) {
-            Some(n) => n,
-            None => {
-                let f = Arc::clone(&file);
-                let (b, n) = blocking(move || {
-                    f.read_exact_at(&mut buf, pos).map_err(|e| match e.kind() {
-                        io::ErrorKind::UnexpectedEof => {
-                            io::Error::new(e.kind(), "blob shorter than its size")
-                        }
-                        _ => e,
-                    })?;
-                    let n = buf.len();
-                    Ok((buf, n))
-                })
-                .await?;
-                buf = b;
-                n
-            }
-        };
-        buf.truncate(n);
-        Ok(Some((Bytes::from(buf), (file, pos + n as u64))))
+        let len = usize::try_from(end - pos).map_or(IO_BUF, |n| n.min(IO_BUF));
+        let chunk = donjon_core::pagecache::read_at(&file, pos, len).await.map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => io::Error::new(e.kind(), "blob shorter than its size"),
+            _ => e,
+        })?;
+        let next = pos + chunk.len() as u64;
+        Ok(Some((chunk, (file, next))))
     });
     Box::pin(stream.map_err(|e: io::Error| Box::new(e) as donjon_core::BoxError))
 }
-
-/// [`donjon_core::pagecache::read_cached`].
-pub(super) use donjon_core::pagecache::read_cached;
 
 pub(super) fn modified_before(path: &Path, t: SystemTime) -> bool {
     fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|m| m < t)
@@ -184,19 +164,5 @@ pub(crate) mod tests {
         let (got, _, err) = collect(file_stream(file, 0, (IO_BUF + 200) as u64)).await;
         assert_eq!(got, data);
         assert!(err.unwrap().contains("blob shorter than its size"));
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn cached_bytes_are_read_without_the_blocking_pool() {
-        // What was just written is in the page cache: RWF_NOWAIT reads it on the calling thread.
-        // (ext4 does, as on the CI machine; a `None` here would mean a thread hop per chunk.)
-        let dir = tempfile::tempdir().unwrap();
-        let (file, data) = patterned(dir.path(), 100_000);
-        let mut buf = vec![0; 4096];
-        assert_eq!(read_cached(&file, &mut buf, 1000), Some(4096));
-        assert!(buf == data[1000..5096]);
-        // At the end of the file there is nothing to read: the caller falls back and reports it.
-        assert_eq!(read_cached(&file, &mut buf, 100_000), None);
     }
 }
