@@ -1,8 +1,9 @@
 //! The auth layer's parsers, from bytes a client controls: htpasswd lines, scopes (which print
 //! back as themselves), JWTs (never accepted unless signed by the key, donjon's own or another
 //! token server's), JWK Sets and certificate bundles, the `Authorization` header and the token
-//! endpoint's query and form. Every answer is one of the statuses the layer gives, never a
-//! panic.
+//! endpoint's query and form, the `Host` header (a challenge's realm names one of the
+//! registry's names, whatever it says). Every answer is one of the statuses the layer gives,
+//! never a panic.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -39,7 +40,8 @@ fn world() -> &'static World {
         let key = SigningKey::from_pem(pem.as_bytes()).expect("a key");
         let tokens = Tokens::new(key, "donjon", "fuzz", Duration::from_secs(60));
         let users = Users::new(None, Some(("u", "p"))).expect("users");
-        let layer = AuthLayer::new(users, Rules::authenticated_may_do_anything(), tokens.clone());
+        let layer = AuthLayer::new(users, Rules::authenticated_may_do_anything(), tokens.clone())
+            .hosts(["reg.example", "reg.internal:5000"]);
         let issuer = TrustedIssuer::new("server", "fuzz").jwks(JWKS.as_bytes()).expect("the JWKS");
         let external = AuthLayer::external(issuer.clone(), "https://auth.example/token");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -75,7 +77,7 @@ fuzz_target!(|s: &str| {
     for ((method, uri), layer) in requests.iter().flat_map(|r| w.layers.iter().map(move |l| (r, l))) {
         let mut b = http::Request::builder().method(*method).uri(uri.as_str());
         if http::HeaderValue::from_str(auth).is_ok() {
-            b = b.header("authorization", auth);
+            b = b.header("authorization", auth).header("host", auth);
         }
         let Ok(mut req) = b.body(Body::from(body.to_string())) else { continue };
         req.extensions_mut().insert(ClientConn { peer, tls: false, local: None });
@@ -86,5 +88,14 @@ fuzz_target!(|s: &str| {
         );
         let resp = w.rt.block_on(async { svc.ready().await.expect("ready").call(req).await.expect("infallible") });
         assert!([200, 400, 401, 403, 405, 429].contains(&resp.status().as_u16()), "{}", resp.status());
+        if let Some(c) = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()) {
+            // The external layer's realm is the fixed https://auth.example/token.
+            if c.starts_with("Bearer") && !c.starts_with("Bearer realm=\"https://auth.example/token\"") {
+                let ok = ["reg.example/", "reg.example:", "reg.internal:5000/"]
+                    .iter()
+                    .any(|h| c.starts_with(&format!("Bearer realm=\"http://{h}")));
+                assert!(ok, "a realm named a host that is not the registry's: {c}");
+            }
+        }
     }
 });

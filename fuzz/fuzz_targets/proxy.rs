@@ -2,7 +2,8 @@
 //! challenges, the `registry_proxies` section, pull-through names built from `f/<host>/…`
 //! and `?ns=<host>`, and the choice of upstream for them. None may panic; a name made from
 //! them is always a valid repository name under `f/`; no client-named host resolves to a
-//! private IP literal.
+//! private IP literal, and an upstream without an entry trusts no URL (a redirect or realm
+//! from it is always held to public addresses).
 #![no_main]
 
 use donjon_core::mirror::{cached_name, split, Mirrors};
@@ -26,6 +27,9 @@ fuzz_target!(|s: &str| {
         if let Ok(up) = Upstreams::default().resolve(h, repo) {
             if let Ok(ip) = up.base.host().unwrap_or("").trim_matches(['[', ']']).parse() {
                 assert!(is_public(ip), "{ip} reached without configuration");
+            }
+            if let Ok(uri) = s.parse::<http::Uri>() {
+                assert!(!up.trusts(&uri), "an upstream without an entry trusts {uri}");
             }
         }
     }
