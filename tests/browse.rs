@@ -252,8 +252,13 @@ async fn an_image_page_shows_platforms_layers_labels_and_referrers_as_text() {
     assert!(html.contains("linux/amd64") && html.contains("linux/arm64/v8"), "{html}");
     assert!(html.contains(&format!("href=\"/ui/r/public/tool@{amd}\"")), "{html}");
     assert!(html.contains("data-copy=\"docker pull registry.example/public/tool:1.0\""), "{html}");
-    assert!(html.contains("podman pull registry.example/public/tool:1.0"));
+    assert!(html.contains("podman pull --tls-verify=false registry.example/public/tool:1.0"), "{html}");
     assert!(html.contains("ctr images pull --plain-http registry.example/public/tool:1.0"));
+    assert!(html.contains("insecure-registries"), "docker's daemon setting for a plain-HTTP host: {html}");
+    // The repository's page: a command with a tag that exists (no `latest` here).
+    let html = text(&page(&s, "/ui/r/public/tool", None).await);
+    assert!(html.contains("data-copy=\"docker pull registry.example/public/tool:1.0\""), "{html}");
+    assert!(!html.contains("docker pull registry.example/public/tool<"), "{html}");
 
     let r = page(&s, &format!("/ui/r/public/tool@{amd}"), None).await;
     assert_eq!(r.status, 200);
@@ -429,4 +434,5 @@ async fn over_http2_the_authority_is_the_host() {
     let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
     let html = String::from_utf8_lossy(&body);
     assert!(html.contains(&format!("docker pull {}/public/h2:v1", s.addr)), "{html}");
+    assert!(!html.contains("insecure-registries"), "docker pulls from a loopback host as it is: {html}");
 }

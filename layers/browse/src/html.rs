@@ -250,7 +250,15 @@ pub(crate) fn repository(
 ) -> Page {
     let mut p = Page::new(name).crumb(name, None);
     let _ = write!(p.main, "<h1>{}{}</h1>", esc(name), badge(upstream));
-    pull_commands(&mut p.main, &format!("{host}/{name}"), plain_http);
+    // A tag that exists: `latest` when there is one, else the first shown (none, no command).
+    let tag = tags
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .find(|t| *t == "latest")
+        .or(tags.first().map(|(t, _)| t.as_str()));
+    if let Some(tag) = tag {
+        pull_commands(&mut p.main, &format!("{host}/{name}:{tag}"), plain_http);
+    }
     let _ = write!(p.main, "<h2>Tags <span class=\"count\">{}</span></h2>", paging.total);
     if times {
         let link = |label: &str, key: &str, on: bool| {
@@ -314,13 +322,17 @@ pub(crate) fn repository(
     p
 }
 
-/// The `docker pull`, `podman pull` and `ctr` commands for `reference`, each with a copy button.
+/// The `docker pull`, `podman pull` and `ctr` commands for `reference` (`host/name:tag` or
+/// `host/name@digest`), each with a copy button and the flags a plain-HTTP registry needs.
+/// docker has no such flag: it pulls over plain HTTP from a loopback host only, and from any
+/// other once the daemon lists it in `insecure-registries`, which a hint then says.
 fn pull_commands(out: &mut String, reference: &str, plain_http: bool) {
-    let ctr_flags = if plain_http { " --plain-http" } else { "" };
+    let (podman_flags, ctr_flags) =
+        if plain_http { (" --tls-verify=false", " --plain-http") } else { ("", "") };
     out.push_str("<ul class=\"pull\">");
     for cmd in [
         format!("docker pull {reference}"),
-        format!("podman pull {reference}"),
+        format!("podman pull{podman_flags} {reference}"),
         format!("ctr images pull{ctr_flags} {reference}"),
     ] {
         let _ = write!(
@@ -330,6 +342,24 @@ fn pull_commands(out: &mut String, reference: &str, plain_http: bool) {
         );
     }
     out.push_str("</ul>");
+    let host = reference.split('/').next().unwrap_or_default();
+    if plain_http && !loopback(host) {
+        let _ = write!(
+            out,
+            "<p class=\"hint\">docker pulls over plain HTTP only from hosts its daemon lists: add \
+             <code>\"insecure-registries\": [\"{}\"]</code> to <code>/etc/docker/daemon.json</code>.</p>",
+            esc(host)
+        );
+    }
+}
+
+/// Whether `host` (`name[:port]`, `[v6]:port`) is a loopback host, as docker judges it.
+fn loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What the image page shows.
