@@ -118,7 +118,11 @@ async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
         Err(e) => tracing::warn!("cannot watch SIGHUP, the configuration cannot be re-read: {e}"),
     }
     if let Some(schedule) = settings.storage.gc_schedule() {
-        tracing::info!(interval = ?schedule.interval, grace = ?schedule.options.grace, "garbage collection on a schedule");
+        tracing::info!(
+            interval = %donjon_core::config::duration::format(schedule.interval),
+            grace = %donjon_core::config::duration::format(schedule.options.grace),
+            "garbage collection on a schedule"
+        );
         builder = builder.garbage_collection(schedule);
     }
     // Background work the layers hand out (upload purging): it runs until the process ends.
@@ -219,7 +223,11 @@ fn garbage_collect(settings: &Settings, o: &donjon_store::gc::GcOptions) -> Exit
             }
         };
         if !o.dry_run {
-            eprintln!("donjon: collecting garbage (grace {:?}, settle {:?})", o.grace, o.settle);
+            eprintln!(
+                "donjon: collecting garbage (grace {}, settle {})",
+                donjon_core::config::duration::format(o.grace),
+                donjon_core::config::duration::format(o.settle)
+            );
         }
         match donjon_store::gc::collect(&*store, o).await {
             Ok(r) => {

@@ -348,14 +348,55 @@ async fn a_default_upstream_serves_what_is_not_here() {
     assert_eq!((r.status.as_u16(), r.header("docker-content-digest")), (200, m.as_str()), "{:?}", r.body);
     let r = proxy.get(&format!("/v2/library/app/blobs/{ld}")).await;
     assert_eq!(&r.body[..], &layer[..]);
-    let r = proxy.get("/v2/f/upstream.test/library/app/tags/list").await;
-    assert_eq!(r.json()["tags"], serde_json::json!(["v1"]), "cached under the pull-through name");
+    let catalog = proxy.get("/v2/_catalog").await.json();
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["f/upstream.test/library/app"]),
+        "cached under the pull-through name"
+    );
     let (local, _) = proxy.push_image("library/app", "mine", "local").await;
     let r = proxy.get("/v2/library/app/manifests/mine").await;
     assert_eq!(r.header("docker-content-digest"), local, "pushed content is served from here");
     let r = proxy.get("/v2/library/app/manifests/nope").await;
     assert_eq!(r.status, 404, "neither here nor upstream");
     up.stop().await;
+}
+
+/// A tag list of a mirrored repository is the upstream's, as Distribution's proxy answers it,
+/// paged as the client asks; without the upstream, what is cached; a repository pushed here
+/// lists its own tags.
+#[tokio::test]
+async fn tag_lists_come_from_the_upstream() {
+    let up = Upstream::start().await;
+    let layer = layer_bytes(2048);
+    for tag in ["v1", "v2", "v3"] {
+        up.push_image("library/app", tag, &layer).await;
+    }
+    let proxy = proxy_with(&up, Duration::ZERO, Some("upstream.test")).await;
+    // Nothing pulled yet: docker's plain name (the default upstream) and the pull-through name.
+    for path in ["/v2/library/app/tags/list", "/v2/f/upstream.test/library/app/tags/list"] {
+        let r = proxy.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        assert_eq!(r.json()["tags"], serde_json::json!(["v1", "v2", "v3"]), "{path}");
+    }
+    let r = proxy.get("/v2/library/app/tags/list").await;
+    assert_eq!(r.json()["name"], "library/app", "listed under the name the client asked for");
+    let r = proxy.get("/v2/library/app/tags/list?n=1&last=v1").await;
+    assert_eq!(r.json()["tags"], serde_json::json!(["v2"]));
+    assert_eq!(r.header("link"), r#"</v2/library/app/tags/list?n=1&last=v2>; rel="next""#);
+    let r = proxy.get("/v2/library/app/tags/list?n=x").await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "PAGINATION_NUMBER_INVALID".into()));
+    let r = proxy.get("/v2/library/nothing/tags/list").await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "NAME_UNKNOWN".into()), "{:?}", r.body);
+    // One tag pulled, then the upstream gone: the cached tag is listed.
+    assert_eq!(proxy.get("/v2/library/app/manifests/v2").await.status, 200);
+    up.stop().await;
+    let r = proxy.get("/v2/library/app/tags/list").await;
+    assert_eq!(r.json()["tags"], serde_json::json!(["v2"]), "{:?}", r.body);
+    // A repository pushed here answers from here.
+    proxy.push_image("mine/app", "local", "x").await;
+    let r = proxy.get("/v2/mine/app/tags/list").await;
+    assert_eq!(r.json()["tags"], serde_json::json!(["local"]));
 }
 
 /// An upstream named by `host:port`, as Trow's paths and containerd's `ns` name one: the

@@ -7,13 +7,17 @@ use std::time::Duration;
 
 use super::support::*;
 
+/// `donjon garbage-collect CONFIG --delete-untagged --grace 0s --settle 1s`: its stdout and
+/// stderr.
 fn donjon_gc(config: &std::path::Path, extra: &[&str]) -> String {
     let mut c = Command::new(env!("CARGO_BIN_EXE_donjon"));
     c.arg("garbage-collect")
         .arg(config)
         .args(["--delete-untagged", "--grace", "0s", "--settle", "1s"])
         .args(extra);
-    ok(&mut c)
+    let out = run_with(&mut c, Duration::from_secs(120));
+    assert!(out.success(), "garbage-collect failed\n{}", out.describe());
+    format!("{}{}", out.stdout, out.stderr)
 }
 
 #[test]
@@ -40,6 +44,20 @@ fn online_gc_leaves_nothing_for_distributions_collector() {
     let mut c = skopeo(&s);
     c.args(["delete", "--retry-times", "0", "--tls-verify=false", &dj.docker("gc/deleted:x")]);
     ok(&mut c);
+    let catalog = http(&dj.host(), "GET", "/v2/_catalog", &[]).unwrap().json();
+    assert!(
+        !catalog["repositories"].as_array().unwrap().contains(&serde_json::json!("gc/deleted")),
+        "a repository with no manifest left is not listed: {catalog}"
+    );
+
+    // With the default grace (1h), everything is too young to go: the report says so, and how
+    // to collect it now.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_donjon"));
+    c.args(["garbage-collect", "--dry-run", "--delete-untagged"]).arg(&config);
+    let held = ok(&mut c);
+    assert!(held.contains("would free 0 blob(s)"), "{held}");
+    assert!(held.contains("the 1h grace period holds back"), "{held}");
+    assert!(held.contains("run with --grace 0s"), "{held}");
 
     // the dry run says what the run then does
     let dry = donjon_gc(&config, &["--dry-run"]);
@@ -63,6 +81,14 @@ fn online_gc_leaves_nothing_for_distributions_collector() {
         );
     }
     assert!(run.contains("garbage collection freed"), "{run}");
+    assert!(
+        run.contains("collecting garbage (grace 0s, settle 1s)"),
+        "durations as people write them: {run}"
+    );
+    assert!(
+        run.contains("waiting 1s (settle) for manifest pushes under way"),
+        "it says what it waits for: {run}"
+    );
 
     // Distribution's own collector, on the same directory, finds nothing more
     let mut c = Command::new(tool("docker-registry"));

@@ -202,6 +202,11 @@ pub mod duration {
             .map_err(|e| format!("invalid duration {s:?} ({e}): expected e.g. 30s, 2m, 1h30m, 500ms"))
     }
 
+    /// `d` as people write it: `0s`, `1h`, `1h 30m`, `500ms`.
+    pub fn format(d: Duration) -> String {
+        humantime::format_duration(d).to_string()
+    }
+
     /// Writes `d` as humantime does (`1h 30m`).
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))

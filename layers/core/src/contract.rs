@@ -545,13 +545,32 @@ pub async fn purge_ends_old_sessions(store: Arc<dyn Store>) {
 }
 
 /// A repository whose every tag and manifest was deleted, but that still links blobs, lists no
-/// tags rather than being unknown (the conformance suite's content-management flow).
+/// tags rather than being unknown (the conformance suite's content-management flow), and is no
+/// longer in the catalog: at once, on every backend (a bucket that lists emptied folders for a
+/// while included).
 pub async fn emptied_repository_lists_no_tags(store: Arc<dyn Store>) {
     let repo = name("contract/emptied");
+    let kept = name("contract/kept");
+    put_manifest(&*store, &kept, Some("t"), b"k").await;
     let d = put_manifest(&*store, &repo, Some("only"), b"e").await;
+    let untagged = put_manifest(&*store, &repo, None, b"u").await;
+    assert_eq!(store.catalog(None, 100).await.expect("catalog"), ["contract/emptied", "contract/kept"]);
     store.tag_delete(&repo, &"only".parse().expect("tag")).await.expect("tag delete");
     store.manifest_delete(&repo, &d).await.expect("manifest delete");
     assert_eq!(store.tags(&repo).await.expect("still known"), Vec::<String>::new());
+    assert_eq!(
+        store.catalog(None, 100).await.expect("catalog"),
+        ["contract/emptied", "contract/kept"],
+        "an untagged manifest is still a manifest"
+    );
+    store.manifest_delete(&repo, &untagged).await.expect("manifest delete");
+    assert_eq!(store.catalog(None, 100).await.expect("catalog"), ["contract/kept"]);
+    let folders = store.repository_folders(None, 100).await.expect("folders");
+    assert!(folders.contains(&"contract/emptied".to_string()), "its links are still to collect: {folders:?}");
+    assert_eq!(store.catalog(Some("contract/a"), 1).await.expect("page"), ["contract/kept"]);
+    // Pushed again, it is back.
+    put_manifest(&*store, &repo, Some("again"), b"a").await;
+    assert_eq!(store.catalog(None, 100).await.expect("catalog"), ["contract/emptied", "contract/kept"]);
 }
 
 /// A secret is made once: later and concurrent callers get the first writer's bytes, and it

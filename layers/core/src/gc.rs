@@ -24,9 +24,8 @@
 //! retries (it uploads the blob again); a pull of an image pushed in that instant may fail for
 //! `settle` until its blob comes back. A dry run reports what phases 1 and 3 would remove, with
 //! sizes, and changes nothing. A blob in quarantine that a run which did not finish left behind
-//! is settled by the next run. Repositories are those the catalog lists (those with
-//! manifests); a repository that only ever received blobs keeps its links, which name nothing
-//! once their blobs are gone.
+//! is settled by the next run. Repositories are every folder with manifests or links
+//! ([`Store::repository_folders`]): the links of an emptied repository go with their blobs.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -99,6 +98,24 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Blobs hidden and given back because a manifest came to need them meanwhile.
     pub restored: usize,
+    /// The grace period the collection ran with.
+    #[serde(with = "crate::config::duration")]
+    pub grace: Duration,
+    /// Garbage the grace period kept: blobs nothing references, written or linked within it.
+    pub held_back: HeldBack,
+}
+
+/// Blobs nothing references that a collection kept because they are younger than its grace
+/// period (a push whose manifest is still on its way looks like this).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeldBack {
+    /// How many.
+    pub blobs: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// How long ago the youngest of them was written or linked.
+    #[serde(with = "crate::config::duration::option")]
+    pub youngest: Option<Duration>,
 }
 
 /// Why a collection stopped. Nothing it had not yet decided is removed.
@@ -148,12 +165,12 @@ fn references(repo: &str, m: &Manifest) -> Result<Refs, GcError> {
     Ok(Refs { all, children, subject: p.subject })
 }
 
-/// Every repository the catalog lists, all pages.
+/// Every repository folder, all pages ([`Store::repository_folders`]: emptied ones too).
 pub async fn repositories(store: &dyn Store) -> Result<Vec<Name>, StoreError> {
     let mut out = vec![];
     let mut last: Option<String> = None;
     loop {
-        let page = store.catalog(last.as_deref(), 1000).await?;
+        let page = store.repository_folders(last.as_deref(), 1000).await?;
         let Some(end) = page.last().cloned() else { break };
         for r in &page {
             // a repository whose name does not parse would go unmarked: stop instead
@@ -316,7 +333,8 @@ async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
     let cutoff = SystemTime::now().checked_sub(o.grace).unwrap_or(SystemTime::UNIX_EPOCH);
     let leftover = store.quarantine_list().await?;
     let repos = repositories(store).await?;
-    let mut report = GcReport { dry_run: o.dry_run, repositories: repos.len(), ..GcReport::default() };
+    let mut report =
+        GcReport { dry_run: o.dry_run, repositories: repos.len(), grace: o.grace, ..GcReport::default() };
 
     // 1. untagged manifests
     let mut deleted: Vec<(Name, Manifest)> = vec![];
@@ -344,17 +362,13 @@ async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
     // 2. mark
     let marks = mark(store, &repos, &gone, cutoff).await?;
     let allowed = |d: &Digest| o.only.as_ref().is_none_or(|only| only.contains(d));
-    let candidates: Vec<Stored> = store
+    let (candidates, young): (Vec<Stored>, Vec<Stored>) = store
         .blob_list()
         .await?
         .into_iter()
-        .filter(|b| {
-            allowed(&b.digest)
-                && !marks.all.contains(&b.digest)
-                && b.modified < cutoff
-                && !marks.young_links.contains(&b.digest)
-        })
-        .collect();
+        .filter(|b| allowed(&b.digest) && !marks.all.contains(&b.digest))
+        .partition(|b| b.modified < cutoff && !marks.young_links.contains(&b.digest));
+    report.held_back = held_back(&young, &marks);
     // the links that go with a blob deleted for good: old, and nothing in their repository
     // references them
     let stale_links = |deleted: &BTreeSet<Digest>, last: &Marks| -> Vec<(Name, Digest)> {
@@ -389,7 +403,17 @@ async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
                 held.insert(b.digest.clone(), b.size);
             }
         }
-        tokio::time::sleep(o.settle).await;
+        // Nothing hidden and no manifest deleted: nothing a push under way could need back.
+        if !held.is_empty() || !deleted.is_empty() {
+            tracing::info!(
+                "garbage collection: {} blob(s) hidden, {} manifest(s) deleted; waiting {} (settle) for \
+                 manifest pushes under way to finish, then marking again",
+                held.len(),
+                deleted.len(),
+                crate::config::duration::format(o.settle)
+            );
+            tokio::time::sleep(o.settle).await;
+        }
         loop {
             let repos = repositories(store).await?;
             let again = mark(store, &repos, &HashSet::new(), SystemTime::UNIX_EPOCH).await?;
@@ -457,6 +481,23 @@ async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
     Ok(report)
 }
 
+/// What the grace period keeps of the garbage: `young`'s count, bytes, and the age of the
+/// youngest (its write, or its newest link).
+fn held_back(young: &[Stored], marks: &Marks) -> HeldBack {
+    let mut newest: HashMap<&Digest, SystemTime> = young.iter().map(|b| (&b.digest, b.modified)).collect();
+    for l in marks.links.values().flatten() {
+        if let Some(t) = newest.get_mut(&l.digest) {
+            *t = (*t).max(l.modified);
+        }
+    }
+    let now = SystemTime::now();
+    HeldBack {
+        blobs: young.len(),
+        bytes: young.iter().map(|b| b.size).sum(),
+        youngest: newest.values().max().map(|t| now.duration_since(*t).unwrap_or_default()),
+    }
+}
+
 /// The referrers entry of a manifest that has a `subject`.
 fn referrer_of(m: &Manifest) -> Option<(Digest, crate::store::Descriptor)> {
     let p = manifest::parse(&m.bytes, Some(&m.media_type)).ok()?;
@@ -508,18 +549,125 @@ pub async fn collector(
 }
 
 impl GcReport {
-    /// One line for the log: what went, in words.
+    /// One line for the log: what went, in words, and what the grace period kept.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use donjon_core::gc::{GcReport, HeldBack};
+    ///
+    /// let r = GcReport {
+    ///     dry_run: true,
+    ///     grace: Duration::from_secs(3600),
+    ///     held_back: HeldBack { blobs: 2, bytes: 64 << 20, youngest: Some(Duration::from_secs(120)) },
+    ///     ..GcReport::default()
+    /// };
+    /// assert!(r.summary().contains("the 1h grace period holds back 2 unreferenced blob(s), 64.0 MiB"));
+    /// assert!(r.summary().contains("the youngest written 2m ago"));
+    /// assert!(r.summary().contains("--grace 0s"));
+    /// ```
     pub fn summary(&self) -> String {
         let verb = if self.dry_run { "would free" } else { "freed" };
-        format!(
+        let mut line = format!(
             "garbage collection {verb} {} blob(s), {} bytes ({:.1} MiB); {} untagged manifest(s), {} link(s); {} repositories; {} blob(s) given back",
             self.blobs.len(),
             self.bytes_freed,
-            self.bytes_freed as f64 / (1 << 20) as f64,
+            mib(self.bytes_freed),
             self.manifests.len(),
             self.links.len(),
             self.repositories,
             self.restored,
-        )
+        );
+        let h = &self.held_back;
+        if h.blobs > 0 {
+            let age = h.youngest.map_or(String::new(), |a| {
+                format!(
+                    ", the youngest written {} ago",
+                    crate::config::duration::format(Duration::from_secs(a.as_secs()))
+                )
+            });
+            line.push_str(&format!(
+                "; the {} grace period holds back {} unreferenced blob(s), {:.1} MiB{age}: to collect them now, \
+                 run with --grace 0s while no push is under way",
+                crate::config::duration::format(self.grace),
+                h.blobs,
+                mib(h.bytes),
+            ));
+        }
+        line
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::store::ManifestPut;
+
+    async fn push(store: &MemoryStore, repo: &Name, data: &[u8]) -> Digest {
+        let d = Digest::sha256_of(data);
+        let body = crate::store::bytes_stream(bytes::Bytes::copy_from_slice(data));
+        store.blob_put(repo, &d, body).await.expect("put");
+        d
+    }
+
+    /// An image whose manifest was deleted: its config and layer are garbage, but young.
+    async fn deleted_image(store: &MemoryStore) -> u64 {
+        let repo: Name = "gc/app".parse().unwrap();
+        let (config, layer) = (b"{}".as_slice(), vec![7u8; 1000]);
+        let cd = push(store, &repo, config).await;
+        let ld = push(store, &repo, &layer).await;
+        let bytes = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{ld}","size":1000}}]}}"#
+        );
+        let digest = Digest::sha256_of(bytes.as_bytes());
+        let put = ManifestPut {
+            digest: digest.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            bytes: bytes.clone().into(),
+            tags: vec!["v1".parse().unwrap()],
+            referrer: None,
+        };
+        store.manifest_put(&repo, put).await.expect("manifest");
+        store.manifest_delete(&repo, &digest).await.expect("delete");
+        (config.len() + layer.len() + bytes.len()) as u64
+    }
+
+    #[tokio::test]
+    async fn the_report_says_what_the_grace_period_holds_back() {
+        let store = Arc::new(MemoryStore::default());
+        let bytes = deleted_image(&store).await;
+        let o = GcOptions { dry_run: true, ..GcOptions::default() };
+        let r = collect(&*store, &o).await.unwrap();
+        assert!(r.blobs.is_empty(), "all of it is younger than an hour: {r:?}");
+        assert_eq!((r.held_back.blobs, r.held_back.bytes), (3, bytes), "config, layer and manifest");
+        assert!(r.held_back.youngest.is_some_and(|a| a < Duration::from_secs(60)), "{r:?}");
+        assert!(
+            r.summary().contains("the 1h grace period holds back 3 unreferenced blob(s)"),
+            "{}",
+            r.summary()
+        );
+        // With no grace, they go, and nothing is held back.
+        let o = GcOptions { dry_run: true, grace: Duration::ZERO, ..GcOptions::default() };
+        let r = collect(&*store, &o).await.unwrap();
+        assert_eq!((r.blobs.len(), r.bytes_freed, r.held_back.blobs), (3, bytes, 0));
+        assert!(!r.summary().contains("holds back"), "{}", r.summary());
+    }
+
+    /// The settle wait is for a push that checked a hidden blob: with nothing hidden and no
+    /// manifest deleted there is none to wait for.
+    #[tokio::test]
+    async fn nothing_hidden_means_no_settle_wait() {
+        let store = Arc::new(MemoryStore::default());
+        deleted_image(&store).await;
+        let o = GcOptions { settle: Duration::from_secs(3600), ..GcOptions::default() };
+        let r = tokio::time::timeout(Duration::from_secs(30), collect(&*store, &o)).await;
+        let r = r.expect("a collection that hid nothing waited for its settle").unwrap();
+        assert_eq!((r.blobs.len(), r.held_back.blobs), (0, 3));
     }
 }

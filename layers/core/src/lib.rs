@@ -59,9 +59,9 @@ pub mod route;
 pub mod store;
 pub mod time;
 
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod contract;
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 
 pub use body::{Body, BoxError};

@@ -265,6 +265,11 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn repository_folders(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        let st = self.lock();
+        Ok(st.repos.keys().filter(|k| last.is_none_or(|l| k.as_str() > l)).take(n).cloned().collect())
+    }
+
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>> {
         let st = self.lock();
         Ok(st

@@ -124,6 +124,58 @@ pub fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""))
 }
 
+/// What a `last` in a `Link` is encoded with: all but RFC 3986's unreserved characters.
+const LINK_PARAM: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A list request's page: `n` (how many; `None` when absent or empty) and `last` (the entry
+/// to start after), or `PAGINATION_NUMBER_INVALID` for an `n` that is not a number.
+pub fn page(uri: &Uri) -> HandlerResult<(Option<usize>, Option<String>)> {
+    let n = match query_param(uri, "n") {
+        None => None,
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(v.parse::<usize>().map_err(|_| {
+            crate::Error::new(crate::ErrorCode::PaginationNumberInvalid, format!("invalid page size n={v:?}"))
+        })?),
+    };
+    let last = query_param(uri, "last").map(|l| l.into_owned()).filter(|l| !l.is_empty());
+    Ok((n, last))
+}
+
+/// The `Link` to a list's next page: `<path?n=…&last=…>; rel="next"`.
+pub fn next_link(path: &str, n: usize, last: &str) -> HeaderValue {
+    let last = percent_encoding::utf8_percent_encode(last, LINK_PARAM);
+    header_value(&format!("<{path}?n={n}&last={last}>; rel=\"next\""))
+}
+
+/// The answer to `GET /v2/<name>/tags/list` over all of a repository's `tags`, sorted: the
+/// page the request's `n` and `last` ask for, with a `Link` when more follow.
+///
+/// ```
+/// use donjon_core::response::tags_list;
+///
+/// let uri: http::Uri = "/v2/a/tags/list?n=1&last=1.0".parse().unwrap();
+/// let tags = vec!["1.0".to_string(), "1.1".to_string(), "2.0".to_string()];
+/// let r = tags_list(&"a".parse().unwrap(), tags, &uri).unwrap();
+/// assert_eq!(r.headers()["link"], r#"</v2/a/tags/list?n=1&last=1.1>; rel="next""#);
+/// ```
+pub fn tags_list(name: &crate::Name, mut tags: Vec<String>, uri: &Uri) -> HandlerResult {
+    let (n, last) = page(uri)?;
+    if let Some(l) = &last {
+        tags.retain(|t| t.as_str() > l.as_str());
+    }
+    let more = n.is_some_and(|n| tags.len() > n);
+    if let Some(n) = n {
+        tags.truncate(n);
+    }
+    let body = serde_json::json!({ "name": name.as_str(), "tags": tags }).to_string();
+    let mut r = json(http::StatusCode::OK, body.into(), false);
+    if let (true, Some(n), Some(l)) = (more, n, tags.last()) {
+        r.headers_mut().insert(header::LINK, next_link(&format!("/v2/{name}/tags/list"), n, l));
+    }
+    Ok(r)
+}
+
 /// The first value of query parameter `key`, percent-decoded (`+` stays `+`).
 pub fn query_param<'a>(uri: &'a Uri, key: &str) -> Option<Cow<'a, str>> {
     query_params(uri, key).next()

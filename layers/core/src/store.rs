@@ -316,8 +316,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(self.tags(repo).await?.into_iter().map(|t| (t, None)).collect())
     }
 
-    /// Up to `n` repository names after `last`, in lexical order.
+    /// Up to `n` repository names after `last`, in lexical order: the repositories that hold a
+    /// manifest (one whose manifests were all deleted is not listed).
     async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>>;
+
+    /// Up to `n` repository folders after `last`, in lexical order: the catalog's, and those
+    /// that hold only links (manifests all deleted, or blobs pushed and no manifest yet). What
+    /// garbage collection and cache eviction walk, so that such links go with their blobs.
+    /// The default is the catalog.
+    async fn repository_folders(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        self.catalog(last, n).await
+    }
 
     /// The descriptors of the manifests whose `subject` is `subject`.
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>>;
@@ -381,10 +390,11 @@ impl ReadOnlySwitch {
 
 /// One page of the catalog, walked in lexical order over a tree of folders (Distribution's
 /// `repositories/`): `list(prefix)` names the subfolders of `repositories/<prefix>` (`""` for
-/// the top). A folder holding `_manifests` is a repository. Only what can hold names after
-/// `last` is listed, and the walk stops at `n`, so a page costs the folders on its way, not
-/// the whole tree: the backends' [`Store::catalog`].
-pub async fn catalog_walk<F, Fut>(list: F, last: Option<&str>, n: usize) -> Result<Vec<String>>
+/// the top). A folder holding `_manifests` is a repository, and with `folders` one holding
+/// `_layers` too. Only what can hold names after `last` is listed, and the walk stops at `n`,
+/// so a page costs the folders on its way, not the whole tree: the backends'
+/// [`Store::catalog`] and [`Store::repository_folders`].
+pub async fn catalog_walk<F, Fut>(list: F, last: Option<&str>, n: usize, folders: bool) -> Result<Vec<String>>
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<String>>>,
@@ -426,7 +436,7 @@ where
             stack.push(entries(&full, &children));
         } else if last.is_none_or(|l| full.as_str() > l) {
             let children = list(full.clone()).await?;
-            let repo = children.iter().any(|c| c == "_manifests");
+            let repo = children.iter().any(|c| c == "_manifests" || (folders && c == "_layers"));
             listed.insert(full.clone(), children);
             if repo {
                 out.push(full);
@@ -511,12 +521,12 @@ mod tests {
         };
         let mut want: Vec<&str> = repos.to_vec();
         want.sort();
-        assert_eq!(catalog_walk(&list, None, 100).await.unwrap(), want);
+        assert_eq!(catalog_walk(&list, None, 100, false).await.unwrap(), want);
         // paging two at a time gives the same, in order
         let mut paged = vec![];
         let mut last: Option<String> = None;
         loop {
-            let page = catalog_walk(&list, last.as_deref(), 2).await.unwrap();
+            let page = catalog_walk(&list, last.as_deref(), 2, false).await.unwrap();
             if page.is_empty() {
                 break;
             }
@@ -526,7 +536,7 @@ mod tests {
         assert_eq!(paged, want);
         // a page after `a0` lists no folder under `a`
         calls.store(0, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(catalog_walk(&list, Some("a0"), 1).await.unwrap(), ["b/c"]);
+        assert_eq!(catalog_walk(&list, Some("a0"), 1, false).await.unwrap(), ["b/c"]);
         assert!(
             calls.load(std::sync::atomic::Ordering::Relaxed) <= 4,
             "{} listings",

@@ -17,6 +17,9 @@ use crate::upstream::{Refused, Upstream};
 
 /// The largest manifest fetched from an upstream.
 const MANIFEST_MAX: usize = 4 * 1024 * 1024;
+/// The largest tag list taken from an upstream (Docker Hub's largest repositories list a few
+/// thousand tags: well under 1 MiB).
+const TAGS_MAX: usize = 8 * 1024 * 1024;
 
 /// The service of [`ProxyCacheLayer`](crate::ProxyCacheLayer).
 #[derive(Clone, Debug)]
@@ -167,6 +170,83 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// `GET /v2/<shown>/tags/list` of the cached repository `name`: the upstream's list, as
+    /// Distribution's proxy answers it, or what is cached when the upstream cannot be asked.
+    /// The page is the client's: its `n` and a valid `last` go upstream too, and a page the
+    /// upstream says continues gets a `Link` of this registry's.
+    async fn tags(&self, shown: &Name, name: &Name, uri: &http::Uri) -> Response<Body> {
+        let (n, last) = match donjon_core::response::page(uri) {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+        let mut path = String::from("tags/list");
+        let mut sep = '?';
+        if let Some(n) = n {
+            path.push_str(&format!("{sep}n={n}"));
+            sep = '&';
+        }
+        if let Some(l) = last.as_deref().filter(|l| l.parse::<donjon_core::Tag>().is_ok()) {
+            path.push_str(&format!("{sep}last={l}"));
+        }
+        let listed = async {
+            let up = self.upstream(name)?;
+            let json = HeaderValue::from_static("application/json");
+            let resp = self.client.send(&up, Method::GET, &path, Some(&json)).await?;
+            if !resp.status().is_success() {
+                return Err(UpstreamError::Status(resp.status()));
+            }
+            let continues = resp.headers().contains_key(header::LINK);
+            let body = tokio::time::timeout(
+                self.client.read_timeout(),
+                http_body_util::Limited::new(resp.into_body(), TAGS_MAX).collect(),
+            )
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(|e| UpstreamError::Unreachable(format!("tag list body: {e}")))?
+            .to_bytes();
+            #[derive(serde::Deserialize)]
+            struct List {
+                tags: Option<Vec<String>>,
+            }
+            let list: List = serde_json::from_slice(&body).map_err(|e| {
+                UpstreamError::Unreachable(format!("the upstream's tag list is not one: {e}"))
+            })?;
+            Ok((list.tags.unwrap_or_default(), continues))
+        }
+        .await;
+        let (tags, continues) = match listed {
+            Ok(l) => {
+                donjon_core::metrics::metrics().record_proxy("tags_fetch");
+                l
+            }
+            Err(e) => match self.store.tags(name).await {
+                Ok(t) if !t.is_empty() => {
+                    donjon_core::metrics::metrics().record_proxy("stale");
+                    tracing::warn!(%name, error = %e, "proxy: upstream tag list failed; listing the cached tags");
+                    (t, false)
+                }
+                _ => return upstream_error(&e, ErrorCode::NameUnknown),
+            },
+        };
+        let mut tags: Vec<String> =
+            tags.into_iter().filter(|t| t.parse::<donjon_core::Tag>().is_ok()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let page_last = tags.last().cloned();
+        let mut r = match donjon_core::response::tags_list(shown, tags, uri) {
+            Ok(r) => r,
+            Err(e) => return e.into_response(),
+        };
+        // The upstream's own page ended at `n` and it says more follow.
+        if let (true, Some(n), Some(l)) = (continues, n, page_last) {
+            if !r.headers().contains_key(header::LINK) {
+                let link = donjon_core::response::next_link(&format!("/v2/{shown}/tags/list"), n, &l);
+                r.headers_mut().insert(header::LINK, link);
+            }
+        }
+        r
     }
 
     /// GETs a manifest from upstream, checks it against `expected`, and stores it (under
@@ -378,19 +458,29 @@ where
             }
             Err(e) => Ok(Error::from(e).into_response()),
         },
-        // What is cached: tags, referrers.
+        Route::Tags { .. } => {
+            let shown = req.extensions().get::<Shown>().map_or(name.clone(), |s| s.0.clone());
+            Ok(shared.tags(&shown, &name, req.uri()).await)
+        }
+        // What is cached: referrers.
         _ => inner.call(req).await,
     }
 }
 
+/// The repository name a client asked for, when the default upstream's cached name answers
+/// it: the name its tag list is shown under.
+#[derive(Clone, Debug)]
+struct Shown(Name);
+
 impl Shared {
     /// Whether a local read should go to the default upstream instead: when one is set and
-    /// the store has no such manifest or blob in the repository.
+    /// the store has no such manifest or blob in the repository, or no tag to list.
     async fn to_default(&self, route: &Route) -> Option<Name> {
         let host = self.default.as_deref()?;
         let missing = match route {
             Route::Manifest { name, reference } => self.store.manifest_get(name, reference).await.is_err(),
             Route::Blob { name, digest } => self.store.blob_size(name, digest).await.is_err(),
+            Route::Tags { name } => self.store.tags(name).await.map_or(true, |t| t.is_empty()),
             _ => false,
         };
         missing.then(|| route.name().and_then(|n| mirror::cached_name(host, n.as_str()).ok())).flatten()
@@ -418,11 +508,12 @@ where
             return ResponseFuture::inner(self.inner.call(req));
         };
         let read = req.method() == Method::GET || req.method() == Method::HEAD;
-        let proxied = read && matches!(route, Route::Manifest { .. } | Route::Blob { .. });
+        let proxied = (read && matches!(route, Route::Manifest { .. } | Route::Blob { .. }))
+            || (req.method() == Method::GET && matches!(route, Route::Tags { .. }));
         let cached = route.name().filter(|n| mirror::is_cached(n)).cloned();
         match &cached {
-            // What is cached: tags, referrers.
-            Some(_) if read && matches!(route, Route::Tags { .. } | Route::Referrers { .. }) => {
+            // What is cached: referrers.
+            Some(_) if read && matches!(route, Route::Referrers { .. }) => {
                 return ResponseFuture::inner(self.inner.call(req))
             }
             Some(_) if !proxied => return ResponseFuture::handled(std::future::ready(unsupported())),
@@ -442,6 +533,9 @@ where
             None => ResponseFuture::deferred(async move {
                 match shared.to_default(&route).await {
                     Some(name) => {
+                        if let Some(shown) = route.name() {
+                            req.extensions_mut().insert(Shown(shown.clone()));
+                        }
                         let route = route.with_name(name.clone());
                         req.extensions_mut().insert(route.clone());
                         read_cached(shared, inner, req, route, name).await

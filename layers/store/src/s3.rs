@@ -144,6 +144,38 @@ struct Session {
 }
 
 impl S3Store {
+    /// The catalog's page, or with `folders` the repository folders' ([`Store::catalog`],
+    /// [`Store::repository_folders`]).
+    async fn walk(&self, last: Option<&str>, n: usize, folders: bool) -> Result<Vec<String>> {
+        let list = |prefix: String| async move {
+            let dir = if prefix.is_empty() {
+                self.key("repositories")
+            } else {
+                self.key(&format!("repositories/{prefix}"))
+            };
+            let listed = self.inner.s3.list_with_delimiter(Some(&dir)).await.map_err(io)?;
+            let mut names: Vec<String> =
+                listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect();
+            // `_manifests` as a folder is not proof: filer-backed stores (SeaweedFS) list a
+            // folder whose objects were just deleted for a while after. A link under it is.
+            if !folders && names.iter().any(|n| n == "_manifests") {
+                let mut under = self.inner.s3.list(Some(&dir.clone().join("_manifests")));
+                let mut holds = false;
+                while let Some(meta) = under.try_next().await.map_err(io)? {
+                    if meta.location.filename() == Some("link") {
+                        holds = true;
+                        break;
+                    }
+                }
+                if !holds {
+                    names.retain(|n| n != "_manifests");
+                }
+            }
+            Ok(names)
+        };
+        donjon_core::store::catalog_walk(list, last, n, folders).await
+    }
+
     /// Connects, and checks that the bucket answers with these credentials: a bad endpoint,
     /// wrong keys or a missing bucket fail here, in one line, not at the first push.
     pub async fn connect(config: S3Config) -> std::result::Result<Self, String> {
@@ -920,16 +952,11 @@ impl Store for S3Store {
     }
 
     async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
-        let list = |prefix: String| async move {
-            let dir = if prefix.is_empty() {
-                self.key("repositories")
-            } else {
-                self.key(&format!("repositories/{prefix}"))
-            };
-            let listed = self.inner.s3.list_with_delimiter(Some(&dir)).await.map_err(io)?;
-            Ok(listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect())
-        };
-        donjon_core::store::catalog_walk(list, last, n).await
+        self.walk(last, n, false).await
+    }
+
+    async fn repository_folders(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        self.walk(last, n, true).await
     }
 
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>> {

@@ -3,11 +3,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use donjon_core::future::ResponseFuture;
-use donjon_core::response::{header_value, query_param, DOCKER_CONTENT_DIGEST, OCI_FILTERS_APPLIED};
+use donjon_core::response::{
+    header_value, next_link, page, query_param, DOCKER_CONTENT_DIGEST, OCI_FILTERS_APPLIED,
+};
 use donjon_core::store::RangeSpec;
 use donjon_core::{manifest, Body, Digest, Error, ErrorCode, Name, Reference, Route};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tower_service::Service;
 
 use crate::layer::Shared;
@@ -44,9 +45,6 @@ where
 }
 
 use donjon_core::response::{empty, json, with_body, HandlerResult as HResult};
-
-/// What a `last` in a `Link` is encoded with: all but RFC 3986's unreserved characters.
-const LINK_PARAM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 async fn dispatch(s: &Shared, route: Route, req: http::request::Parts) -> HResult {
     let m = &req.method;
@@ -95,25 +93,8 @@ fn accepted() -> Response<Body> {
 }
 
 /// `n` and `last` of a paginated listing. `n` absent: `None`.
-fn page(req: &http::request::Parts) -> HResult<(Option<usize>, Option<String>)> {
-    let n = match query_param(&req.uri, "n") {
-        None => None,
-        Some(v) if v.is_empty() => None,
-        Some(v) => Some(v.parse::<usize>().map_err(|_| {
-            Error::new(ErrorCode::PaginationNumberInvalid, format!("invalid page size n={v:?}"))
-        })?),
-    };
-    let last = query_param(&req.uri, "last").map(|l| l.into_owned()).filter(|l| !l.is_empty());
-    Ok((n, last))
-}
-
-fn next_link(path: &str, n: usize, last: &str) -> HeaderValue {
-    let last = utf8_percent_encode(last, LINK_PARAM);
-    header_value(&format!("<{path}?n={n}&last={last}>; rel=\"next\""))
-}
-
 async fn catalog(s: &Shared, req: &http::request::Parts) -> HResult {
-    let (n, last) = page(req)?;
+    let (n, last) = page(&req.uri)?;
     let n = n.unwrap_or(s.catalog_max).min(s.catalog_max);
     let mut repos = if n == 0 { vec![] } else { s.store.catalog(last.as_deref(), n + 1).await? };
     let more = repos.len() > n;
@@ -135,21 +116,7 @@ async fn catalog(s: &Shared, req: &http::request::Parts) -> HResult {
 }
 
 async fn tags(s: &Shared, name: &Name, req: &http::request::Parts) -> HResult {
-    let (n, last) = page(req)?;
-    let mut tags = s.store.tags(name).await?;
-    if let Some(l) = &last {
-        tags.retain(|t| t.as_str() > l.as_str());
-    }
-    let more = n.is_some_and(|n| tags.len() > n);
-    if let Some(n) = n {
-        tags.truncate(n);
-    }
-    let body = serde_json::json!({ "name": name.as_str(), "tags": tags }).to_string();
-    let mut r = json(StatusCode::OK, body.into(), false);
-    if let (true, Some(n), Some(l)) = (more, n, tags.last()) {
-        r.headers_mut().insert(header::LINK, next_link(&format!("/v2/{name}/tags/list"), n, l));
-    }
-    Ok(r)
+    donjon_core::response::tags_list(name, s.store.tags(name).await?, &req.uri)
 }
 
 fn etag(d: &Digest) -> HeaderValue {

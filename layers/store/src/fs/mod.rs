@@ -99,6 +99,31 @@ fn denied(root: &Path, path: &Path) -> String {
 }
 
 impl FsStore {
+    /// The catalog's page, or with `folders` the repository folders' ([`Store::catalog`],
+    /// [`Store::repository_folders`]).
+    async fn walk(&self, last: Option<&str>, n: usize, folders: bool) -> Result<Vec<String>> {
+        let root = self.inner.base.join("repositories");
+        let list = |prefix: String| {
+            let dir = root.join(prefix);
+            async move {
+                Ok(blocking(move || {
+                    let mut names: Vec<String> = subdirs(&dir)?.into_iter().map(|(name, _)| name).collect();
+                    // A repository whose manifests were all deleted keeps its folders, but is
+                    // no longer in the catalog.
+                    if !folders
+                        && names.iter().any(|n| n == "_manifests")
+                        && !holds_manifests(&dir.join("_manifests"))?
+                    {
+                        names.retain(|n| n != "_manifests");
+                    }
+                    Ok(names)
+                })
+                .await?)
+            }
+        };
+        donjon_core::store::catalog_walk(list, last, n, folders).await
+    }
+
     /// Opens (creating if needed) a store rooted at `root`, and checks that it is writable.
     /// Nothing is scanned.
     pub async fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
@@ -716,14 +741,11 @@ impl Store for FsStore {
     }
 
     async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
-        let root = self.inner.base.join("repositories");
-        let list = |prefix: String| {
-            let dir = root.join(prefix);
-            async move {
-                Ok(blocking(move || Ok(subdirs(&dir)?.into_iter().map(|(name, _)| name).collect())).await?)
-            }
-        };
-        donjon_core::store::catalog_walk(list, last, n).await
+        self.walk(last, n, false).await
+    }
+
+    async fn repository_folders(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        self.walk(last, n, true).await
     }
 
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>> {
@@ -876,6 +898,24 @@ fn subdirs(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
         }
     }
     Ok(out)
+}
+
+/// Whether a repository's `_manifests` folder holds a manifest: a revision link or a tag (the
+/// first found ends the look).
+fn holds_manifests(manifests: &Path) -> io::Result<bool> {
+    for (_, alg) in subdirs(&manifests.join("revisions"))? {
+        for (_, revision) in subdirs(&alg)? {
+            if revision.join("link").exists() {
+                return Ok(true);
+            }
+        }
+    }
+    for (_, tag) in subdirs(&manifests.join("tags"))? {
+        if tag.join("current/link").exists() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The `<alg>/<hex>/link` files under `<repo>/<under>`, with their times; `None` when the
