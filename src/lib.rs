@@ -132,6 +132,13 @@ impl RegistryBuilder {
         self
     }
 
+    /// Whether an image manifest may name blobs that were not pushed (default: no, as in
+    /// Distribution; [`UploadLayer::accept_missing_blobs`]).
+    pub fn accept_missing_blobs(mut self, accept: bool) -> Self {
+        self.upload = self.upload.accept_missing_blobs(accept);
+        self
+    }
+
     /// The largest catalog page (default 1000).
     pub fn catalog_max_entries(mut self, n: usize) -> Self {
         self.content = self.content.catalog_max_entries(n);

@@ -246,6 +246,47 @@ async fn a_sparse_index_is_served_and_its_children_arrive_later() {
     assert_eq!(s.get(&format!("/v2/sparse/manifests/{}", digest(&amd))).await.status, 200);
 }
 
+/// The spec's sparse data set: an image manifest naming a layer that was never pushed. Refused
+/// with `MANIFEST_BLOB_UNKNOWN`, as Distribution 3 refuses it, even with index children not
+/// required (`validation: {disabled: true}`); served like any other with
+/// `accept_missing_blobs`, its absent layer a 404.
+#[tokio::test]
+async fn an_image_with_a_layer_never_pushed_needs_accept_missing_blobs() {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let absent = digest(b"a layer pulled from elsewhere");
+    let strict = TestServer::start_with(|b| b.index_children(donjon::IndexChildren::None)).await;
+    let cd = strict.push_blob("sparse", config).await;
+    let m = image_manifest(&cd, config.len(), &absent, 29, None);
+    let r = strict.push_manifest("sparse", &digest(&m), OCI_MANIFEST, &m).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "MANIFEST_BLOB_UNKNOWN".into()));
+    assert_eq!(r.json()["errors"][0]["detail"]["digest"], absent);
+
+    let s = TestServer::start_with(|b| b.accept_missing_blobs(true)).await;
+    let cd = s.push_blob("sparse", config).await;
+    assert_eq!(cd, digest(config));
+    let r = s.push_manifest("sparse", &digest(&m), OCI_MANIFEST, &m).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert!(!r.header("location").is_empty(), "a Location, which the suite follows");
+    let r = s.push_manifest("sparse", "sparse-image", OCI_MANIFEST, &m).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let tags = s.get("/v2/sparse/tags/list").await.json();
+    assert_eq!(tags["tags"], serde_json::json!(["sparse-image"]));
+    for reference in ["sparse-image".to_string(), digest(&m)] {
+        let g = s.get(&format!("/v2/sparse/manifests/{reference}")).await;
+        assert_eq!(g.status, 200, "{reference}");
+        assert_eq!(&g.body[..], &m[..]);
+        assert_eq!(g.header("content-type"), OCI_MANIFEST);
+        let h = s.req("HEAD", &format!("/v2/sparse/manifests/{reference}"), &[], Bytes::new()).await;
+        assert_eq!(h.status, 200, "HEAD {reference}");
+    }
+    let b = s.get(&format!("/v2/sparse/blobs/{absent}")).await;
+    assert_eq!((b.status.as_u16(), b.code()), (404, "BLOB_UNKNOWN".into()));
+    // A blob that is there must still be the size its descriptor claims.
+    let wrong = image_manifest(&cd, config.len() + 1, &absent, 29, None);
+    let r = s.push_manifest("sparse", "wrong", OCI_MANIFEST, &wrong).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "MANIFEST_INVALID".into()), "{:?}", r.body);
+}
+
 #[tokio::test]
 async fn a_platform_list_requires_only_those_children() {
     let want = vec!["linux/amd64".parse().unwrap()];

@@ -605,6 +605,13 @@ storage:
     }
 
     #[test]
+    fn missing_blobs_are_refused_unless_accepted() {
+        assert!(!load(&[], Some("validation: {disabled: true}\n"), &[]).unwrap().upload.accept_missing_blobs);
+        let s = load(&[], Some("accept_missing_blobs: true\n"), &[]).unwrap();
+        assert!(s.upload.accept_missing_blobs && s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
     fn both_shapes_in_one_file_and_typos_in_either() {
         let yaml = "bind: 127.0.0.1:7000\nhttp: {addr: ':5000'}\nconnections: {idel_timeout: 5s}\n\
                     max_manifest_size: 8388608\ncatalog: {maxentries: 50}\nstorage: {delete: {enabled: false}}\n";

@@ -188,6 +188,8 @@ pub(super) struct File {
     hostname: Option<String>,
     tls: Option<TlsFile>,
     max_manifest_size: Option<usize>,
+    /// Image manifests may name blobs that were not pushed (the spec's sparse data set).
+    accept_missing_blobs: Option<bool>,
     #[serde(with = "duration::option")]
     drain_timeout: Option<Duration>,
     connections: Option<crate::server::Options>,
@@ -235,6 +237,9 @@ impl File {
         }
         if let Some(n) = self.max_manifest_size {
             s.upload.max_manifest_size = n;
+        }
+        if let Some(a) = self.accept_missing_blobs {
+            s.upload.accept_missing_blobs = a;
         }
         if let Some(mut c) = self.connections {
             // Distribution's `http.draintimeout`, when given, names the same thing and wins.

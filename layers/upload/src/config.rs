@@ -36,11 +36,18 @@ pub struct UploadConfig {
     pub max_manifest_size: usize,
     /// Which children of a pushed index must be present (default: all).
     pub index_children: IndexChildren,
+    /// Whether an image manifest may name blobs the repository does not hold (default: no,
+    /// as in Distribution); see [`UploadLayer::accept_missing_blobs`].
+    pub accept_missing_blobs: bool,
 }
 
 impl Default for UploadConfig {
     fn default() -> Self {
-        Self { max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE, index_children: IndexChildren::All }
+        Self {
+            max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
+            index_children: IndexChildren::All,
+            accept_missing_blobs: false,
+        }
     }
 }
 
@@ -58,6 +65,7 @@ impl UploadConfig {
         UploadLayer::new(store)
             .max_manifest_size(self.max_manifest_size)
             .index_children(self.index_children.clone())
+            .accept_missing_blobs(self.accept_missing_blobs)
     }
 }
 

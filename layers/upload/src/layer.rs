@@ -8,8 +8,8 @@ use crate::service::Upload;
 use crate::DEFAULT_MAX_MANIFEST_SIZE;
 
 /// Which children of a pushed index must already be in the repository (Distribution 3's
-/// `validation.manifests.indexes.platforms`). The blobs of an image manifest are always
-/// required.
+/// `validation.manifests.indexes.platforms`). The blobs of an image manifest are required
+/// unless [`UploadLayer::accept_missing_blobs`] says otherwise.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum IndexChildren {
     /// Every child: an index is complete when it is accepted (the default).
@@ -54,6 +54,7 @@ pub struct UploadLayer {
     store: Arc<dyn Store>,
     max_manifest: usize,
     index_children: IndexChildren,
+    accept_missing_blobs: bool,
 }
 
 #[derive(Debug)]
@@ -61,12 +62,18 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) max_manifest: usize,
     pub(crate) index_children: IndexChildren,
+    pub(crate) accept_missing_blobs: bool,
 }
 
 impl UploadLayer {
     /// Uploads into `store`, manifests up to 4 MiB, complete indexes only.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, max_manifest: DEFAULT_MAX_MANIFEST_SIZE, index_children: IndexChildren::All }
+        Self {
+            store,
+            max_manifest: DEFAULT_MAX_MANIFEST_SIZE,
+            index_children: IndexChildren::All,
+            accept_missing_blobs: false,
+        }
     }
 
     /// The largest manifest accepted; larger ones get `MANIFEST_INVALID` with 413.
@@ -80,6 +87,15 @@ impl UploadLayer {
         self.index_children = rule;
         self
     }
+
+    /// Whether an image manifest may name a config or layer this repository does not hold (the
+    /// distribution-spec's sparse data set: a layer that is pulled from elsewhere, or never).
+    /// Off by default, as in Distribution, which always answers `MANIFEST_BLOB_UNKNOWN`; a
+    /// blob that is present must still have the size its descriptor claims.
+    pub fn accept_missing_blobs(mut self, accept: bool) -> Self {
+        self.accept_missing_blobs = accept;
+        self
+    }
 }
 
 impl<S> Layer<S> for UploadLayer {
@@ -90,6 +106,7 @@ impl<S> Layer<S> for UploadLayer {
             store: self.store.clone(),
             max_manifest: self.max_manifest,
             index_children: self.index_children.clone(),
+            accept_missing_blobs: self.accept_missing_blobs,
         };
         Upload { inner, shared: Arc::new(shared) }
     }

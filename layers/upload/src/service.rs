@@ -327,6 +327,7 @@ where
             )
             .with_detail(serde_json::json!({ "digest": b.digest.as_str(), "size": size }))),
             Ok(_) => Ok(()),
+            Err(StoreError::BlobUnknown(_)) if s.accept_missing_blobs => Ok(()),
             Err(StoreError::BlobUnknown(_)) => Err(missing(&b.digest, "blob")),
             Err(e) => Err(e.into()),
         }
