@@ -92,7 +92,7 @@ fn pinned_connector(cert: &Path) -> Result<tokio_rustls::TlsConnector, String> {
         .next()
         .ok_or_else(|| format!("{}: no certificate", cert.display()))?
         .map_err(|e| format!("{}: {e}", cert.display()))?;
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(crate::client::tls::pinned_only(leaf)?)))
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(donjon_core::https::pinned_only(leaf)?)))
 }
 
 #[cfg(test)]

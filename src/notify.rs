@@ -489,24 +489,10 @@ async fn send_loop(e: EndpointConfig, mut rx: broadcast::Receiver<Arc<Event>>) {
     }
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<Bytes>,
->;
+type Client = donjon_core::https::Client<http_body_util::Full<Bytes>>;
 
 fn client() -> Result<Client, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(donjon_proxy::client::roots(None)?)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+    Ok(donjon_core::https::ClientBuilder::new().build(donjon_core::https::tls_config(None)?))
 }
 
 async fn post(client: &Client, e: &EndpointConfig, body: Bytes) -> Result<(), String> {

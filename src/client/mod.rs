@@ -24,7 +24,8 @@
 //!
 //! # Layout
 //!
-//! - [`target`]: `REGISTRY[/REPO[:TAG|@DIGEST]]`; `tls`: the roots, and `--ca-file`.
+//! - [`target`]: `REGISTRY[/REPO[:TAG|@DIGEST]]`; TLS (the roots, `--ca-file`) is
+//!   [`donjon_core::https`]'s.
 //! - [`credentials`]: docker's and podman's auth files; credential helpers are run here.
 //! - this module: the HTTP client and the authentication flow ([`Client`]), [`run`].
 //! - [`commands`]: what each command asks and the structures it prints (`--json` serializes
@@ -34,7 +35,6 @@ pub mod commands;
 pub mod credentials;
 pub mod output;
 pub mod target;
-pub(crate) mod tls;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -48,8 +48,6 @@ use donjon_core::response::resolve_location;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use commands::Print as _;
 use credentials::{Credentials, Found, Secret};
@@ -303,8 +301,7 @@ async fn run_helper(helper: &str, server: &str) -> Result<Option<Credentials>, S
     }))
 }
 
-type HttpClient =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = donjon_core::https::Client<Full<Bytes>>;
 
 /// A registry's answer, its body read whole.
 #[derive(Debug)]
@@ -404,17 +401,9 @@ enum Probe {
 impl Client {
     /// A client for `registry` (trusting `ca_file` beside the usual roots) with `creds`.
     pub fn new(registry: Registry, creds: Option<Credentials>, ca_file: Option<&Path>) -> Result<Self, Fail> {
-        let tls = tls::config(ca_file).map_err(|e| Fail::Usage(format!("--ca-file: {e}")))?;
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        tcp.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+        let tls =
+            donjon_core::https::tls_config(ca_file).map_err(|e| Fail::Usage(format!("--ca-file: {e}")))?;
+        let http = donjon_core::https::ClientBuilder::new().connect_timeout(CONNECT_TIMEOUT).build(tls);
         let basic = match &creds {
             Some(Credentials { user, secret: Secret::Password(p), .. }) => {
                 Some(challenge::basic(user, p).map_err(|e| Fail::Usage(format!("the credentials: {e}")))?)

@@ -16,12 +16,6 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
 
 use crate::gen;
 use donjon_core::challenge::{self as auth, Tokens};
@@ -194,7 +188,7 @@ fn origin(uri: &Uri) -> Option<Origin> {
 /// `POST /blobs/uploads/`, whose challenge yields the `pull,push` token that its `PATCH` and
 /// `PUT` (and the manifest `PUT` of the same repository) then find in the cache.
 pub struct Http {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: donjon_core::https::Client<Body>,
     base: String,
     origin: Origin,
     basic: Option<HeaderValue>,
@@ -224,23 +218,12 @@ impl Http {
             (None, Some(_)) => return Err("--password needs --user".into()),
             (None, None) => None,
         };
-        let roots = roots(ca_cert)?;
-        if origin.0 == "https" && roots.is_empty() {
-            return Err(format!("{url}: no trusted root certificates on this system; give --ca-cert"));
-        }
-        let mut tcp = HttpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.enforce_http(false);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(roots)?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new())
+        let tls = donjon_core::https::tls_config(ca_cert).map_err(|e| format!("--ca-cert: {e}"))?;
+        let client = donjon_core::https::ClientBuilder::new()
             .pool_max_idle_per_host(pool.max(1))
             .pool_idle_timeout(Duration::from_secs(30))
-            .http1_read_buf_exact_size(READ_BUF)
-            .build(connector);
+            .read_buf_exact_size(READ_BUF)
+            .build(tls);
         Ok(Http { client, base, origin, basic, tokens: Tokens::default(), trace: false })
     }
 
@@ -397,43 +380,6 @@ impl Http {
             req.body(body.body()).map_err(|e| Fail::other("bad request", format!("{method} {uri}: {e}")))?;
         self.client.request(req).await.map_err(|e| conn_fail(method, &uri.to_string(), &e))
     }
-}
-
-/// The system's trusted roots, and the certificates of the PEM file `ca_cert`.
-fn roots(ca_cert: Option<&Path>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    // Unreadable or unparsable system certificates are skipped, as browsers and curl do.
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if let Some(path) = ca_cert {
-        for cert in pem_certs(path)? {
-            roots.add(cert).map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
-        }
-    }
-    Ok(roots)
-}
-
-/// The certificates of a PEM file (other PEM items are skipped); an error if there are none.
-fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let what = format!("--ca-cert {}", path.display());
-    let pem = std::fs::read(path).map_err(|e| format!("{what}: {e}"))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{what}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{what}: no PEM certificate (BEGIN CERTIFICATE) in the file"));
-    }
-    Ok(certs)
-}
-
-/// TLS 1.2 and 1.3 with ring, verifying servers against `roots`. No ALPN: HTTP/1.1 only.
-fn tls_config(roots: RootCertStore) -> Result<ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS configuration: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
 }
 
 async fn drain(
@@ -725,7 +671,7 @@ mod tests {
         let not_pem = dir.path().join("not.pem");
         std::fs::write(&not_pem, "hello").unwrap();
         let e = Http::new(&store, None, None, 1, Some(&not_pem)).err().unwrap();
-        assert!(e.contains("no PEM certificate"), "{e}");
+        assert!(e.contains("--ca-cert") && e.contains("no certificate"), "{e}");
 
         // A plain registry redirecting a blob GET to a presigned https URL: followed, and the
         // registry's credentials stay with the registry.

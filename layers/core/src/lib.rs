@@ -45,6 +45,8 @@ pub mod digest;
 pub mod error;
 pub mod future;
 pub mod gc;
+#[cfg(feature = "https")]
+pub mod https;
 pub mod image_ref;
 pub mod layout;
 pub mod manifest;

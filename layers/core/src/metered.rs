@@ -115,6 +115,9 @@ impl Store for MeteredStore {
     async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
         self.timed("catalog", self.inner.catalog(last, n)).await
     }
+    async fn repository_folders(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        self.timed("repository_folders", self.inner.repository_folders(last, n)).await
+    }
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>> {
         self.timed("referrers", self.inner.referrers(repo, subject)).await
     }

@@ -323,10 +323,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Up to `n` repository folders after `last`, in lexical order: the catalog's, and those
     /// that hold only links (manifests all deleted, or blobs pushed and no manifest yet). What
     /// garbage collection and cache eviction walk, so that such links go with their blobs.
-    /// The default is the catalog.
-    async fn repository_folders(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
-        self.catalog(last, n).await
-    }
+    /// (No default: a wrapper that forgot it would hide them from both.)
+    async fn repository_folders(&self, last: Option<&str>, n: usize) -> Result<Vec<String>>;
 
     /// The descriptors of the manifests whose `subject` is `subject`.
     async fn referrers(&self, repo: &Name, subject: &Digest) -> Result<Vec<Descriptor>>;

@@ -33,17 +33,16 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bytes::Bytes;
 use donjon_core::challenge;
+use donjon_core::https::ClientBuilder;
 use donjon_core::response::resolve_location;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::upstream::{is_public, Credentials, GuardedResolver, Refused, Upstream};
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
+/// The client for one side: open (any address) or guarded (public only).
+type Client = donjon_core::https::Client<Empty<Bytes>, GuardedResolver>;
 
 /// How many times a `GET`/`HEAD` is sent when the connection fails or the upstream answers
 /// 502, 503 or 504.
@@ -108,9 +107,9 @@ pub fn parse_challenge(value: &str) -> Option<Challenge> {
 #[derive(Clone)]
 pub struct UpstreamClient {
     /// For the origins an [`Upstream`] trusts (its configured endpoint): any address.
-    open: Client<Connector, Empty<Bytes>>,
+    open: Client,
     /// For everything else: public addresses only.
-    guarded: Client<Connector, Empty<Bytes>>,
+    guarded: Client,
     tokens: Arc<Mutex<HashMap<(String, String), (String, Instant)>>>,
     read_timeout: Duration,
     total_timeout: Duration,
@@ -120,29 +119,6 @@ impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamClient").field("read_timeout", &self.read_timeout).finish_non_exhaustive()
     }
-}
-
-/// The roots a TLS client trusts: Mozilla's (webpki-roots), the system's, and `ca_file`'s.
-pub fn roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(f) = ca_file {
-        let pem = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-        let mut n = 0;
-        for cert in rustls_pemfile::certs(&mut &pem[..]) {
-            let cert = cert.map_err(|e| format!("{}: {e}", f.display()))?;
-            roots.add(cert).map_err(|e| format!("{}: {e}", f.display()))?;
-            n += 1;
-        }
-        if n == 0 {
-            return Err(format!("{}: no certificate", f.display()));
-        }
-    }
-    Ok(roots)
 }
 
 /// How long the upstream client waits.
@@ -159,24 +135,13 @@ pub struct Timeouts {
 impl UpstreamClient {
     /// A client trusting `ca_file` besides the usual roots.
     pub fn new(timeouts: Timeouts, ca_file: Option<&Path>) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots(ca_file)?)
-            .with_no_client_auth();
+        let tls = donjon_core::https::tls_config(ca_file)?;
         let client = |public_only: bool| {
-            let mut http = HttpConnector::new_with_resolver(GuardedResolver { public_only });
-            http.enforce_http(false);
-            http.set_connect_timeout(Some(timeouts.connect));
-            http.set_nodelay(true);
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls.clone())
-                .https_or_http()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(http);
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https)
+            ClientBuilder::new()
+                .connect_timeout(timeouts.connect)
+                .http2(true)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build_with_resolver(tls.clone(), GuardedResolver { public_only })
         };
         Ok(Self {
             open: client(false),
@@ -274,11 +239,7 @@ impl UpstreamClient {
     /// The client for a request to `uri` on `up`'s behalf: the open one for an origin `up`
     /// trusts; else the public-only one, after refusing a non-public IP literal (which the
     /// connector connects to without asking the resolver).
-    fn client_for(
-        &self,
-        up: &Upstream,
-        uri: &Uri,
-    ) -> Result<&Client<Connector, Empty<Bytes>>, UpstreamError> {
+    fn client_for(&self, up: &Upstream, uri: &Uri) -> Result<&Client, UpstreamError> {
         if up.trusts(uri) {
             return Ok(&self.open);
         }
@@ -292,7 +253,7 @@ impl UpstreamClient {
 
     async fn with_retries(
         &self,
-        client: &Client<Connector, Empty<Bytes>>,
+        client: &Client,
         method: &Method,
         uri: &Uri,
         accept: Option<&HeaderValue>,
