@@ -76,7 +76,7 @@ pub mod config;
 pub mod healthcheck;
 pub mod log_fields;
 pub mod middleware;
-pub mod notify;
+pub use donjon_notify as notify;
 pub mod server;
 
 /// The version and the commit it was built from, as `donjon --version` prints them:

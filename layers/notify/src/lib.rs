@@ -11,7 +11,7 @@
 //! listener.
 //!
 //! ```
-//! use donjon::notify::NotificationsConfig;
+//! use donjon_notify::NotificationsConfig;
 //!
 //! let c: NotificationsConfig = serde_yaml::from_str(r#"
 //! endpoints:
@@ -25,24 +25,25 @@
 //! assert_eq!(c.endpoints[0].name, "listener");
 //! ```
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
+mod config;
+mod layer;
+mod service;
+
+pub use config::{EndpointConfig, Ignore, NotificationsConfig};
+pub use layer::EventsLayer;
+pub use service::{Events, EventsFuture};
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use pin_project_lite::pin_project;
-use serde::{Deserialize, Serialize};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
-use tower_service::Service;
 
-use donjon_core::config::{duration, ConfigError};
-use donjon_core::{Body, ClientConn, Reference, Route};
+use donjon_core::{Reference, Route};
 
 /// The envelope's media type.
 pub const MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -50,125 +51,6 @@ pub const MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json
 pub const QUEUE: usize = 4096;
 /// The most events one POST carries.
 const BATCH: usize = 64;
-
-/// Distribution's `notifications` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct NotificationsConfig {
-    /// Where events go.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub endpoints: Vec<EndpointConfig>,
-    /// Read (Distribution's `events.includereferences`); events carry no references.
-    #[serde(skip_serializing)]
-    pub events: Option<donjon_core::config::Accepted>,
-}
-
-/// One endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct EndpointConfig {
-    /// Its name, in logs and metrics.
-    pub name: String,
-    /// Where events are POSTed (`http://` or `https://`).
-    pub url: String,
-    /// Headers sent with every POST (`Authorization: [Bearer …]`).
-    #[serde(skip_serializing)]
-    pub headers: BTreeMap<String, Vec<String>>,
-    /// How long a POST may take (default 1 s).
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// Failures in a row before the endpoint is said to be failing (default 10).
-    pub threshold: u32,
-    /// The first wait after a failure (default 1 s); it doubles up to 30 s.
-    #[serde(with = "duration")]
-    pub backoff: Duration,
-    /// Left out entirely.
-    pub disabled: bool,
-    /// Events whose target has one of these media types are not sent (Distribution's older
-    /// key).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ignoredmediatypes: Vec<String>,
-    /// Events not sent: by target media type, by action (`push`, `pull`, `mount`, `delete`).
-    pub ignore: Ignore,
-}
-
-impl Default for EndpointConfig {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            url: String::new(),
-            headers: BTreeMap::new(),
-            timeout: Duration::from_secs(1),
-            threshold: 10,
-            backoff: Duration::from_secs(1),
-            disabled: false,
-            ignoredmediatypes: vec![],
-            ignore: Ignore::default(),
-        }
-    }
-}
-
-/// `ignore`: what an endpoint is not sent.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct Ignore {
-    /// Target media types.
-    pub mediatypes: Vec<String>,
-    /// Actions.
-    pub actions: Vec<String>,
-}
-
-impl NotificationsConfig {
-    /// Checks every endpoint: a name, an http(s) URL, valid headers, a timeout.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        for (i, e) in self.endpoints.iter().enumerate() {
-            let key = |k: &str| format!("notifications.endpoints[{i}].{k}");
-            if e.name.is_empty() {
-                return Err(ConfigError::new(key("name"), "is required"));
-            }
-            let ok = e
-                .url
-                .parse::<http::Uri>()
-                .ok()
-                .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-            if !ok {
-                return Err(ConfigError::new(
-                    key("url"),
-                    format!("{:?} is not an http:// or https:// URL", e.url),
-                ));
-            }
-            for (k, vs) in &e.headers {
-                if HeaderName::try_from(k.as_str()).is_err()
-                    || vs.iter().any(|v| HeaderValue::try_from(v.as_str()).is_err())
-                {
-                    return Err(ConfigError::new(key("headers"), format!("{k:?} is not a valid header")));
-                }
-            }
-            if e.timeout.is_zero() {
-                return Err(ConfigError::new(key("timeout"), "must be above zero"));
-            }
-            for a in &e.ignore.actions {
-                if !["push", "pull", "mount", "delete"].contains(&a.as_str()) {
-                    return Err(ConfigError::new(
-                        key("ignore.actions"),
-                        format!("{a:?} is not push, pull, mount or delete"),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether no endpoint is configured.
-    pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
-    }
-
-    /// Whether any endpoint is to be sent events.
-    pub fn enabled(&self) -> bool {
-        self.endpoints.iter().any(|e| !e.disabled)
-    }
-}
 
 /// One event, as Distribution's envelope carries it.
 #[derive(Debug, Clone)]
@@ -330,95 +212,6 @@ impl Notifier {
     }
 }
 
-/// Publishes an event for every push, pull, mount and delete its service answers.
-#[derive(Clone, Debug)]
-pub struct EventsLayer {
-    notifier: Notifier,
-}
-
-impl EventsLayer {
-    /// Events go to `notifier`.
-    pub fn new(notifier: Notifier) -> Self {
-        Self { notifier }
-    }
-}
-
-impl<S> tower_layer::Layer<S> for EventsLayer {
-    type Service = Events<S>;
-
-    fn layer(&self, inner: S) -> Events<S> {
-        Events { inner, notifier: self.notifier.clone() }
-    }
-}
-
-/// See [`EventsLayer`].
-#[derive(Clone, Debug)]
-pub struct Events<S> {
-    inner: S,
-    notifier: Notifier,
-}
-
-impl<S, B> Service<Request<B>> for Events<S>
-where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = EventsFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let actor = donjon_core::ActorSlot::default();
-        req.extensions_mut().insert(actor.clone());
-        let h = req.headers();
-        let seen = Seen {
-            method: req.method().clone(),
-            route: None,
-            query: req.uri().query().map(str::to_string),
-            content_type: header_str(h, header::CONTENT_TYPE),
-            content_length: header_str(h, header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
-            addr: req.extensions().get::<ClientConn>().map(|c| c.peer.to_string()),
-            host: header_str(h, header::HOST),
-            user_agent: header_str(h, header::USER_AGENT),
-            request_id: header_str(h, HeaderName::from_static("x-request-id")),
-            actor,
-        };
-        EventsFuture { fut: self.inner.call(req), seen: Some(seen), notifier: self.notifier.clone() }
-    }
-}
-
-pin_project! {
-    /// The future of [`Events`].
-    pub struct EventsFuture<F> {
-        #[pin]
-        fut: F,
-        seen: Option<Seen>,
-        notifier: Notifier,
-    }
-}
-
-impl<F> Future for EventsFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, Infallible>>,
-{
-    type Output = Result<Response<Body>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let resp = ready!(this.fut.poll(cx))?;
-        if let Some(mut seen) = this.seen.take() {
-            seen.route = resp.extensions().get::<Route>().cloned();
-            if let Some(e) = this.notifier.event(&seen, resp.status(), resp.headers()) {
-                this.notifier.publish(e);
-            }
-        }
-        Poll::Ready(Ok(resp))
-    }
-}
-
 /// One endpoint's sender: batches of what it does not ignore, retried with backoff.
 async fn send_loop(e: EndpointConfig, mut rx: broadcast::Receiver<Arc<Event>>) {
     let metrics = donjon_core::metrics::metrics();
@@ -515,34 +308,5 @@ async fn post(client: &Client, e: &EndpointConfig, body: Bytes) -> Result<(), St
         Ok(())
     } else {
         Err(format!("answered {}", resp.status()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_endpoints_name_their_key() {
-        for (yaml, key) in [
-            ("endpoints: [{url: 'http://x/e'}]", "notifications.endpoints[0].name"),
-            ("endpoints: [{name: a, url: 'ftp://x/e'}]", "notifications.endpoints[0].url"),
-            (
-                "endpoints: [{name: a, url: 'http://x/e', headers: {'a b': [c]}}]",
-                "notifications.endpoints[0].headers",
-            ),
-            ("endpoints: [{name: a, url: 'http://x/e', timeout: 0s}]", "notifications.endpoints[0].timeout"),
-            (
-                "endpoints: [{name: a, url: 'http://x/e', ignore: {actions: [pul]}}]",
-                "notifications.endpoints[0].ignore.actions",
-            ),
-        ] {
-            let c: NotificationsConfig = serde_yaml::from_str(yaml).unwrap();
-            assert_eq!(c.check().unwrap_err().key, key, "{yaml}");
-        }
-        let c: NotificationsConfig =
-            serde_yaml::from_str("endpoints: [{name: a, url: 'https://x/e', disabled: true}]").unwrap();
-        c.check().unwrap();
-        assert!(!c.enabled());
     }
 }
