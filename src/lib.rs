@@ -71,7 +71,6 @@ use tower::ServiceBuilder;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub mod client;
 pub mod config;
 pub mod healthcheck;
 pub mod log_fields;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use donjon::config::{Cli, Command, LogFormat, Logging, Settings};
-use donjon::{client, middleware, server, ReadOnlySwitch, Registry};
+use donjon::{middleware, server, ReadOnlySwitch, Registry};
 use donjon_store::Backend;
 use std::process::ExitCode;
 
@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     if let Some(command) = &cli.command {
         // `ls`, `inspect`, `rm`: a client of any registry, which reads no registry
         // configuration (a broken one must not stop it) and sets up no logging.
-        if let Some(code) = client::run(command) {
+        if let Some(code) = client_command(command) {
             return code;
         }
     }
@@ -343,4 +343,25 @@ fn init_logging(log: &Logging) {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal() && log.fields.is_empty()).init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
+}
+
+/// `ls`, `inspect`, `rm`, run by the registry client (`donjon-client`); `None` for the other
+/// commands.
+fn client_command(command: &Command) -> Option<ExitCode> {
+    use donjon_client::{Op, Options};
+    let (op, arg, c) = match command {
+        Command::Ls { target, client } => (Op::Ls, target, client),
+        Command::Inspect { image, client } => (Op::Inspect, image, client),
+        Command::Rm { image, client } => (Op::Rm, image, client),
+        _ => return None,
+    };
+    let options = Options {
+        user: c.user.clone(),
+        password: c.password.clone(),
+        password_stdin: c.password_stdin,
+        insecure: c.insecure,
+        ca_file: c.ca_file.clone(),
+        json: c.json,
+    };
+    Some(donjon_client::run(op, arg, options))
 }

@@ -1,5 +1,7 @@
 //! `donjon ls`, `donjon inspect` and `donjon rm`: a small client for any OCI registry (donjon,
 //! CNCF Distribution, Harbor, Zot, Docker Hub...), speaking the distribution spec's API only.
+//! Not a tower layer: a library of its own, beside the layers because like them it depends on
+//! `donjon-core` alone, so that the registry library an embedder mounts does not compile it.
 //!
 //! ```text
 //! $ donjon ls --insecure 127.0.0.1:8000                 # repositories (every catalog page)
@@ -27,7 +29,7 @@
 //! - [`target`]: `REGISTRY[/REPO[:TAG|@DIGEST]]`; TLS (the roots, `--ca-file`) is
 //!   [`donjon_core::https`]'s.
 //! - [`credentials`]: docker's and podman's auth files; credential helpers are run here.
-//! - this module: the HTTP client and the authentication flow ([`Client`]), [`run`].
+//! - this crate's root: the HTTP client and the authentication flow ([`Client`]), [`run`].
 //! - [`commands`]: what each command asks and the structures it prints (`--json` serializes
 //!   them); [`output`]: sizes and columns for people.
 
@@ -41,7 +43,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::config::Command;
 use bytes::Bytes;
 use donjon_core::challenge::{self, Challenge, Tokens};
 use donjon_core::response::resolve_location;
@@ -91,22 +92,10 @@ fn error_line(msg: &str) {
     let _ = writeln!(std::io::stderr().lock(), "donjon: {msg}");
 }
 
-/// Runs a client command (`ls`, `inspect`, `rm`); `None` for the other commands.
-pub fn run(command: &Command) -> Option<ExitCode> {
-    let (op, arg, c) = match command {
-        Command::Ls { target, client } => (Op::Ls, target, client),
-        Command::Inspect { image, client } => (Op::Inspect, image, client),
-        Command::Rm { image, client } => (Op::Rm, image, client),
-        _ => return None,
-    };
-    let args = Options {
-        user: c.user.clone(),
-        password: c.password.clone(),
-        password_stdin: c.password_stdin,
-        insecure: c.insecure,
-        ca_file: c.ca_file.clone(),
-        json: c.json,
-    };
+/// Runs a client command on `arg` (`REGISTRY[/REPO]` for [`Op::Ls`], an image reference for
+/// the others), printing its output on stdout and an error on stderr; the exit status: 0, 1
+/// when a request failed, 2 when the command line is wrong.
+pub fn run(op: Op, arg: &str, args: Options) -> ExitCode {
     let args = &args;
     let result = (|| {
         let target = Target::parse(arg, args.insecure).map_err(Fail::Usage)?;
@@ -125,7 +114,7 @@ pub fn run(command: &Command) -> Option<ExitCode> {
             op.run(&client, &target, args.json).await
         })
     })();
-    Some(match result {
+    match result {
         Ok(out) => {
             use std::io::Write as _;
             let mut stdout = std::io::stdout().lock();
@@ -140,23 +129,34 @@ pub fn run(command: &Command) -> Option<ExitCode> {
             error_line(&e);
             ExitCode::FAILURE
         }
-    })
+    }
 }
 
-/// The flags the client commands share (`ClientArgs` in `config::trow`).
-struct Options {
-    user: Option<String>,
-    password: Option<String>,
-    password_stdin: bool,
-    insecure: bool,
-    ca_file: Option<std::path::PathBuf>,
-    json: bool,
+/// The flags the client commands share (the binary's `--user`, `--password`, …).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The user to log in as; without it, the credentials docker or podman stored.
+    pub user: Option<String>,
+    /// The user's password (or token).
+    pub password: Option<String>,
+    /// Read the password from the standard input.
+    pub password_stdin: bool,
+    /// Plain HTTP instead of HTTPS (unless the registry is written with `https://`).
+    pub insecure: bool,
+    /// Also trust this PEM file's certificates.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// JSON for scripts instead of text for people.
+    pub json: bool,
 }
 
-#[derive(Clone, Copy)]
-enum Op {
+/// A client command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A registry's repositories, or a repository's tags.
     Ls,
+    /// A manifest: its platforms, layers, config, annotations and referrers.
     Inspect,
+    /// Delete a tag or a manifest.
     Rm,
 }
 
