@@ -50,6 +50,7 @@ mod gc;
 mod migration;
 mod mirror;
 mod podman;
+mod redirects;
 mod replicas;
 mod skopeo;
 

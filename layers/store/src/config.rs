@@ -211,6 +211,14 @@ impl Default for UploadPurgingConfig {
 pub struct RedirectConfig {
     /// Stream blobs instead of redirecting to presigned URLs.
     pub disable: bool,
+    /// How long a presigned URL stays valid (donjon's key; default 20 min, Distribution's):
+    /// long enough for the slowest client to fetch the blob, since it starts its GET then.
+    #[serde(
+        default,
+        with = "donjon_core::config::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expiry: Option<Duration>,
 }
 
 /// Distribution's `storage.s3` keys.
@@ -353,6 +361,15 @@ impl StorageConfig {
         if self.maintenance.uploadpurging.interval.is_zero() {
             return Err(ConfigError::new("storage.maintenance.uploadpurging.interval", "must be above zero"));
         }
+        if let Some(e) = self.redirect.as_ref().and_then(|r| r.expiry) {
+            // S3's presigned URLs live 7 days at most (SigV4).
+            if e < Duration::from_secs(1) || e > Duration::from_secs(7 * 24 * 3600) {
+                return Err(ConfigError::new(
+                    "storage.redirect.expiry",
+                    "must be between 1s and 7 days (168h)",
+                ));
+            }
+        }
         if let Some(s3) = &self.s3 {
             for key in s3.not_applied() {
                 warnings.not_implemented(true, &format!("storage.s3.{key}"));
@@ -401,7 +418,11 @@ impl StorageConfig {
             chunk_size: f.chunksize,
             conditional_writes: f.conditionalwrites,
             // Distribution's: redirects on unless disabled.
-            redirect: (!self.redirect.as_ref().is_some_and(|r| r.disable)).then_some(REDIRECT_LIFETIME),
+            redirect: match &self.redirect {
+                Some(r) if r.disable => None,
+                Some(r) => Some(r.expiry.unwrap_or(REDIRECT_LIFETIME)),
+                None => Some(REDIRECT_LIFETIME),
+            },
         }))
     }
 
@@ -479,6 +500,20 @@ mod tests {
         parse("s3: {bucket: b, v4auth: true, storageclass: STANDARD}").check(&mut w).unwrap();
         let w: Vec<_> = w.into_vec();
         assert!(w[0].contains("storage.s3.v4auth") && w[1].contains("storage.s3.storageclass"), "{w:?}");
+    }
+
+    #[test]
+    fn redirects_are_on_for_20_minutes_unless_said_otherwise() {
+        let redirect = |yaml: &str| match parse(yaml).backend().unwrap() {
+            Backend::S3(c) => c.redirect,
+            Backend::Filesystem => panic!("{yaml}"),
+        };
+        assert_eq!(redirect("s3: {bucket: b}"), Some(Duration::from_secs(1200)), "Distribution's default");
+        assert_eq!(redirect("s3: {bucket: b}\nredirect: {disable: true}"), None);
+        assert_eq!(redirect("s3: {bucket: b}\nredirect: {expiry: 5m}"), Some(Duration::from_secs(300)));
+        let mut w = Warnings::default();
+        let e = parse("s3: {bucket: b}\nredirect: {expiry: 8d}").check(&mut w).unwrap_err();
+        assert_eq!(e.key, "storage.redirect.expiry");
     }
 
     #[test]
