@@ -148,28 +148,28 @@ impl RegistryBuilder {
     /// asks the layers below for what it shows, with the caller's rights; [`build`](Self::build)
     /// tells it what it needs of the auth layer (the token endpoint for its login form), the
     /// store (tag push times) and the pull-through cache (which names are cached).
-    pub fn browse(mut self, layer: BrowseLayer) -> Self {
-        self.browse = Some(layer);
+    pub fn browse(mut self, layer: impl Into<Option<BrowseLayer>>) -> Self {
+        self.browse = layer.into();
         self
     }
 
     /// The Kubernetes admission webhooks `/validate-image` and `/mutate-image` (default:
     /// none). They sit above auth: the API server calls them with no registry credentials.
-    pub fn validation(mut self, layer: ValidationLayer) -> Self {
-        self.validation = Some(layer);
+    pub fn validation(mut self, layer: impl Into<Option<ValidationLayer>>) -> Self {
+        self.validation = layer.into();
         self
     }
 
     /// Authentication and access rules (default: none, everyone may do everything).
-    pub fn auth(mut self, layer: AuthLayer) -> Self {
-        self.auth = Some(layer);
+    pub fn auth(mut self, layer: impl Into<Option<AuthLayer>>) -> Self {
+        self.auth = layer.into();
         self
     }
 
     /// The pull-through cache (default: none; `f/…` names are then ordinary repositories
     /// and `?ns=` is ignored).
-    pub fn proxy(mut self, layer: ProxyCacheLayer) -> Self {
-        self.proxy = Some(layer);
+    pub fn proxy(mut self, layer: impl Into<Option<ProxyCacheLayer>>) -> Self {
+        self.proxy = layer.into();
         self
     }
 
@@ -192,15 +192,19 @@ impl RegistryBuilder {
         &self.store
     }
 
-    /// The upload layer, built elsewhere.
-    pub fn upload(mut self, layer: UploadLayer) -> Self {
-        self.upload = layer;
+    /// The upload layer, built elsewhere (`None` keeps the default one).
+    pub fn upload(mut self, layer: impl Into<Option<UploadLayer>>) -> Self {
+        if let Some(l) = layer.into() {
+            self.upload = l;
+        }
         self
     }
 
-    /// The content store layer, built elsewhere.
-    pub fn content(mut self, layer: ContentStoreLayer) -> Self {
-        self.content = layer;
+    /// The content store layer, built elsewhere (`None` keeps the default one).
+    pub fn content(mut self, layer: impl Into<Option<ContentStoreLayer>>) -> Self {
+        if let Some(l) = layer.into() {
+            self.content = l;
+        }
         self
     }
 

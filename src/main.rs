@@ -3,6 +3,7 @@
 use clap::Parser;
 use donjon::config::{Cli, Command, LogFormat, Logging, Settings};
 use donjon::{middleware, server, ReadOnlySwitch, Registry};
+use donjon_core::config::LayerConfig as _;
 use donjon_store::Backend;
 use std::process::ExitCode;
 
@@ -75,36 +76,20 @@ fn main() -> ExitCode {
 async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
     let tls = settings.tls.as_ref().map(|t| server::tls_acceptor(&t.cert, &t.key)).transpose()?;
     let store = settings.storage.open(&settings.data_dir).await?;
-    let mut builder = Registry::builder(store.clone())
-        .content(settings.content.build(store.clone()))
-        .upload(settings.upload.build(store.clone()));
-    let auth =
-        settings.auth.build(&*store, settings.hostname.as_deref()).await.map_err(std::io::Error::other)?;
-    if let Some(layer) = auth {
-        if settings.auth.realm.is_none() && settings.names.is_empty() && settings.auth.token.is_none() {
-            tracing::warn!(
-                "auth: neither auth.realm nor the registry's names (-n) are set: token challenges name \
-                 the address each client connected to; behind a proxy, a load balancer or a port \
-                 mapping, set auth.realm (or -n HOST[:PORT])"
-            );
-        }
-        builder = builder.auth(layer.hosts(settings.names.clone()));
-    }
-    if let Some(layer) = settings.validation_layer(Some(store.clone())).map_err(std::io::Error::other)? {
-        builder = builder.validation(layer);
-    }
-    if let Some(mut layer) = settings.ui.build() {
-        if let Some(h) = &settings.hostname {
-            layer = layer.public_host(h.clone());
-        }
-        builder = builder.browse(layer);
-    }
-    if settings.proxy.enabled() {
-        let proxy =
-            donjon::ProxyCacheLayer::new(builder.store().clone(), &settings.proxy, &settings.data_dir)
-                .map_err(std::io::Error::other)?;
-        builder = builder.proxy(proxy).local_names(settings.hostname.clone());
-    }
+    let cx = settings.build_context(store.clone());
+    let built = async {
+        Ok::<_, donjon_core::config::ConfigError>(
+            Registry::builder(store.clone())
+                .content(settings.content.layer(&cx).await?)
+                .upload(settings.upload.layer(&cx).await?)
+                .auth(settings.auth.layer(&cx).await?)
+                .validation(settings.validation.layer(&cx).await?)
+                .browse(settings.ui.layer(&cx).await?)
+                .proxy(settings.proxy.layer(&cx).await?)
+                .local_names(settings.hostname.clone()),
+        )
+    };
+    let mut builder = built.await.map_err(std::io::Error::other)?;
     let read_only = ReadOnlySwitch::new(settings.storage.maintenance.readonly.enabled);
     if read_only.is_on() {
         tracing::warn!("read-only mode (storage.maintenance.readonly): pushes and deletes are refused");
@@ -150,15 +135,7 @@ async fn run(settings: Settings, cli: Cli) -> std::io::Result<()> {
         donjon::VERSION,
         if tls.is_some() { "https" } else { "http" },
     );
-    let events = settings.notifications.enabled().then(|| {
-        let (notifier, senders) =
-            donjon::notify::Notifier::new(&settings.notifications, settings.hostname.clone());
-        for s in senders {
-            tokio::spawn(s);
-        }
-        tracing::info!(endpoints = settings.notifications.endpoints.len(), "event notifications on");
-        donjon::notify::EventsLayer::new(notifier)
-    });
+    let events = settings.notifications.layer(&cx).await.map_err(std::io::Error::other)?;
     let svc = middleware::wrap_with(
         registry,
         settings.headers.clone(),

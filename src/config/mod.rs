@@ -295,6 +295,22 @@ impl Settings {
         configured.chain(self.proxy.default.clone()).collect()
     }
 
+    /// What every layer's section builds its layer from
+    /// ([`LayerConfig::layer`](donjon_core::config::LayerConfig::layer)).
+    pub fn build_context(
+        &self,
+        store: std::sync::Arc<dyn donjon_core::Store>,
+    ) -> donjon_core::config::BuildContext {
+        donjon_core::config::BuildContext {
+            store,
+            names: self.names.clone(),
+            hostname: self.hostname.clone(),
+            data_dir: self.data_dir.clone(),
+            mirrored: self.proxied_hosts(),
+            default_upstream: self.proxy.default.clone(),
+        }
+    }
+
     /// The validation layer, when `image_validation` (or Trow's older flags) asks for one;
     /// `store` answers `check_local`.
     pub fn validation_layer(

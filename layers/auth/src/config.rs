@@ -364,6 +364,24 @@ impl AuthConfig {
     }
 }
 
+/// The layer, when the section asks for one: its realm's hosts are the registry's names (a
+/// warning when none is known, as challenges then name the address a client connected to).
+#[donjon_core::config::async_trait]
+impl donjon_core::config::LayerConfig for AuthConfig {
+    type Layer = AuthLayer;
+    async fn layer(&self, cx: &donjon_core::config::BuildContext) -> Result<Option<AuthLayer>, ConfigError> {
+        let Some(layer) = self.build(&*cx.store, cx.hostname.as_deref()).await? else { return Ok(None) };
+        if self.realm.is_none() && cx.names.is_empty() && self.token.is_none() {
+            tracing::warn!(
+                "auth: neither auth.realm nor the registry's names (-n) are set: token challenges name \
+                 the address each client connected to; behind a proxy, a load balancer or a port \
+                 mapping, set auth.realm (or -n HOST[:PORT])"
+            );
+        }
+        Ok(Some(layer.hosts(cx.names.clone())))
+    }
+}
+
 /// A password as given, or the first line of the file a `file://PATH` names (a Kubernetes
 /// secret mounted as a file).
 fn password(p: &str) -> Result<String, String> {

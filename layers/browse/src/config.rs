@@ -34,3 +34,18 @@ impl BrowseConfig {
         self.enabled.then(BrowseLayer::new)
     }
 }
+
+/// The page, its pull commands naming the public host name when one is set.
+#[donjon_core::config::async_trait]
+impl donjon_core::config::LayerConfig for BrowseConfig {
+    type Layer = BrowseLayer;
+    async fn layer(
+        &self,
+        cx: &donjon_core::config::BuildContext,
+    ) -> Result<Option<BrowseLayer>, donjon_core::config::ConfigError> {
+        Ok(self.build().map(|l| match &cx.hostname {
+            Some(h) => l.public_host(h.clone()),
+            None => l,
+        }))
+    }
+}

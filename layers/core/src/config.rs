@@ -291,3 +291,78 @@ mod tests {
         assert_eq!(ConfigError::new("", "bad YAML").to_string(), "bad YAML");
     }
 }
+
+/// The attribute [`LayerConfig`]'s implementations carry.
+pub use async_trait::async_trait;
+
+/// What a layer's configuration builds its layer from: the store and the registry's names and
+/// places, which several layers need ([`LayerConfig::layer`]).
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    /// The store every layer shares.
+    pub store: std::sync::Arc<dyn crate::Store>,
+    /// The registry's own names (`-n`, `http.host`, the public host name): a token realm's
+    /// hosts, the admission policy's local registry, the mirror's `ns=` of its own.
+    pub names: Vec<String>,
+    /// The public host name the web page's pull commands name, when one is set.
+    pub hostname: Option<String>,
+    /// Where state other than the store lives (the pull-through cache's spool).
+    pub data_dir: PathBuf,
+    /// The hosts the pull-through cache mirrors, its default upstream last.
+    pub mirrored: Vec<String>,
+    /// The pull-through cache's default upstream (plain names are its images too).
+    pub default_upstream: Option<String>,
+}
+
+impl BuildContext {
+    /// A context over `store`, with no names, the data in `.`, and no mirror.
+    pub fn new(store: std::sync::Arc<dyn crate::Store>) -> Self {
+        Self {
+            store,
+            names: vec![],
+            hostname: None,
+            data_dir: PathBuf::from("."),
+            mirrored: vec![],
+            default_upstream: None,
+        }
+    }
+}
+
+/// A layer's configuration section: each builds its layer the same way, from the same
+/// context, and says `None` when the section leaves the layer off.
+///
+/// ```
+/// use donjon_core::config::{BuildContext, ConfigError, LayerConfig};
+///
+/// struct Greeting(Option<String>);
+///
+/// #[async_trait::async_trait]
+/// impl LayerConfig for Greeting {
+///     type Layer = String;
+///     async fn layer(&self, _: &BuildContext) -> Result<Option<String>, ConfigError> {
+///         Ok(self.0.clone())
+///     }
+/// }
+/// # let cx = BuildContext::new(std::sync::Arc::new(donjon_core::memory::MemoryStore::default()));
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// assert_eq!(rt.block_on(Greeting(None).layer(&cx)).unwrap(), None);
+/// ```
+#[async_trait::async_trait]
+pub trait LayerConfig {
+    /// The layer this section configures.
+    type Layer;
+    /// The layer, or `None` when the section leaves it off; an error names the key at fault.
+    async fn layer(&self, cx: &BuildContext) -> Result<Option<Self::Layer>, ConfigError>;
+}
+
+/// An absent section builds no layer.
+#[async_trait::async_trait]
+impl<T: LayerConfig + Sync> LayerConfig for Option<T> {
+    type Layer = T::Layer;
+    async fn layer(&self, cx: &BuildContext) -> Result<Option<T::Layer>, ConfigError> {
+        match self {
+            Some(c) => c.layer(cx).await,
+            None => Ok(None),
+        }
+    }
+}

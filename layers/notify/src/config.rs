@@ -127,6 +127,27 @@ impl NotificationsConfig {
     }
 }
 
+/// The events middleware, when an endpoint is configured: its senders are spawned on the
+/// runtime that builds it, and run until the process ends.
+#[donjon_core::config::async_trait]
+impl donjon_core::config::LayerConfig for NotificationsConfig {
+    type Layer = crate::EventsLayer;
+    async fn layer(
+        &self,
+        cx: &donjon_core::config::BuildContext,
+    ) -> Result<Option<crate::EventsLayer>, ConfigError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let (notifier, senders) = crate::Notifier::new(self, cx.hostname.clone());
+        for s in senders {
+            tokio::spawn(s);
+        }
+        tracing::info!(endpoints = self.endpoints.len(), "event notifications on");
+        Ok(Some(crate::EventsLayer::new(notifier)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

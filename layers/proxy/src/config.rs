@@ -265,6 +265,22 @@ impl ProxyConfig {
     }
 }
 
+/// The pull-through cache, when an upstream, a default or offline mode is configured; its
+/// spool under the data directory.
+#[donjon_core::config::async_trait]
+impl donjon_core::config::LayerConfig for ProxyConfig {
+    type Layer = crate::ProxyCacheLayer;
+    async fn layer(
+        &self,
+        cx: &donjon_core::config::BuildContext,
+    ) -> Result<Option<crate::ProxyCacheLayer>, donjon_core::config::ConfigError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        crate::ProxyCacheLayer::new(cx.store.clone(), self, &cx.data_dir).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,17 @@ impl ContentConfig {
     }
 }
 
+#[donjon_core::config::async_trait]
+impl donjon_core::config::LayerConfig for ContentConfig {
+    type Layer = ContentStoreLayer;
+    async fn layer(
+        &self,
+        cx: &donjon_core::config::BuildContext,
+    ) -> Result<Option<ContentStoreLayer>, ConfigError> {
+        Ok(Some(self.build(cx.store.clone())))
+    }
+}
+
 /// Distribution's `storage` section.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]

@@ -69,6 +69,17 @@ impl UploadConfig {
     }
 }
 
+#[donjon_core::config::async_trait]
+impl donjon_core::config::LayerConfig for UploadConfig {
+    type Layer = UploadLayer;
+    async fn layer(
+        &self,
+        cx: &donjon_core::config::BuildContext,
+    ) -> Result<Option<UploadLayer>, ConfigError> {
+        Ok(Some(self.build(cx.store.clone())))
+    }
+}
+
 impl Serialize for IndexChildren {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {

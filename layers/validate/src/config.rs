@@ -142,6 +142,20 @@ impl ValidationConfig {
     }
 }
 
+/// The webhooks' layer: the policy judges the registry's names as local, the mirrored hosts
+/// and default upstream as the cache's, and asks the store for `check_local`.
+#[donjon_core::config::async_trait]
+impl donjon_core::config::LayerConfig for ValidationConfig {
+    type Layer = crate::ValidationLayer;
+    async fn layer(
+        &self,
+        cx: &donjon_core::config::BuildContext,
+    ) -> Result<Option<crate::ValidationLayer>, ConfigError> {
+        let default = cx.default_upstream.as_deref();
+        self.build(&cx.names, &cx.mirrored, default, Some(cx.store.clone())).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
