@@ -598,3 +598,155 @@ where
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use donjon_core::RouteLayer;
+    use http_body_util::BodyExt as _;
+    use tower::{Layer as _, ServiceExt as _};
+
+    use super::*;
+    use crate::rules::{Rule, Rules, Who};
+    use crate::token::{SigningKey, Tokens};
+    use crate::users::Users;
+    use crate::AuthLayer;
+
+    /// alice may pull and push `team/**`; bob may only pull it; anonymous callers may pull
+    /// `public/**`. Behind it, a service that answers 200 "inner" with the caller's subject.
+    fn registry(
+    ) -> impl tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = impl Send>
+           + Clone {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let alice = bcrypt::hash("alice-pw", 4).unwrap();
+        let bob = bcrypt::hash("bob-pw", 4).unwrap();
+        std::fs::write(file.path(), format!("alice:{alice}\nbob:{bob}\n")).unwrap();
+        let users = Users::new(Some(file.path()), None).unwrap();
+        let rules = Rules::new(
+            vec![
+                Rule::new("team/**", vec![Who::User("alice".into())], vec![Action::Pull, Action::Push]),
+                Rule::new("team/**", vec![Who::User("bob".into())], vec![Action::Pull]),
+                Rule::new("public/**", vec![Who::Anyone], vec![Action::Pull]),
+            ],
+            BTreeMap::new(),
+        );
+        let tokens =
+            Tokens::new(SigningKey::generate().unwrap(), "donjon", "donjon", Duration::from_secs(300));
+        let auth = AuthLayer::new(users, rules, tokens).hosts(["registry.test"]);
+        let inner = tower::service_fn(|req: Request<Body>| async move {
+            let who = req.extensions().get::<donjon_core::Principal>().and_then(|p| p.subject.clone());
+            Ok::<_, Infallible>(Response::new(Body::from(format!("inner {}", who.as_deref().unwrap_or("anonymous")))))
+        });
+        RouteLayer::new().layer(auth.layer(inner))
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    }
+
+    async fn send(
+        svc: &(impl tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone),
+        method: &str,
+        uri: &str,
+        authorization: Option<&str>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder().method(method).uri(uri).header("host", "registry.test");
+        if let Some(a) = authorization {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let resp = svc.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn token(
+        svc: &(impl tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone),
+        user: &str,
+        password: &str,
+        scope: &str,
+    ) -> String {
+        let (status, _, body) = send(
+            svc,
+            "GET",
+            &format!("/v2/token?service=donjon&scope={scope}"),
+            Some(&basic(user, password)),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn anonymous_callers_get_what_the_rules_give_them_and_a_challenge_for_the_rest() {
+        let svc = registry();
+        let (status, _, body) = send(&svc, "GET", "/v2/public/tool/manifests/v1", None).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "inner anonymous"));
+        let (status, h, _) = send(&svc, "GET", "/v2/team/app/manifests/v1", None).await;
+        assert_eq!(status, 401);
+        let c = h[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert_eq!(
+            c,
+            r#"Bearer realm="http://registry.test/v2/token",service="donjon",scope="repository:team/app:pull""#
+        );
+        // A push names push and pull.
+        let (_, h, _) = send(&svc, "PUT", "/v2/team/app/manifests/v1", None).await;
+        assert!(h[header::WWW_AUTHENTICATE].to_str().unwrap().contains("repository:team/app:pull,push"));
+    }
+
+    #[tokio::test]
+    async fn the_token_endpoint_grants_what_the_rules_allow_and_no_more() {
+        let svc = registry();
+        let t = token(&svc, "bob", "bob-pw", "repository:team/app:pull,push").await;
+        let bearer = format!("Bearer {t}");
+        let (status, _, body) = send(&svc, "GET", "/v2/team/app/manifests/v1", Some(&bearer)).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "inner bob"));
+        let (status, h, _) = send(&svc, "PUT", "/v2/team/app/manifests/v1", Some(&bearer)).await;
+        assert_eq!(status, 401, "bob's token was granted pull only");
+        assert!(h[header::WWW_AUTHENTICATE].to_str().unwrap().contains("insufficient_scope"));
+        // alice's grants push; a token for one repository is not one for another.
+        let t = format!("Bearer {}", token(&svc, "alice", "alice-pw", "repository:team/app:pull,push").await);
+        assert_eq!(send(&svc, "PUT", "/v2/team/app/manifests/v1", Some(&t)).await.0, 200);
+        assert_eq!(send(&svc, "GET", "/v2/team/other/manifests/v1", Some(&t)).await.0, 401);
+        // A wrong password gets no token; a forged one is refused as invalid.
+        let (status, _, _) =
+            send(&svc, "GET", "/v2/token?service=donjon", Some(&basic("alice", "wrong"))).await;
+        assert_eq!(status, 401);
+        let (status, h, _) = send(&svc, "GET", "/v2/team/app/manifests/v1", Some("Bearer not.a.token")).await;
+        assert_eq!(status, 401);
+        assert!(h[header::WWW_AUTHENTICATE].to_str().unwrap().contains("invalid_token"));
+    }
+
+    #[tokio::test]
+    async fn basic_credentials_on_registry_requests_are_decided_like_a_token() {
+        let svc = registry();
+        let (status, _, body) =
+            send(&svc, "GET", "/v2/team/app/tags/list", Some(&basic("bob", "bob-pw"))).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "inner bob"));
+        let (status, _, body) =
+            send(&svc, "DELETE", "/v2/team/app/manifests/v1", Some(&basic("alice", "alice-pw"))).await;
+        assert_eq!(status, 403, "alice may not delete: {body}");
+        assert!(body.contains("DENIED"), "{body}");
+        let (status, _, _) = send(&svc, "GET", "/v2/team/app/tags/list", Some(&basic("bob", "nope"))).await;
+        assert_eq!(status, 401);
+        let (status, _, _) = send(&svc, "GET", "/v2/team/app/tags/list", Some("Basic !!!")).await;
+        assert_eq!(status, 401, "malformed credentials are none");
+    }
+
+    #[test]
+    fn a_realm_names_the_registry_as_its_client_reached_it() {
+        let names = vec!["registry.test".to_string(), "reg.example:8443".to_string()];
+        assert_eq!(
+            named(&names, "registry.test:5000").as_deref(),
+            Some("registry.test:5000"),
+            "any port of a port-less name"
+        );
+        assert_eq!(named(&names, "REG.example:8443").as_deref(), Some("reg.example:8443"));
+        assert_eq!(named(&names, "reg.example:9000"), None, "another port of a name with one");
+        assert_eq!(named(&names, "evil.test"), None);
+    }
+}
