@@ -4,16 +4,14 @@
 //! (`oci-client`) runs the anonymous and the Basic token flows, against donjon's own token
 //! endpoint and against a registry that trusts another server's tokens (`auth.token`).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::*;
 use donjon_auth::config::{HtpasswdConfig, OneOrMany, RuleConfig};
 use donjon_auth::AuthConfig;
+use donjon_test_support::server::*;
 
 struct Setup {
     server: TestServer,

@@ -1,8 +1,6 @@
 //! The `donjon` binary as users run it: start-up errors, `--dry-run`, crash and restart on the
 //! same data directory, graceful shutdown, TLS with HTTP/2.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -10,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{client, digest, send};
+use donjon_test_support::server::{client, digest, send};
 
 const BIN: &str = env!("CARGO_BIN_EXE_donjon");
 
@@ -25,7 +23,7 @@ impl Donjon {
     }
 
     fn start_with(data: &Path, extra: &[&str]) -> Self {
-        let addr = common::free_addr();
+        let addr = donjon_test_support::server::free_addr();
         let child = Command::new(BIN)
             .args(["--bind", &addr.to_string(), "-d"])
             .arg(data)
@@ -41,7 +39,7 @@ impl Donjon {
     }
 
     fn wait_ready(&self) {
-        common::wait_listening(self.addr);
+        donjon_test_support::server::wait_listening(self.addr);
     }
 
     fn url(&self, p: &str) -> String {
@@ -235,7 +233,7 @@ fn sigterm_drains_transfers_in_flight() {
 #[test]
 fn tls_with_http2() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = common::self_signed(dir.path(), "localhost", "IP:127.0.0.1");
+    let (cert, key) = donjon_test_support::server::self_signed(dir.path(), "localhost", "IP:127.0.0.1");
     let tls = format!("{},{}", cert.display(), key.display());
     let server = Donjon::start_with(&dir.path().join("data"), &["--tls", &tls]);
     let url = format!("https://{}/v2/", server.addr);
@@ -296,7 +294,7 @@ fn distribution_http_headers_are_sent() {
 /// Starts donjon with stderr captured; returns it and the lines it has logged so far, up to and
 /// including the start-up line.
 fn start_logged(data: &Path, extra: &[&str]) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
-    let addr = common::free_addr();
+    let addr = donjon_test_support::server::free_addr();
     let mut child = Command::new(BIN)
         .args(["--bind", &addr.to_string(), "-d"])
         .arg(data)
@@ -535,8 +533,11 @@ fn garbage_collection_runs_on_a_schedule() {
             .status,
             201
         );
-        let m = common::image_manifest(&cd, config.len(), &ld, layer.len(), None);
-        assert_eq!(push(format!("/v2/{repo}/manifests/{tag}"), m, common::OCI_MANIFEST).status, 201);
+        let m = donjon_test_support::server::image_manifest(&cd, config.len(), &ld, layer.len(), None);
+        assert_eq!(
+            push(format!("/v2/{repo}/manifests/{tag}"), m, donjon_test_support::server::OCI_MANIFEST).status,
+            201
+        );
         ld
     };
     let kept = image("sched/app", "v1", "kept");
@@ -614,7 +615,7 @@ fn metrics_are_scraped_from_the_main_listener_or_the_debug_one() {
     drop(server);
 
     // http.debug.addr: there, and not on the main listener
-    let debug = common::free_addr();
+    let debug = donjon_test_support::server::free_addr();
     let cfg = dir.path().join("config.yml");
     std::fs::write(
         &cfg,
@@ -622,7 +623,7 @@ fn metrics_are_scraped_from_the_main_listener_or_the_debug_one() {
     )
     .unwrap();
     let server = Donjon::start_with(&dir.path().join("data2"), &["--config-file", cfg.to_str().unwrap()]);
-    common::wait_listening(debug);
+    donjon_test_support::server::wait_listening(debug);
     assert_eq!(rt.block_on(send(&c, "GET", &server.url("/metrics"), &[], Bytes::new())).status, 404);
     assert_eq!(rt.block_on(send(&c, "GET", &server.url("/prom"), &[], Bytes::new())).status, 404);
     let m = rt.block_on(send(&c, "GET", &format!("http://{debug}/prom"), &[], Bytes::new()));
@@ -669,7 +670,8 @@ fn healthcheck_asks_the_configured_address() {
     assert_eq!(code, Some(1));
     assert!(err.contains(&bind), "{err}");
 
-    let (cert, key) = common::self_signed(dir.path(), "registry.example", "DNS:registry.example");
+    let (cert, key) =
+        donjon_test_support::server::self_signed(dir.path(), "registry.example", "DNS:registry.example");
     let tls = format!("{},{}", cert.display(), key.display());
     let server = Donjon::start_with(&dir.path().join("tls"), &["--tls", &tls]);
     let bind = server.addr.to_string();
@@ -677,7 +679,8 @@ fn healthcheck_asks_the_configured_address() {
     assert_eq!(check(&["--bind", &bind, "--tls", &tls]), (Some(0), String::new()));
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
-    let (cert2, key2) = common::self_signed(&other, "registry.example", "DNS:registry.example");
+    let (cert2, key2) =
+        donjon_test_support::server::self_signed(&other, "registry.example", "DNS:registry.example");
     let (code, err) = check(&["--bind", &bind, "--tls", &format!("{},{}", cert2.display(), key2.display())]);
     assert_eq!(code, Some(1));
     assert!(err.contains("not the configured one"), "{err}");
@@ -718,11 +721,11 @@ fn a_data_dir_owned_by_another_user_names_both_and_the_fix() {
 #[tokio::test]
 async fn deletes_are_off_unless_asked_for() {
     let dir = tempfile::tempdir().unwrap();
-    let c = common::client();
+    let c = donjon_test_support::server::client();
     let blob = b"a blob to delete";
-    let d = common::digest(blob);
+    let d = donjon_test_support::server::digest(blob);
     let off = Donjon::start(&dir.path().join("off"));
-    let r = common::send(
+    let r = donjon_test_support::server::send(
         &c,
         "POST",
         &off.url(&format!("/v2/a/blobs/uploads/?digest={d}")),
@@ -731,13 +734,20 @@ async fn deletes_are_off_unless_asked_for() {
     )
     .await;
     assert_eq!(r.status, 201);
-    let r = common::send(&c, "DELETE", &off.url(&format!("/v2/a/blobs/{d}")), &[], Default::default()).await;
+    let r = donjon_test_support::server::send(
+        &c,
+        "DELETE",
+        &off.url(&format!("/v2/a/blobs/{d}")),
+        &[],
+        Default::default(),
+    )
+    .await;
     assert_eq!(r.status, 405, "{:?}", r.body);
     let body = String::from_utf8_lossy(&r.body);
     assert!(body.contains("UNSUPPORTED") && body.contains("storage.delete.enabled"), "{body}");
     drop(off);
 
-    let addr = common::free_addr();
+    let addr = donjon_test_support::server::free_addr();
     let mut child = Command::new(BIN)
         .args(["--bind", &addr.to_string(), "-d"])
         .arg(dir.path().join("on"))
@@ -746,9 +756,9 @@ async fn deletes_are_off_unless_asked_for() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    common::wait_listening(addr);
+    donjon_test_support::server::wait_listening(addr);
     let url = |p: &str| format!("http://{addr}{p}");
-    let r = common::send(
+    let r = donjon_test_support::server::send(
         &c,
         "POST",
         &url(&format!("/v2/a/blobs/uploads/?digest={d}")),
@@ -757,7 +767,14 @@ async fn deletes_are_off_unless_asked_for() {
     )
     .await;
     assert_eq!(r.status, 201);
-    let r = common::send(&c, "DELETE", &url(&format!("/v2/a/blobs/{d}")), &[], Default::default()).await;
+    let r = donjon_test_support::server::send(
+        &c,
+        "DELETE",
+        &url(&format!("/v2/a/blobs/{d}")),
+        &[],
+        Default::default(),
+    )
+    .await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(r.status, 202, "{:?}", r.body);

@@ -4,14 +4,12 @@
 //! push time, the security headers and the page's weight. The same page in a real browser is
 //! `tests/e2e/browse.rs`.
 
-mod common;
-
 use base64::Engine as _;
 use bytes::Bytes;
-use common::*;
 use donjon::BrowseLayer;
 use donjon_auth::config::{HtpasswdConfig, OneOrMany, RuleConfig};
 use donjon_auth::AuthConfig;
+use donjon_test_support::server::*;
 
 fn rule(repository: &str, who: &[&str], actions: &[&str]) -> RuleConfig {
     RuleConfig {
@@ -380,7 +378,7 @@ async fn the_binary_serves_the_page_unless_the_configuration_turns_it_off() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
-    let (_on, addr) = spawn_donjon(&["--data-dir", data]);
+    let (_on, addr) = donjon_test_support::spawn_donjon!(&["--data-dir", data]);
     let c = client();
     let r = send(&c, "GET", &format!("http://{addr}/ui/"), &[], Bytes::new()).await;
     assert_eq!(r.status, 200);
@@ -388,7 +386,8 @@ async fn the_binary_serves_the_page_unless_the_configuration_turns_it_off() {
 
     let file = dir.path().join("config.yml");
     std::fs::write(&file, "ui:\n  enabled: false\n").unwrap();
-    let (_off, addr) = spawn_donjon(&["--data-dir", data, "--config-file", file.to_str().unwrap()]);
+    let (_off, addr) =
+        donjon_test_support::spawn_donjon!(&["--data-dir", data, "--config-file", file.to_str().unwrap()]);
     assert_eq!(send(&c, "GET", &format!("http://{addr}/ui/"), &[], Bytes::new()).await.status, 404);
     assert_eq!(send(&c, "GET", &format!("http://{addr}/v2/"), &[], Bytes::new()).await.status, 200);
 }

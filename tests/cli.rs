@@ -6,17 +6,15 @@
 //! from podman's `REGISTRY_AUTH_FILE`, or nowhere; every run has its own `HOME`, so that the
 //! machine's own logins are never read.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::*;
 use donjon_auth::config::{HtpasswdConfig, OneOrMany, RuleConfig};
 use donjon_auth::AuthConfig;
+use donjon_test_support::server::*;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_donjon");
@@ -686,7 +684,7 @@ async fn https_with_a_ca_file() {
     let (cert, key) = self_signed(dir.path(), "donjon-test", "IP:127.0.0.1");
     let tls = format!("{},{}", cert.display(), key.display());
     let data = dir.path().join("data");
-    let (_donjon, addr) = spawn_donjon(&["-d", data.to_str().unwrap(), "--tls", &tls]);
+    let (_donjon, addr) = donjon_test_support::spawn_donjon!(&["-d", data.to_str().unwrap(), "--tls", &tls]);
     let host = addr.to_string();
     let out = run_in(dir.path(), &["ls", "--ca-file", cert.to_str().unwrap(), "--json", &host], &[], None)
         .await
@@ -708,7 +706,7 @@ async fn https_with_a_ca_file() {
     )
     .unwrap();
     let data2 = dir.path().join("data2");
-    let (_plain_realm, addr2) = spawn_donjon(&[
+    let (_plain_realm, addr2) = donjon_test_support::spawn_donjon!(&[
         "-d",
         data2.to_str().unwrap(),
         "--tls",

@@ -1,12 +1,10 @@
 //! A third-party client (the `oci-client` crate), concurrency, and clients that go away.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::*;
+use donjon_test_support::server::*;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};

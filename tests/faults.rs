@@ -8,8 +8,6 @@
 //! completes) or gone. `DONJON_FAULTS_ITERATIONS` sets the number of crashes (default 12 on the
 //! filesystem, 5 on S3); the seed is printed, `DONJON_FAULTS_SEED` replays one.
 
-mod common;
-
 use donjon_test_support::process::Process;
 use donjon_test_support::s3server;
 
@@ -19,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{client, digest, Resp, OCI_MANIFEST};
+use donjon_test_support::server::{client, digest, Resp, OCI_MANIFEST};
 
 struct Server {
     process: Process,
@@ -28,7 +26,7 @@ struct Server {
 
 impl Server {
     fn start(args: &[String]) -> Self {
-        let addr = common::free_addr();
+        let addr = donjon_test_support::server::free_addr();
         let child = Command::new(env!("CARGO_BIN_EXE_donjon"))
             .args(["--bind", &addr.to_string()])
             .args(args)
@@ -37,7 +35,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        common::wait_listening(addr);
+        donjon_test_support::server::wait_listening(addr);
         Self { process: Process(child), addr }
     }
 
@@ -55,7 +53,7 @@ impl Server {
     }
 }
 
-type Client = common::HttpClient;
+type Client = donjon_test_support::server::HttpClient;
 
 /// A request that may fail (the server is being killed), bounded in time.
 async fn try_send(
@@ -65,9 +63,12 @@ async fn try_send(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Result<Resp, String> {
-    tokio::time::timeout(Duration::from_secs(20), common::try_send(c, method, url, headers, body))
-        .await
-        .map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        donjon_test_support::server::try_send(c, method, url, headers, body),
+    )
+    .await
+    .map_err(|_| "timed out".to_string())?
 }
 
 /// What the client tried, to check after the crash.
@@ -137,7 +138,7 @@ async fn push_until_killed(s: &str, c: &Client, rng: &mut fastrand::Rng, tried: 
                 let i = rng.usize(0..tried.committed.len());
                 let j = rng.usize(0..tried.committed.len());
                 let (cfg, layer) = (&tried.committed[i], &tried.committed[j]);
-                let m = common::image_manifest(&cfg.0, cfg.1, &layer.0, layer.1, None);
+                let m = donjon_test_support::server::image_manifest(&cfg.0, cfg.1, &layer.0, layer.1, None);
                 tried.tags += 1;
                 let url = format!("{s}/v2/{repo}/manifests/t{}", tried.tags);
                 let ct = [("content-type", OCI_MANIFEST)];

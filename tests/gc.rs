@@ -3,15 +3,13 @@
 //! what the deleted images left. With `DONJON_TEST_STORE=s3`, two replicas share one Garage
 //! bucket, requests alternate between them, and the collector runs on a third handle.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{image_manifest, TestServer, OCI_MANIFEST};
 use donjon::Store;
 use donjon_store::gc::{collect, GcOptions};
+use donjon_test_support::server::{image_manifest, TestServer, OCI_MANIFEST};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collections_beside_pushes_lose_nothing() {
@@ -69,7 +67,7 @@ async fn collections_beside_pushes_lose_nothing() {
                 let _ = shared;
                 let r = s.push_manifest(&repo, &tag, OCI_MANIFEST, &m).await;
                 assert_eq!(r.status, 201, "push {repo}:{tag}: {}", String::from_utf8_lossy(&r.body));
-                (common::digest(&m), vec![cd, ld])
+                (donjon_test_support::server::digest(&m), vec![cd, ld])
             }
         };
         let (first, _) = push(format!("{i}-first")).await;
@@ -98,7 +96,7 @@ async fn collections_beside_pushes_lose_nothing() {
         for b in blobs {
             let r = s.get(&format!("/v2/{repo}/blobs/{b}")).await;
             assert_eq!(r.status, 200, "{repo}:{tag}'s blob {b} lost after {runs} collections");
-            assert_eq!(&common::digest(&r.body), b);
+            assert_eq!(&donjon_test_support::server::digest(&r.body), b);
         }
     }
     assert!(store.quarantine_list().await.unwrap().is_empty());

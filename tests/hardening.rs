@@ -3,15 +3,13 @@
 //! connections than the limit — and the binary under a low descriptor limit. Each case failed
 //! before the defence it checks; the server owns connection health, so these go through it.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use donjon::server::Options;
+use donjon_test_support::server::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -2,12 +2,10 @@
 //! request body was read, the next request on the same connection is answered — over raw HTTP/1.1,
 //! through a pooling client (hyper-util's, as Go's net/http pools), and over HTTP/2.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
+use donjon_test_support::server::*;
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;

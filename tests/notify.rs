@@ -2,13 +2,11 @@
 //! is down at first and comes up later gets every push and delete, in Distribution's envelope,
 //! with the configured headers; ignored actions never come.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{client, digest, send};
+use donjon_test_support::server::{client, digest, send};
 use serde_json::Value;
 
 /// What the receiver was sent: the envelope's content type and authorization, and its events.
@@ -46,7 +44,7 @@ async fn receiver(addr: std::net::SocketAddr, got: Got) {
 #[test]
 fn every_push_and_delete_reaches_a_listener_that_was_down() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = common::free_addr();
+    let listener = donjon_test_support::server::free_addr();
     let cfg = dir.path().join("config.yml");
     std::fs::write(
         &cfg,
@@ -57,7 +55,7 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
     .unwrap();
     let data = dir.path().join("data");
     let (cfg, data) = (cfg.to_str().unwrap(), data.to_str().unwrap());
-    let (_donjon, addr) = common::spawn_donjon(&[
+    let (_donjon, addr) = donjon_test_support::spawn_donjon!(&[
         "--user",
         "alice",
         "--password",
@@ -85,13 +83,13 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
         ));
         assert_eq!(r.status, 201);
     }
-    let m = common::image_manifest(&cd, config.len(), &ld, layer.len(), None);
+    let m = donjon_test_support::server::image_manifest(&cd, config.len(), &ld, layer.len(), None);
     let md = digest(&m);
     let r = rt.block_on(send(
         &c,
         "PUT",
         &url("/v2/team/app/manifests/v1"),
-        &[("content-type", common::OCI_MANIFEST), ALICE],
+        &[("content-type", donjon_test_support::server::OCI_MANIFEST), ALICE],
         Bytes::from(m.clone()),
     ));
     assert_eq!(r.status, 201);
@@ -99,7 +97,7 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
         &c,
         "GET",
         &url("/v2/team/app/manifests/v1"),
-        &[("accept", common::OCI_MANIFEST), ALICE],
+        &[("accept", donjon_test_support::server::OCI_MANIFEST), ALICE],
         Bytes::new(),
     ));
     assert_eq!(r.status, 200);
@@ -145,7 +143,9 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
     assert_eq!(blob_pushes.len(), 2, "{events:#?}");
     let push = events
         .iter()
-        .find(|e| e["action"] == "push" && e["target"]["mediaType"] == common::OCI_MANIFEST)
+        .find(|e| {
+            e["action"] == "push" && e["target"]["mediaType"] == donjon_test_support::server::OCI_MANIFEST
+        })
         .expect("the manifest push");
     assert_eq!(push["target"]["repository"], "team/app");
     assert_eq!(push["target"]["digest"], md.as_str());
@@ -169,7 +169,7 @@ fn every_push_and_delete_reaches_a_listener_that_was_down() {
 async fn an_endpoint_too_far_behind_loses_the_oldest_counted() {
     use donjon::notify::{EventsLayer, NotificationsConfig, Notifier};
     use tower::ServiceExt;
-    let listener = common::free_addr();
+    let listener = donjon_test_support::server::free_addr();
     let config: NotificationsConfig = serde_yaml::from_str(&format!(
         "endpoints: [{{name: small, url: 'http://{listener}/e', backoff: 50ms}}]"
     ))

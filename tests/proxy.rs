@@ -4,17 +4,15 @@
 //! the upstream gone, concurrent misses of one blob sharing one upstream transfer, ranges on
 //! an in-flight blob, refusals. Distribution as an upstream is in the e2e suite.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use donjon::proxy::{ProxyCacheLayer, ProxyConfig, RegistryConfig};
 use donjon_auth::config::HtpasswdConfig;
 use donjon_auth::AuthConfig;
+use donjon_test_support::server::*;
 
 /// A donjon upstream with htpasswd + token auth that counts the blobs it sends.
 struct Upstream {

@@ -4,16 +4,14 @@
 //! or past the ceiling, or never answer. Each case checks what the client got, what reached
 //! the other service, and that nothing was cached.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use donjon::proxy::{ProxyCacheLayer, ProxyConfig, RegistryConfig};
 use donjon::Body;
+use donjon_test_support::server::*;
 use http::{Request, Response, StatusCode};
 
 /// What a hostile server saw: each request's path and query, and its `Authorization`.

@@ -1,10 +1,8 @@
 //! The OCI distribution API over real TCP, one test per requirement of the spec (and of the
 //! conformance suite's reading of it).
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
+use donjon_test_support::server::*;
 
 const DUMMY: &str = "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
 

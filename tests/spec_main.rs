@@ -2,10 +2,8 @@
 //! manifest push (end-7b), `digest-algorithm` on upload sessions (end-4c), `Warning` headers,
 //! and sparse indexes (Distribution 3's `validation.manifests.indexes`).
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
+use donjon_test_support::server::*;
 use sha2::Digest as _;
 
 fn sha512(data: &[u8]) -> String {

@@ -4,13 +4,11 @@
 //! `options`, `dryRun`), posted over real TCP to the composed registry; the binary over HTTPS
 //! (as the API server calls webhooks) with curl; `donjon check-image`.
 
-mod common;
-
 use std::process::Command;
 
 use base64::Engine;
 use bytes::Bytes;
-use common::TestServer;
+use donjon_test_support::server::TestServer;
 use serde_json::{json, Value};
 
 const D: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
@@ -229,14 +227,14 @@ async fn an_oversized_review_gets_413_and_the_connection_stays_usable() {
     c.write_all(head.as_bytes()).await.unwrap();
     c.write_all(&big).await.unwrap();
     let mut buf = vec![];
-    let r = common::read_response(&mut c, &mut buf).await.unwrap();
+    let r = donjon_test_support::server::read_response(&mut c, &mut buf).await.unwrap();
     assert_eq!(r.status, 413);
     // the same connection answers the next review (Go's client reuses it)
     let body = serde_json::to_vec(&review("CREATE", deployment(&[("a", "quay.io/a")]))).unwrap();
     let head = format!("POST /validate-image HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len());
     c.write_all(head.as_bytes()).await.unwrap();
     c.write_all(&body).await.unwrap();
-    let r = common::read_response(&mut c, &mut buf).await.unwrap();
+    let r = donjon_test_support::server::read_response(&mut c, &mut buf).await.unwrap();
     assert_eq!(r.status, 200);
 }
 
@@ -326,15 +324,26 @@ async fn without_a_mutator_mutate_image_is_not_served_and_other_paths_pass() {
 #[test]
 fn the_binary_serves_the_webhooks_over_https() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) =
-        common::self_signed(dir.path(), "donjon.donjon.svc", "DNS:donjon.donjon.svc,IP:127.0.0.1");
+    let (cert, key) = donjon_test_support::server::self_signed(
+        dir.path(),
+        "donjon.donjon.svc",
+        "DNS:donjon.donjon.svc,IP:127.0.0.1",
+    );
     let config = dir.path().join("config.yml");
     std::fs::write(&config, format!("image_validation:{}", POLICY.replace('\n', "\n  "))).unwrap();
     let tls = format!("{},{}", cert.display(), key.display());
     let data = dir.path().join("data");
     let (config, data) = (config.to_str().unwrap(), data.to_str().unwrap());
-    let (_donjon, addr) =
-        common::spawn_donjon(&["-n", "registry.example", "--config-file", config, "--tls", &tls, "-d", data]);
+    let (_donjon, addr) = donjon_test_support::spawn_donjon!(&[
+        "-n",
+        "registry.example",
+        "--config-file",
+        config,
+        "--tls",
+        &tls,
+        "-d",
+        data
+    ]);
     let body = dir.path().join("review.json");
     let post = |object: Value, path: &str| {
         std::fs::write(&body, serde_json::to_vec(&review("CREATE", object)).unwrap()).unwrap();

@@ -18,6 +18,7 @@
 //!   drop.
 //! - [`client`]: a pooling HTTP/1.1 client and the response as tests read it ([`client::Resp`]).
 //! - [`oci`]: digests, media types, a small image manifest.
+//! - `server` (feature `server`): an in-process donjon over TCP, the binary on a free port.
 
 pub mod client;
 pub mod garage;
@@ -26,3 +27,5 @@ pub mod oci;
 pub mod process;
 pub mod s3server;
 pub mod seaweedfs;
+#[cfg(feature = "server")]
+pub mod server;

@@ -1,18 +1,19 @@
-//! Shared helpers of the black-box tests: an in-process donjon on 127.0.0.1:0 over real TCP,
-//! and what the test-support crate shares (a pooling HTTP client, free ports, OCI fixtures).
-// Each test binary uses part of it.
-#![allow(dead_code, unused_imports)]
+//! An in-process donjon on 127.0.0.1:0 over real TCP ([`TestServer`]), the `donjon` binary
+//! started on a free port ([`spawn_donjon!`](crate::spawn_donjon)), raw HTTP/1.1 reads for
+//! the connection tests, and a self-signed certificate: the root crate's black-box tests
+//! (`use donjon_test_support::server::*`). Behind the `server` feature, which depends on the
+//! `donjon` library.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::client::{client, send, try_send, HttpClient, Resp};
+pub use crate::net::{free_addr, wait_listening};
+pub use crate::oci::{digest, image_manifest, OCI_INDEX, OCI_MANIFEST};
+pub use crate::process::Process;
+use crate::s3server;
 use bytes::Bytes;
-pub use donjon_test_support::client::{client, send, try_send, HttpClient, Resp};
-pub use donjon_test_support::net::{free_addr, wait_listening};
-pub use donjon_test_support::oci::{digest, image_manifest, OCI_INDEX, OCI_MANIFEST};
-pub use donjon_test_support::process::Process;
-use donjon_test_support::s3server;
 use http::Request;
 
 pub struct TestServer {
@@ -275,12 +276,21 @@ pub async fn read_more(c: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std:
     Ok(())
 }
 
-/// The `donjon` binary on a free 127.0.0.1 address, `--bind ADDR` then `args`, with
+/// The `donjon` binary of the calling test crate ([`spawn_donjon_at`] with its
+/// `CARGO_BIN_EXE_donjon`): `spawn_donjon!(&["--config-file", path])`.
+#[macro_export]
+macro_rules! spawn_donjon {
+    ($args:expr) => {
+        $crate::server::spawn_donjon_at(env!("CARGO_BIN_EXE_donjon"), $args)
+    };
+}
+
+/// The binary `bin` on a free 127.0.0.1 address, `--bind ADDR` then `args`, with
 /// `RUST_LOG=warn` and stdout dropped; returns once it listens. The guard kills and reaps it,
 /// also when the test panics.
-pub fn spawn_donjon(args: &[&str]) -> (Process, SocketAddr) {
+pub fn spawn_donjon_at(bin: &str, args: &[&str]) -> (Process, SocketAddr) {
     let addr = free_addr();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_donjon"))
+    let child = std::process::Command::new(bin)
         .arg("--bind")
         .arg(addr.to_string())
         .args(args)
