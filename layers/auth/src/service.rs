@@ -638,7 +638,10 @@ mod tests {
         let auth = AuthLayer::new(users, rules, tokens).hosts(["registry.test"]);
         let inner = tower::service_fn(|req: Request<Body>| async move {
             let who = req.extensions().get::<donjon_core::Principal>().and_then(|p| p.subject.clone());
-            Ok::<_, Infallible>(Response::new(Body::from(format!("inner {}", who.as_deref().unwrap_or("anonymous")))))
+            Ok::<_, Infallible>(Response::new(Body::from(format!(
+                "inner {}",
+                who.as_deref().unwrap_or("anonymous")
+            ))))
         });
         RouteLayer::new().layer(auth.layer(inner))
     }
