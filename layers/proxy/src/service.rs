@@ -198,14 +198,7 @@ impl Shared {
                 return Err(UpstreamError::Status(resp.status()));
             }
             let continues = resp.headers().contains_key(header::LINK);
-            let body = tokio::time::timeout(
-                self.client.read_timeout(),
-                http_body_util::Limited::new(resp.into_body(), TAGS_MAX).collect(),
-            )
-            .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(|e| UpstreamError::Unreachable(format!("tag list body: {e}")))?
-            .to_bytes();
+            let body = self.small_body(resp, TAGS_MAX, "tag list").await?;
             #[derive(serde::Deserialize)]
             struct List {
                 tags: Option<Vec<String>>,
@@ -249,6 +242,24 @@ impl Shared {
         r
     }
 
+    /// The whole body of a small upstream answer (a manifest, a tag list): at most `max`
+    /// bytes, within the read timeout.
+    async fn small_body(
+        &self,
+        resp: Response<hyper::body::Incoming>,
+        max: usize,
+        what: &str,
+    ) -> Result<Bytes, UpstreamError> {
+        Ok(tokio::time::timeout(
+            self.client.read_timeout(),
+            http_body_util::Limited::new(resp.into_body(), max).collect(),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+        .map_err(|e| UpstreamError::Unreachable(format!("{what} body: {e}")))?
+        .to_bytes())
+    }
+
     /// GETs a manifest from upstream, checks it against `expected`, and stores it (under
     /// `tag`, when given).
     async fn fetch_manifest(
@@ -273,14 +284,7 @@ impl Shared {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let body = tokio::time::timeout(
-            self.client.read_timeout(),
-            http_body_util::Limited::new(resp.into_body(), MANIFEST_MAX).collect(),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout)?
-        .map_err(|e| UpstreamError::Unreachable(format!("manifest body: {e}")))?
-        .to_bytes();
+        let body = self.small_body(resp, MANIFEST_MAX, "manifest").await?;
         let wanted = expected.or(header_digest.as_ref());
         let digest = match wanted {
             Some(d) => {
