@@ -584,3 +584,78 @@ async fn eviction_by_age() {
     wait_until_gone(&*store, "f/upstream.test/team/old", &m).await;
     up.stop().await;
 }
+
+/// Stateless replicas on one bucket, each with a spool of its own, behind a balancer: 20
+/// concurrent cold pulls of one blob split across them fetch it at most once per replica, and
+/// once committed it is served by both from the bucket, with nothing more asked upstream.
+/// Needs an S3 server (`DONJON_S3=1`, as CI's object-storage phase runs it).
+#[tokio::test]
+async fn replicas_on_one_bucket_share_the_cache() {
+    let Some(g) = donjon_test_support::s3server::S3Server::start("proxy-replicas") else {
+        eprintln!("skipped: no S3 server (DONJON_S3=1 makes it a failure)");
+        return;
+    };
+    let up = Upstream::start().await;
+    let layer = layer_bytes(6 << 20);
+    let (_, ld) = up.push_image("team/shared", "v1", &layer).await;
+    let config = ProxyConfig {
+        registries: vec![upstream_entry(&up)],
+        check_interval: Some(Duration::from_secs(3600)),
+        read_timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let root = format!("/proxy-replicas-{}", std::process::id());
+    let mut replicas = vec![];
+    let mut spools = vec![];
+    for _ in 0..2 {
+        let store: Arc<dyn donjon::Store> =
+            Arc::new(donjon_store::S3Store::connect(g.store_config(&root)).await.unwrap());
+        let spool = tempfile::tempdir().unwrap();
+        let proxy = ProxyCacheLayer::new(store.clone(), &config, spool.path()).unwrap();
+        let registry = donjon::Registry::builder(store).proxy(proxy).build();
+        let listener = donjon::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options =
+            donjon::server::Options { drain_timeout: Duration::from_millis(100), ..Default::default() };
+        tokio::spawn(donjon::server::serve(
+            listener,
+            None,
+            donjon::middleware::wrap(registry, vec![]),
+            std::future::pending::<()>(),
+            options,
+        ));
+        replicas.push(addr);
+        spools.push(spool);
+    }
+    let c = client();
+    let before = up.blob_gets.load(Ordering::SeqCst);
+    let mut tasks = vec![];
+    for i in 0..20 {
+        let (c, url) =
+            (c.clone(), format!("http://{}/v2/f/upstream.test/team/shared/blobs/{ld}", replicas[i % 2]));
+        tasks.push(tokio::spawn(async move { send(&c, "GET", &url, &[], Bytes::new()).await }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert!(r.body[..] == layer[..], "every reader gets every byte");
+    }
+    let fetched = up.blob_gets.load(Ordering::SeqCst) - before;
+    println!("20 cold pulls over 2 replicas: {fetched} upstream fetch(es)");
+    assert!((1..=2).contains(&fetched), "at most one upstream fetch per replica: {fetched}");
+    // Committed: both replicas serve it from the bucket (streamed here: the test store has
+    // no redirect), and nothing more is asked upstream.
+    for addr in &replicas {
+        let r = send(
+            &c,
+            "GET",
+            &format!("http://{addr}/v2/f/upstream.test/team/shared/blobs/{ld}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert!(r.body[..] == layer[..]);
+    }
+    assert_eq!(up.blob_gets.load(Ordering::SeqCst) - before, fetched, "served from the bucket");
+}
