@@ -287,6 +287,97 @@ fn sigkill_mid_push_on_s3_leaves_old_or_new_state() {
     kill_loop(vec!["--config-file".into(), cfg.display().to_string()], iterations(5));
 }
 
+/// The S3 gateway killed under a running donjon: reads and pushes answer 503 `UNAVAILABLE`
+/// within seconds, saying the storage cannot be reached; an upload session started before is
+/// resumed once the gateway is back, and the same process (no restart) serves everything again.
+#[test]
+fn the_s3_gateway_down_is_a_503_and_donjon_recovers_without_a_restart() {
+    let Some(mut g) = s3server::S3Server::start("gateway") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    let yaml = format!(
+        "storage:\n  s3:\n    bucket: {}\n    region: {}\n    regionendpoint: {}\n    accesskey: {}\n    secretkey: {}\n    rootdirectory: /gateway\n    forcepathstyle: true\n  redirect:\n    disable: true\n",
+        g.bucket(),
+        g.region(),
+        g.endpoint(),
+        g.access_key(),
+        g.secret_key()
+    );
+    std::fs::write(&cfg, yaml).unwrap();
+    let name = g.name();
+    let s3server::S3Server::SeaweedFs(cluster) = &mut g else {
+        eprintln!("skipped: needs SeaweedFS (its gateway is a process of its own), not {name}");
+        return;
+    };
+    let server = Server::start(&["--config-file".into(), cfg.display().to_string()]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = client();
+    rt.block_on(async {
+        let send =
+            |method: &'static str, path: String, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+                let (c, url) = (c.clone(), server.url(&path));
+                async move {
+                    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    try_send(&c, method, &url, &h, Bytes::from(body)).await.unwrap()
+                }
+            };
+        let a = b"pushed before the gateway died".to_vec();
+        let r =
+            send("POST", format!("/v2/gw/app/blobs/uploads/?digest={}", digest(&a)), vec![], a.clone()).await;
+        assert_eq!(r.status, 201);
+        let r = send("POST", "/v2/gw/app/blobs/uploads/".into(), vec![], vec![]).await;
+        assert_eq!(r.status, 202);
+        let session = r.header("location").to_string();
+        let (first, second) = (vec![1u8; 1000], vec![2u8; 500]);
+        let r = send("PATCH", session.clone(), vec![("content-range", "0-999".into())], first.clone()).await;
+        assert_eq!(r.status, 202);
+        let session = r.header("location").to_string();
+
+        cluster.kill_gateway();
+        for (method, path, body) in [
+            ("GET", format!("/v2/gw/app/blobs/{}", digest(&a)), vec![]),
+            ("POST", format!("/v2/gw/app/blobs/uploads/?digest={}", digest(b"new")), b"new".to_vec()),
+        ] {
+            let started = std::time::Instant::now();
+            let r = send(method, path.clone(), vec![], body).await;
+            assert_eq!(
+                (r.status.as_u16(), r.code()),
+                (503, "UNAVAILABLE".into()),
+                "{method} {path}: {:?}",
+                r.body
+            );
+            let message = r.json()["errors"][0]["message"].as_str().unwrap_or_default().to_string();
+            assert!(message.contains("cannot reach its storage"), "{message}");
+            assert!(!r.header("retry-after").is_empty(), "a Retry-After");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "answered in {:?}",
+                started.elapsed()
+            );
+        }
+        let r = send("GET", "/healthz".into(), vec![], vec![]).await;
+        println!("/healthz with the gateway down: {}", r.status);
+
+        cluster.start_gateway();
+        let r = send("GET", format!("/v2/gw/app/blobs/{}", digest(&a)), vec![], vec![]).await;
+        assert_eq!((r.status.as_u16(), &r.body[..]), (200, &a[..]), "served again, without a restart");
+        let r = send("PATCH", session, vec![("content-range", "1000-1499".into())], second.clone()).await;
+        assert_eq!(r.status, 202, "the session resumes: {:?}", r.body);
+        let whole: Vec<u8> = first.iter().chain(&second).copied().collect();
+        let put = format!(
+            "{}{}digest={}",
+            r.header("location"),
+            if r.header("location").contains('?') { "&" } else { "?" },
+            digest(&whole)
+        );
+        let r = send("PUT", put, vec![], vec![]).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let r = send("GET", format!("/v2/gw/app/blobs/{}", digest(&whole)), vec![], vec![]).await;
+        assert_eq!(digest(&r.body), digest(&whole));
+    });
+    drop(server);
+}
+
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs(PathBuf);
 

@@ -270,6 +270,25 @@ impl From<StoreError> for Error {
                 )
                 .with_status(StatusCode::INSUFFICIENT_STORAGE)
             }
+            StoreError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::NotConnected
+                        | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                tracing::error!(error = %e, "storage unreachable");
+                Self::new(
+                    ErrorCode::Unavailable,
+                    "the registry cannot reach its storage (its object store is down or unreachable): \
+                     retry shortly",
+                )
+                .with_status(StatusCode::SERVICE_UNAVAILABLE)
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+            }
             StoreError::Io(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Self::new(ErrorCode::Unavailable, "storage backend failure")

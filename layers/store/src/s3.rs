@@ -96,9 +96,31 @@ impl fmt::Debug for S3Store {
     }
 }
 
+/// An object store failure as the store's error; one that never reached the server (refused,
+/// timed out, cut) is `ConnectionRefused`, which clients get as 503 `UNAVAILABLE`.
 fn io(e: object_store::Error) -> StoreError {
-    StoreError::Io(std::io::Error::other(e))
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut unreachable = false;
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<HttpError>() {
+            unreachable = matches!(
+                h.kind(),
+                HttpErrorKind::Connect | HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+            );
+            break;
+        }
+        source = s.source();
+    }
+    let kind = if unreachable { std::io::ErrorKind::ConnectionRefused } else { std::io::ErrorKind::Other };
+    StoreError::Io(std::io::Error::new(kind, e))
 }
+
+/// How long a connection to the object store may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long object_store retries one request (a few tries with backoff) before the error is
+/// the client's.
+const RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The largest object one S3 CopyObject moves.
 const MAX_COPY: u64 = 5 << 30;
@@ -205,8 +227,20 @@ impl S3Store {
         b = b.with_client_options(
             ClientOptions::new()
                 .with_allow_invalid_certificates(config.skip_verify)
-                .with_allow_http(config.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
+                .with_allow_http(config.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")))
+                .with_connect_timeout(CONNECT_TIMEOUT),
         );
+        // object_store's default retries for three minutes: a registry client has given up long
+        // before. A few quick tries, then 503 (an unreachable store) the client can retry.
+        b = b.with_retry(object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: std::time::Duration::from_millis(100),
+                max_backoff: std::time::Duration::from_secs(2),
+                base: 2.,
+            },
+            max_retries: 3,
+            retry_timeout: RETRY_TIMEOUT,
+        });
         let s3 = b.build().map_err(|e| format!("S3 configuration: {e}"))?;
         let base = base_key(config.root.as_deref().unwrap_or(""));
         let chunk = config.chunk_size.unwrap_or(10 * 1024 * 1024).max(MIN_PART);

