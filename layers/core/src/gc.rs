@@ -337,27 +337,14 @@ async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
         GcReport { dry_run: o.dry_run, repositories: repos.len(), grace: o.grace, ..GcReport::default() };
 
     // 1. untagged manifests
-    let mut deleted: Vec<(Name, Manifest)> = vec![];
-    let mut gone: HashSet<(Name, Digest)> = HashSet::new();
-    if o.delete_untagged {
-        for repo in &repos {
-            for m in untagged(store, repo, cutoff).await? {
-                if !o.dry_run {
-                    match store.manifest_delete(repo, &m.digest).await {
-                        Ok(()) | Err(StoreError::ManifestUnknown(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                report.manifests.push((repo.to_string(), m.digest.clone()));
-                // A dry run pretends they are gone; a run sees them go, or come back if
-                // pushed again meanwhile.
-                if o.dry_run {
-                    gone.insert((repo.clone(), m.digest.clone()));
-                }
-                deleted.push((repo.clone(), m));
-            }
-        }
-    }
+    let deleted =
+        if o.delete_untagged { delete_untagged(store, &repos, cutoff, o.dry_run).await? } else { vec![] };
+    report.manifests = deleted.iter().map(|(r, m)| (r.to_string(), m.digest.clone())).collect();
+    // A dry run pretends they are gone; a run sees them go, or come back if pushed again.
+    let gone: HashSet<(Name, Digest)> = match o.dry_run {
+        true => deleted.iter().map(|(r, m)| (r.clone(), m.digest.clone())).collect(),
+        false => HashSet::new(),
+    };
 
     // 2. mark
     let marks = mark(store, &repos, &gone, cutoff).await?;
@@ -369,26 +356,12 @@ async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
         .filter(|b| allowed(&b.digest) && !marks.all.contains(&b.digest))
         .partition(|b| b.modified < cutoff && !marks.young_links.contains(&b.digest));
     report.held_back = held_back(&young, &marks);
-    // the links that go with a blob deleted for good: old, and nothing in their repository
-    // references them
-    let stale_links = |deleted: &BTreeSet<Digest>, last: &Marks| -> Vec<(Name, Digest)> {
-        let mut out = vec![];
-        for (repo, links) in &marks.links {
-            let refs = last.by_repo.get(repo);
-            for l in links {
-                if deleted.contains(&l.digest)
-                    && l.modified < cutoff
-                    && !refs.is_some_and(|r| r.contains(&l.digest))
-                {
-                    out.push((repo.clone(), l.digest.clone()));
-                }
-            }
-        }
-        out
-    };
     if o.dry_run {
         let going: BTreeSet<Digest> = candidates.iter().map(|b| b.digest.clone()).collect();
-        report.links = stale_links(&going, &marks).into_iter().map(|(r, d)| (r.to_string(), d)).collect();
+        report.links = stale_links(&marks, &going, &marks, cutoff)
+            .into_iter()
+            .map(|(r, d)| (r.to_string(), d))
+            .collect();
         report.bytes_freed = candidates.iter().map(|b| b.size).sum();
         report.blobs = candidates.into_iter().map(|b| (b.digest, b.size)).collect();
         return Ok(report);
@@ -403,54 +376,7 @@ async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
                 held.insert(b.digest.clone(), b.size);
             }
         }
-        // Nothing hidden and no manifest deleted: nothing a push under way could need back.
-        if !held.is_empty() || !deleted.is_empty() {
-            tracing::info!(
-                "garbage collection: {} blob(s) hidden, {} manifest(s) deleted; waiting {} (settle) for \
-                 manifest pushes under way to finish, then marking again",
-                held.len(),
-                deleted.len(),
-                crate::config::duration::format(o.settle)
-            );
-            tokio::time::sleep(o.settle).await;
-        }
-        loop {
-            let repos = repositories(store).await?;
-            let again = mark(store, &repos, &HashSet::new(), SystemTime::UNIX_EPOCH).await?;
-            let back: Vec<Digest> = held.keys().filter(|d| again.all.contains(*d)).cloned().collect();
-            // a manifest deleted as untagged that a manifest committed meanwhile lists (an
-            // index pushed in that instant) gets its revision back
-            let mut revived = false;
-            for (repo, m) in &deleted {
-                let wanted = again.by_repo.get(repo).is_some_and(|r| r.contains(&m.digest));
-                if wanted && !store.manifest_exists(repo, &m.digest).await? {
-                    if held.contains_key(&m.digest) {
-                        store.blob_release(&m.digest, true).await?;
-                        held.remove(&m.digest);
-                        report.restored += 1;
-                    }
-                    let put = ManifestPut {
-                        digest: m.digest.clone(),
-                        media_type: m.media_type.clone(),
-                        bytes: m.bytes.clone(),
-                        tags: vec![],
-                        referrer: referrer_of(m),
-                    };
-                    store.manifest_put(repo, put).await?;
-                    revived = true;
-                }
-            }
-            for d in &back {
-                if held.remove(d).is_some() {
-                    store.blob_release(d, true).await?;
-                    report.restored += 1;
-                }
-            }
-            // what came back may reference more of what is hidden: mark until nothing does
-            if back.is_empty() && !revived {
-                break Ok::<Marks, GcError>(again);
-            }
-        }
+        settle(store, o, &deleted, &mut held, &mut report).await
     }
     .await;
     let last = match outcome {
@@ -471,7 +397,7 @@ async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
         report.blobs.push((d.clone(), size));
         freed.insert(d);
     }
-    for (repo, d) in stale_links(&freed, &last) {
+    for (repo, d) in stale_links(&marks, &freed, &last, cutoff) {
         match store.blob_unlink(&repo, &d).await {
             Ok(()) | Err(StoreError::BlobUnknown(_)) => {}
             Err(e) => return Err(e.into()),
@@ -479,6 +405,111 @@ async fn run(store: &dyn Store, o: &GcOptions) -> Result<GcReport, GcError> {
         report.links.push((repo.to_string(), d));
     }
     Ok(report)
+}
+
+/// Step 1: the untagged manifests of every repository, deleted unless `dry_run`.
+async fn delete_untagged(
+    store: &dyn Store,
+    repos: &[Name],
+    cutoff: SystemTime,
+    dry_run: bool,
+) -> Result<Vec<(Name, Manifest)>, GcError> {
+    let mut deleted = vec![];
+    for repo in repos {
+        for m in untagged(store, repo, cutoff).await? {
+            if !dry_run {
+                match store.manifest_delete(repo, &m.digest).await {
+                    Ok(()) | Err(StoreError::ManifestUnknown(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            deleted.push((repo.clone(), m));
+        }
+    }
+    Ok(deleted)
+}
+
+/// Step 4: after `settle` (when anything was hidden or deleted), marks again and gives back
+/// what the marks need, until nothing more comes back: hidden blobs, and the revisions of
+/// `deleted` manifests that a manifest committed meanwhile lists (an index pushed in that
+/// instant). Returns the last marks; `held` keeps what goes for good.
+async fn settle(
+    store: &dyn Store,
+    o: &GcOptions,
+    deleted: &[(Name, Manifest)],
+    held: &mut BTreeMap<Digest, u64>,
+    report: &mut GcReport,
+) -> Result<Marks, GcError> {
+    // Nothing hidden and no manifest deleted: nothing a push under way could need back.
+    if !held.is_empty() || !deleted.is_empty() {
+        tracing::info!(
+            "garbage collection: {} blob(s) hidden, {} manifest(s) deleted; waiting {} (settle) for \
+             manifest pushes under way to finish, then marking again",
+            held.len(),
+            deleted.len(),
+            crate::config::duration::format(o.settle)
+        );
+        tokio::time::sleep(o.settle).await;
+    }
+    loop {
+        let repos = repositories(store).await?;
+        let again = mark(store, &repos, &HashSet::new(), SystemTime::UNIX_EPOCH).await?;
+        let back: Vec<Digest> = held.keys().filter(|d| again.all.contains(*d)).cloned().collect();
+        let mut revived = false;
+        for (repo, m) in deleted {
+            let wanted = again.by_repo.get(repo).is_some_and(|r| r.contains(&m.digest));
+            if wanted && !store.manifest_exists(repo, &m.digest).await? {
+                // Released first: should that fail, it is still held, and given back then.
+                if held.contains_key(&m.digest) {
+                    store.blob_release(&m.digest, true).await?;
+                    held.remove(&m.digest);
+                    report.restored += 1;
+                }
+                let put = ManifestPut {
+                    digest: m.digest.clone(),
+                    media_type: m.media_type.clone(),
+                    bytes: m.bytes.clone(),
+                    tags: vec![],
+                    referrer: referrer_of(m),
+                };
+                store.manifest_put(repo, put).await?;
+                revived = true;
+            }
+        }
+        for d in &back {
+            if held.remove(d).is_some() {
+                store.blob_release(d, true).await?;
+                report.restored += 1;
+            }
+        }
+        // what came back may reference more of what is hidden: mark until nothing does
+        if back.is_empty() && !revived {
+            return Ok(again);
+        }
+    }
+}
+
+/// The links that go with blobs `deleted` for good: written before `cutoff`, and referenced by
+/// nothing in their repository by the `last` marks (the links themselves are `first`'s).
+fn stale_links(
+    first: &Marks,
+    deleted: &BTreeSet<Digest>,
+    last: &Marks,
+    cutoff: SystemTime,
+) -> Vec<(Name, Digest)> {
+    let mut out = vec![];
+    for (repo, links) in &first.links {
+        let refs = last.by_repo.get(repo);
+        for l in links {
+            if deleted.contains(&l.digest)
+                && l.modified < cutoff
+                && !refs.is_some_and(|r| r.contains(&l.digest))
+            {
+                out.push((repo.clone(), l.digest.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// What the grace period keeps of the garbage: `young`'s count, bytes, and the age of the
