@@ -473,111 +473,16 @@ where
         Credentials::Basic(u, p) => Some((u, p)),
         _ => None,
     };
-    let params = if req.method() == Method::GET || req.method() == Method::HEAD {
-        let params =
-            TokenRequest::from_pairs(form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()));
-        // A URL's query is written to access logs, proxies' and browsers' histories.
-        if params.password.is_some() || params.refresh_token.is_some() {
-            donjon_core::metrics::metrics().record_auth_refusal("credentials_in_query");
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "credentials in the query string are refused (URLs end up in logs): send them as \
-                 Basic auth, or in a POST form (application/x-www-form-urlencoded)",
-            );
-        }
-        params
-    } else if req.method() == Method::POST {
-        let body = http_body_util::Limited::new(req.into_body(), FORM_MAX).collect().await;
-        match body {
-            Ok(b) => TokenRequest::from_pairs(form_urlencoded::parse(&b.to_bytes())),
-            Err(_) => {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "unreadable or too large form",
-                )
-            }
-        }
-    } else {
-        return Error::method_not_allowed().into_response();
+    let params = match token_params(req).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
     };
-
-    let bad_credentials = || {
-        donjon_core::metrics::metrics().record_auth_refusal("bad_credentials");
-        let mut resp = Error::new(ErrorCode::Unauthorized, "invalid credentials").into_response();
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, basic_challenge(&s.basic_realm));
-        resp
+    let subject = match authenticate(s, own, &params, basic, ip).await {
+        Ok(sub) => sub,
+        Err(resp) => return resp,
     };
-    let subject: Option<String> = match params.grant_type.as_deref() {
-        Some("refresh_token") => {
-            let Some(t) = params.refresh_token.as_deref() else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is missing");
-            };
-            match tokens.verify_refresh(t) {
-                Ok((sub, fp)) => {
-                    // Refresh tokens are signed: a forged one fails its signature, not here.
-                    let current = users.fingerprint(&sub).unwrap_or_default();
-                    if !bool::from(current.as_bytes().ct_eq(fp.as_bytes())) || current.is_empty() {
-                        return bad_credentials();
-                    }
-                    Some(sub)
-                }
-                Err(_) => return bad_credentials(),
-            }
-        }
-        Some("password") | None => {
-            let given = match (params.username.clone(), params.password.clone()) {
-                (Some(u), Some(p)) => Some((u, p)),
-                _ => basic,
-            };
-            match given {
-                Some((u, p)) => {
-                    // Counted before bcrypt runs: a failure unless it succeeds.
-                    let attempt = match ip.map(|ip| s.limiter.begin(ip, &u, &p)).transpose() {
-                        Ok(a) => a,
-                        Err(wait) => return too_many(wait),
-                    };
-                    if !users.verify(&u, &p).await {
-                        return bad_credentials();
-                    }
-                    attempt.map(crate::limiter::Attempt::succeeded);
-                    Some(u)
-                }
-                None => None,
-            }
-        }
-        Some(other) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                &format!("grant_type {other:?}: use password or refresh_token"),
-            )
-        }
-    };
-
     let user = subject.as_deref();
-    let mut access: Vec<Access> = vec![];
-    for scope in &params.scopes {
-        let Ok(scope) = scope.parse::<Scope>() else { continue };
-        match scope.kind.as_str() {
-            "repository" => {
-                let Ok(name) = scope.name.parse::<Name>() else { continue };
-                let allowed = rules.actions(user, name.as_str());
-                let granted: Vec<String> = allowed
-                    .iter()
-                    .filter(|a| scope.actions.iter().any(|asked| asked == "*" || asked == a.as_str()))
-                    .map(|a| a.as_str().to_string())
-                    .collect();
-                if !granted.is_empty() {
-                    access.push(Access::repository(name.as_str(), granted));
-                }
-            }
-            "registry" if scope.name == "catalog" && rules.may_list(user) => access.push(Access::catalog()),
-            _ => {}
-        }
-    }
-    let issued = tokens.issue(user, access);
+    let issued = tokens.issue(user, granted(rules, user, &params.scopes));
     let mut body = serde_json::json!({
         "token": issued.token,
         "access_token": issued.token,
@@ -597,6 +502,119 @@ where
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The token request's parameters: the query of a GET (which may carry no credentials: URLs
+/// are logged), the form of a POST.
+async fn token_params<B>(req: Request<B>) -> Result<TokenRequest, Response<Body>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        let params =
+            TokenRequest::from_pairs(form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()));
+        // A URL's query is written to access logs, proxies' and browsers' histories.
+        if params.password.is_some() || params.refresh_token.is_some() {
+            donjon_core::metrics::metrics().record_auth_refusal("credentials_in_query");
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "credentials in the query string are refused (URLs end up in logs): send them as \
+                 Basic auth, or in a POST form (application/x-www-form-urlencoded)",
+            ));
+        }
+        Ok(params)
+    } else if req.method() == Method::POST {
+        match http_body_util::Limited::new(req.into_body(), FORM_MAX).collect().await {
+            Ok(b) => Ok(TokenRequest::from_pairs(form_urlencoded::parse(&b.to_bytes()))),
+            Err(_) => {
+                Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unreadable or too large form"))
+            }
+        }
+    } else {
+        Err(Error::method_not_allowed().into_response())
+    }
+}
+
+/// Who asks: the subject of a valid refresh token, or a user whose password checks (the
+/// form's, else Basic's, counted by the limiter), or nobody (anonymous); or the refusal.
+async fn authenticate(
+    s: &Shared,
+    own: &Own,
+    params: &TokenRequest,
+    basic: Option<(String, String)>,
+    ip: Option<IpAddr>,
+) -> Result<Option<String>, Response<Body>> {
+    let bad_credentials = || {
+        donjon_core::metrics::metrics().record_auth_refusal("bad_credentials");
+        let mut resp = Error::new(ErrorCode::Unauthorized, "invalid credentials").into_response();
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, basic_challenge(&s.basic_realm));
+        resp
+    };
+    match params.grant_type.as_deref() {
+        Some("refresh_token") => {
+            let Some(t) = params.refresh_token.as_deref() else {
+                return Err(oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "refresh_token is missing",
+                ));
+            };
+            let (sub, fp) = own.tokens.verify_refresh(t).map_err(|_| bad_credentials())?;
+            // Refresh tokens are signed: a forged one fails its signature, not here.
+            let current = own.users.fingerprint(&sub).unwrap_or_default();
+            if !bool::from(current.as_bytes().ct_eq(fp.as_bytes())) || current.is_empty() {
+                return Err(bad_credentials());
+            }
+            Ok(Some(sub))
+        }
+        Some("password") | None => {
+            let given = match (params.username.clone(), params.password.clone()) {
+                (Some(u), Some(p)) => Some((u, p)),
+                _ => basic,
+            };
+            let Some((u, p)) = given else { return Ok(None) };
+            // Counted before bcrypt runs: a failure unless it succeeds.
+            let attempt = ip.map(|ip| s.limiter.begin(ip, &u, &p)).transpose().map_err(too_many)?;
+            if !own.users.verify(&u, &p).await {
+                return Err(bad_credentials());
+            }
+            attempt.map(crate::limiter::Attempt::succeeded);
+            Ok(Some(u))
+        }
+        Some(other) => Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            &format!("grant_type {other:?}: use password or refresh_token"),
+        )),
+    }
+}
+
+/// What the rules let `user` have of the `scopes` asked: per repository, the actions asked
+/// and allowed; the catalog when asked and allowed. What is neither is left out, not refused.
+fn granted(rules: &crate::rules::Rules, user: Option<&str>, scopes: &[String]) -> Vec<Access> {
+    let mut access: Vec<Access> = vec![];
+    for scope in scopes {
+        let Ok(scope) = scope.parse::<Scope>() else { continue };
+        match scope.kind.as_str() {
+            "repository" => {
+                let Ok(name) = scope.name.parse::<Name>() else { continue };
+                let allowed = rules.actions(user, name.as_str());
+                let granted: Vec<String> = allowed
+                    .iter()
+                    .filter(|a| scope.actions.iter().any(|asked| asked == "*" || asked == a.as_str()))
+                    .map(|a| a.as_str().to_string())
+                    .collect();
+                if !granted.is_empty() {
+                    access.push(Access::repository(name.as_str(), granted));
+                }
+            }
+            "registry" if scope.name == "catalog" && rules.may_list(user) => access.push(Access::catalog()),
+            _ => {}
+        }
+    }
+    access
 }
 
 #[cfg(test)]
