@@ -432,8 +432,21 @@ pub(crate) fn image(i: &Image<'_>) -> Page {
     };
     pull_commands(&mut p.main, &reference, i.plain_http);
     let m = i.manifest;
+    summary(&mut p.main, i);
+    platforms(&mut p.main, i.repo, m);
+    layers(&mut p.main, m);
+    pairs(&mut p.main, "Labels", "labels", i.config.get("config").and_then(|x| x.get("Labels")));
+    pairs(&mut p.main, "Annotations", "annotations", m.get("annotations"));
+
+    referrers(&mut p.main, i.repo, i.referrers);
+    p
+}
+
+/// The summary table: digest, media type, size, artifact type, subject, platform, creation.
+fn summary(out: &mut String, i: &Image<'_>) {
+    let m = i.manifest;
     let _ = write!(
-        p.main,
+        out,
         "<table class=\"kv\" id=\"summary\"><tbody>\
          <tr><th>Digest</th><td><code class=\"digest\">{d}</code>\
          <button type=\"button\" class=\"copy\" data-copy=\"{d}\" aria-label=\"Copy digest\">Copy</button></td></tr>\
@@ -444,10 +457,10 @@ pub(crate) fn image(i: &Image<'_>) -> Page {
     );
     let artifact_type = m.get("artifactType").and_then(Value::as_str);
     if let Some(a) = artifact_type {
-        let _ = write!(p.main, "<tr><th>Artifact type</th><td>{}</td></tr>", esc(a));
+        let _ = write!(out, "<tr><th>Artifact type</th><td>{}</td></tr>", esc(a));
     }
     if let Some(s) = m.get("subject").and_then(|s| s.get("digest")).and_then(Value::as_str) {
-        let _ = write!(p.main, "<tr><th>Refers to</th><td>{}</td></tr>", digest_link(i.repo, s));
+        let _ = write!(out, "<tr><th>Refers to</th><td>{}</td></tr>", digest_link(i.repo, s));
     }
     let c = i.config;
     if !c.is_null() {
@@ -457,20 +470,23 @@ pub(crate) fn image(i: &Image<'_>) -> Page {
             .collect::<Vec<_>>()
             .join("/");
         if !platform.is_empty() {
-            let _ = write!(p.main, "<tr><th>Platform</th><td>{}</td></tr>", esc(&platform));
+            let _ = write!(out, "<tr><th>Platform</th><td>{}</td></tr>", esc(&platform));
         }
         if let Some(created) = c.get("created").and_then(Value::as_str) {
             let _ = write!(
-                p.main,
+                out,
                 "<tr><th>Created</th><td><time datetime=\"{c}\">{c}</time></td></tr>",
                 c = esc(created)
             );
         }
     }
-    p.main.push_str("</tbody></table>");
+    out.push_str("</tbody></table>");
+}
 
+/// An index's children, by platform.
+fn platforms(out: &mut String, repo: &str, m: &Value) {
     if let Some(children) = m.get("manifests").and_then(Value::as_array) {
-        p.main.push_str("<h2>Platforms</h2><table id=\"platforms\"><thead><tr><th>Platform</th><th>Digest</th><th>Size</th></tr></thead><tbody>");
+        out.push_str("<h2>Platforms</h2><table id=\"platforms\"><thead><tr><th>Platform</th><th>Digest</th><th>Size</th></tr></thead><tbody>");
         for child in children {
             let pf = child.get("platform").cloned().unwrap_or(Value::Null);
             let mut name = [str_of(&pf, "os"), str_of(&pf, "architecture"), str_of(&pf, "variant")]
@@ -486,26 +502,30 @@ pub(crate) fn image(i: &Image<'_>) -> Page {
             }
             let d = str_of(child, "digest");
             let _ = write!(
-                p.main,
+                out,
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&name),
-                digest_link(i.repo, d),
+                digest_link(repo, d),
                 size(child.get("size").and_then(Value::as_u64).unwrap_or(0)),
             );
         }
-        p.main.push_str("</tbody></table>");
+        out.push_str("</tbody></table>");
     }
+}
+
+/// An image's layers, with their total size.
+fn layers(out: &mut String, m: &Value) {
     if let Some(layers) = m.get("layers").and_then(Value::as_array) {
         let total: u64 = layers.iter().filter_map(|l| l.get("size").and_then(Value::as_u64)).sum();
         let _ = write!(
-            p.main,
+            out,
             "<h2>Layers <span class=\"count\">{} · {}</span></h2><table id=\"layers\"><thead><tr><th>#</th><th>Digest</th><th>Media type</th><th class=\"num\">Size</th></tr></thead><tbody>",
             layers.len(),
             size(total)
         );
         for (n, l) in layers.iter().enumerate() {
             let _ = write!(
-                p.main,
+                out,
                 "<tr><td>{}</td><td><code title=\"{d}\">{}</code></td><td>{}</td><td class=\"num\">{}</td></tr>",
                 n + 1,
                 esc(short(str_of(l, "digest"))),
@@ -514,22 +534,22 @@ pub(crate) fn image(i: &Image<'_>) -> Page {
                 d = esc(str_of(l, "digest"))
             );
         }
-        p.main.push_str("</tbody></table>");
+        out.push_str("</tbody></table>");
     }
-    pairs(&mut p.main, "Labels", "labels", c.get("config").and_then(|x| x.get("Labels")));
-    pairs(&mut p.main, "Annotations", "annotations", m.get("annotations"));
+}
 
-    if let Some(refs) = i.referrers.as_array().filter(|r| !r.is_empty()) {
-        // Grouped by artifact type: signatures, SBOMs, attestations.
+/// The referrers, grouped by artifact type: signatures, SBOMs, attestations.
+fn referrers(out: &mut String, repo: &str, refs: &Value) {
+    if let Some(refs) = refs.as_array().filter(|r| !r.is_empty()) {
         let mut groups: std::collections::BTreeMap<String, Vec<&Value>> = Default::default();
         for r in refs {
             let kind = r.get("artifactType").and_then(Value::as_str).unwrap_or("(no artifact type)");
             groups.entry(kind.to_string()).or_default().push(r);
         }
-        p.main.push_str("<h2>Referrers</h2><div id=\"referrers\">");
+        out.push_str("<h2>Referrers</h2><div id=\"referrers\">");
         for (kind, items) in groups {
             let _ = write!(
-                p.main,
+                out,
                 "<h3>{} <span class=\"count\">{}</span></h3><ul class=\"refs\">",
                 esc(&kind),
                 items.len()
@@ -543,18 +563,17 @@ pub(crate) fn image(i: &Image<'_>) -> Page {
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 let _ = write!(
-                    p.main,
+                    out,
                     "<li>{} {} <span class=\"muted\">{}</span></li>",
-                    digest_link(i.repo, d),
+                    digest_link(repo, d),
                     size(r.get("size").and_then(Value::as_u64).unwrap_or(0)),
                     esc(note),
                 );
             }
-            p.main.push_str("</ul>");
+            out.push_str("</ul>");
         }
-        p.main.push_str("</div>");
+        out.push_str("</div>");
     }
-    p
 }
 
 #[cfg(test)]
