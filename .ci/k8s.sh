@@ -5,7 +5,9 @@
 # Components (deploy/kubernetes/components) render as parts of the overlays that use them.
 # Each overlay under deploy/kubernetes/overlays is then checked by .ci/k8s_check.py: what the
 # Deployment must hold, and that donjon (target/debug/donjon, when built) takes the pod's
-# configuration with `--dry-run`.
+# configuration with `--dry-run`. A user's own kustomization over an overlay
+# (deploy/kubernetes/examples) gets the same checks, and must leave no image but the ones its
+# `images:` override sets (docs/deploy.md, "The image your nodes pull").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v kubectl >/dev/null; then
@@ -30,6 +32,9 @@ for k in $(find deploy -name kustomization.yaml | sort); do
     deploy/kubernetes/overlays/*)
       bin=target/debug/donjon; [ -x "$bin" ] || bin=""
       python3 .ci/k8s_check.py "$(basename "$dir")" "$out/$name.yaml" $bin ;;
+    deploy/kubernetes/examples/*)
+      bin=target/debug/donjon; [ -x "$bin" ] || bin=""
+      python3 .ci/k8s_check.py --images-of "$k" "$(basename "$dir")" "$out/$name.yaml" $bin ;;
   esac
   found=$((found + 1))
 done

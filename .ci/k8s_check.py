@@ -8,6 +8,12 @@ and the container's environment, with the Secrets' files stood in for, through
 `donjon --dry-run`.
 
     k8s_check.py OVERLAY RENDERED.yaml [DONJON_BINARY]
+    k8s_check.py --images-of KUSTOMIZATION.yaml NAME RENDERED.yaml [DONJON_BINARY]
+
+With --images-of (a user's own kustomization over an overlay, deploy/kubernetes/examples/),
+every container image of the rendered output must be one that the kustomization's `images:`
+entries set (newName with newTag or digest), and nothing may still name `localhost/`: the
+overlay's own image is one no node can pull.
 """
 
 import os
@@ -35,12 +41,54 @@ def find(kind, name=None):
     return [d for d in DOCS if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
 
 
+def containers(doc):
+    """The containers of a workload or pod, init and ephemeral ones included."""
+    spec = doc.get("spec", {})
+    spec = spec.get("jobTemplate", {}).get("spec", spec)
+    pod = spec.get("template", {}).get("spec", spec)
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        yield from pod.get(key) or []
+
+
+def check_images(kustomization):
+    """What a user's `images:` override promises: every image is one it sets."""
+    with open(kustomization) as f:
+        k = yaml.safe_load(f)
+    wanted = set()
+    for e in k.get("images") or []:
+        name = e.get("newName", e["name"])
+        if "digest" in e:
+            wanted.add(f"{name}@{e['digest']}")
+        elif "newTag" in e:
+            wanted.add(f"{name}:{e['newTag']}")
+        else:
+            wanted.add(name)
+    need(wanted, f"{kustomization} overrides no image")
+    seen = [(d["kind"], d["metadata"]["name"], c["name"], c["image"])
+            for d in DOCS for c in containers(d)]
+    need(seen, "no containers rendered")
+    for kind, name, cname, image in seen:
+        need(image in wanted, f"{kind} {name}, container {cname}: image {image}, not one of "
+             f"{sorted(wanted)} that {kustomization} sets")
+    with open(RENDERED) as f:
+        need("localhost/" not in f.read(), "the output still names a localhost/ image")
+    print(f"k8s_check: {OVERLAY}: every image is the override: "
+          f"{', '.join(sorted({s[3] for s in seen}))}")
+
+
 def main():
-    global OVERLAY, DOCS
-    OVERLAY, rendered = sys.argv[1], sys.argv[2]
-    binary = sys.argv[3] if len(sys.argv) > 3 else None
+    global OVERLAY, DOCS, RENDERED
+    args = sys.argv[1:]
+    images_of = None
+    if args[:1] == ["--images-of"]:
+        images_of, args = args[1], args[2:]
+    OVERLAY, rendered = args[0], args[1]
+    RENDERED = rendered
+    binary = args[2] if len(args) > 2 else None
     with open(rendered) as f:
         DOCS = [d for d in yaml.safe_load_all(f) if d]
+    if images_of:
+        check_images(images_of)
 
     deps = find("Deployment", "donjon")
     need(len(deps) == 1, "no Deployment donjon")
