@@ -38,6 +38,65 @@ struct CachedManifest {
     refs: Vec<Digest>,
 }
 
+/// What the store holds, as eviction sees it.
+struct Survey {
+    /// The cached repositories' manifests, with when each was last pulled.
+    cached: Vec<CachedManifest>,
+    /// What pushed (not cached) manifests reference: never evicted.
+    pushed: HashSet<Digest>,
+    /// What cached repositories link: the blobs a pass may free (those of earlier passes that
+    /// stopped half-way among them).
+    cache_linked: BTreeSet<Digest>,
+}
+
+async fn survey(
+    store: &dyn donjon_core::Store,
+    pulled: &HashMap<(Name, String), SystemTime>,
+) -> Result<Survey, GcError> {
+    let mut s = Survey { cached: vec![], pushed: HashSet::new(), cache_linked: BTreeSet::new() };
+    for repo in gc::repositories(store).await? {
+        let revisions = gc::revisions(store, &repo).await?;
+        if !mirror::is_cached(&repo) {
+            s.pushed.extend(revisions.into_iter().flat_map(|(_, refs)| refs));
+            continue;
+        }
+        match store.layer_list(&repo).await {
+            Ok(links) => s.cache_linked.extend(links.into_iter().map(|l| l.digest)),
+            Err(StoreError::NameUnknown(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let last = last_pulls(store, &repo, pulled).await?;
+        for (rev, refs) in revisions {
+            let last_pulled = last.get(&rev.digest).copied().unwrap_or(rev.modified).max(rev.modified);
+            s.cached.push(CachedManifest { repo: repo.clone(), digest: rev.digest, last_pulled, refs });
+        }
+    }
+    Ok(s)
+}
+
+/// When each manifest of `repo` was last pulled: by digest, or by a tag pointing at it.
+async fn last_pulls(
+    store: &dyn donjon_core::Store,
+    repo: &Name,
+    pulled: &HashMap<(Name, String), SystemTime>,
+) -> Result<HashMap<Digest, SystemTime>, GcError> {
+    let mut last: HashMap<Digest, SystemTime> = HashMap::new();
+    for ((r, reference), t) in pulled.iter().filter(|((r, _), _)| r == repo) {
+        let digest = match reference.parse::<Reference>() {
+            Ok(Reference::Digest(d)) => d,
+            Ok(tag @ Reference::Tag(_)) => match store.manifest_get(r, &tag).await {
+                Ok(m) => m.digest,
+                Err(StoreError::ManifestUnknown(_) | StoreError::BlobUnknown(_)) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            Err(_) => continue,
+        };
+        let e = last.entry(digest).or_insert(*t);
+        *e = (*e).max(*t);
+    }
+    Ok(last)
+}
+
 /// One eviction pass over the store. See the module docs.
 pub(crate) async fn evict(
     shared: &Shared,
@@ -51,42 +110,7 @@ pub(crate) async fn evict(
     let sizes: HashMap<Digest, u64> =
         store.blob_list().await?.into_iter().map(|b| (b.digest, b.size)).collect();
     let pulled = shared.pulled.lock().map(|p| p.clone()).unwrap_or_default();
-    let mut pushed: HashSet<Digest> = HashSet::new();
-    let mut cached: Vec<CachedManifest> = vec![];
-    // what cached repositories link: the blobs a pass may free (those of earlier passes that
-    // stopped half-way among them)
-    let mut cache_linked: BTreeSet<Digest> = BTreeSet::new();
-    for repo in gc::repositories(store).await? {
-        let revisions = gc::revisions(store, &repo).await?;
-        if !mirror::is_cached(&repo) {
-            pushed.extend(revisions.into_iter().flat_map(|(_, refs)| refs));
-            continue;
-        }
-        match store.layer_list(&repo).await {
-            Ok(links) => cache_linked.extend(links.into_iter().map(|l| l.digest)),
-            Err(StoreError::NameUnknown(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        // when each of its manifests was last pulled: by digest, or by a tag pointing at it
-        let mut last: HashMap<Digest, SystemTime> = HashMap::new();
-        for ((r, reference), t) in pulled.iter().filter(|((r, _), _)| *r == repo) {
-            let digest = match reference.parse::<Reference>() {
-                Ok(Reference::Digest(d)) => d,
-                Ok(tag @ Reference::Tag(_)) => match store.manifest_get(r, &tag).await {
-                    Ok(m) => m.digest,
-                    Err(StoreError::ManifestUnknown(_) | StoreError::BlobUnknown(_)) => continue,
-                    Err(e) => return Err(e.into()),
-                },
-                Err(_) => continue,
-            };
-            let e = last.entry(digest).or_insert(*t);
-            *e = (*e).max(*t);
-        }
-        for (rev, refs) in revisions {
-            let last_pulled = last.get(&rev.digest).copied().unwrap_or(rev.modified).max(rev.modified);
-            cached.push(CachedManifest { repo: repo.clone(), digest: rev.digest, last_pulled, refs });
-        }
-    }
+    let Survey { mut cached, pushed, cache_linked } = survey(store, &pulled).await?;
     // what the cache holds: blobs cached manifests reference and no pushed one does
     let mut users: HashMap<Digest, usize> = HashMap::new();
     for m in &cached {
