@@ -24,31 +24,12 @@
 //!
 //! # Layout
 //!
-//! One request goes down the stack, each layer handling what is its own and passing the rest
-//! on, unchanged:
+#![doc = include_str!("../docs/stack.md")]
 //!
-//! ```text
-//! server (src/server): connections, timeouts, keep-alive after early answers, TLS
-//!  └─ middleware (src/middleware): request id, access log, extra headers, health, catch-panic
-//!      └─ Registry: one boxed service, composed once in RegistryBuilder::compose
-//!        └─ BrowseLayer (donjon-browse)     optional: the web page at /ui/, built from
-//!          │                                 sub-requests to the stack below
-//!          └─ RouteLayer (donjon-core)      parse the path once → Route in the extensions
-//!           └─ ValidationLayer (donjon-validate)  optional: /validate-image, /mutate-image
-//!              └─ AuthLayer (donjon-auth)    optional: who may do the Route's Action →
-//!                  │                          Principal; the token endpoint
-//!                  └─ ReadOnlyLayer (donjon-store)  pushes and deletes refused while read-only
-//!                  └─ UploadLayer (donjon-upload)   every Action::Push: sessions, mounts,
-//!                      │                             manifest PUT
-//!                      └─ ContentStoreLayer (donjon-store)   reads, deletes, tags, catalog,
-//!                          │                                  referrers
-//!                          └─ fallback: 404, or the application RegistryLayer wraps
-//! ```
-//!
-//! A new layer (the pull-through cache, image validation) is what the auth layer was: a crate
-//! that depends on `donjon-core` only, a field of [`RegistryBuilder`], a method that sets it,
-//! and one line in `RegistryBuilder::compose`, where the stack is assembled and its type
-//! erased (`option_layer` when it is optional). Shared words
+//! A new layer is what the others are: a crate that depends on `donjon-core` only, a
+//! configuration section that implements `donjon_core::config::LayerConfig`, a field of
+//! [`RegistryBuilder`] with a method that sets it, and one line in `RegistryBuilder::compose`,
+//! where the stack is assembled and its type erased (`option_layer` when it is optional). Shared words
 //! (the `Route` and its `Action`, the `Principal`, the OCI `Error`, the `Store` trait, the
 //! storage layout, `ConfigError`) live in `donjon-core`. Each layer crate owns its settings
 //! (`StorageConfig`, `ContentConfig`, `UploadConfig`, `AuthConfig`: serde structs with their defaults, a

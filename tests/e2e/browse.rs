@@ -4,7 +4,7 @@
 //! referrer, an image whose annotation holds a `<script>`, and busybox pulled through the cache
 //! from Distribution. `.ci/e2e-deps.sh` installs Chromium and the npm package.
 //!
-//! `DONJON_UI_SCREENSHOTS=docs/screenshots` also writes the README's screenshots.
+//! `DONJON_UI_SCREENSHOTS=docs/screenshots` also writes the screenshots docs/operations.md shows.
 
 use std::fs;
 use std::path::Path;
