@@ -270,13 +270,12 @@ fn sigkill_mid_push_on_the_filesystem_leaves_old_or_new_state() {
     kill_loop(args, iterations(12));
 }
 
-#[test]
-fn sigkill_mid_push_on_s3_leaves_old_or_new_state() {
-    let Some(g) = s3server::S3Server::start("faults") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.yml");
+/// A configuration file in `dir` for `g`'s bucket under `root` (redirects off: the test client
+/// reads blobs from donjon), with `extra` lines of `storage.s3`.
+fn s3_config(g: &s3server::S3Server, dir: &Path, root: &str, extra: &str) -> PathBuf {
+    let cfg = dir.join("config.yml");
     let yaml = format!(
-        "storage:\n  s3:\n    bucket: {}\n    region: {}\n    regionendpoint: {}\n    accesskey: {}\n    secretkey: {}\n    rootdirectory: /faults\n    forcepathstyle: true\n    conditionalwrites: false\n  redirect:\n    disable: true\n",
+        "storage:\n  s3:\n    bucket: {}\n    region: {}\n    regionendpoint: {}\n    accesskey: {}\n    secretkey: {}\n    rootdirectory: {root}\n    forcepathstyle: true\n{extra}  redirect:\n    disable: true\n",
         g.bucket(),
         g.region(),
         g.endpoint(),
@@ -284,6 +283,14 @@ fn sigkill_mid_push_on_s3_leaves_old_or_new_state() {
         g.secret_key()
     );
     std::fs::write(&cfg, yaml).unwrap();
+    cfg
+}
+
+#[test]
+fn sigkill_mid_push_on_s3_leaves_old_or_new_state() {
+    let Some(g) = s3server::S3Server::start("faults") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = s3_config(&g, dir.path(), "/faults", "    conditionalwrites: false\n");
     kill_loop(vec!["--config-file".into(), cfg.display().to_string()], iterations(5));
 }
 
@@ -294,16 +301,7 @@ fn sigkill_mid_push_on_s3_leaves_old_or_new_state() {
 fn the_s3_gateway_down_is_a_503_and_donjon_recovers_without_a_restart() {
     let Some(mut g) = s3server::S3Server::start("gateway") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.yml");
-    let yaml = format!(
-        "storage:\n  s3:\n    bucket: {}\n    region: {}\n    regionendpoint: {}\n    accesskey: {}\n    secretkey: {}\n    rootdirectory: /gateway\n    forcepathstyle: true\n  redirect:\n    disable: true\n",
-        g.bucket(),
-        g.region(),
-        g.endpoint(),
-        g.access_key(),
-        g.secret_key()
-    );
-    std::fs::write(&cfg, yaml).unwrap();
+    let cfg = s3_config(&g, dir.path(), "/gateway", "");
     let name = g.name();
     let s3server::S3Server::SeaweedFs(cluster) = &mut g else {
         eprintln!("skipped: needs SeaweedFS (its gateway is a process of its own), not {name}");
