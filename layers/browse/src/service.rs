@@ -631,6 +631,9 @@ where
     let a = ctx.get(&format!("/v2/{}/tags/list", name.as_str()), None).await?;
     let listed: Vec<String> =
         a.json().and_then(|v| serde_json::from_value(v.get("tags")?.clone()).ok()).unwrap_or_default();
+    // Whatever sits below (a user's own service, an upstream's list) may answer anything: the
+    // page shows, links and offers to copy only what is a tag.
+    let listed: Vec<String> = listed.into_iter().filter(|t| t.parse::<donjon_core::Tag>().is_ok()).collect();
     // The registry said which tags the caller may see; the store says when each was pushed.
     let times: std::collections::HashMap<String, SystemTime> = match &ctx.shared.store {
         Some(store) => store
@@ -823,5 +826,25 @@ mod tests {
         let page = resp.into_body().collect().await.unwrap().to_bytes();
         let page = String::from_utf8_lossy(&page);
         assert!(page.contains("linux/riscv64") && page.contains("2026-01-02T03:04:05Z"), "{page}");
+    }
+
+    /// A registry below that lists something other than tags: the page shows the tags only, and
+    /// its pull command names one of them (a fuzzer found `docker pull r/x:{}`).
+    #[tokio::test]
+    async fn what_is_not_a_tag_is_not_listed() {
+        use tower::Layer;
+        let registry = tower::service_fn(|_: Request<Body>| async {
+            let mut r = Response::new(Body::from(r#"{"tags":["{}","a b","$(id)","v1"]}"#));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok::<_, Infallible>(r)
+        });
+        let ui = crate::BrowseLayer::new().layer(registry);
+        let req = Request::get("/ui/r/a/b").body(Body::empty()).unwrap();
+        let resp = ui.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let page = resp.into_body().collect().await.unwrap().to_bytes();
+        let page = String::from_utf8_lossy(&page);
+        assert!(page.contains("a/b:v1"), "{page}");
+        assert!(!page.contains("{}") && !page.contains("$(id)") && !page.contains("a b"), "{page}");
     }
 }
