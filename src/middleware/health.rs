@@ -6,48 +6,41 @@
 //! # let _ = HealthLayer::new();
 //! ```
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
-
+use donjon_core::claim::{Claim, Claimed, Claiming};
 use http::{header, HeaderValue, Method, Request, Response};
-use tower_service::Service;
 
 use crate::Body;
 
 /// Answers `/healthz` and `/readiness` (Trow's paths) and `/` (Distribution's) with 200.
-#[derive(Clone, Debug)]
-pub struct Health<S> {
-    inner: S,
+pub type Health<S> = Claiming<HealthLayer, S>;
+
+/// The layer of [`Health`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HealthLayer;
+
+impl HealthLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        Self
+    }
 }
 
-impl<S, B> Service<Request<B>> for Health<S>
-where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = donjon_core::future::ResponseFuture<S::Future>;
+impl<S> tower_layer::Layer<S> for HealthLayer {
+    type Service = Health<S>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    fn layer(&self, inner: S) -> Health<S> {
+        Claiming::new(*self, inner)
     }
+}
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        match req.uri().path() {
-            "/healthz" | "/readiness" | "/"
-                if req.method() == Method::GET || req.method() == Method::HEAD =>
-            {
-                donjon_core::future::ResponseFuture::handled(async {
-                    let mut r = Response::new(Body::from(r#"{"is_healthy":true,"message":"ok"}"#));
-                    r.headers_mut()
-                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    r
-                })
-            }
-            _ => donjon_core::future::ResponseFuture::inner(self.inner.call(req)),
+impl<S, B> Claim<S, B> for HealthLayer {
+    fn claim(&self, req: Request<B>, _: &S) -> Claimed<B> {
+        let read = req.method() == Method::GET || req.method() == Method::HEAD;
+        if !(read && matches!(req.uri().path(), "/healthz" | "/readiness" | "/")) {
+            return Claimed::Pass(req);
         }
+        let mut r = Response::new(Body::from(r#"{"is_healthy":true,"message":"ok"}"#));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Claimed::Respond(r)
     }
 }
-
-crate::middleware::layer_for!(Health, HealthLayer);

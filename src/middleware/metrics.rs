@@ -7,12 +7,10 @@
 //! # let _ = MetricsLayer::new("/metrics");
 //! ```
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use donjon_core::claim::{Claim, Claimed, Claiming};
 use http::{header, HeaderValue, Method, Request, Response};
-use tower_service::Service;
 
 use crate::Body;
 
@@ -20,11 +18,7 @@ use crate::Body;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Answers `GET` at its path with the metrics; passes every other request on.
-#[derive(Clone, Debug)]
-pub struct Metrics<S> {
-    inner: S,
-    path: Arc<str>,
-}
+pub type Metrics<S> = Claiming<MetricsLayer, S>;
 
 /// The layer of [`Metrics`].
 #[derive(Clone, Debug)]
@@ -43,7 +37,7 @@ impl<S> tower_layer::Layer<S> for MetricsLayer {
     type Service = Metrics<S>;
 
     fn layer(&self, inner: S) -> Metrics<S> {
-        Metrics { inner, path: self.path.clone() }
+        Claiming::new(self.clone(), inner)
     }
 }
 
@@ -54,24 +48,13 @@ pub fn response() -> Response<Body> {
     r
 }
 
-impl<S, B> Service<Request<B>> for Metrics<S>
-where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = donjon_core::future::ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl<S, B> Claim<S, B> for MetricsLayer {
+    fn claim(&self, req: Request<B>, _: &S) -> Claimed<B> {
         let read = req.method() == Method::GET || req.method() == Method::HEAD;
         if read && req.uri().path() == &*self.path {
-            return donjon_core::future::ResponseFuture::handled(std::future::ready(response()));
+            return Claimed::Respond(response());
         }
-        donjon_core::future::ResponseFuture::inner(self.inner.call(req))
+        Claimed::Pass(req)
     }
 }
 

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -473,6 +472,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use std::sync::Arc;
 
     type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
 

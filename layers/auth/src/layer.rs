@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use donjon_core::claim::Claiming;
 use donjon_core::Principal;
 use tower_layer::Layer;
 
@@ -190,6 +191,6 @@ impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Auth { inner, shared: self.shared.clone() }
+        Claiming::new(self.clone(), inner)
     }
 }

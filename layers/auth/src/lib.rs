@@ -47,7 +47,7 @@
 //! # Layout
 //!
 //! - `layer`, `service`: [`AuthLayer`] and [`Auth`] (the decision and the token endpoint),
-//!   whose future is core's `ResponseFuture` (its `deferred` form waits for a bcrypt check).
+//!   core's `Claiming` service around the layer's policy (a bcrypt check decides later).
 //! - [`config`]: [`AuthConfig`], Distribution's `auth` section with donjon's rules beside it.
 //! - [`users`]: htpasswd (bcrypt, off the async workers, cached briefly, reloaded on change)
 //!   and Trow's single user.

@@ -1,11 +1,9 @@
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use donjon_core::future::ResponseFuture;
+use donjon_core::claim::{Claim, Claimed, Claiming};
 use donjon_core::principal::{ClientConn, Grant, Principal};
 use donjon_core::route::{Action, Route};
 use donjon_core::{Body, BoxError, Error, ErrorCode, Name};
@@ -13,35 +11,20 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::BodyExt as _;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
-use tower_service::Service;
 
 use crate::layer::{Issuer, Own, Shared};
 use crate::scope::{basic_challenge, challenge, Scope};
 use crate::token::{Access, Claims};
+use crate::AuthLayer;
 
 /// The most verified tokens remembered.
 const VERIFIED_MAX: usize = 8192;
 /// The largest token request body (an OAuth2 form).
 const FORM_MAX: usize = 64 * 1024;
 
-/// The service of [`AuthLayer`](crate::AuthLayer).
-#[derive(Clone, Debug)]
-pub struct Auth<S> {
-    pub(crate) inner: S,
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl<S> Auth<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, consuming this one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+/// The service of [`AuthLayer`]: it answers the token endpoint, refuses what the caller may
+/// not do, and passes the rest on with the caller's [`Principal`].
+pub type Auth<S> = Claiming<AuthLayer, S>;
 
 /// What a verified token grants, remembered until it expires.
 #[derive(Clone, Debug)]
@@ -321,33 +304,22 @@ enum Caller<'a> {
     Anonymous,
 }
 
-impl<S, B> Service<Request<B>> for Auth<S>
+impl<S, B> Claim<S, B> for AuthLayer
 where
-    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn claim(&self, mut req: Request<B>, _: &S) -> Claimed<B> {
         let Some(route) = req.extensions().get::<Route>().cloned() else {
-            return ResponseFuture::inner(self.inner.call(req));
+            return Claimed::Pass(req);
         };
         let shared = self.shared.clone();
         if route == Route::Token {
             if let Issuer::Own(_) = shared.issuer {
-                return ResponseFuture::handled(async move { token_endpoint(&shared, req).await });
+                return Claimed::answer(async move { token_endpoint(&shared, req).await });
             }
             // Another server issues the tokens: the registry has no token endpoint.
-            return ResponseFuture::inner(self.inner.call(req));
+            return Claimed::Pass(req);
         }
         let caller = match credentials(req.headers()) {
             Credentials::None => Caller::Anonymous,
@@ -355,67 +327,64 @@ where
                 Ok(v) => Caller::Token(v),
                 Err(e) => {
                     tracing::debug!(error = %e, "token refused");
-                    let resp = unauthorized(
-                        &shared,
-                        &req,
-                        Scope::needed(&route, req.method()),
-                        Some("invalid_token"),
-                    );
-                    return ready(resp);
+                    let scope = Scope::needed(&route, req.method());
+                    return Claimed::Respond(unauthorized(&shared, &req, scope, Some("invalid_token")));
                 }
             },
             Credentials::Malformed => {
-                return ready(unauthorized(&shared, &req, Scope::needed(&route, req.method()), None));
+                return Claimed::Respond(unauthorized(
+                    &shared,
+                    &req,
+                    Scope::needed(&route, req.method()),
+                    None,
+                ));
             }
             // With another token server, registry requests carry its tokens only.
             Credentials::Basic(..) if matches!(shared.issuer, Issuer::External(_)) => {
-                return ready(unauthorized(&shared, &req, Scope::needed(&route, req.method()), None));
+                return Claimed::Respond(unauthorized(
+                    &shared,
+                    &req,
+                    Scope::needed(&route, req.method()),
+                    None,
+                ));
             }
             Credentials::Basic(user, password) => {
                 // The attempt is counted before bcrypt runs (a failure unless it succeeds).
                 let attempt =
                     match client_ip(&req).map(|ip| shared.limiter.begin(ip, &user, &password)).transpose() {
                         Ok(a) => a,
-                        Err(wait) => return ready(too_many(wait)),
+                        Err(wait) => return Claimed::Respond(too_many(wait)),
                     };
                 // bcrypt (or its cache) first; then the same decision as for the others.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                return ResponseFuture::deferred(async move {
-                    let Issuer::Own(own) = &shared.issuer else { return Ok(denied()) };
+                return Claimed::later(async move {
+                    let Issuer::Own(own) = &shared.issuer else { return Err(denied()) };
                     if !own.users.verify(&user, &password).await {
                         let scope = Scope::needed(&route, req.method());
-                        return Ok(unauthorized(&shared, &req, scope, None));
+                        return Err(unauthorized(&shared, &req, scope, None));
                     }
                     attempt.map(crate::limiter::Attempt::succeeded);
-                    match shared.decide(&req, &route, Caller::User(user, own)) {
-                        Ok(p) => {
-                            if let Some(slot) = req.extensions().get::<donjon_core::ActorSlot>() {
-                                slot.set(p.subject.clone());
-                            }
-                            req.extensions_mut().insert(p);
-                            inner.call(req).await
-                        }
-                        Err(resp) => Ok(resp),
-                    }
+                    let p = shared.decide(&req, &route, Caller::User(user, own))?;
+                    admit(&mut req, p);
+                    Ok(req)
                 });
             }
         };
         match shared.decide(&req, &route, caller) {
             Ok(p) => {
-                if let Some(slot) = req.extensions().get::<donjon_core::ActorSlot>() {
-                    slot.set(p.subject.clone());
-                }
-                req.extensions_mut().insert(p);
-                ResponseFuture::inner(self.inner.call(req))
+                admit(&mut req, p);
+                Claimed::Pass(req)
             }
-            Err(resp) => ready(resp),
+            Err(resp) => Claimed::Respond(resp),
         }
     }
 }
 
-fn ready<F: std::future::Future>(resp: Response<Body>) -> ResponseFuture<F> {
-    ResponseFuture::handled(std::future::ready(resp))
+/// The request goes on as `p`'s (the access log's actor, the principal for the layers below).
+fn admit<B>(req: &mut Request<B>, p: Principal) {
+    if let Some(slot) = req.extensions().get::<donjon_core::ActorSlot>() {
+        slot.set(p.subject.clone());
+    }
+    req.extensions_mut().insert(p);
 }
 
 /// The parameters of a token request: the query of a `GET`, the form of a `POST`.

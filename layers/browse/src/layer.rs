@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use donjon_core::claim::Claiming;
 use donjon_core::Store;
 use tower_layer::Layer;
 
@@ -11,7 +12,7 @@ use crate::service::{Browse, Shared};
 /// the [crate docs](crate).
 #[derive(Clone, Debug)]
 pub struct BrowseLayer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Default for BrowseLayer {
@@ -73,6 +74,6 @@ impl<S> Layer<S> for BrowseLayer {
     type Service = Browse<S>;
 
     fn layer(&self, inner: S) -> Browse<S> {
-        Browse { shared: self.shared.clone(), inner }
+        Claiming::new(self.clone(), inner)
     }
 }

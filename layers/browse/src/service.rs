@@ -1,4 +1,4 @@
-//! [`Browse`], the service of [`BrowseLayer`](crate::BrowseLayer): answers `/ui/…` and passes
+//! [`Browse`], the service of [`BrowseLayer`]: answers `/ui/…` and passes
 //! every other request on.
 //!
 //! Everything a page shows is asked of the registry below it, as an API client would ask:
@@ -10,7 +10,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -21,12 +20,13 @@ use serde_json::Value;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use donjon_core::future::ResponseFuture;
+use donjon_core::claim::{Claim, Claimed, Claiming};
 use donjon_core::principal::ClientConn;
 use donjon_core::store::RangeSpec;
 use donjon_core::{Body, Digest, Name, Reference, Store, Tag};
 
 use crate::html::{self, Page};
+use crate::BrowseLayer;
 
 /// The cookie holding a signed-in caller's refresh token.
 pub const COOKIE: &str = "donjon_ui";
@@ -58,35 +58,23 @@ impl Default for Shared {
     }
 }
 
-/// See [`BrowseLayer`](crate::BrowseLayer).
-#[derive(Clone, Debug)]
-pub struct Browse<S> {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) inner: S,
-}
+/// The service of [`BrowseLayer`]: it answers `/ui/…` and passes every other request on.
+pub type Browse<S> = Claiming<BrowseLayer, S>;
 
-impl<S> Service<Request<Body>> for Browse<S>
+impl<S> Claim<S, Body> for BrowseLayer
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn claim(&self, req: Request<Body>, inner: &S) -> Claimed<Body> {
         let path = req.uri().path();
         if path != "/ui" && !path.starts_with("/ui/") {
-            return ResponseFuture::inner(self.inner.call(req));
+            return Claimed::Pass(req);
         }
         // Each sub-request takes a clone of the inner service and waits for its readiness.
-        let inner = self.inner.clone();
+        let inner = inner.clone();
         let shared = self.shared.clone();
-        ResponseFuture::handled(async move { secured(handle(shared, inner, req).await) })
+        Claimed::answer(async move { secured(handle(shared, inner, req).await) })
     }
 }
 

@@ -1,7 +1,7 @@
-//! The response future every registry layer returns: the inner service's future (the request
-//! was not for this layer), this layer's own handler, or a boxed future that may still pass
-//! the request on (a layer that must wait before it decides, as the auth layer does for a
-//! bcrypt check).
+//! The response future of [`Claiming`](crate::claim::Claiming), every registry layer's
+//! service: the inner service's future (the request was not for this layer), an answer made at
+//! once, this layer's own handler, or a boxed future that may still pass the request on (a
+//! layer that must wait before it decides, as the auth layer does for a bcrypt check).
 //!
 //! ```
 //! use donjon_core::future::ResponseFuture;
@@ -31,6 +31,8 @@ pin_project! {
     pub enum ResponseFuture<F: Future> {
         /// Passed on to the inner service.
         Inner { #[pin] fut: F },
+        /// Answered at once by this layer.
+        Ready { #[pin] fut: std::future::Ready<Response<Body>> },
         /// Handled by this layer.
         Handled { fut: Handler },
         /// Decided after a wait: answered here, or passed on.
@@ -42,6 +44,11 @@ impl<F: Future> ResponseFuture<F> {
     /// The inner service's future.
     pub fn inner(fut: F) -> Self {
         Self::Inner { fut }
+    }
+
+    /// An answer already made (a refusal): no allocation.
+    pub fn ready(resp: Response<Body>) -> Self {
+        Self::Ready { fut: std::future::ready(resp) }
     }
 
     /// This layer's handler.
@@ -64,6 +71,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             Proj::Inner { fut } => fut.poll(cx),
+            Proj::Ready { fut } => fut.poll(cx).map(Ok),
             Proj::Handled { fut } => fut.as_mut().poll(cx).map(Ok),
             Proj::Deferred { fut } => fut.as_mut().poll(cx),
         }

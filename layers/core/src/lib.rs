@@ -20,6 +20,8 @@
 //! - [`route`]: the path parser, [`Route`], its [`Action`], and [`RouteLayer`], which puts the
 //!   route in the request's extensions; [`name`] and [`digest`]: the spec's grammar;
 //!   [`image_ref`]: image references as pod specs spell them, normalised as docker does.
+//! - [`claim`]: the one shape of a layer's service, a [`claim::Claim`] policy in front of the
+//!   service below, and [`future`]: the response future it returns.
 //! - [`error`]: the OCI [`Error`] and its response; [`response`]: header names and response
 //!   helpers (`empty`, `json`, `add_warning`, `parse_content_range`); [`body`]: the [`Body`].
 //! - [`manifest`]: what a manifest references and how it describes itself; [`principal`]: who
@@ -40,6 +42,7 @@
 
 pub mod body;
 pub mod challenge;
+pub mod claim;
 pub mod config;
 pub mod digest;
 pub mod error;

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use donjon_core::claim::Claiming;
 use donjon_core::mirror::Mirrors;
 use donjon_core::{Name, Store};
 use tower_layer::Layer;
@@ -164,6 +165,6 @@ impl<S> Layer<S> for ProxyCacheLayer {
     type Service = ProxyCache<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ProxyCache { inner, shared: self.shared.clone() }
+        Claiming::new(self.clone(), inner)
     }
 }

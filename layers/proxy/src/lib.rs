@@ -34,8 +34,8 @@
 //!
 //! # Layout
 //!
-//! - `layer`, `service`: [`ProxyCacheLayer`] and [`ProxyCache`], whose future is core's
-//!   `ResponseFuture`.
+//! - `layer`, `service`: [`ProxyCacheLayer`] and [`ProxyCache`]: core's `Claiming` service
+//!   around the layer's policy (reads of cached names decided after a fetch).
 //! - [`config`]: [`ProxyConfig`], Trow's `registry_proxies` with donjon's keys beside it.
 //! - [`upstream`]: which upstream serves a name; which hosts may be reached (no SSRF).
 //! - [`client`]: the pooled HTTPS client, retries, the upstream token dance.

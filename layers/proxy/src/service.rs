@@ -1,19 +1,18 @@
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use donjon_core::future::ResponseFuture;
+use donjon_core::claim::{Claim, Claimed, Claiming};
 use donjon_core::manifest;
 use donjon_core::store::{ManifestPut, RangeSpec};
-use donjon_core::{mirror, Body, BoxError, Digest, Error, ErrorCode, Name, Reference, Route, StoreError};
+use donjon_core::{mirror, Body, Digest, Error, ErrorCode, Name, Reference, Route, StoreError};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
-use tower_service::Service;
 
 use crate::client::UpstreamError;
 use crate::layer::{Shared, CHECKED_MAX};
 use crate::upstream::{Refused, Upstream};
+use crate::ProxyCacheLayer;
 
 /// The largest manifest fetched from an upstream.
 const MANIFEST_MAX: usize = 4 * 1024 * 1024;
@@ -21,24 +20,9 @@ const MANIFEST_MAX: usize = 4 * 1024 * 1024;
 /// thousand tags: well under 1 MiB).
 const TAGS_MAX: usize = 8 * 1024 * 1024;
 
-/// The service of [`ProxyCacheLayer`](crate::ProxyCacheLayer).
-#[derive(Clone, Debug)]
-pub struct ProxyCache<S> {
-    pub(crate) inner: S,
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl<S> ProxyCache<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, consuming this one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+/// The service of [`ProxyCacheLayer`]: reads of cached names are made fresh (or answered
+/// from the upstream) before the layers below answer them.
+pub type ProxyCache<S> = Claiming<ProxyCacheLayer, S>;
 
 fn accept_manifests() -> HeaderValue {
     HeaderValue::from_static(concat!(
@@ -425,30 +409,24 @@ fn unsupported() -> Response<Body> {
     .into_response()
 }
 
-/// Serves a read of a cached name: the store holds it fresh (or is made to), then the layers
-/// below answer; or a running fill or the upstream answers here.
-async fn read_cached<S, B>(
+/// Decides a read of a cached name: the store holds it fresh (or is made to), then the layers
+/// below answer (`Ok`); or a running fill or the upstream answers here (`Err`).
+async fn read_cached<B>(
     shared: Arc<Shared>,
-    mut inner: S,
     req: Request<B>,
     route: Route,
     name: Name,
-) -> Result<Response<Body>, S::Error>
-where
-    S: Service<Request<B>, Response = Response<Body>>,
-{
+) -> Result<Request<B>, Response<Body>> {
     match route {
-        Route::Manifest { reference, .. } => match shared.manifest(&name, &reference).await {
-            Ok(()) => {
-                shared.pulled(&name, &reference);
-                inner.call(req).await
-            }
-            Err(resp) => Ok(resp),
-        },
+        Route::Manifest { reference, .. } => {
+            shared.manifest(&name, &reference).await?;
+            shared.pulled(&name, &reference);
+            Ok(req)
+        }
         Route::Blob { digest, .. } => match shared.store.blob_size(&name, &digest).await {
             Ok(_) => {
                 donjon_core::metrics::metrics().record_proxy("blob_cached");
-                inner.call(req).await
+                Ok(req)
             }
             Err(StoreError::BlobUnknown(_)) => {
                 donjon_core::metrics::metrics().record_proxy("blob_fetch");
@@ -456,18 +434,18 @@ where
                 let range =
                     req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
                 match shared.blob(head, range.as_deref(), &name, &digest).await {
-                    Some(resp) => Ok(resp),
-                    None => inner.call(req).await,
+                    Some(resp) => Err(resp),
+                    None => Ok(req),
                 }
             }
-            Err(e) => Ok(Error::from(e).into_response()),
+            Err(e) => Err(Error::from(e).into_response()),
         },
         Route::Tags { .. } => {
             let shown = req.extensions().get::<Shown>().map_or(name.clone(), |s| s.0.clone());
-            Ok(shared.tags(&shown, &name, req.uri()).await)
+            Err(shared.tags(&shown, &name, req.uri()).await)
         }
         // What is cached: referrers.
-        _ => inner.call(req).await,
+        _ => Ok(req),
     }
 }
 
@@ -491,25 +469,13 @@ impl Shared {
     }
 }
 
-impl<S, B> Service<Request<B>> for ProxyCache<S>
+impl<S, B> Claim<S, B> for ProxyCacheLayer
 where
-    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    B: Send + 'static,
 {
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn claim(&self, mut req: Request<B>, _: &S) -> Claimed<B> {
         let Some(route) = req.extensions().get::<Route>().cloned() else {
-            return ResponseFuture::inner(self.inner.call(req));
+            return Claimed::Pass(req);
         };
         let read = req.method() == Method::GET || req.method() == Method::HEAD;
         let proxied = (read && matches!(route, Route::Manifest { .. } | Route::Blob { .. }))
@@ -517,35 +483,24 @@ where
         let cached = route.name().filter(|n| mirror::is_cached(n)).cloned();
         match &cached {
             // What is cached: referrers.
-            Some(_) if read && matches!(route, Route::Referrers { .. }) => {
-                return ResponseFuture::inner(self.inner.call(req))
-            }
-            Some(_) if !proxied => return ResponseFuture::handled(std::future::ready(unsupported())),
+            Some(_) if read && matches!(route, Route::Referrers { .. }) => return Claimed::Pass(req),
+            Some(_) if !proxied => return Claimed::Respond(unsupported()),
             // docker's `--registry-mirror` and podman's mirrors send no `ns`: what is not
             // here comes from the default upstream. Without one, local reads pass straight on.
-            None if !(proxied && self.shared.default.is_some()) => {
-                return ResponseFuture::inner(self.inner.call(req))
-            }
+            None if !(proxied && self.shared.default.is_some()) => return Claimed::Pass(req),
             _ => {}
         }
-        // The service that was polled ready goes into the future; a clone stays.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         match cached {
-            Some(name) => ResponseFuture::deferred(read_cached(shared, inner, req, route, name)),
-            None => ResponseFuture::deferred(async move {
-                match shared.to_default(&route).await {
-                    Some(name) => {
-                        if let Some(shown) = route.name() {
-                            req.extensions_mut().insert(Shown(shown.clone()));
-                        }
-                        let route = route.with_name(name.clone());
-                        req.extensions_mut().insert(route.clone());
-                        read_cached(shared, inner, req, route, name).await
-                    }
-                    None => inner.call(req).await,
+            Some(name) => Claimed::later(read_cached(shared, req, route, name)),
+            None => Claimed::later(async move {
+                let Some(name) = shared.to_default(&route).await else { return Ok(req) };
+                if let Some(shown) = route.name() {
+                    req.extensions_mut().insert(Shown(shown.clone()));
                 }
+                let route = route.with_name(name.clone());
+                req.extensions_mut().insert(route.clone());
+                read_cached(shared, req, route, name).await
             }),
         }
     }

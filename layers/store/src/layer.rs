@@ -25,7 +25,7 @@ pub struct ContentStoreLayer {
     pub(crate) shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) delete_enabled: bool,
@@ -46,25 +46,17 @@ impl ContentStoreLayer {
         Self { shared: Arc::new(shared) }
     }
 
-    fn with(self, f: impl FnOnce(&mut Shared)) -> Self {
-        let mut s = Shared {
-            store: self.shared.store.clone(),
-            delete_enabled: self.shared.delete_enabled,
-            catalog_max: self.shared.catalog_max,
-        };
-        f(&mut s);
-        Self { shared: Arc::new(s) }
-    }
-
     /// Whether `DELETE` of blobs, manifests and tags is allowed (Distribution's
     /// `storage.delete.enabled`). Refused deletes answer `UNSUPPORTED` (405).
-    pub fn delete_enabled(self, enabled: bool) -> Self {
-        self.with(|s| s.delete_enabled = enabled)
+    pub fn delete_enabled(mut self, enabled: bool) -> Self {
+        Arc::make_mut(&mut self.shared).delete_enabled = enabled;
+        self
     }
 
     /// The largest catalog page, and the default `n`.
-    pub fn catalog_max_entries(self, n: usize) -> Self {
-        self.with(|s| s.catalog_max = n.max(1))
+    pub fn catalog_max_entries(mut self, n: usize) -> Self {
+        Arc::make_mut(&mut self.shared).catalog_max = n.max(1);
+        self
     }
 }
 
@@ -83,6 +75,6 @@ impl<S> Layer<S> for ContentStoreLayer {
     type Service = ContentStore<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ContentStore { inner, shared: self.shared.clone() }
+        ContentStore::new(self.clone(), inner)
     }
 }

@@ -25,15 +25,12 @@
 //! # });
 //! ```
 
-use std::task::{Context, Poll};
-
-use http::{Request, Response};
+use http::Request;
 use tower_layer::Layer;
-use tower_service::Service;
 
-use donjon_core::future::ResponseFuture;
+use donjon_core::claim::{Claim, Claimed, Claiming};
 pub use donjon_core::store::ReadOnlySwitch;
-use donjon_core::{Action, Body, Error, ErrorCode, Route};
+use donjon_core::{Action, Error, ErrorCode, Route};
 
 /// Refuses writes while its switch is on. See the module docs.
 #[derive(Clone, Debug, Default)]
@@ -52,30 +49,15 @@ impl<S> Layer<S> for ReadOnlyLayer {
     type Service = ReadOnly<S>;
 
     fn layer(&self, inner: S) -> ReadOnly<S> {
-        ReadOnly { switch: self.switch.clone(), inner }
+        ReadOnly::new(self.clone(), inner)
     }
 }
 
 /// See [`ReadOnlyLayer`].
-#[derive(Clone, Debug)]
-pub struct ReadOnly<S> {
-    switch: ReadOnlySwitch,
-    inner: S,
-}
+pub type ReadOnly<S> = Claiming<ReadOnlyLayer, S>;
 
-impl<S, B> Service<Request<B>> for ReadOnly<S>
-where
-    S: Service<Request<B>, Response = Response<Body>>,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl<S, B> Claim<S, B> for ReadOnlyLayer {
+    fn claim(&self, req: Request<B>, _: &S) -> Claimed<B> {
         let writes = req
             .extensions()
             .get::<Route>()
@@ -86,16 +68,18 @@ where
                 ErrorCode::Unsupported,
                 "the registry is read-only (storage.maintenance.readonly): pushes and deletes are refused, pulls work",
             );
-            return ResponseFuture::handled(std::future::ready(e.into_response()));
+            return Claimed::Respond(e.into_response());
         }
-        ResponseFuture::inner(self.inner.call(req))
+        Claimed::Pass(req)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use donjon_core::Body;
     use donjon_core::RouteLayer;
+    use http::Response;
     use tower::{service_fn, ServiceBuilder, ServiceExt};
 
     #[tokio::test]

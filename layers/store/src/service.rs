@@ -1,46 +1,28 @@
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
-use donjon_core::future::ResponseFuture;
+use donjon_core::claim::{Claim, Claimed, Claiming};
 use donjon_core::response::{
     header_value, next_link, page, query_param, DOCKER_CONTENT_DIGEST, OCI_FILTERS_APPLIED,
 };
 use donjon_core::store::RangeSpec;
 use donjon_core::{manifest, Body, Digest, Error, ErrorCode, Name, Reference, Route};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use tower_service::Service;
 
 use crate::layer::Shared;
+use crate::ContentStoreLayer;
 
-/// The service of [`ContentStoreLayer`](crate::ContentStoreLayer).
-#[derive(Clone, Debug)]
-pub struct ContentStore<S> {
-    pub(crate) inner: S,
-    pub(crate) shared: Arc<Shared>,
-}
+/// The service of [`ContentStoreLayer`]: it answers every routed request.
+pub type ContentStore<S> = Claiming<ContentStoreLayer, S>;
 
-impl<S, B> Service<Request<B>> for ContentStore<S>
-where
-    S: Service<Request<B>, Response = Response<Body>>,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl<S, B> Claim<S, B> for ContentStoreLayer {
+    fn claim(&self, req: Request<B>, _: &S) -> Claimed<B> {
         let Some(route) = req.extensions().get::<Route>().cloned() else {
-            return ResponseFuture::inner(self.inner.call(req));
+            return Claimed::Pass(req);
         };
         let (parts, _body) = req.into_parts();
         let shared = self.shared.clone();
-        ResponseFuture::handled(async move {
-            dispatch(&shared, route, parts).await.unwrap_or_else(Error::into_response)
-        })
+        Claimed::answer(
+            async move { dispatch(&shared, route, parts).await.unwrap_or_else(Error::into_response) },
+        )
     }
 }
 

@@ -51,13 +51,10 @@ impl IndexChildren {
 /// ```
 #[derive(Clone, Debug)]
 pub struct UploadLayer {
-    store: Arc<dyn Store>,
-    max_manifest: usize,
-    index_children: IndexChildren,
-    accept_missing_blobs: bool,
+    pub(crate) shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) max_manifest: usize,
@@ -68,23 +65,24 @@ pub(crate) struct Shared {
 impl UploadLayer {
     /// Uploads into `store`, manifests up to 4 MiB, complete indexes only.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
+        let shared = Shared {
             store,
             max_manifest: DEFAULT_MAX_MANIFEST_SIZE,
             index_children: IndexChildren::All,
             accept_missing_blobs: false,
-        }
+        };
+        Self { shared: Arc::new(shared) }
     }
 
     /// The largest manifest accepted; larger ones get `MANIFEST_INVALID` with 413.
     pub fn max_manifest_size(mut self, bytes: usize) -> Self {
-        self.max_manifest = bytes;
+        Arc::make_mut(&mut self.shared).max_manifest = bytes;
         self
     }
 
     /// Which children of an index must be present when it is pushed.
     pub fn index_children(mut self, rule: IndexChildren) -> Self {
-        self.index_children = rule;
+        Arc::make_mut(&mut self.shared).index_children = rule;
         self
     }
 
@@ -93,7 +91,7 @@ impl UploadLayer {
     /// Off by default, as in Distribution, which always answers `MANIFEST_BLOB_UNKNOWN`; a
     /// blob that is present must still have the size its descriptor claims.
     pub fn accept_missing_blobs(mut self, accept: bool) -> Self {
-        self.accept_missing_blobs = accept;
+        Arc::make_mut(&mut self.shared).accept_missing_blobs = accept;
         self
     }
 }
@@ -102,13 +100,7 @@ impl<S> Layer<S> for UploadLayer {
     type Service = Upload<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let shared = Shared {
-            store: self.store.clone(),
-            max_manifest: self.max_manifest,
-            index_children: self.index_children.clone(),
-            accept_missing_blobs: self.accept_missing_blobs,
-        };
-        Upload { inner, shared: Arc::new(shared) }
+        Upload::new(self.clone(), inner)
     }
 }
 

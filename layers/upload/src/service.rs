@@ -1,9 +1,6 @@
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
 use donjon_core::body::into_stream;
-use donjon_core::future::ResponseFuture;
+use donjon_core::claim::{Claim, Claimed, Claiming};
 use donjon_core::response::{
     header_value, parse_content_range, query_param, query_params, upload_range, DOCKER_CONTENT_DIGEST,
     DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH, OCI_SUBJECT, OCI_TAG,
@@ -14,40 +11,27 @@ use donjon_core::{
 };
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use tower_service::Service;
 
 use crate::layer::Shared;
+use crate::UploadLayer;
 
-/// The service of [`UploadLayer`](crate::UploadLayer).
-#[derive(Clone, Debug)]
-pub struct Upload<S> {
-    pub(crate) inner: S,
-    pub(crate) shared: Arc<Shared>,
-}
+/// The service of [`UploadLayer`]: it answers every push.
+pub type Upload<S> = Claiming<UploadLayer, S>;
 
-impl<S, B> Service<Request<B>> for Upload<S>
+impl<S, B> Claim<S, B> for UploadLayer
 where
-    S: Service<Request<B>, Response = Response<Body>>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn claim(&self, req: Request<B>, _: &S) -> Claimed<B> {
         // Every push: upload sessions, mounts, manifest PUTs.
         let mine = req.extensions().get::<Route>().and_then(|r| r.action(req.method())) == Some(Action::Push);
         if !mine {
-            return ResponseFuture::inner(self.inner.call(req));
+            return Claimed::Pass(req);
         }
         let shared = self.shared.clone();
         let in_flight = InFlight::start();
-        ResponseFuture::handled(async move {
+        Claimed::answer(async move {
             let resp = dispatch(&shared, req).await.unwrap_or_else(Error::into_response);
             drop(in_flight);
             resp
@@ -417,6 +401,7 @@ mod tests {
     use donjon_core::RouteLayer;
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use tower::{ServiceBuilder, ServiceExt};
 
     fn stack(

@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_BODY: usize = 8 << 20;
 /// ```
 #[derive(Clone, Debug)]
 pub struct ValidationLayer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl ValidationLayer {
@@ -63,6 +63,6 @@ impl<S> Layer<S> for ValidationLayer {
     type Service = Validation<S>;
 
     fn layer(&self, inner: S) -> Validation<S> {
-        Validation { shared: self.shared.clone(), inner }
+        Validation::new(self.clone(), inner)
     }
 }

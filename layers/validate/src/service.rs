@@ -1,21 +1,20 @@
-//! [`Validation`], the service of [`ValidationLayer`](crate::ValidationLayer): answers
+//! [`Validation`], the service of [`ValidationLayer`]: answers
 //! `POST /validate-image` and `POST /mutate-image` and passes every other request on.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tower_service::Service;
 
-use donjon_core::future::ResponseFuture;
+use donjon_core::claim::{Claim, Claimed, Claiming};
 use donjon_core::{Body, BoxError, Store, StoreError};
 
 use crate::mutate::Mutator;
 use crate::policy::{Decision, Policy};
 use crate::review::{self, Review};
+use crate::ValidationLayer;
 
 /// The validating webhook's path (Trow's).
 pub const VALIDATE_PATH: &str = "/validate-image";
@@ -31,12 +30,8 @@ pub(crate) struct Shared {
     pub(crate) max_body: usize,
 }
 
-/// See [`ValidationLayer`](crate::ValidationLayer).
-#[derive(Clone, Debug)]
-pub struct Validation<S> {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) inner: S,
-}
+/// See [`ValidationLayer`].
+pub type Validation<S> = Claiming<ValidationLayer, S>;
 
 fn text(status: StatusCode, message: String) -> Response<Body> {
     let mut resp = Response::new(Body::from(Bytes::from(message + "\n")));
@@ -157,26 +152,17 @@ where
     json(&answer)
 }
 
-impl<S, B> Service<Request<B>> for Validation<S>
+impl<S, B> Claim<S, B> for ValidationLayer
 where
-    S: Service<Request<B>, Response = Response<Body>>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn claim(&self, req: Request<B>, _: &S) -> Claimed<B> {
         let mutate = match req.uri().path() {
             VALIDATE_PATH => false,
             MUTATE_PATH if self.shared.mutator.is_some() => true,
-            _ => return ResponseFuture::inner(self.inner.call(req)),
+            _ => return Claimed::Pass(req),
         };
-        ResponseFuture::handled(handle(self.shared.clone(), mutate, req))
+        Claimed::answer(handle(self.shared.clone(), mutate, req))
     }
 }
