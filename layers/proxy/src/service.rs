@@ -337,7 +337,9 @@ impl Shared {
                 return Some(out);
             }
         }
-        if !running && self.store.blob_size(name, digest).await.is_ok() {
+        // Asked again now: a fill that was running may have committed (and left) while the
+        // upstream was asked, and joining then would fetch the blob a second time.
+        if self.fills.running(digest).is_none() && self.store.blob_size(name, digest).await.is_ok() {
             return None;
         }
         let client = self.client.clone();
