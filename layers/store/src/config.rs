@@ -30,7 +30,7 @@ use donjon_core::config::{duration, Accepted, ConfigError, Warnings};
 use donjon_core::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::{ContentStoreLayer, S3Config, UploadPurging};
+use crate::{ContentStoreLayer, CopyLimits, S3Config, UploadPurging};
 
 /// The content layer's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +257,13 @@ pub struct S3Section {
     pub chunksize: Option<usize>,
     /// `false`: plain HTTP to an endpoint given without a scheme.
     pub secure: Option<bool>,
+    /// Objects larger than this are copied inside the bucket as parts (default 32 MiB; at
+    /// most 5 GiB, the most one `CopyObject` moves).
+    pub multipartcopythresholdsize: Option<u64>,
+    /// The size of each copied part (default 32 MiB).
+    pub multipartcopychunksize: Option<u64>,
+    /// Parts copied at once (default 100).
+    pub multipartcopymaxconcurrency: Option<usize>,
     /// donjon's: use conditional writes (default true; Garage lacks them and ignores them).
     pub conditionalwrites: Option<bool>,
     // Distribution's other keys: accepted, their meaning not applied (yet); reported by
@@ -276,15 +283,6 @@ pub struct S3Section {
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
     pub objectacl: Option<Accepted>,
-    #[allow(missing_docs)]
-    #[serde(skip_serializing)]
-    pub multipartcopychunksize: Option<Accepted>,
-    #[allow(missing_docs)]
-    #[serde(skip_serializing)]
-    pub multipartcopymaxconcurrency: Option<Accepted>,
-    #[allow(missing_docs)]
-    #[serde(skip_serializing)]
-    pub multipartcopythresholdsize: Option<Accepted>,
     #[allow(missing_docs)]
     #[serde(skip_serializing)]
     pub loglevel: Option<Accepted>,
@@ -321,9 +319,6 @@ impl S3Section {
             ("keyid", self.keyid.is_some()),
             ("storageclass", self.storageclass.is_some()),
             ("objectacl", self.objectacl.is_some()),
-            ("multipartcopychunksize", self.multipartcopychunksize.is_some()),
-            ("multipartcopymaxconcurrency", self.multipartcopymaxconcurrency.is_some()),
-            ("multipartcopythresholdsize", self.multipartcopythresholdsize.is_some()),
             ("loglevel", self.loglevel.is_some()),
             ("useragent", self.useragent.is_some()),
             ("usedualstack", self.usedualstack.is_some()),
@@ -428,6 +423,14 @@ impl StorageConfig {
             skip_verify: f.skipverify.unwrap_or(false),
             chunk_size: f.chunksize,
             conditional_writes: f.conditionalwrites,
+            copy: {
+                let d = CopyLimits::default();
+                CopyLimits {
+                    threshold: f.multipartcopythresholdsize.unwrap_or(d.threshold),
+                    chunk: f.multipartcopychunksize.unwrap_or(d.chunk),
+                    concurrency: f.multipartcopymaxconcurrency.unwrap_or(d.concurrency),
+                }
+            },
             // Distribution's: redirects on unless disabled.
             redirect: match &self.redirect {
                 Some(r) if r.disable => None,

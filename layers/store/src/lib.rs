@@ -44,6 +44,8 @@ pub mod read_only;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod s3_config;
+#[cfg(feature = "s3")]
+mod s3_copy;
 mod service;
 
 pub use config::{
@@ -57,5 +59,5 @@ pub use purge::{upload_purger, UploadPurging};
 pub use read_only::{ReadOnlyLayer, ReadOnlySwitch};
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
-pub use s3_config::S3Config;
+pub use s3_config::{CopyLimits, S3Config};
 pub use service::ContentStore;

@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
@@ -61,7 +61,8 @@ use donjon_core::store::{
 };
 use donjon_core::{BoxError, Name, Reference, Tag};
 
-pub use crate::s3_config::S3Config;
+pub use crate::s3_config::{CopyLimits, S3Config};
+use crate::s3_copy::PartCopier;
 
 /// S3's smallest part (all parts of a multipart upload but the last).
 pub const MIN_PART: usize = 5 * 1024 * 1024;
@@ -88,6 +89,9 @@ struct Inner {
     chunk: usize,
     conditional: bool,
     redirect: Option<std::time::Duration>,
+    /// Copies of large objects by parts (S3 only).
+    copier: Option<PartCopier>,
+    copy: CopyLimits,
 }
 
 impl fmt::Debug for S3Store {
@@ -121,9 +125,6 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long object_store retries one request (a few tries with backoff) before the error is
 /// the client's.
 const RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The largest object one S3 CopyObject moves.
-const MAX_COPY: u64 = 5 << 30;
 
 /// Garbage collection's quarantine, beside Distribution's tree.
 const QUARANTINE: &str = "gc/quarantine";
@@ -224,12 +225,11 @@ impl S3Store {
         } else {
             S3ConditionalPut::Disabled
         });
-        b = b.with_client_options(
-            ClientOptions::new()
-                .with_allow_invalid_certificates(config.skip_verify)
-                .with_allow_http(config.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")))
-                .with_connect_timeout(CONNECT_TIMEOUT),
-        );
+        let options = ClientOptions::new()
+            .with_allow_invalid_certificates(config.skip_verify)
+            .with_allow_http(config.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")))
+            .with_connect_timeout(CONNECT_TIMEOUT);
+        b = b.with_client_options(options.clone());
         // object_store's default retries for three minutes: a registry client has given up long
         // before. A few quick tries, then 503 (an unreachable store) the client can retry.
         b = b.with_retry(object_store::RetryConfig {
@@ -241,12 +241,18 @@ impl S3Store {
             max_retries: 3,
             retry_timeout: RETRY_TIMEOUT,
         });
-        let s3 = b.build().map_err(|e| format!("S3 configuration: {e}"))?;
+        let region = b.get_config_value(&AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
+        let s3 = Arc::new(b.build().map_err(|e| format!("S3 configuration: {e}"))?);
+        let copier = PartCopier::new(s3.clone(), &options, &config.bucket, &region)
+            .map_err(|e| format!("S3 configuration: {e}"))?;
         let base = base_key(config.root.as_deref().unwrap_or(""));
         let chunk = config.chunk_size.unwrap_or(10 * 1024 * 1024).max(MIN_PART);
-        let signer: Option<Arc<dyn Signer>> =
-            config.redirect.map(|_| Arc::new(s3.clone()) as Arc<dyn Signer>);
-        let store = Self::assemble(Arc::new(s3), signer, &base, chunk, conditional, config.redirect);
+        let signer: Option<Arc<dyn Signer>> = config.redirect.map(|_| s3.clone() as Arc<dyn Signer>);
+        let mut store = Self::assemble(s3, signer, &base, chunk, conditional, config.redirect);
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.copier = Some(copier);
+            inner.copy = config.copy;
+        }
         let where_ = config.endpoint.as_deref().unwrap_or("AWS");
         store.inner.s3.list_with_delimiter(Some(&Path::from(store.inner.base.as_str()))).await.map_err(
             |e| format!("S3 bucket {:?} at {where_} is not usable: {}", config.bucket, one_line(&e)),
@@ -276,8 +282,41 @@ impl S3Store {
     ) -> Self {
         let bucket = s3.to_string();
         Self {
-            inner: Arc::new(Inner { s3, signer, base: base.into(), bucket, chunk, conditional, redirect }),
+            inner: Arc::new(Inner {
+                s3,
+                signer,
+                base: base.into(),
+                bucket,
+                chunk,
+                conditional,
+                redirect,
+                copier: None,
+                copy: CopyLimits::default(),
+            }),
         }
+    }
+
+    /// Copies `from` (of `size` bytes) to `to` inside the bucket: by one `CopyObject`, or,
+    /// past the copy threshold, as a multipart upload of parts copied at once.
+    async fn copy(&self, from: &Path, to: &Path, size: u64) -> object_store::Result<()> {
+        let limits = self.inner.copy;
+        let Some(copier) = self.inner.copier.as_ref().filter(|_| limits.by_parts(size)) else {
+            return self.inner.s3.copy(from, to).await;
+        };
+        let upload = self.inner.s3.create_multipart(to).await?;
+        let parts = futures_util::stream::iter(limits.parts(size).into_iter().enumerate())
+            .map(|(i, range)| copier.copy_part(from, to, &upload, i, range))
+            .buffered(limits.concurrency.max(1))
+            .try_collect::<Vec<_>>()
+            .await;
+        let done = match parts {
+            Ok(parts) => self.inner.s3.complete_multipart(to, &upload, parts).await.map(drop),
+            Err(e) => Err(object_store::Error::Generic { store: "S3", source: e.into() }),
+        };
+        if done.is_err() {
+            let _ = self.inner.s3.abort_multipart(to, &upload).await;
+        }
+        done
     }
 
     fn key(&self, rel: &str) -> Path {
@@ -753,8 +792,8 @@ impl Store for S3Store {
                     return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
                 }
             }
-            // Server-side copy into place (CopyObject: up to 5 GiB per object).
-            self.inner.s3.copy(&temp, &blob).await.map_err(io)?;
+            // Into place by a server-side copy.
+            self.copy(&temp, &blob, size).await.map_err(io)?;
         }
         self.link(repo, digest).await?;
         self.end_session(repo, id, &s).await?;
@@ -1064,17 +1103,12 @@ impl Store for S3Store {
 
     async fn blob_quarantine(&self, digest: &Digest) -> Result<bool> {
         let (blob, held) = (self.blob_key(digest), self.quarantined(digest));
-        // One CopyObject moves at most 5 GiB: a larger blob stays (and is said so).
-        match self.inner.s3.head(&blob).await {
-            Ok(m) if m.size > MAX_COPY => {
-                tracing::warn!(%digest, size = m.size, "garbage collection leaves a blob over 5 GiB on S3 (one copy cannot move it)");
-                return Ok(false);
-            }
-            Ok(_) => {}
+        let size = match self.inner.s3.head(&blob).await {
+            Ok(m) => m.size,
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(io(e)),
-        }
-        match self.inner.s3.copy(&blob, &held).await {
+        };
+        match self.copy(&blob, &held, size).await {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(io(e)),
@@ -1089,7 +1123,11 @@ impl Store for S3Store {
     async fn blob_release(&self, digest: &Digest, restore: bool) -> Result<()> {
         let (blob, held) = (self.blob_key(digest), self.quarantined(digest));
         if restore && !self.exists(&blob).await? {
-            match self.inner.s3.copy(&held, &blob).await {
+            let copied = match self.inner.s3.head(&held).await {
+                Ok(m) => self.copy(&held, &blob, m.size).await,
+                Err(e) => Err(e),
+            };
+            match copied {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => return Ok(()),
                 Err(e) => return Err(io(e)),

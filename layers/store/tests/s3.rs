@@ -385,3 +385,90 @@ async fn a_volume_server_killed_mid_push_loses_nothing() {
     );
     assert_eq!(failed_after, 0, "pushes after the kill fail: {after:?}\n{}", cluster.log());
 }
+
+/// A gateway in front of the S3 server that answers every `CopyObject` as S3 answers one of an
+/// object over 5 GiB, and passes the rest through untouched (its `Host` too, so signatures
+/// hold). Returns its endpoint and a count of the `UploadPartCopy` requests it passed.
+async fn refusing_copy_object(upstream: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::sync::atomic::Ordering;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let parts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = parts.clone();
+    let client = Client::builder(TokioExecutor::new()).build_http::<hyper::body::Incoming>();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (client, upstream, counted) = (client.clone(), upstream.clone(), counted.clone());
+            let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                let (client, upstream, counted) = (client.clone(), upstream.clone(), counted.clone());
+                async move {
+                    let copy = req.headers().contains_key("x-amz-copy-source");
+                    let part = req.uri().query().is_some_and(|q| q.contains("partNumber="));
+                    if copy && !part {
+                        let body = "<Error><Code>InvalidRequest</Code><Message>The specified copy source is larger than the maximum allowable size for a copy source: 5368709120</Message></Error>";
+                        let resp = http::Response::builder()
+                            .status(400)
+                            .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
+                            .unwrap();
+                        return Ok::<
+                            http::Response<http_body_util::combinators::BoxBody<Bytes, hyper::Error>>,
+                            hyper_util::client::legacy::Error,
+                        >(resp);
+                    }
+                    if copy {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let pq = req.uri().path_and_query().map_or("/".to_string(), |p| p.to_string());
+                    *req.uri_mut() = format!("{upstream}{pq}").parse().unwrap();
+                    let resp = client.request(req).await?;
+                    Ok(resp.map(|b: hyper::body::Incoming| b.boxed()))
+                }
+            });
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc));
+        }
+    });
+    (endpoint, parts)
+}
+
+/// Past the copy threshold, an upload's commit and garbage collection's quarantine and restore
+/// copy by parts (`UploadPartCopy`), so a blob one `CopyObject` cannot move (over 5 GiB on
+/// S3; here, a gateway that refuses them all) is committed, quarantined and restored.
+#[tokio::test]
+async fn large_copies_go_by_parts() {
+    let Some(g) = s3server::S3Server::start("partcopy") else { return };
+    let (endpoint, parts) = refusing_copy_object(g.endpoint()).await;
+    let copy = donjon_store::CopyLimits { threshold: 6 << 20, chunk: 5 << 20, concurrency: 2 };
+    let cfg = S3Config { endpoint: Some(endpoint), copy, ..config(&g, &unique()) };
+    let store: Arc<dyn Store> = Arc::new(S3Store::connect(cfg).await.expect("connect"));
+    let repo: Name = "big/copy".parse().unwrap();
+    let data: Vec<u8> = (0..(12 * 1024 * 1024 + 3u32)).map(|i| (i % 251) as u8).collect();
+    let id = store.upload_create(&repo, Algorithm::Sha256).await.unwrap();
+    let half = data.len() / 2;
+    store.upload_write(&repo, &id, 0, bytes_stream(Bytes::copy_from_slice(&data[..half]))).await.unwrap();
+    store
+        .upload_write(&repo, &id, half as u64, bytes_stream(Bytes::copy_from_slice(&data[half..])))
+        .await
+        .unwrap();
+    let d = Digest::sha256_of(&data);
+    assert_eq!(store.upload_commit(&repo, &id, &d).await.expect("commit by parts") as usize, data.len());
+    assert_eq!(parts.load(std::sync::atomic::Ordering::SeqCst), 3, "12 MiB in parts of 5 MiB");
+    let read = |store: Arc<dyn Store>| {
+        let (repo, d) = (repo.clone(), d.clone());
+        async move {
+            let got: Vec<Bytes> =
+                store.blob_read(&repo, &d, RangeSpec::Full).await.unwrap().body.try_collect().await.unwrap();
+            got.concat()
+        }
+    };
+    assert!(read(store.clone()).await == data);
+    assert!(store.blob_quarantine(&d).await.expect("quarantine by parts"));
+    assert!(store.blob_size(&repo, &d).await.is_err(), "a quarantined blob is not served");
+    store.blob_release(&d, true).await.expect("restore by parts");
+    assert!(read(store.clone()).await == data);
+    assert_eq!(parts.load(std::sync::atomic::Ordering::SeqCst), 9);
+}
